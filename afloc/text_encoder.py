@@ -1,0 +1,100 @@
+"""Multi-granularity text encoder: word, sentence and report embeddings from a BERT."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import TextEncoderConfig
+from .text import TokenizedText
+
+
+@dataclass
+class TextEncoderOutput:
+    """Text embeddings at three granularities (D = BERT hidden size).
+
+    Attributes:
+        word_embeddings: ``[B, T, D]`` word vectors (sum of their word pieces), [CLS] first, [SEP] kept as its
+            own word, zero-padded to the token length T.
+        word_mask: ``[B, T]`` bool, True for [CLS] and the words used by the word-level loss ([SEP] and padding
+            excluded).
+        sentence_embeddings: ``[B, S, D]`` the [CLS] vector followed by one mean word vector per sentence
+            ("." delimiters excluded), zero-padded.
+        sentence_mask: ``[B, S]`` bool.
+        report_embedding: ``[B, D]`` sum of all word vectors ([CLS], [SEP] included) divided by ``max_length``
+            (reference quirk: the scale matters for raw dot products).
+    """
+
+    word_embeddings: torch.Tensor
+    word_mask: torch.Tensor
+    sentence_embeddings: torch.Tensor
+    sentence_mask: torch.Tensor
+    report_embedding: torch.Tensor
+
+
+def aggregate_granularities(token_vectors: torch.Tensor, text: TokenizedText, max_length: int) -> TextEncoderOutput:
+    """Aggregate token vectors into words, sentences and the report with segment sums (no token loops).
+
+    Args:
+        token_vectors: ``[B, T, D]`` per-token vectors.
+        text: the tokenised batch with ``word_ids`` / ``sentence_ids``.
+        max_length: divisor of the report vector.
+    """
+    batch, length, dim = token_vectors.shape
+    valid = text.attention_mask.bool() & (text.word_ids >= 0)
+    vectors = token_vectors * valid.unsqueeze(-1).to(token_vectors.dtype)
+
+    word_index = text.word_ids.clamp(min=0).unsqueeze(-1).expand(-1, -1, dim)
+    word_embeddings = torch.zeros_like(vectors).scatter_add_(1, word_index, vectors)
+    num_words = (text.word_ids.max(dim=1).values + 1).clamp(min=0)  # includes [SEP]
+    positions = torch.arange(length, device=token_vectors.device)
+    word_mask = positions.unsqueeze(0) < (num_words - 1).clamp(min=1).unsqueeze(1)
+
+    in_sentence = text.sentence_ids >= 0
+    num_sentences = int(text.sentence_ids.max().item()) + 1
+    sentence_index = text.sentence_ids.clamp(min=0)
+    sentence_vectors = vectors * in_sentence.unsqueeze(-1).to(vectors.dtype)
+    sentence_sums = torch.zeros(batch, num_sentences, dim, dtype=vectors.dtype, device=vectors.device)
+    sentence_sums.scatter_add_(1, sentence_index.unsqueeze(-1).expand(-1, -1, dim), sentence_vectors)
+    previous = torch.cat([torch.full_like(text.word_ids[:, :1], -2), text.word_ids[:, :-1]], dim=1)
+    word_starts = (in_sentence & (text.word_ids != previous)).to(vectors.dtype)
+    word_counts = torch.zeros(batch, num_sentences, dtype=vectors.dtype, device=vectors.device)
+    word_counts.scatter_add_(1, sentence_index, word_starts)
+    sentence_mask = word_counts > 0
+    sentence_embeddings = sentence_sums / word_counts.clamp(min=1).unsqueeze(-1)
+
+    report_embedding = word_embeddings.sum(dim=1) / max_length
+    return TextEncoderOutput(word_embeddings, word_mask, sentence_embeddings, sentence_mask, report_embedding)
+
+
+class TextEncoder(nn.Module):
+    """BERT whose token vectors are the sum of the last ``n`` hidden layers, aggregated per granularity.
+
+    Args:
+        config: the text encoder configuration (``bert_config`` must be set).
+        bert: an already built ``transformers`` BERT model (e.g. with pretrained weights); built from
+            ``config.bert_config`` with random weights when omitted.
+    """
+
+    def __init__(self, config: TextEncoderConfig, bert: nn.Module | None = None) -> None:
+        super().__init__()
+        if bert is None:
+            from transformers import BertConfig, BertModel
+
+            if config.bert_config is None:
+                raise ValueError("TextEncoderConfig.bert_config is required to build a text encoder")
+            bert = BertModel(BertConfig(**config.bert_config), add_pooling_layer=False)
+        self.config = config
+        self.bert = bert
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.bert.config.hidden_size)
+
+    def forward(self, text: TokenizedText) -> TextEncoderOutput:
+        outputs = self.bert(input_ids=text.input_ids, attention_mask=text.attention_mask, output_hidden_states=True)
+        hidden = outputs.hidden_states[-self.config.last_n_layers :]
+        token_vectors = torch.stack(hidden, dim=0).sum(dim=0)
+        return aggregate_granularities(token_vectors, text, self.config.max_length)
