@@ -230,10 +230,21 @@ def load_tokenizer(name_or_path: str | None = None, max_length: int = 97) -> Rep
 
     path, local = resolve_text_model(name_or_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
-    except OSError as error:
+        if local and _bare_vocab_directory(Path(path)):
+            # a directory with only a WordPiece vocab.txt (e.g. a tokenizer copied by hand): plain BERT
+            from transformers import BertTokenizerFast
+
+            tokenizer = BertTokenizerFast.from_pretrained(path, local_files_only=True)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+    except (OSError, ValueError) as error:
         raise ValueError(f"could not load a tokenizer from {path!r}: {error}") from error
     return ReportTokenizer(tokenizer, max_length=max_length)
+
+
+def _bare_vocab_directory(path: Path) -> bool:
+    has = {name: (path / name).is_file() for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json")}
+    return has["vocab.txt"] and not has["tokenizer.json"] and not has["tokenizer_config.json"]
 
 
 def random_generator(seed: int | None = None) -> random.Random:

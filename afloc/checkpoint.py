@@ -1,0 +1,235 @@
+"""Model directories: safetensors weights + JSON config + tokenizer + preprocessing + model card.
+
+Layout written by :func:`save_pretrained` (and read by :func:`load_pretrained`)::
+
+    config.json                 AFLocConfig (architecture, loss) + format version + storage dtype
+    model.safetensors           weights (or model-0000k-of-0000n.safetensors + model.safetensors.index.json)
+    preprocessing.json          {"preprocessing": Preprocessing, "localization": LocalizationConfig}
+    tokenizer files             whatever the tokenizer's save_pretrained writes (vocab.txt, tokenizer.json, ...)
+    README.md                   model card
+
+Nothing here unpickles arbitrary objects: weights are safetensors, metadata JSON; Lightning checkpoints of our
+own training are read with ``torch.load(weights_only=True)`` (tensors and plain containers only).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import AFLocConfig
+from .localization import LocalizationConfig
+from .model import AFLoc
+from .model_card import render_model_card
+from .text import ReportTokenizer, load_tokenizer
+from .transforms import Preprocessing
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+PREPROCESSING_NAME = "preprocessing.json"
+CARD_NAME = "README.md"
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class ModelBundle:
+    """Everything a model directory holds, ready for inference."""
+
+    model: AFLoc
+    tokenizer: ReportTokenizer
+    preprocessing: Preprocessing
+    localization: LocalizationConfig
+    card: str
+    path: Path | None = None
+
+
+def _shard(state: dict[str, torch.Tensor], max_shard_bytes: int | None) -> list[dict[str, torch.Tensor]]:
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if max_shard_bytes is not None and shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensor
+        size += nbytes
+    return shards
+
+
+def save_pretrained(
+    model: AFLoc,
+    directory: str | Path,
+    tokenizer: ReportTokenizer,
+    preprocessing: Preprocessing | None = None,
+    localization: LocalizationConfig | None = None,
+    card: str | None = None,
+    storage_dtype: str = "float32",
+    max_shard_bytes: int | None = None,
+) -> Path:
+    """Write a model directory (see the module docstring).
+
+    Args:
+        model: the network.
+        directory: output folder (created).
+        tokenizer: its tokenizer (saved so the directory loads offline).
+        preprocessing: image geometry/normalisation; default ``Preprocessing(model.config.image.image_size)``.
+        localization: heatmap settings; default :class:`LocalizationConfig`.
+        card: model card Markdown; default a card saying nothing about training was recorded.
+        storage_dtype: ``float32``, ``float16`` or ``bfloat16`` for floating-point weights on disk (loaded back
+            as float32).
+        max_shard_bytes: split the weights into files of at most this many bytes.
+    """
+    from safetensors.torch import save_file
+
+    if storage_dtype not in STORAGE_DTYPES:
+        raise ValueError(f"storage_dtype must be one of {sorted(STORAGE_DTYPES)}, got {storage_dtype!r}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    preprocessing = preprocessing or Preprocessing(image_size=model.config.image.image_size)
+    localization = localization or LocalizationConfig()
+
+    dtype = STORAGE_DTYPES[storage_dtype]
+    state = {
+        k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
+        for k, v in model.state_dict().items()
+    }
+    for stale in [*directory.glob("model*.safetensors"), directory / INDEX_NAME]:
+        stale.unlink(missing_ok=True)
+    shards = _shard(state, max_shard_bytes)
+    metadata = {"format": "pt", "afloc_format_version": str(FORMAT_VERSION)}
+    if len(shards) == 1:
+        save_file(shards[0], str(directory / WEIGHTS_NAME), metadata=metadata)
+    else:
+        weight_map = {}
+        for index, shard in enumerate(shards, start=1):
+            name = f"model-{index:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, str(directory / name), metadata=metadata)
+            weight_map.update(dict.fromkeys(shard, name))
+        total = sum(t.numel() * t.element_size() for t in state.values())
+        index_data = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (directory / INDEX_NAME).write_text(json.dumps(index_data, indent=2) + "\n")
+
+    config = {"afloc_format_version": FORMAT_VERSION, "storage_dtype": storage_dtype, **model.config.to_dict()}
+    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    extras = {"preprocessing": preprocessing.to_dict(), "localization": localization.to_dict()}
+    (directory / PREPROCESSING_NAME).write_text(json.dumps(extras, indent=2) + "\n")
+    tokenizer.tokenizer.save_pretrained(str(directory))
+    (directory / CARD_NAME).write_text(card if card is not None else render_model_card(name=directory.name))
+    return directory
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise ValueError(f"model directory is missing {path.name} ({path})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+
+
+def read_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
+    """Read the (possibly sharded) safetensors weights of a model directory on CPU."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    index_path = directory / INDEX_NAME
+    files = [directory / WEIGHTS_NAME]
+    if index_path.is_file():
+        files = [directory / name for name in sorted(set(_read_json(index_path)["weight_map"].values()))]
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        if not file.is_file():
+            raise ValueError(f"model directory {directory} is missing weight file {file.name}")
+        try:
+            state.update(load_file(str(file), device="cpu"))
+        except (SafetensorError, OSError) as error:
+            raise ValueError(f"cannot read weights {file}: {error}") from error
+    return state
+
+
+def load_state_dict_strict(model: AFLoc, state: dict[str, torch.Tensor]) -> None:
+    """Load weights (cast to the model's dtypes); any key or shape mismatch raises ``ValueError`` listing them."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(state) & set(expected)
+        if state[k].shape != expected[k].shape
+    )
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"weights do not match the architecture: missing keys {missing}, unexpected keys {unexpected}, "
+            f"shape mismatches {shapes}"
+        )
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+
+
+def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> ModelBundle:
+    """Load a model directory written by :func:`save_pretrained`, or a Lightning checkpoint of our training.
+
+    Args:
+        path: model directory, or a ``.ckpt`` file from ``python -m training fit``.
+        device: where to put the model (weights are read on CPU first).
+
+    Raises:
+        ValueError: missing files, invalid JSON, mismatched weights, or a checkpoint that is not ours.
+    """
+    path = Path(path).expanduser()
+    if path.is_file():
+        return _load_lightning_checkpoint(path, device)
+    if not path.is_dir():
+        raise ValueError(f"model path {str(path)!r} does not exist")
+    raw = _read_json(path / CONFIG_NAME)
+    version = raw.pop("afloc_format_version", None)
+    raw.pop("storage_dtype", None)
+    if version is None or int(version) > FORMAT_VERSION:
+        raise ValueError(f"{path / CONFIG_NAME} has format version {version!r}; this library reads <= {FORMAT_VERSION}")
+    config = AFLocConfig.from_dict(raw)
+    extras = _read_json(path / PREPROCESSING_NAME)
+    preprocessing = Preprocessing.from_dict(extras.get("preprocessing", {}))
+    localization = LocalizationConfig.from_dict(extras.get("localization", {}))
+    model = AFLoc(config)
+    load_state_dict_strict(model, read_state_dict(path))
+    tokenizer = load_tokenizer(str(path), max_length=config.text.max_length)
+    card = (path / CARD_NAME).read_text() if (path / CARD_NAME).is_file() else ""
+    return ModelBundle(model.to(device).eval(), tokenizer, preprocessing, localization, card, path)
+
+
+def _load_lightning_checkpoint(path: Path, device: str | torch.device) -> ModelBundle:
+    """Our training's ``.ckpt``: ``hyper_parameters["model_config"]`` + ``state_dict`` keys prefixed ``model.``."""
+    import pickle
+
+    try:
+        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{path} holds pickled objects that are not plain tensors/containers and will not be unpickled "
+            f"(for the authors' checkpoints use `python -m afloc.convert`): {error}"
+        ) from error
+    except (RuntimeError, EOFError, OSError) as error:
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {error}") from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
+    hyper = checkpoint.get("hyper_parameters") or {}
+    if "model_config" not in hyper:
+        raise ValueError(f"{path} has no hyper_parameters['model_config']; it was not written by afloc training")
+    config = AFLocConfig.from_dict(hyper["model_config"])
+    prefix = "model."
+    state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    model = AFLoc(config)
+    load_state_dict_strict(model, state)
+    preprocessing = Preprocessing.from_dict(hyper.get("preprocessing") or {"image_size": config.image.image_size})
+    localization = LocalizationConfig.from_dict(hyper.get("localization") or {})
+    tokenizer = load_tokenizer(config.text.name_or_path, max_length=config.text.max_length)
+    card = render_model_card(name=path.stem, provenance=f"Lightning checkpoint {path.name} (not exported)")
+    return ModelBundle(model.to(device).eval(), tokenizer, preprocessing, localization, card, path)

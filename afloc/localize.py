@@ -1,0 +1,143 @@
+"""Command line: heatmaps for one image or a folder of images.
+
+    python -m afloc.localize IMAGE_OR_DIR --prompt "left lower lobe pneumonia" [--prompt ...] \\
+        --model DIR --out DIR [--boxes FILE] [--threshold 0.3]
+
+For every image and prompt it writes ``<image>__<prompt>.png`` (overlay, colour bar, legend, ground-truth
+boxes when given) and ``<image>__<prompt>.npy`` (the float32 heatmap on the original pixels, NaN where
+undefined). Images are recognised by content (PNG, JPEG, TIFF, DICOM), not by extension; files that are not
+readable images are skipped and listed at the end.
+
+``--boxes`` reads ground truth as COCO JSON (``images[].file_name`` + ``annotations[].bbox``, optional
+``category_id`` / ``label_text``) or a CSV with columns ``image,x,y,w,h[,label]``, boxes in original pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
+
+Boxes = dict[str, list[tuple[list[float], str]]]
+
+
+def read_boxes(path: str | Path) -> Boxes:
+    """Ground-truth boxes per image file name (not path): ``{name: [([x, y, w, h], label), ...]}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"boxes file {str(path)!r} does not exist")
+    text = path.read_text(encoding="utf-8-sig")
+    boxes: Boxes = defaultdict(list)
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+            names = {img["id"]: Path(img["file_name"]).name for img in data["images"]}
+            categories = {c["id"]: c.get("name", str(c["id"])) for c in data.get("categories", [])}
+            for ann in data["annotations"]:
+                label = ann.get("label_text") or categories.get(ann.get("category_id"), "")
+                boxes[names[ann["image_id"]]].append(([float(v) for v in ann["bbox"]], str(label)))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{path} is not a COCO-style JSON with images/annotations: {error!r}") from error
+        return dict(boxes)
+    rows = list(csv.DictReader(text.splitlines()))
+    needed = {"image", "x", "y", "w", "h"}
+    if not rows or not needed <= set(rows[0]):
+        raise ValueError(f"{path}: expected a CSV with columns {sorted(needed)} (+ optional label)")
+    for line, row in enumerate(rows, start=2):
+        try:
+            box = [float(row[k]) for k in ("x", "y", "w", "h")]
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}, line {line}: box values must be numbers ({error})") from error
+        boxes[Path(row["image"]).name].append((box, row.get("label") or ""))
+    return dict(boxes)
+
+
+def _slug(text: str, limit: int = 60) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit] or "prompt"
+
+
+def _inputs(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    raise ValueError(f"input {str(path)!r} does not exist")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m afloc.localize",
+        description="Write AFLoc heatmaps (overlay PNG + .npy) for images and text prompts. "
+        "Research software, not a medical device.",
+    )
+    parser.add_argument("input", help="an image file (PNG/JPEG/TIFF/DICOM) or a folder of them")
+    parser.add_argument("--prompt", action="append", required=True, help="finding text; repeat for several")
+    parser.add_argument("--model", required=True, help="model directory (save_pretrained) or our .ckpt")
+    parser.add_argument("--out", required=True, help="output folder (created)")
+    parser.add_argument("--boxes", help="ground truth: COCO JSON or CSV image,x,y,w,h[,label]")
+    parser.add_argument("--threshold", type=float, default=None, help="draw the contour of heatmap > t")
+    parser.add_argument("--opacity", type=float, default=0.5)
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from .io import load_image
+    from .predictor import AFLocPredictor
+    from .visualize import render_figure, save_png
+
+    try:
+        inputs = _inputs(Path(args.input))
+        boxes = read_boxes(args.boxes) if args.boxes else {}
+        predictor = AFLocPredictor.from_pretrained(args.model, device=args.device)
+        if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
+            raise ValueError(f"--threshold must be in [-1, 1], got {args.threshold}")
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    skipped: list[tuple[str, str]] = []
+    written = 0
+    for path in tqdm(inputs, desc="images", unit="img", disable=len(inputs) < 2):
+        try:
+            image = load_image(path)
+            encoded = predictor.encode_image(image)
+            heatmaps = predictor.localize(args.prompt, image=encoded)
+        except ValueError as error:
+            skipped.append((path.name, str(error)))
+            continue
+        truth = boxes.get(path.name, [])
+        for prompt, heatmap in zip(args.prompt, heatmaps, strict=True):
+            stem = f"{path.stem}__{_slug(prompt)}"
+            np.save(out / f"{stem}.npy", heatmap)
+            figure = render_figure(
+                image,
+                heatmap,
+                title=prompt,
+                opacity=args.opacity,
+                threshold=args.threshold,
+                boxes=[b for b, _ in truth] or None,
+                box_labels=[label for _, label in truth] or None,
+            )
+            save_png(out / f"{stem}.png", figure)
+            written += 1
+    print(f"wrote {written} heatmap(s) for {len(inputs) - len(skipped)} image(s) to {out}")
+    for name, reason in skipped:
+        print(f"skipped {name}: {reason}", file=sys.stderr)
+    return 0 if written else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Inference engine: encode an image once, answer many prompts (heatmaps, zero-shot probabilities)."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import ModelBundle, load_pretrained
+from .localization import LocalizationConfig, heatmaps_from_embeddings
+from .model import AFLoc
+from .prompts import classification_prompts
+from .text import ReportTokenizer, normalize_prompt
+from .transforms import PadResizeMapping, Preprocessing
+
+MAX_PROMPT_CHARS = 1000
+
+
+@dataclass
+class EncodedImage:
+    """One image's embeddings and geometry, produced by :meth:`AFLocPredictor.encode_image`.
+
+    Holds its own heatmap cache, so a web server keeps one per session: nothing is shared between images.
+
+    Attributes:
+        image: the original image, float32 ``[H, W]`` or ``[H, W, 3]`` in [0, 1].
+        mapping: pad-resize geometry between original and model pixels.
+        patch_embeddings: ``[D, h, w]`` deep-map embeddings (CPU).
+        shallow_patch_embeddings: ``[D, h2, w2]`` shallow-map embeddings (CPU).
+        image_embedding: ``[D]`` global embedding (CPU).
+    """
+
+    image: np.ndarray
+    mapping: PadResizeMapping
+    patch_embeddings: torch.Tensor
+    shallow_patch_embeddings: torch.Tensor
+    image_embedding: torch.Tensor
+    _heatmaps: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.image.shape[0], self.image.shape[1]
+
+
+def _as_prompt_list(prompts: str | Sequence[str]) -> list[str]:
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = list(prompts)
+    if not prompts:
+        raise ValueError("no prompt given")
+    for prompt in prompts:
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompts must be strings, got {type(prompt).__name__}")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise ValueError(f"prompt is {len(prompt)} characters long; the limit is {MAX_PROMPT_CHARS}")
+    return prompts
+
+
+class AFLocPredictor:
+    """Encode an image once, then localize many prompts and classify findings (SAM-style).
+
+    Coordinates: heatmaps are returned on the original image's pixel grid ``[H, W]`` (row, column), or in the
+    ``S x S`` model space with ``space="model"``. Values are on [-1, 1] (min-max per prompt), NaN where
+    undefined (the optional margin).
+
+    Thread safety: the model is only run in inference mode and the text-embedding cache is locked, so one
+    predictor can serve many threads; keep one :class:`EncodedImage` per user (``set_image`` is a convenience
+    for single-user scripts and is *not* meant to be shared between threads).
+
+    Args:
+        model: the network (moved to ``device`` and put in eval mode).
+        tokenizer: its tokenizer.
+        preprocessing: image geometry and normalisation the model was trained with.
+        localization: heatmap settings.
+        device: ``"cpu"``, ``"cuda"``...; default CUDA when available.
+        text_cache_size: prompt embeddings kept (LRU).
+    """
+
+    def __init__(
+        self,
+        model: AFLoc,
+        tokenizer: ReportTokenizer,
+        preprocessing: Preprocessing | None = None,
+        localization: LocalizationConfig | None = None,
+        device: str | torch.device | None = None,
+        text_cache_size: int = 512,
+    ) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.preprocessing = preprocessing or Preprocessing(image_size=model.config.image.image_size)
+        self.localization = localization or LocalizationConfig()
+        self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._text_cache_size = text_cache_size
+        self._lock = threading.Lock()
+        self._current: EncodedImage | None = None
+
+    @classmethod
+    def from_bundle(cls, bundle: ModelBundle, device: str | torch.device | None = None) -> AFLocPredictor:
+        return cls(bundle.model, bundle.tokenizer, bundle.preprocessing, bundle.localization, device)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None) -> AFLocPredictor:
+        """Load a model directory (or our Lightning checkpoint) and wrap it."""
+        return cls.from_bundle(load_pretrained(path), device)
+
+    # ---------------------------------------------------------------- images
+    def encode_image(self, image: np.ndarray | str | Path | bytes) -> EncodedImage:
+        """Encode an image: an array (float in [0, 1] or uint8; ``[H, W]`` or ``[H, W, 3]``) or anything
+        :func:`afloc.io.load_image` reads (path, bytes, file-like; DICOM detected by content)."""
+        if not isinstance(image, np.ndarray):
+            from .io import load_image
+
+            image = load_image(image)
+        image = _as_float_image(image)
+        tensor, mapping = self.preprocessing(image)
+        with torch.inference_mode():
+            out = self.model.encode_image(tensor.unsqueeze(0).to(self.device))
+        return EncodedImage(
+            image=image,
+            mapping=mapping,
+            patch_embeddings=out.patch_embeddings[0].float().cpu(),
+            shallow_patch_embeddings=out.shallow_patch_embeddings[0].float().cpu(),
+            image_embedding=out.image_embedding[0].float().cpu(),
+        )
+
+    def set_image(self, image: np.ndarray | str | Path | bytes) -> EncodedImage:
+        """Encode ``image`` and make it the default for :meth:`localize` / :meth:`classify`."""
+        self._current = self.encode_image(image)
+        return self._current
+
+    def _image(self, image: EncodedImage | None) -> EncodedImage:
+        image = image or self._current
+        if image is None:
+            raise ValueError("no image: call set_image() first or pass an EncodedImage")
+        return image
+
+    # ---------------------------------------------------------------- text
+    def embed_prompts(self, prompts: str | Sequence[str]) -> torch.Tensor:
+        """Report vectors ``[K, D]`` (CPU, float32) of prompts normalised like training captions; cached."""
+        normalized = [normalize_prompt(p) for p in _as_prompt_list(prompts)]
+        with self._lock:
+            found = {p: self._text_cache[p] for p in normalized if p in self._text_cache}
+        missing = [p for p in dict.fromkeys(normalized) if p not in found]
+        if missing:
+            tokens = self.tokenizer(missing).to(self.device)
+            with torch.inference_mode():
+                vectors = self.model.encode_text(tokens).report_embedding.float().cpu()
+            found.update(zip(missing, vectors, strict=True))
+            with self._lock:
+                for prompt, vector in zip(missing, vectors, strict=True):
+                    self._text_cache[prompt] = vector
+                while len(self._text_cache) > self._text_cache_size:
+                    self._text_cache.popitem(last=False)
+        return torch.stack([found[p] for p in normalized])
+
+    # ---------------------------------------------------------------- outputs
+    def localize(
+        self,
+        prompts: str | Sequence[str],
+        image: EncodedImage | None = None,
+        space: str = "original",
+    ) -> np.ndarray:
+        """Heatmap(s) for one prompt ``[H, W]`` or a list ``[K, H, W]``.
+
+        Args:
+            prompts: free text ("left lower lobe pneumonia") or a list; one-word prompts are kept.
+            image: an :class:`EncodedImage`; default the one from :meth:`set_image`.
+            space: ``"original"`` (the image's pixels) or ``"model"`` (the ``S x S`` padded input).
+        """
+        if space not in ("original", "model"):
+            raise ValueError(f"space must be 'original' or 'model', got {space!r}")
+        single = isinstance(prompts, str)
+        prompt_list = _as_prompt_list(prompts)
+        encoded = self._image(image)
+        keys = [(normalize_prompt(p), space) for p in prompt_list]
+        todo = [k for k in dict.fromkeys(keys) if k not in encoded._heatmaps]
+        if todo:
+            vectors = self.embed_prompts([k[0] for k in todo])
+            maps = heatmaps_from_embeddings(
+                encoded.patch_embeddings,
+                vectors,
+                self.preprocessing.image_size,
+                self.localization,
+                encoded.shallow_patch_embeddings,
+            )
+            if space == "original":
+                maps = encoded.mapping.heatmap_to_original(maps)
+            for key, heatmap in zip(todo, maps, strict=True):
+                heatmap.setflags(write=False)
+                encoded._heatmaps[key] = heatmap
+        result = np.stack([encoded._heatmaps[k] for k in keys])
+        return result[0] if single else result
+
+    def classify(self, findings: str | Sequence[str], image: EncodedImage | None = None) -> dict[str, float]:
+        """Zero-shot probability per finding: softmax over (mean positive, mean negative) prompt scores.
+
+        Scores are ``logit_scale x cos`` (default) or raw dot products of the global image embedding with
+        the mean report vector of each prompt set (see :class:`LocalizationConfig`).
+        """
+        findings = _as_prompt_list(findings)
+        encoded = self._image(image)
+        result = {}
+        for finding in findings:
+            positives, negatives = classification_prompts(finding.strip())
+            pos = self.embed_prompts(positives).mean(dim=0)
+            neg = self.embed_prompts(negatives).mean(dim=0)
+            image_vec = encoded.image_embedding
+            if self.localization.classification_similarity == "cosine":
+                scores = torch.stack([F.cosine_similarity(image_vec, v, dim=0) for v in (pos, neg)])
+                scores = self.localization.logit_scale * scores
+            else:
+                scores = torch.stack([image_vec @ pos, image_vec @ neg])
+            result[finding] = float(scores.softmax(dim=0)[0])
+        return result
+
+
+def _as_float_image(image: np.ndarray) -> np.ndarray:
+    """Validate an array image and return float32 in [0, 1] (uint8/uint16 scaled by their range)."""
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+        raise ValueError(f"image must be [H, W] or [H, W, 3], got shape {image.shape}")
+    if min(image.shape[:2]) < 2:
+        raise ValueError(f"image of size {image.shape[0]}x{image.shape[1]} is too small")
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / 65535.0
+    image = image.astype(np.float32)
+    if not np.isfinite(image).all():
+        raise ValueError("image contains NaN or infinite values")
+    if image.min() < 0 or image.max() > 1:
+        raise ValueError(
+            f"float image values must lie in [0, 1], got [{image.min():.3g}, {image.max():.3g}]; "
+            "scale it first (uint8/uint16 arrays are scaled automatically)"
+        )
+    return image

@@ -1,0 +1,33 @@
+"""Prompt templates and standard finding lists for zero-shot localization and classification."""
+
+from __future__ import annotations
+
+CXR_FINDINGS = (
+    "atelectasis",
+    "cardiomegaly",
+    "consolidation",
+    "edema",
+    "pleural effusion",
+    "pneumonia",
+    "pneumothorax",
+    "nodule",
+    "mass",
+)
+FUNDUS_FINDINGS = ("haemorrhage", "hard exudates", "optic disc", "microaneurysms")
+
+# Reference default prompt for a category ("Findings suggesting {finding}.").
+LOCALIZATION_TEMPLATE = "Findings suggesting {finding}."
+POSITIVE_TEMPLATES = ("Findings suggesting {finding}.", "There is {finding}.", "{finding} is present.")
+NEGATIVE_TEMPLATES = ("No {finding}.", "There is no {finding}.", "No evidence of {finding}.")
+
+
+def localization_prompt(finding: str) -> str:
+    return LOCALIZATION_TEMPLATE.format(finding=finding)
+
+
+def classification_prompts(finding: str) -> tuple[list[str], list[str]]:
+    """Positive and negative prompt sets for zero-shot classification of ``finding``."""
+    return (
+        [t.format(finding=finding) for t in POSITIVE_TEMPLATES],
+        [t.format(finding=finding) for t in NEGATIVE_TEMPLATES],
+    )

@@ -1,0 +1,191 @@
+"""Geometry shared by training, evaluation and the demo: the reference pad-resize and its inverse.
+
+Coordinates are pixels with the origin at the top-left corner of the top-left pixel; boxes are
+``[x, y, w, h]`` (COCO). "Model space" is the ``size x size`` padded square the network sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class PadResizeMapping:
+    """Where an original ``height x width`` image landed inside the ``size x size`` model input.
+
+    Attributes:
+        original_height, original_width: size of the original image.
+        size: side of the square model input.
+        resized_height, resized_width: size of the image content after resizing (before padding).
+        top, left: zero padding above / left of the content.
+    """
+
+    original_height: int
+    original_width: int
+    size: int
+    resized_height: int
+    resized_width: int
+    top: int
+    left: int
+
+    @property
+    def scale_x(self) -> float:
+        return self.resized_width / self.original_width
+
+    @property
+    def scale_y(self) -> float:
+        return self.resized_height / self.original_height
+
+    def boxes_to_model(self, boxes: np.ndarray) -> np.ndarray:
+        """Map ``[K, 4]`` ``[x, y, w, h]`` boxes from original pixels to model pixels."""
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        scale = np.array([self.scale_x, self.scale_y, self.scale_x, self.scale_y])
+        return boxes * scale + np.array([self.left, self.top, 0.0, 0.0])
+
+    def boxes_to_original(self, boxes: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`boxes_to_model`."""
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        scale = np.array([self.scale_x, self.scale_y, self.scale_x, self.scale_y])
+        return (boxes - np.array([self.left, self.top, 0.0, 0.0])) / scale
+
+    def points_to_model(self, points: np.ndarray) -> np.ndarray:
+        """Map ``[K, 2]`` ``(x, y)`` points from original pixels to model pixels."""
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        return points * np.array([self.scale_x, self.scale_y]) + np.array([self.left, self.top])
+
+    def points_to_original(self, points: np.ndarray) -> np.ndarray:
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        return (points - np.array([self.left, self.top])) / np.array([self.scale_x, self.scale_y])
+
+    def mask_to_model(self, mask: np.ndarray) -> np.ndarray:
+        """Map a boolean ``[H, W]`` mask to model space (nearest neighbour; padding is False)."""
+        mask = np.asarray(mask)
+        self._check_original(mask.shape[:2])
+        resized = cv2.resize(
+            mask.astype(np.uint8), (self.resized_width, self.resized_height), interpolation=cv2.INTER_NEAREST
+        )
+        out = np.zeros((self.size, self.size), dtype=bool)
+        out[self.top : self.top + self.resized_height, self.left : self.left + self.resized_width] = resized > 0
+        return out
+
+    def heatmap_to_original(self, heatmap: np.ndarray) -> np.ndarray:
+        """Map a model-space heatmap ``[S, S]`` or ``[K, S, S]`` back to ``[H, W]`` / ``[K, H, W]``.
+
+        The padding is removed and the content resized bilinearly to the exact original size. NaN pixels
+        (undefined, e.g. a margin) stay NaN (nearest-neighbour mapping of the NaN mask).
+        """
+        heatmap = np.asarray(heatmap, dtype=np.float32)
+        if heatmap.ndim == 3:
+            return np.stack([self.heatmap_to_original(h) for h in heatmap])
+        if heatmap.shape != (self.size, self.size):
+            raise ValueError(f"heatmap must be {self.size}x{self.size}, got {heatmap.shape}")
+        content = heatmap[self.top : self.top + self.resized_height, self.left : self.left + self.resized_width]
+        undefined = np.isnan(content)
+        target = (self.original_width, self.original_height)
+        out = cv2.resize(np.where(undefined, 0.0, content).astype(np.float32), target, interpolation=cv2.INTER_LINEAR)
+        if undefined.any():
+            nan_mask = cv2.resize(undefined.astype(np.uint8), target, interpolation=cv2.INTER_NEAREST) > 0
+            out[nan_mask] = np.nan
+        return out
+
+    def _check_original(self, shape: tuple[int, ...]) -> None:
+        if tuple(shape) != (self.original_height, self.original_width):
+            raise ValueError(
+                f"array of size {shape} does not match the original image {(self.original_height, self.original_width)}"
+            )
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def pad_resize_mapping(height: int, width: int, size: int) -> PadResizeMapping:
+    """The reference geometry: longest side -> ``size`` (truncated), centred zero padding.
+
+    For ``h >= w`` the new size is ``(size, int(w * size / h))``; the missing columns are padded
+    ``floor(pad / 2)`` on the left and ``ceil(pad / 2)`` on the right (rows top/bottom when ``w > h``).
+    """
+    if height < 2 or width < 2:
+        raise ValueError(f"image of size {height}x{width} is too small (at least 2x2 pixels)")
+    if height >= width:
+        new_h, new_w = size, max(1, int(width * size / height))
+    else:
+        new_h, new_w = max(1, int(height * size / width)), size
+    return PadResizeMapping(height, width, size, new_h, new_w, (size - new_h) // 2, (size - new_w) // 2)
+
+
+def pad_resize(image: np.ndarray, size: int) -> tuple[np.ndarray, PadResizeMapping]:
+    """Resize with ``cv2.INTER_AREA`` keeping the aspect ratio and zero-pad to ``size x size``.
+
+    Args:
+        image: ``[H, W]`` or ``[H, W, C]`` array (any dtype cv2 resizes; float32 in [0, 1] here).
+        size: output side.
+
+    Returns:
+        ``(padded, mapping)``: the ``[size, size(, C)]`` array of the input dtype and the mapping to undo it.
+    """
+    image = np.asarray(image)
+    if image.ndim not in (2, 3):
+        raise ValueError(f"image must be [H, W] or [H, W, C], got shape {image.shape}")
+    mapping = pad_resize_mapping(image.shape[0], image.shape[1], size)
+    resized = cv2.resize(image, (mapping.resized_width, mapping.resized_height), interpolation=cv2.INTER_AREA)
+    if resized.ndim == 2 and image.ndim == 3:  # cv2 drops a single channel axis
+        resized = resized[..., None]
+    out = np.zeros((size, size, *image.shape[2:]), dtype=image.dtype)
+    out[mapping.top : mapping.top + mapping.resized_height, mapping.left : mapping.left + mapping.resized_width] = (
+        resized
+    )
+    return out, mapping
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Image preprocessing saved with every checkpoint (``preprocessing.json``).
+
+    Attributes:
+        image_size: side of the pad-resized square.
+        mean, std: per-channel normalisation applied to [0, 1] pixels (0.5 / 0.5 in the reference -> [-1, 1]).
+    """
+
+    image_size: int = 224
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    resize: str = "pad_resize_inter_area"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Preprocessing:
+        known = {"image_size", "mean", "std", "resize"}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown preprocessing keys {sorted(unknown)}; expected a subset of {sorted(known)}")
+        values = dict(data)
+        for key in ("mean", "std"):
+            if key in values:
+                values[key] = tuple(float(v) for v in values[key])
+        if values.get("resize", "pad_resize_inter_area") != "pad_resize_inter_area":
+            raise ValueError(f"unsupported resize {values['resize']!r}; only 'pad_resize_inter_area' is defined")
+        return cls(**values)
+
+    def __call__(self, image: np.ndarray) -> tuple[torch.Tensor, PadResizeMapping]:
+        """``[H, W]`` greyscale or ``[H, W, 3]`` RGB float image in [0, 1] -> normalised ``[3, S, S]`` tensor.
+
+        Greyscale is replicated to three channels; RGB (fundus) stays RGB.
+        """
+        image = np.asarray(image, dtype=np.float32)
+        if image.ndim == 3 and image.shape[2] == 1:
+            image = image[..., 0]
+        if image.ndim == 3 and image.shape[2] != 3:
+            raise ValueError(f"expected a greyscale or RGB image, got shape {image.shape}")
+        padded, mapping = pad_resize(image, self.image_size)
+        if padded.ndim == 2:
+            padded = np.repeat(padded[..., None], 3, axis=2)
+        tensor = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
+        return (tensor - mean) / std, mapping

@@ -1,0 +1,163 @@
+"""Model directories: bit-exact round trip, strict loading, compact storage, sharding, safety."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+import afloc
+from afloc import AFLoc, LocalizationConfig, Preprocessing, load_model
+from afloc.checkpoint import read_state_dict
+
+
+def _state_equal(a: AFLoc, b: AFLoc) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture
+def saved(tmp_path, tiny_model, tiny_tokenizer):
+    directory = tmp_path / "model"
+    tiny_model.save_pretrained(
+        directory,
+        tiny_tokenizer,
+        preprocessing=Preprocessing(image_size=64),
+        localization=LocalizationConfig(margin=4, similarity="cosine"),
+    )
+    return directory
+
+
+def test_round_trip_is_bit_exact(saved, tiny_model, tiny_tokenizer):
+    names = {p.name for p in saved.iterdir()}
+    assert {"config.json", "model.safetensors", "preprocessing.json", "README.md"} <= names
+    assert names & {"tokenizer.json", "vocab.txt"}
+    bundle = load_model(saved)
+    assert _state_equal(bundle.model, tiny_model)
+    assert bundle.model.config == tiny_model.config
+    assert bundle.preprocessing == Preprocessing(image_size=64)
+    assert bundle.localization == LocalizationConfig(margin=4, similarity="cosine")
+    assert "not a medical device" in bundle.card
+    text = "right lower lobe consolidation. no effusion"
+    assert torch.equal(bundle.tokenizer([text]).input_ids, tiny_tokenizer([text]).input_ids)
+    assert _state_equal(AFLoc.from_pretrained(saved), tiny_model)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        a = bundle.model.encode_image(images).patch_embeddings
+        b = tiny_model.encode_image(images).patch_embeddings
+    assert torch.equal(a, b)
+
+
+def test_float16_storage_and_sharding(tmp_path, tiny_model, tiny_tokenizer):
+    directory = tmp_path / "compact"
+    tiny_model.save_pretrained(directory, tiny_tokenizer, storage_dtype="float16", max_shard_bytes=6_000_000)
+    shards = sorted(directory.glob("model-*.safetensors"))
+    assert len(shards) >= 2 and (directory / "model.safetensors.index.json").is_file()
+    assert all(p.stat().st_size <= 6_000_000 + 100_000 for p in shards)  # + safetensors header
+    assert not (directory / "model.safetensors").exists()
+    loaded = load_model(directory).model
+    for key, value in tiny_model.state_dict().items():
+        other = loaded.state_dict()[key]
+        assert other.dtype == value.dtype
+        if value.is_floating_point():
+            assert torch.allclose(other, value, rtol=1e-3, atol=1e-4), key
+        else:
+            assert torch.equal(other, value)
+    # saving again unsharded removes the stale shards
+    tiny_model.save_pretrained(directory, tiny_tokenizer)
+    assert not list(directory.glob("model-*.safetensors")) and (directory / "model.safetensors").is_file()
+
+
+def test_strict_mismatch_lists_keys(saved, tiny_config, tiny_bert_config):
+    from safetensors.torch import save_file
+
+    state = read_state_dict(saved)
+    state["extra.weight"] = torch.zeros(1)
+    del state["image_encoder.global_projection.bias"]
+    save_file(state, str(saved / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"missing keys \['image_encoder.global_projection.bias'\]") as info:
+        load_model(saved)
+    assert "extra.weight" in str(info.value)
+
+
+def test_shape_mismatch_is_reported(saved, tiny_config):
+    config = json.loads((saved / "config.json").read_text())
+    config["text"]["bert_config"]["intermediate_size"] = 48
+    (saved / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="shape mismatches"):
+        load_model(saved)
+
+
+def test_bad_directories(tmp_path, saved):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_model(tmp_path / "nowhere")
+    broken = tmp_path / "broken"
+    shutil.copytree(saved, broken)
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_model(broken)
+    os.remove(broken / "config.json")
+    with pytest.raises(ValueError, match="missing config.json"):
+        load_model(broken)
+    truncated = tmp_path / "truncated"
+    shutil.copytree(saved, truncated)
+    data = (truncated / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cannot read weights"):
+        load_model(truncated)
+
+
+def _lightning_checkpoint(model, vocab_dir):
+    config = dataclasses.replace(model.config, text=dataclasses.replace(model.config.text, name_or_path=str(vocab_dir)))
+    return {
+        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        "hyper_parameters": {"model_config": config.to_dict(), "preprocessing": {"image_size": 64}},
+        "epoch": 1,
+    }
+
+
+def test_lightning_checkpoint_of_our_training_loads(tmp_path, tiny_model, vocab_file):
+    vocab_dir = tmp_path / "vocab"
+    vocab_dir.mkdir()
+    shutil.copy(vocab_file, vocab_dir / "vocab.txt")
+    path = tmp_path / "last.ckpt"
+    torch.save(_lightning_checkpoint(tiny_model, vocab_dir), path)
+    bundle = load_model(path)
+    assert _state_equal(bundle.model, tiny_model)
+    assert bundle.preprocessing.image_size == 64
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
+        load_model(path)
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, ("touch should_never_exist",))
+
+
+def test_checkpoint_with_code_is_refused(tmp_path, tiny_model, vocab_file, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    checkpoint = _lightning_checkpoint(tiny_model, tmp_path)
+    checkpoint["hyper_parameters"]["evil"] = _Payload()
+    torch.save(checkpoint, tmp_path / "evil.ckpt")
+    with pytest.raises(ValueError, match="will not be unpickled"):
+        load_model(tmp_path / "evil.ckpt")
+    assert not (tmp_path / "should_never_exist").exists()
+
+
+def test_foreign_checkpoint_is_named(tmp_path):
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "hyper_parameters": {}}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="model_config"):
+        load_model(tmp_path / "other.ckpt")
+    torch.save([1, 2], tmp_path / "list.ckpt")
+    with pytest.raises(ValueError, match="not a Lightning checkpoint"):
+        load_model(tmp_path / "list.ckpt")
+
+
+def test_storage_dtype_validated(tmp_path, tiny_model, tiny_tokenizer):
+    with pytest.raises(ValueError, match="storage_dtype"):
+        afloc.save_pretrained(tiny_model, tmp_path / "x", tiny_tokenizer, storage_dtype="int4")

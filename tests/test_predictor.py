@@ -1,0 +1,123 @@
+"""Predictor: heatmaps on the original pixels, caching, zero-shot classification, thread safety."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from afloc import AFLocPredictor, LocalizationConfig, Preprocessing
+
+
+@pytest.fixture
+def predictor(tiny_model, tiny_tokenizer):
+    return AFLocPredictor(tiny_model, tiny_tokenizer, Preprocessing(image_size=64), device="cpu")
+
+
+def _image(height, width, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((height, width), dtype=np.float32)
+
+
+@pytest.mark.parametrize(("height", "width"), [(97, 61), (61, 97), (64, 64), (301, 199), (3, 5)])
+def test_heatmap_has_the_input_shape(predictor, height, width):
+    predictor.set_image(_image(height, width))
+    heatmap = predictor.localize("right lower lobe consolidation")
+    assert heatmap.shape == (height, width) and heatmap.dtype == np.float32
+    assert np.nanmin(heatmap) >= -1.0 - 1e-5 and np.nanmax(heatmap) <= 1.0 + 1e-5
+    several = predictor.localize(["left pleural effusion", "cardiomegaly", "pneumothorax"])
+    assert several.shape == (3, height, width)
+    assert predictor.localize("cardiomegaly", space="model").shape == (64, 64)
+
+
+def test_rgb_and_uint8_inputs(predictor):
+    rgb = (np.random.default_rng(1).random((50, 70, 3)) * 255).astype(np.uint8)
+    encoded = predictor.encode_image(rgb)
+    assert encoded.image.dtype == np.float32 and encoded.image.max() <= 1.0
+    assert predictor.localize("haemorrhage", image=encoded).shape == (50, 70)
+
+
+def test_one_word_prompts_do_not_collapse(predictor):
+    predictor.set_image(_image(80, 80))
+    edema, effusion = predictor.localize(["edema", "effusion"])
+    assert not np.allclose(edema, effusion)
+    vectors = predictor.embed_prompts(["edema", "effusion", "pneumothorax"]).numpy()
+    assert np.linalg.matrix_rank(vectors) == 3
+
+
+def test_caches_are_used(predictor, monkeypatch):
+    encoded = predictor.encode_image(_image(40, 60))
+    first = predictor.localize("left lower lobe opacity", image=encoded)
+    calls = []
+    original = predictor.model.encode_text
+    monkeypatch.setattr(predictor.model, "encode_text", lambda t: calls.append(1) or original(t))
+    again = predictor.localize("Left lower lobe opacity.", image=encoded)  # same after normalisation
+    assert again is not first and np.array_equal(again, first) and not calls
+    other = predictor.encode_image(_image(40, 60, seed=3))
+    predictor.localize("left lower lobe opacity", image=other)
+    assert not calls  # text embedding reused for a new image
+    first[:] = 0.0  # a caller changing its result does not corrupt the cache
+    assert np.array_equal(predictor.localize("left lower lobe opacity", image=encoded), again)
+
+
+def test_margin_gives_nan_border(tiny_model, tiny_tokenizer):
+    predictor = AFLocPredictor(
+        tiny_model, tiny_tokenizer, Preprocessing(image_size=64), LocalizationConfig(margin=4), device="cpu"
+    )
+    predictor.set_image(_image(64, 64))
+    heatmap = predictor.localize("cardiomegaly")
+    assert np.isnan(heatmap[:3]).all() and not np.isnan(heatmap[10:50, 10:50]).any()
+
+
+def test_classify_probabilities(predictor):
+    predictor.set_image(_image(64, 64))
+    probabilities = predictor.classify(["pneumothorax", "pleural effusion"])
+    assert set(probabilities) == {"pneumothorax", "pleural effusion"}
+    assert all(0.0 < p < 1.0 for p in probabilities.values())
+
+
+def test_bad_inputs(predictor):
+    with pytest.raises(ValueError, match="no image"):
+        predictor.localize("edema")
+    predictor.set_image(_image(32, 32))
+    for bad, message in (("", "no words"), ("...", "no words"), ([], "no prompt"), ("x" * 1001, "limit")):
+        with pytest.raises(ValueError, match=message):
+            predictor.localize(bad)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        predictor.encode_image(np.full((10, 10), 3.0, np.float32))
+    with pytest.raises(ValueError, match="too small"):
+        predictor.encode_image(np.zeros((1, 10), np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        predictor.encode_image(np.zeros((10, 10, 4), np.float32))
+    with pytest.raises(ValueError, match="space"):
+        predictor.localize("edema", space="screen")
+
+
+def test_image_from_file(predictor, tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "film.png"
+    Image.fromarray((_image(45, 30) * 255).astype(np.uint8)).save(path)
+    encoded = predictor.encode_image(str(path))
+    assert predictor.localize("nodule", image=encoded).shape == (45, 30)
+
+
+def test_threads_get_their_own_results(predictor):
+    images = [predictor.encode_image(_image(50 + 7 * k, 40 + 5 * k, seed=k)) for k in range(4)]
+    prompts = ["left pleural effusion", "right upper lobe nodule", "cardiomegaly", "pneumothorax"]
+    expected = [predictor.localize(p, image=i) for p, i in zip(prompts, images, strict=True)]
+    fresh = [predictor.encode_image(i.image) for i in images]  # new caches, same pixels
+    results = [None] * 4
+
+    def work(k):
+        for _ in range(3):
+            results[k] = predictor.localize(prompts[k], image=fresh[k])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(4):
+        assert np.allclose(results[k], expected[k], atol=1e-6)
