@@ -1,0 +1,60 @@
+"""``python -m training.phantoms generate|contact-sheet ...`` (see --help)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.phantoms", description="PhantomCXR synthetic corpus")
+    commands = parser.add_subparsers(dest="command", required=True)
+    gen = commands.add_parser("generate", help="write a corpus (images, manifest.csv, COCO JSON, DICOM samples)")
+    gen.add_argument("--out", required=True, help="output folder (must not hold a corpus yet)")
+    gen.add_argument("--n", type=int, required=True, help="number of studies")
+    gen.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--splits", default="0.8,0.1,0.1", help="train,val,test fractions")
+    gen.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    gen.add_argument("--dicom-samples", type=int, default=4, help="test films also written as DICOM")
+    sheet = commands.add_parser("contact-sheet", help="a PNG grid of examples with boxes and report excerpts")
+    sheet.add_argument("--out", required=True, help="PNG file to write")
+    sheet.add_argument("--count", type=int, default=16)
+    sheet.add_argument("--size", type=int, default=256)
+    sheet.add_argument("--seed", type=int, default=0)
+    sheet.add_argument("--start", type=int, default=0, help="first case index")
+    args = parser.parse_args(argv)
+
+    from .generate import CorpusSpec, generate_corpus
+
+    try:
+        if args.command == "generate":
+            fractions = tuple(float(v) for v in args.splits.split(","))
+            spec = CorpusSpec(n=args.n, size=args.size, seed=args.seed, split_fractions=fractions)
+            start = time.perf_counter()
+            counts = generate_corpus(args.out, spec, workers=args.workers, dicom_samples=args.dicom_samples)
+            elapsed = time.perf_counter() - start
+            print(f"wrote {args.n} studies {counts} to {args.out} in {elapsed:.1f} s ({args.n / elapsed:.0f} img/s)")
+        else:
+            import cv2
+
+            from .figures import contact_sheet
+
+            grid = contact_sheet(
+                CorpusSpec(n=args.start + args.count, size=args.size, seed=args.seed), args.count, start=args.start
+            )
+            path = Path(args.out)
+            if not path.parent.is_dir():
+                raise ValueError(f"folder {str(path.parent)!r} does not exist")
+            cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+            print(f"wrote {path}")
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
