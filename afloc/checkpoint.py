@@ -206,7 +206,7 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Mod
 
 
 def _load_lightning_checkpoint(path: Path, device: str | torch.device) -> ModelBundle:
-    """Our training's ``.ckpt``: ``hyper_parameters["model_config"]`` + ``state_dict`` keys prefixed ``model.``."""
+    """Our training's ``.ckpt``: ``checkpoint["afloc"]["model_config"]`` + ``state_dict`` keys prefixed ``model.``."""
     import pickle
 
     try:
@@ -220,9 +220,9 @@ def _load_lightning_checkpoint(path: Path, device: str | torch.device) -> ModelB
         raise ValueError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {error}") from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
-    hyper = checkpoint.get("hyper_parameters") or {}
+    hyper = checkpoint.get("afloc") or {}
     if "model_config" not in hyper:
-        raise ValueError(f"{path} has no hyper_parameters['model_config']; it was not written by afloc training")
+        raise ValueError(f"{path} has no ['afloc']['model_config'] entry; it was not written by afloc training")
     config = AFLocConfig.from_dict(hyper["model_config"])
     prefix = "model."
     state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}

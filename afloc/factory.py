@@ -83,4 +83,4 @@ def build_model(config: AFLocConfig | None = None, pretrained_text: bool = True)
     model = AFLoc(config, text_backbone)
     if config.image.initial_weights:
         load_backbone_weights(model, config.image.initial_weights)
-    return model
+    return model.train()  # from_pretrained leaves the BERT in eval mode; a new module is in training mode

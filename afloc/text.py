@@ -48,6 +48,15 @@ def split_sentences(report: str, min_tokens: int = 2) -> list[str]:
     return sentences
 
 
+_SECTION_HEADER = re.compile(r"\b[A-Z][A-Z ]*[A-Z]\s*:")
+
+
+def report_sentences(report: str) -> list[str]:
+    """Cleaned sentences of a structured report: section labels ("FINDINGS:", "IMPRESSION:") are removed and
+    end the sentence before them, then :func:`split_sentences` applies. Use this for training captions."""
+    return split_sentences(_SECTION_HEADER.sub(". ", report))
+
+
 def normalize_prompt(prompt: str) -> str:
     """Normalise a user prompt like a training caption, keeping one-word prompts.
 

@@ -94,7 +94,20 @@ class TextEncoder(nn.Module):
         return int(self.bert.config.hidden_size)
 
     def forward(self, text: TokenizedText) -> TextEncoderOutput:
-        outputs = self.bert(input_ids=text.input_ids, attention_mask=text.attention_mask, output_hidden_states=True)
-        hidden = outputs.hidden_states[-self.config.last_n_layers :]
-        token_vectors = torch.stack(hidden, dim=0).sum(dim=0)
+        # The last n layers' outputs are captured with temporary forward hooks rather than
+        # ``output_hidden_states=True``: transformers 5 implements that flag with hooks of its own that cannot be
+        # pickled, which breaks ``ddp_spawn`` and multiprocessing; ours are removed after every call.
+        captured: list[torch.Tensor] = []
+
+        def keep(module: nn.Module, inputs: tuple, output) -> None:
+            captured.append(output[0] if isinstance(output, tuple) else output)
+
+        layers = self.bert.encoder.layer[-self.config.last_n_layers :]
+        handles = [layer.register_forward_hook(keep) for layer in layers]
+        try:
+            self.bert(input_ids=text.input_ids, attention_mask=text.attention_mask)
+        finally:
+            for handle in handles:
+                handle.remove()
+        token_vectors = torch.stack(captured, dim=0).sum(dim=0)
         return aggregate_granularities(token_vectors, text, self.config.max_length)

@@ -115,7 +115,8 @@ def _lightning_checkpoint(model, vocab_dir):
     config = dataclasses.replace(model.config, text=dataclasses.replace(model.config.text, name_or_path=str(vocab_dir)))
     return {
         "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-        "hyper_parameters": {"model_config": config.to_dict(), "preprocessing": {"image_size": 64}},
+        "hyper_parameters": {"learning_rate": 1e-4},
+        "afloc": {"model_config": config.to_dict(), "preprocessing": {"image_size": 64}},
         "epoch": 1,
     }
 
@@ -142,7 +143,7 @@ class _Payload:
 def test_checkpoint_with_code_is_refused(tmp_path, tiny_model, vocab_file, monkeypatch):
     monkeypatch.chdir(tmp_path)
     checkpoint = _lightning_checkpoint(tiny_model, tmp_path)
-    checkpoint["hyper_parameters"]["evil"] = _Payload()
+    checkpoint["afloc"]["evil"] = _Payload()
     torch.save(checkpoint, tmp_path / "evil.ckpt")
     with pytest.raises(ValueError, match="will not be unpickled"):
         load_model(tmp_path / "evil.ckpt")

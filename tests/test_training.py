@@ -1,0 +1,169 @@
+"""Training subsystem: LightningCLI smoke fit, configs, export, plot, resume, data handling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from training_fixtures import write_tiny_bert, write_tiny_corpus
+
+from afloc import load_model
+from training.__main__ import main as training_main
+from training.cli import cli_main
+
+CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory, vocab_file, tiny_bert_config):
+    return write_tiny_bert(tmp_path_factory.mktemp("bert"), vocab_file, tiny_bert_config)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_tiny_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def _args(tmp_path, tiny_bert, manifest, *extra):
+    return [
+        "--config", str(CONFIGS / "smoke.yaml"),
+        "--model.text_model", str(tiny_bert),
+        "--data.manifest", str(manifest),
+        "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.logger.init_args.save_dir", str(tmp_path),
+        *extra,
+    ]  # fmt: skip
+
+
+def test_smoke_fit_export_plot(tmp_path, tiny_bert, corpus):
+    cli = cli_main(["fit", *_args(tmp_path, tiny_bert, corpus)])
+    trainer = cli.trainer
+    assert trainer.global_step == 2
+    log_dir = Path(trainer.log_dir)
+    assert (log_dir / "config.yaml").is_file()  # the resolved config is saved with the run
+    saved = yaml.safe_load((log_dir / "config.yaml").read_text())
+    assert saved["model"]["text_model"] == str(tiny_bert) and saved["data"]["manifest"] == str(corpus)
+    assert cli.datamodule.hparams.text_model == str(tiny_bert) and cli.datamodule.hparams.image_size == 64
+    metrics = (log_dir / "metrics.csv").read_text()
+    for name in ("train/report", "train/sentence", "train/word", "train/total", "val/total"):
+        assert name in metrics
+    last = Path(trainer.checkpoint_callback.last_model_path)
+    assert last.is_file()
+    bundle = load_model(last)  # our safe loader reads the Lightning checkpoint
+    for key, value in cli.model.model.state_dict().items():
+        assert torch.equal(bundle.model.state_dict()[key], value.cpu()), key
+
+    out = tmp_path / "exported"
+    assert training_main(["export", "--ckpt", str(last), "--out", str(out), "--storage-dtype", "float16"]) == 0
+    card = (out / "README.md").read_text()
+    assert "train/total" in card and str(corpus) in card and "not a medical device" in card
+    assert load_model(out).model.config == bundle.model.config
+    assert training_main(["plot", str(log_dir)]) == 0
+    assert (log_dir / "curves.png").stat().st_size > 1000
+
+
+def test_every_config_parses(tmp_path, tiny_bert, corpus):
+    for config in sorted(CONFIGS.glob("*.yaml")):
+        cli = cli_main(
+            ["--config", str(config), "--data.manifest", str(corpus), "--model.text_model", str(tiny_bert),
+             "--trainer.logger", "false", "--trainer.callbacks", "[]", "--trainer.accelerator", "cpu",
+             "--trainer.devices", "1", "--trainer.precision", "32-true"],
+            run=False,
+        )  # fmt: skip
+        assert cli.model.hparams.text_model == str(tiny_bert), config.name
+
+
+def test_ablation_configs_set_loss_weights(tmp_path, tiny_bert, corpus):
+    expected = {"convirt_like.yaml": (1.0, 0.0, 0.0, "shallow"), "gloria_like.yaml": (1.0, 0.0, 1.0, "deep")}
+    for name, (report, sentence, word, level) in expected.items():
+        hp = yaml.safe_load((CONFIGS / name).read_text())["model"]
+        assert (hp.get("report_weight", 1.0), hp.get("sentence_weight", 1.0), hp.get("word_weight", 1.0)) == (
+            report,
+            sentence,
+            word,
+        ), name
+        assert hp.get("word_level", "shallow") == level, name
+
+
+def test_clear_errors(tmp_path, tiny_bert, corpus, capsys):
+    missing = tmp_path / "nowhere" / "manifest.csv"
+    assert training_main(["fit", *_args(tmp_path, tiny_bert, missing)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert training_main(["fit", *_args(tmp_path, tiny_bert, corpus, "--model.learning_rate", "-1")]) == 2
+    assert "learning_rate" in capsys.readouterr().err
+    assert training_main(["fit", *_args(tmp_path, tiny_bert, corpus, "--data.batch_size", "1")]) == 2
+    assert "batch_size" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # jsonargparse rejects a value of the wrong kind before anything runs
+        cli_main(["fit", *_args(tmp_path, tiny_bert, corpus, "--model.backbone", "vgg16")])
+    assert training_main(["nonsense"]) == 2
+
+
+def test_corrupt_images_are_skipped_and_counted(tmp_path, tiny_bert):
+    manifest = write_tiny_corpus(tmp_path / "bad", n=24, corrupt=3)
+    extra = ("--trainer.limit_train_batches", "4", "--data.max_bad_fraction", "0.5")
+    cli = cli_main(["fit", *_args(tmp_path, tiny_bert, manifest, *extra)])
+    skipped = cli.trainer.logged_metrics.get("train/skipped")
+    assert skipped is not None and float(skipped) >= 1
+    assert cli.datamodule.images_skipped >= 3  # every corrupt training image was met and counted
+
+
+def test_too_many_bad_images_stop_the_run(tmp_path, tiny_bert, capsys):
+    manifest = write_tiny_corpus(tmp_path / "bad", n=24, corrupt=8)
+    extra = ("--trainer.limit_train_batches", "4", "--data.min_seen_for_bad_check", "4")
+    assert training_main(["fit", *_args(tmp_path, tiny_bert, manifest, *extra)]) == 2
+    assert "could not be read" in capsys.readouterr().err
+
+
+def _final_state(cli) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in cli.model.model.state_dict().items()}
+
+
+def test_resume_continues_exactly(tmp_path, tiny_bert, corpus):
+    common = ["--trainer.deterministic", "true", "--trainer.limit_train_batches", "3"]
+    straight = cli_main(["fit", *_args(tmp_path / "a", tiny_bert, corpus, *common, "--trainer.max_epochs", "2")])
+    first = cli_main(["fit", *_args(tmp_path / "b", tiny_bert, corpus, *common, "--trainer.max_epochs", "1")])
+    last = first.trainer.checkpoint_callback.last_model_path
+    resumed = cli_main(
+        ["fit", *_args(tmp_path / "b", tiny_bert, corpus, *common, "--trainer.max_epochs", "2"), "--ckpt_path", last]
+    )
+    assert resumed.trainer.global_step == straight.trainer.global_step == 6
+    a, b = _final_state(straight), _final_state(resumed)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
+    # and training did change the weights (the comparison above is not between two untouched models)
+    untouched = _final_state(first)
+    assert not all(torch.equal(a[k], untouched[k]) for k in a)
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def test_data_module_on_real_covid_cases_with_notes(tmp_path, tiny_bert):
+    """Real radiographs with free-text clinical notes, turned into a manifest, load through the data module."""
+    import csv
+
+    from training.data import ImageReportDataModule
+
+    source = SHARED / "cxr" / "covid_notes" / "manifest.csv"
+    if not source.is_file():
+        pytest.skip("shared COVID cases not present")
+    with source.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))[:40]
+    manifest = tmp_path / "manifest.csv"
+    with manifest.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["image", "report", "split"])
+        writer.writeheader()
+        for k, row in enumerate(rows):
+            split = "train" if k < 30 else "val"
+            writer.writerow(
+                {"image": str(source.parent / row["image"]), "report": row["clinical_notes"], "split": split}
+            )
+    data = ImageReportDataModule(str(manifest), text_model=str(tiny_bert), image_size=64, batch_size=8, num_workers=0)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    assert batch["images"].shape == (8, 3, 64, 64) and batch["skipped"] == 0
+    assert batch["images"].min() >= -1 and batch["images"].max() <= 1
+    assert batch["text"].input_ids.shape[0] == 8 and batch["text"].input_ids.shape[1] <= 97
+    assert (batch["text"].word_ids[:, 0] == 0).all()

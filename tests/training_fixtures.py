@@ -1,0 +1,52 @@
+"""Helpers shared by the training tests: a tiny BERT directory and a tiny image-report corpus."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPORTS = [
+    "FINDINGS: Right lower lobe consolidation. No pleural effusion. IMPRESSION: Pneumonia.",
+    "FINDINGS: The lungs are clear. Heart size is normal. IMPRESSION: No acute process.",
+    "FINDINGS: Small left pleural effusion. No pneumothorax. IMPRESSION: Left effusion.",
+    "FINDINGS: Left upper lobe nodule measuring 1.5 cm. IMPRESSION: Pulmonary nodule.",
+    "FINDINGS: Mild cardiomegaly. Bilateral perihilar edema. IMPRESSION: Pulmonary edema.",
+    "FINDINGS: Right apical pneumothorax. IMPRESSION: Small right pneumothorax.",
+]
+
+
+def write_tiny_bert(directory: Path, vocab_file: Path, bert_config: dict) -> Path:
+    """A randomly initialised 4-layer BERT + tokenizer saved like a hub model (loads offline)."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy(vocab_file, directory / "vocab.txt")
+    torch.manual_seed(0)
+    BertModel(BertConfig(**bert_config), add_pooling_layer=False).save_pretrained(directory)
+    BertTokenizerFast.from_pretrained(str(directory), do_lower_case=True).save_pretrained(directory)
+    return directory
+
+
+def write_tiny_corpus(directory: Path, n: int = 24, size: int = 48, corrupt: int = 0) -> Path:
+    """Random greyscale images with varied reports; ``corrupt`` of them are garbage bytes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        name = f"img{i:03d}.png"
+        if i < corrupt:
+            (directory / name).write_bytes(b"not a png at all")
+        else:
+            Image.fromarray((rng.random((size, size + i % 5)) * 255).astype(np.uint8)).save(directory / name)
+        split = "train" if i < int(0.7 * n) else ("val" if i < int(0.85 * n) else "test")
+        rows.append({"image": name, "report": REPORTS[i % len(REPORTS)], "split": split})
+    with (directory / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["image", "report", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return directory / "manifest.csv"

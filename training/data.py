@@ -1,0 +1,211 @@
+"""Image-report pairs from a manifest: dataset, sampler, collation (tokenisation in workers), data module."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from afloc.io import load_image
+from afloc.text import ReportTokenizer, load_tokenizer, report_sentences, sample_caption
+from afloc.transforms import Preprocessing
+
+from .manifest import ManifestRecord, read_manifest
+
+logger = logging.getLogger(__name__)
+
+
+class ImageReportDataset(Dataset):
+    """Pad-resized, normalised images with a sampled caption of their report.
+
+    Indices may carry the epoch (``epoch * len(self) + i``, see :class:`EpochSampler`) so that caption sampling
+    is reproducible per (seed, epoch, sample) in any worker process and after resuming.
+
+    Items are ``{"image": [3, S, S], "caption": str}`` or ``None`` for an unreadable image (counted by the
+    collate function, never silently trained on).
+    """
+
+    def __init__(
+        self, records: list[ManifestRecord], preprocessing: Preprocessing, full_report: bool = False, seed: int = 1
+    ) -> None:
+        self.records = records
+        self.sentences = [report_sentences(r.report) for r in records]
+        self.preprocessing = preprocessing
+        self.full_report = full_report
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict | None:
+        epoch, position = divmod(int(index), len(self.records))
+        record = self.records[position]
+        try:
+            image = load_image(record.image)
+        except ValueError as error:
+            logger.warning("skipping %s: %s", record.image, error)
+            return None
+        tensor, _ = self.preprocessing(image)
+        rng = random.Random(f"{self.seed}:{epoch}:{position}")
+        return {"image": tensor, "caption": sample_caption(self.sentences[position], rng, self.full_report)}
+
+
+class EpochSampler(Sampler[int]):
+    """Seeded per-epoch shuffling that is aware of DDP ranks and encodes the epoch in the index.
+
+    Lightning calls :meth:`set_epoch` at every epoch. Each rank takes an interleaved shard of the same
+    permutation (padded by wrapping so all ranks see the same number of samples).
+    """
+
+    def __init__(self, size: int, seed: int = 1, shuffle: bool = True) -> None:
+        self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @staticmethod
+    def _rank_world() -> tuple[int, int]:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self._rank_world()[1])
+
+    def __iter__(self) -> Iterator[int]:
+        rank, world = self._rank_world()
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.size)
+        total = len(self) * world
+        order = torch.cat([order, order[: total - self.size]]) if total > self.size else order
+        offset = self.epoch * self.size if self.shuffle else 0
+        return iter((order[rank::world] + offset).tolist())
+
+
+class Collate:
+    """Stacks images and tokenises captions (runs inside DataLoader workers)."""
+
+    def __init__(self, tokenizer: ReportTokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, items: list[dict | None]) -> dict:
+        good = [item for item in items if item is not None]
+        batch = {"skipped": len(items) - len(good), "size": len(items)}
+        if good:
+            batch["images"] = torch.stack([item["image"] for item in good])
+            batch["text"] = self.tokenizer([item["caption"] for item in good])
+        return batch
+
+
+class ImageReportDataModule(pl.LightningDataModule):
+    """Image-report pairs from a CSV/JSONL manifest (PhantomCXR, prepared MIMIC-CXR, fundus, any corpus).
+
+    Args:
+        manifest: the manifest file (columns image, report, split). Required; no default path.
+        text_model: tokenizer directory or hub id (linked to the model's text encoder by the CLI); None = MiniLM.
+        image_size: pad-resize side (linked to the model's).
+        batch_size: pairs per batch (per device).
+        num_workers: DataLoader worker processes.
+        full_report: captions are whole reports instead of the reference's random sentence subsets.
+        max_length: word pieces per caption (97).
+        seed: caption sampling and shuffling seed.
+        limit_train: use only the first N training records (quick runs).
+        max_bad_fraction: unreadable or missing images are skipped and counted; once more than this fraction
+            of the images seen (after at least ``min_seen_for_bad_check`` of them) were bad, the run stops with
+            an error instead of silently training on what is left.
+        min_seen_for_bad_check: images to see before the bad-image fraction is enforced.
+    """
+
+    def __init__(
+        self,
+        manifest: str,
+        text_model: str | None = None,
+        image_size: int = 224,
+        batch_size: int = 32,
+        num_workers: int = 2,
+        full_report: bool = False,
+        max_length: int = 97,
+        seed: int = 1,
+        limit_train: int | None = None,
+        max_bad_fraction: float = 0.01,
+        min_seen_for_bad_check: int = 16,
+    ) -> None:
+        super().__init__()
+        if batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2 (contrastive losses need negatives), got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if not 0.0 <= max_bad_fraction <= 1.0:
+            raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
+        self.save_hyperparameters()
+        self.manifest = Path(manifest).expanduser()
+        self.images_seen = 0
+        self.images_skipped = 0
+        self.datasets: dict[str, ImageReportDataset] = {}
+        self.dropped_reports: dict[str, int] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        preprocessing = Preprocessing(image_size=self.hparams.image_size)
+        for split in ("train", "val", "test"):
+            records = read_manifest(self.manifest, split=split)
+            kept = [r for r in records if report_sentences(r.report)]
+            self.dropped_reports[split] = len(records) - len(kept)
+            if split == "train" and self.hparams.limit_train:
+                kept = kept[: self.hparams.limit_train]
+            self.datasets[split] = ImageReportDataset(kept, preprocessing, self.hparams.full_report, self.hparams.seed)
+        if self.dropped_reports["train"]:
+            logger.warning("dropped %d training studies with no usable sentence", self.dropped_reports["train"])
+        if len(self.datasets["train"]) < self.hparams.batch_size and stage in (None, "fit"):
+            raise ValueError(
+                f"{self.manifest} has {len(self.datasets['train'])} usable training pairs, fewer than one batch "
+                f"({self.hparams.batch_size})"
+            )
+        self.tokenizer = load_tokenizer(self.hparams.text_model, max_length=self.hparams.max_length)
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        if len(dataset) == 0:
+            raise ValueError(f"{self.manifest} has no usable '{split}' records")
+        sampler = EpochSampler(len(dataset), seed=self.hparams.seed, shuffle=train)
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            sampler=sampler,
+            num_workers=self.hparams.num_workers,
+            collate_fn=Collate(self.tokenizer),
+            drop_last=train,  # contrastive batches of equal size
+            persistent_workers=False,  # workers see the sampler's new epoch
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Count unreadable images (main process) and stop once there are too many."""
+        self.images_seen += batch["size"]
+        self.images_skipped += batch["skipped"]
+        fraction = self.images_skipped / max(1, self.images_seen)
+        if self.images_seen >= self.hparams.min_seen_for_bad_check and fraction > self.hparams.max_bad_fraction:
+            raise ValueError(
+                f"{self.images_skipped} of {self.images_seen} images could not be read ({fraction:.1%} > "
+                f"max_bad_fraction {self.hparams.max_bad_fraction:.1%}); the skipped files are named in the log "
+                f"warnings. Fix the files or the manifest {self.manifest}, or raise --data.max_bad_fraction."
+            )
+        return batch
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", train=False)

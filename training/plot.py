@@ -1,0 +1,65 @@
+"""``python -m training plot RUN_DIR``: training curves from the run's CSV log (``metrics.csv``)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+
+def read_curves(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
+    curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    with metrics_csv.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            step = int(float(row.get("step") or 0))
+            for key, value in row.items():
+                if key not in ("epoch", "step") and value not in ("", None):
+                    curves[key].append((step, float(value)))
+    return dict(curves)
+
+
+def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    found = sorted(run_dir.rglob("metrics.csv"))
+    if not found:
+        raise ValueError(f"no metrics.csv under {run_dir} (runs log with CSVLogger)")
+    curves = read_curves(found[-1])
+    terms = sorted({k.split("/", 1)[1].removesuffix("_step").removesuffix("_epoch") for k in curves if "/" in k})
+    terms = [t for t in terms if t != "skipped"]
+    if not terms:
+        raise ValueError(f"{found[-1]} has no loss columns")
+    fig, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.2), squeeze=False)
+    for ax, term in zip(axes[0], terms, strict=True):
+        for key, style in ((f"train/{term}_step", "-"), (f"train/{term}_epoch", "o-"), (f"val/{term}", "s--")):
+            if key in curves:
+                steps, values = zip(*curves[key], strict=True)
+                ax.plot(steps, values, style, label=key, markersize=3)
+        ax.set_title(term)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(out) if out else found[-1].parent / "curves.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training plot", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", help="run folder (searched for metrics.csv)")
+    parser.add_argument("--out", default=None, help="PNG path (default: curves.png next to metrics.csv)")
+    args = parser.parse_args(argv)
+    try:
+        path = plot_run(args.run_dir, args.out)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0

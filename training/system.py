@@ -1,0 +1,158 @@
+"""The Lightning "system": the AFLoc model + its loss + the reference optimisation recipe."""
+
+from __future__ import annotations
+
+import random
+from typing import Literal
+
+import pytorch_lightning as pl
+import torch
+
+from afloc import AFLocConfig, AFLocLoss, ImageEncoderConfig, LossConfig, TextEncoderConfig, build_model
+from afloc.image_encoder import ImageEncoderOutput
+from afloc.text_encoder import TextEncoderOutput
+
+from .distributed import gather_image_outputs, gather_text_outputs
+
+
+class AFLocPretraining(pl.LightningModule):
+    """Multi-level contrastive pretraining (AFLOC_SPEC.md section 3).
+
+    Args:
+        backbone: ``resnet18`` / ``resnet34`` / ``resnet50``.
+        image_size: pad-resize side of the input (224).
+        internal_size: the reference's internal resize (299) or None.
+        image_weights: initial backbone weights: None (random), a state-dict file, or ``"torchvision"``.
+        text_model: BERT directory or hub id; None = the offline all-MiniLM-L6-v2.
+        last_n_layers: hidden layers summed into token vectors (4).
+        max_length: word pieces per caption (97).
+        report_weight, sentence_weight, word_weight: loss weights; 0 skips a term (ablations).
+        word_level: ``shallow`` (AFLoc) or ``deep`` (GLoRIA-like) map for the word loss.
+        attention_temperature, aggregation_temperature, logit_scale: gamma1, gamma2, gamma3 (4, 5, 10).
+        text_chunk_size, recompute: memory controls of the local losses.
+        learning_rate, betas, weight_decay: Adam (2e-5, (0.5, 0.999), 1e-6 in the reference).
+        lr_gamma: StepLR factor per epoch (0.9).
+        gather_across_ranks: under DDP, compute every loss over the global batch (embeddings gathered with
+            gradients) instead of each rank's own batch.
+    """
+
+    def __init__(
+        self,
+        backbone: Literal["resnet18", "resnet34", "resnet50"] = "resnet50",
+        image_size: int = 224,
+        internal_size: int | None = None,
+        image_weights: str | None = None,
+        text_model: str | None = None,
+        last_n_layers: int = 4,
+        max_length: int = 97,
+        report_weight: float = 1.0,
+        sentence_weight: float = 1.0,
+        word_weight: float = 1.0,
+        word_level: Literal["shallow", "deep"] = "shallow",
+        attention_temperature: float = 4.0,
+        aggregation_temperature: float = 5.0,
+        logit_scale: float = 10.0,
+        text_chunk_size: int | None = None,
+        recompute: bool = False,
+        learning_rate: float = 2e-5,
+        betas: tuple[float, float] = (0.5, 0.999),
+        weight_decay: float = 1e-6,
+        lr_gamma: float = 0.9,
+        gather_across_ranks: bool = False,
+    ) -> None:
+        super().__init__()
+        if learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+        if not 0 < lr_gamma <= 1:
+            raise ValueError(f"lr_gamma must be in (0, 1], got {lr_gamma}")
+        self.save_hyperparameters()
+        loss = LossConfig(
+            attention_temperature=attention_temperature,
+            aggregation_temperature=aggregation_temperature,
+            logit_scale=logit_scale,
+            report_weight=report_weight,
+            sentence_weight=sentence_weight,
+            word_weight=word_weight,
+            word_level=word_level,
+            text_chunk_size=text_chunk_size,
+            recompute=recompute,
+        )
+        config = AFLocConfig(
+            image=ImageEncoderConfig(backbone, image_size, internal_size, image_weights),
+            text=TextEncoderConfig(text_model, last_n_layers, max_length),
+            loss=loss,
+        )
+        self.model = build_model(config, pretrained_text=True)
+        self.loss = AFLocLoss(loss)
+
+    # ------------------------------------------------------------------ steps
+    def _step(self, batch: dict, stage: str) -> torch.Tensor | None:
+        if "images" not in batch or batch["images"].shape[0] < 2:
+            return None  # every sample of the batch was unreadable, or a last batch of one
+        image_out: ImageEncoderOutput = self.model.encode_image(batch["images"])
+        text_out: TextEncoderOutput = self.model.encode_text(batch["text"])
+        if self.hparams.gather_across_ranks and self.trainer.world_size > 1:
+            image_out, text_out = gather_image_outputs(image_out), gather_text_outputs(text_out)
+        terms = self.loss(image_out, text_out)
+        batch_size = batch["images"].shape[0]
+        for name, value in terms.items():
+            self.log(
+                f"{stage}/{name}",
+                value,
+                on_step=stage == "train",
+                on_epoch=True,
+                prog_bar=name == "total",
+                batch_size=batch_size,
+                sync_dist=stage != "train",
+            )
+        self.log(
+            f"{stage}/skipped",
+            float(batch["skipped"]),
+            on_step=False,
+            on_epoch=True,
+            reduce_fx="sum",
+            batch_size=batch_size,
+            sync_dist=stage != "train",
+        )
+        return terms["total"]
+
+    def training_step(self, batch: dict, batch_index: int) -> torch.Tensor | None:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_index: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: dict, batch_index: int) -> None:
+        self._step(batch, "test")
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(
+            self.parameters(),
+            lr=self.hparams.learning_rate,
+            betas=tuple(self.hparams.betas),
+            weight_decay=self.hparams.weight_decay,
+        )
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=self.hparams.lr_gamma)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # What afloc.load_model needs to rebuild the network offline (plain types only: the checkpoint stays
+        # loadable with torch.load(weights_only=True)), plus RNG states for an exact resume.
+        # (kept out of hyper_parameters, which LightningCLI replays as arguments when resuming)
+        checkpoint["afloc"] = {
+            "model_config": self.model.config.to_dict(),
+            "preprocessing": {"image_size": self.hparams.image_size},
+        }
+        checkpoint["afloc_rng"] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+        if torch.cuda.is_available():
+            checkpoint["afloc_rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        states = checkpoint.get("afloc_rng")
+        if states:
+            torch.set_rng_state(states["torch"])
+            version, _, gauss = random.getstate()
+            random.setstate((version, tuple(states["python"]), gauss))
+            if "cuda" in states and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(states["cuda"])
