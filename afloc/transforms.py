@@ -62,11 +62,11 @@ class PadResizeMapping:
         return (points - np.array([self.left, self.top])) / np.array([self.scale_x, self.scale_y])
 
     def mask_to_model(self, mask: np.ndarray) -> np.ndarray:
-        """Map a boolean ``[H, W]`` mask to model space (nearest neighbour; padding is False)."""
+        """Map a boolean ``[H, W]`` mask to model space (pixel-centre nearest neighbour; padding is False)."""
         mask = np.asarray(mask)
         self._check_original(mask.shape[:2])
         resized = cv2.resize(
-            mask.astype(np.uint8), (self.resized_width, self.resized_height), interpolation=cv2.INTER_NEAREST
+            mask.astype(np.uint8), (self.resized_width, self.resized_height), interpolation=cv2.INTER_NEAREST_EXACT
         )
         out = np.zeros((self.size, self.size), dtype=bool)
         out[self.top : self.top + self.resized_height, self.left : self.left + self.resized_width] = resized > 0

@@ -1,7 +1,7 @@
 """Entry point: ``python -m training COMMAND ...``.
 
 Commands: ``fit``, ``validate``, ``test`` (LightningCLI, see ``--help``), ``prepare-mimic``, ``export``,
-``plot`` (and, as they land, ``evaluate`` and ``compare``).
+``plot``, ``evaluate`` and ``compare`` (each with ``--help``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,13 @@ import sys
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
 
-TOOLS = {"prepare-mimic": "prepare_mimic", "export": "export", "plot": "plot"}
+TOOLS = {
+    "prepare-mimic": "prepare_mimic",
+    "export": "export",
+    "plot": "plot",
+    "evaluate": "evaluation.evaluate",
+    "compare": "evaluation.compare",
+}
 
 
 def main(argv: list[str] | None = None) -> int:

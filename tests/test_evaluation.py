@@ -1,0 +1,193 @@
+"""Evaluation protocol and CLI: heatmaps scored against ground truth, baselines, tuning, outputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from afloc import Preprocessing
+from training.__main__ import main as training_main
+from training.evaluation.protocol import (
+    TUNE_GRID,
+    HeatmapSource,
+    ProtocolConfig,
+    apply_tuned_thresholds,
+    evaluate_localization,
+    tune_thresholds,
+)
+from training.evaluation.readers import LocalizationSample, read_phantom
+from training.phantoms.generate import CorpusSpec, generate_corpus
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    out = tmp_path_factory.mktemp("phantom_eval")
+    generate_corpus(out, CorpusSpec(n=40, size=128, seed=3), workers=1, dicom_samples=0)
+    return out
+
+
+@pytest.fixture
+def model_dir(tmp_path, tiny_model, tiny_tokenizer):
+    return tiny_model.save_pretrained(tmp_path / "model", tiny_tokenizer, preprocessing=Preprocessing(image_size=64))
+
+
+def test_prompts_per_mode():
+    sample = LocalizationSample("x.png", "small left pleural effusion", "pleural_effusion", [[1, 1, 2, 2]])
+    assert ProtocolConfig().prompts(sample) == ["small left pleural effusion"]
+    assert ProtocolConfig(prompt_mode="template").prompts(sample) == ["Findings suggesting pleural effusion."]
+    both = ProtocolConfig(ensemble=True, templates=("{category}", "There is {category}."))
+    assert both.prompts(sample) == ["small left pleural effusion", "pleural effusion", "There is pleural effusion."]
+    with pytest.raises(ValueError, match="placeholder"):
+        ProtocolConfig(templates=("no placeholder",))
+
+
+def test_oracle_source_scores_perfectly_and_baselines_do_not(phantom):
+    samples = read_phantom(phantom, split="train").samples[:12]
+
+    class Oracle(HeatmapSource):
+        """Heatmap = the ground truth itself: every metric must reach its best value."""
+
+        def heatmaps(self, encoded, prompts, sample_id, margin):
+            sample = next(s for s in samples if s.sample_id == sample_id.split("|")[0] or s.sample_id == sample_id)
+            truth = sample.gt_mask(128, 128)
+            jitter = 0.01 * np.random.default_rng(0).standard_normal(truth.shape)  # CNR needs some variance
+            return np.stack([np.where(truth, 0.98, -0.98) + jitter] * len(prompts)).astype(np.float32)
+
+    oracle = Oracle(baseline="uniform", image_size=128)
+    records, unreadable = evaluate_localization(samples, oracle, ProtocolConfig(), workers=0, progress=False)
+    assert not unreadable and len(records) == len(samples)
+    for record in records:
+        assert record["pointing_game"] == 1.0
+        assert record["iou@0.3"] == pytest.approx(1.0) and record["dice_mean"] == pytest.approx(1.0)
+        assert record["cnr"] > 10
+    random_records, _ = evaluate_localization(
+        samples, HeatmapSource(baseline="random", image_size=128), ProtocolConfig(), workers=0, progress=False
+    )
+    assert np.nanmean([r["iou_mean"] for r in random_records]) < 0.3
+    again, _ = evaluate_localization(
+        samples, HeatmapSource(baseline="random", image_size=128), ProtocolConfig(), workers=0, progress=False
+    )
+    assert [r["iou_mean"] for r in again] == [r["iou_mean"] for r in random_records]  # seeded per sample
+
+
+def test_threshold_tuning():
+    rows = []
+    for k in range(4):
+        row = {"category": "a" if k < 2 else "b", **{f"tune_iou@{t:g}": 0.1 for t in TUNE_GRID}}
+        row["tune_iou@0.2" if k < 2 else "tune_iou@-0.5"] = 0.9
+        rows.append(row)
+    assert tune_thresholds(rows) == {"a": 0.2, "b": -0.5}
+    test = apply_tuned_thresholds([dict(rows[0]), {**rows[2], "category": "c"}], {"a": 0.2})
+    assert test[0]["iou@tuned"] == 0.9 and np.isnan(test[1]["iou@tuned"])
+
+
+def test_end_to_end_cli_writes_every_output(tmp_path, phantom, model_dir):
+    out = tmp_path / "result"
+    code = training_main(
+        [
+            "evaluate",
+            "--model",
+            str(model_dir),
+            "--dataset",
+            "phantom",
+            "--images",
+            str(phantom),
+            "--split",
+            "train",
+            "--out",
+            str(out),
+            "--limit",
+            "10",
+            "--workers",
+            "0",
+            "--quiet",
+            "--n-resamples",
+            "50",
+            "--classification",
+        ]
+    )
+    assert code == 0
+    for name in (
+        "samples.csv",
+        "summary.csv",
+        "summary.json",
+        "per_category.png",
+        "threshold_curves.png",
+        "best_worst.png",
+    ):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["meta"]["dataset"] == "phantom" and summary["meta"]["n_samples"] == 10
+    assert "classification" in summary
+    native = tmp_path / "native"
+    assert (
+        training_main(
+            [
+                "evaluate",
+                "--baseline",
+                "center",
+                "--dataset",
+                "phantom",
+                "--images",
+                str(phantom),
+                "--split",
+                "train",
+                "--out",
+                str(native),
+                "--limit",
+                "6",
+                "--workers",
+                "0",
+                "--quiet",
+                "--protocol",
+                "native",
+                "--margin",
+                "14",
+                "--n-resamples",
+                "20",
+            ]
+        )
+        == 0
+    )
+    compare = tmp_path / "cmp"
+    assert training_main(["compare", str(out), str(native), "--out", str(compare)]) == 0
+    assert (compare / "comparison.md").is_file()
+
+
+def test_cli_errors(tmp_path, capsys):
+    assert (
+        training_main(
+            [
+                "evaluate",
+                "--baseline",
+                "random",
+                "--dataset",
+                "ms-cxr",
+                "--images",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
+    assert "--annotations" in capsys.readouterr().err
+    assert (
+        training_main(
+            [
+                "evaluate",
+                "--baseline",
+                "random",
+                "--dataset",
+                "phantom",
+                "--images",
+                str(tmp_path / "none"),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
+    assert "error" in capsys.readouterr().err

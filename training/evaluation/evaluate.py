@@ -1,0 +1,269 @@
+"""``python -m training evaluate``: the paper's localization (and zero-shot classification) protocol on a dataset.
+
+Examples::
+
+    python -m training evaluate --model assets/models/X --dataset phantom --images data/phantom20k --out results/x
+    python -m training evaluate --baseline center --dataset ms-cxr --annotations MS_CXR_Local_Alignment_v1.1.json \\
+        --images /data/mimic-cxr-jpg --out results/center --margin 14
+    python -m training evaluate --model M --dataset chexlocalize --annotations gt_segmentations_test.json \\
+        --images /data/CheXpert --out results/test --tuned-thresholds-from results/val
+
+Outputs in ``--out``: ``samples.csv``, ``summary.csv``, ``summary.json`` (per category + macro, mean and 95%
+bootstrap CI), ``per_category.png``, ``threshold_curves.png`` and ``best_worst.png`` (overlays with ground truth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from afloc.visualize import render_overlay
+
+from .protocol import (
+    BASELINES,
+    HeatmapSource,
+    ProtocolConfig,
+    apply_tuned_thresholds,
+    evaluate_localization,
+    tune_thresholds,
+)
+
+DATASETS = ("phantom", "ms-cxr", "rsna", "chexlocalize", "covid-rural", "coco", "yolo", "nih", "idrid")
+
+
+def read_dataset(args: argparse.Namespace):
+    from . import readers
+
+    need = {"annotations": args.annotations, "images": args.images, "masks": args.masks}
+    required = {
+        "phantom": ["images"],
+        "ms-cxr": ["annotations", "images"],
+        "rsna": ["annotations", "images"],
+        "chexlocalize": ["annotations", "images"],
+        "covid-rural": ["images", "masks"],
+        "coco": ["annotations", "images"],
+        "yolo": ["images"],
+        "nih": ["annotations", "images"],
+        "idrid": ["images", "masks"],
+    }[args.dataset]
+    missing = [f"--{name}" for name in required if not need[name]]
+    if missing:
+        raise ValueError(f"--dataset {args.dataset} needs {', '.join(missing)}")
+    d = args.dataset
+    if d == "phantom":
+        return readers.read_phantom(args.images, split=args.split)
+    if d == "ms-cxr":
+        return readers.read_ms_cxr(args.annotations, args.images)
+    if d == "rsna":
+        return readers.read_rsna(args.annotations, args.images)
+    if d == "chexlocalize":
+        key = "segmentations_json" if "segmentation" in Path(args.annotations).name else "annotations_json"
+        return readers.read_chexlocalize(**{key: args.annotations}, image_root=args.images)
+    if d == "covid-rural":
+        return readers.read_covid_rural(args.images, args.masks)
+    if d == "coco":
+        return readers.read_coco(args.annotations, args.images)
+    if d == "yolo":
+        return readers.read_yolo(args.images, label_dir=args.annotations)
+    if d == "nih":
+        return readers.read_nih_bbox(args.annotations, args.images)
+    return readers.read_idrid_masks(args.images, args.masks)
+
+
+def best_worst_grid(examples: list[tuple[dict, np.ndarray, np.ndarray]], k: int = 4) -> np.ndarray | None:
+    """The k best and k worst samples by IoU mean: overlays with the ground-truth outline, one row each."""
+    import cv2
+
+    scored = [e for e in examples if np.isfinite(e[0]["iou_mean"])]
+    if not scored:
+        return None
+    scored.sort(key=lambda e: e[0]["iou_mean"])
+    rows = []
+    for row in (scored[::-1][:k], scored[:k]):
+        tiles = []
+        for record, image, heatmap, truth in row:
+            tile = render_overlay(image, heatmap, threshold=0.3)
+            contours, _ = cv2.findContours(truth.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(tile, contours, -1, (0, 255, 0), 2)
+            tile = cv2.resize(tile, (224, 224))
+            label = f"IoU {record['iou_mean']:.2f} {record['phrase'][:26]}"
+            cv2.putText(tile, label, (3, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (255, 255, 255), 1, cv2.LINE_AA)
+            tiles.append(tile)
+        tiles += [np.zeros_like(tiles[0])] * (k - len(tiles))
+        rows.append(np.hstack(tiles))
+    return np.vstack(rows)
+
+
+class _Keeper:
+    """Keeps the k best and k worst (image, heatmap, truth) triples seen, without holding every heatmap."""
+
+    def __init__(self, k: int = 4) -> None:
+        self.k, self.items = k, []
+
+    def __call__(self, sample, record, heatmap, truth) -> None:
+        if not np.isfinite(record["iou_mean"]):
+            return
+        self.items.append((record, sample, heatmap, truth))
+        if len(self.items) > 4 * self.k:
+            self.items.sort(key=lambda e: e[0]["iou_mean"])
+            self.items = self.items[: self.k] + self.items[-self.k :]
+
+    def examples(self, space: str):
+        from afloc.io import load_image
+        from afloc.transforms import pad_resize
+
+        out = []
+        for record, sample, heatmap, truth in self.items:
+            image = load_image(sample.image_path)
+            if space == "model":
+                image, _ = pad_resize(image, heatmap.shape[0])
+            out.append((record, image, heatmap, truth))
+        return out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training evaluate", description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="model directory (save_pretrained) or our .ckpt")
+    source.add_argument("--baseline", choices=BASELINES, help="a no-training heatmap scored by the same protocol")
+    parser.add_argument("--dataset", required=True, choices=DATASETS)
+    parser.add_argument("--annotations", help="annotation file (or YOLO label folder)")
+    parser.add_argument("--images", help="image folder (PhantomCXR: the corpus folder)")
+    parser.add_argument("--masks", help="mask folder (covid-rural, idrid)")
+    parser.add_argument("--split", default="test", help="PhantomCXR split (default test)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument(
+        "--protocol",
+        choices=["reference", "native"],
+        default="reference",
+        help="reference: S x S model-space maps; native: original pixels",
+    )
+    parser.add_argument("--margin", type=int, default=0, help="NaN border in model pixels (reference option: 14)")
+    parser.add_argument("--prompt", choices=["phrase", "template"], default="phrase")
+    parser.add_argument("--template", action="append", help="prompt template with {category} (repeatable)")
+    parser.add_argument("--ensemble", action="store_true", help="average heatmaps of phrase + templates")
+    parser.add_argument("--tuned-thresholds-from", help="a val result folder: CheXlocalize per-category thresholds")
+    parser.add_argument("--classification", action="store_true", help="also zero-shot AUC (phantom labels)")
+    parser.add_argument("--limit", type=int, default=None, help="first N samples only, for a quick look")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--image-size", type=int, default=224, help="model-space size for baselines")
+    parser.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples (seeded)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from .report import summarize_localization, write_outputs
+
+    config = ProtocolConfig(
+        space="model" if args.protocol == "reference" else "native",
+        margin=args.margin,
+        prompt_mode=args.prompt,
+        templates=tuple(args.template or ProtocolConfig().templates),
+        ensemble=args.ensemble,
+    )
+    result = read_dataset(args)
+    samples = result.samples[: args.limit] if args.limit else result.samples
+    if not samples:
+        raise ValueError(f"no sample to evaluate ({result.summary() if hasattr(result, 'summary') else result})")
+    if args.model:
+        from afloc import AFLocPredictor
+
+        source = HeatmapSource(predictor=AFLocPredictor.from_pretrained(args.model, device=args.device))
+    else:
+        source = HeatmapSource(baseline=args.baseline, image_size=args.image_size)
+    keeper = _Keeper()
+    records, unreadable = evaluate_localization(
+        samples, source, config, args.batch_size, args.workers, progress=not args.quiet, on_heatmap=keeper
+    )
+    tuned = None
+    if args.tuned_thresholds_from:
+        path = Path(args.tuned_thresholds_from) / "samples.csv"
+        if not path.is_file():
+            raise ValueError(f"--tuned-thresholds-from: {path} does not exist")
+        with path.open(newline="") as handle:
+            val = [
+                {k: (float(v) if k.startswith("tune_iou@") else v) for k, v in row.items()}
+                for row in csv.DictReader(handle)
+            ]
+        tuned = tune_thresholds(val)
+        apply_tuned_thresholds(records, tuned)
+    summary = summarize_localization(
+        records, thresholds=config.thresholds, n_resamples=args.n_resamples, seed=args.seed
+    )
+    if tuned is not None:
+        values = np.array([r["iou@tuned"] for r in records], dtype=float)
+        summary["chexlocalize"] = {"thresholds": tuned, "iou_at_tuned_threshold": float(np.nanmean(values))}
+    if args.classification:
+        summary["classification"] = classification_summary(args, source, samples)
+    meta = {
+        "model": Path(args.model).name if args.model else f"baseline:{args.baseline}",
+        "model_path": args.model,
+        "dataset": args.dataset,
+        "protocol": args.protocol,
+        "margin": args.margin,
+        "prompt": "ensemble" if args.ensemble else args.prompt,
+        "n_samples": len(records),
+        "missing_images": len(result.missing),
+        "unreadable_images": len(unreadable),
+        "skipped": dict(result.skipped),
+        "date": datetime.date.today().isoformat(),
+        "command": "python -m training evaluate " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["evaluate"] else []),
+    }
+    out = Path(args.out)
+    write_outputs(out, records, summary, meta)
+    grid = best_worst_grid(keeper.examples(config.space))
+    if grid is not None:
+        from afloc.visualize import save_png
+
+        save_png(out / "best_worst.png", grid)
+    return {"meta": meta, "summary": summary}
+
+
+def classification_summary(args: argparse.Namespace, source: HeatmapSource, samples) -> dict:
+    """Zero-shot AUC per finding on PhantomCXR labels (manifest ``labels`` of the split's images)."""
+    from afloc.io import load_image
+    from training.manifest import read_manifest
+    from training.phantoms.schema import FINDING_KINDS
+
+    from .report import summarize_classification
+
+    if args.dataset != "phantom" or source.predictor is None:
+        raise ValueError("--classification needs --dataset phantom and a --model")
+    records = read_manifest(Path(args.images) / "manifest.csv", split=args.split)
+    records = records[: args.limit] if args.limit else records
+    findings = {kind: kind.replace("_", " ") for kind in FINDING_KINDS}
+    labels = {k: [] for k in findings}
+    scores = {k: [] for k in findings}
+    for record in records:
+        encoded = source.predictor.encode_image(load_image(record.image))
+        probabilities = source.predictor.classify(list(findings.values()), image=encoded)
+        present = set(record.extra.get("labels", "").split(";"))
+        for kind, text in findings.items():
+            labels[kind].append(kind in present)
+            scores[kind].append(probabilities[text])
+    return summarize_classification(
+        {k: np.array(v) for k, v in labels.items()}, {k: np.array(v) for k, v in scores.items()}
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        result = run(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    loc = result["summary"]
+    print(json.dumps({k: loc[k]["macro"] for k in ("iou_mean", "dice_mean", "cnr", "pointing_game") if k in loc}))
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,250 @@
+"""The localization protocol (AFLOC_SPEC.md section 5): heatmaps per (image, phrase), scored against ground truth.
+
+* ``space="model"`` is the reference protocol: maps and ground truth on the ``S x S`` pad-resized input (224),
+  optional NaN margin (14 px), [-1, 1] scaling, IoU/Dice at 0.1..0.5 and their mean, signed CNR, pointing game.
+* ``space="native"``: the heatmap is mapped back to the original pixels and scored against the original mask.
+
+Images are loaded and pad-resized in DataLoader workers and encoded in batches (on the GPU when the model is
+there); each image is encoded once for all its phrases. Heatmap sources are the model or a no-training baseline
+(``random``, ``center``, ``uniform``) scored by the same code.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from afloc.io import load_image
+from afloc.localization import LocalizationConfig, apply_margin, heatmaps_from_embeddings, scale_to_unit_range
+from afloc.metrics import THRESHOLDS, cnr, pointing_game, threshold_metrics
+from afloc.predictor import AFLocPredictor
+from afloc.transforms import PadResizeMapping, Preprocessing
+
+from .readers import LocalizationSample
+
+TEMPLATE = "Findings suggesting {category}."
+TUNE_GRID = tuple(round(float(t), 2) for t in np.arange(-0.9, 0.95, 0.1))  # CheXlocalize threshold tuning
+BASELINES = ("random", "center", "uniform")
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """How samples are turned into scores.
+
+    Attributes:
+        space: ``"model"`` (reference, S x S maps) or ``"native"`` (original pixels).
+        margin: NaN border in model pixels (the reference protocol's optional 14 px).
+        prompt_mode: ``"phrase"`` (the dataset's phrase) or ``"template"`` ("Findings suggesting {category}.").
+        templates: templates used by ``prompt_mode="template"`` and by the ensemble.
+        ensemble: average the [-1, 1] maps of the phrase and every template (prompt ensemble), then rescale.
+        thresholds: IoU/Dice thresholds.
+    """
+
+    space: str = "model"
+    margin: int = 0
+    prompt_mode: str = "phrase"
+    templates: tuple[str, ...] = (TEMPLATE,)
+    ensemble: bool = False
+    thresholds: tuple[float, ...] = THRESHOLDS
+
+    def __post_init__(self) -> None:
+        if self.space not in ("model", "native"):
+            raise ValueError(f"space must be 'model' or 'native', got {self.space!r}")
+        if self.prompt_mode not in ("phrase", "template"):
+            raise ValueError(f"prompt_mode must be 'phrase' or 'template', got {self.prompt_mode!r}")
+        if self.margin < 0:
+            raise ValueError(f"margin must be >= 0, got {self.margin}")
+        for template in self.templates:
+            if "{category}" not in template:
+                raise ValueError(f"template {template!r} has no {{category}} placeholder")
+
+    def prompts(self, sample: LocalizationSample) -> list[str]:
+        category = sample.category.replace("_", " ")
+        from_templates = [t.format(category=category) for t in self.templates]
+        if self.ensemble:
+            return list(dict.fromkeys([sample.phrase, *from_templates]))
+        return [sample.phrase] if self.prompt_mode == "phrase" else from_templates[:1]
+
+
+class _Images(Dataset):
+    """Distinct image files, loaded and pad-resized in workers. Unreadable files give ``None``."""
+
+    def __init__(self, paths: list[str], preprocessing: Preprocessing) -> None:
+        self.paths, self.preprocessing = paths, preprocessing
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            image = load_image(self.paths[index])
+        except ValueError as error:
+            return index, None, None, str(error)
+        tensor, mapping = self.preprocessing(image)
+        return index, tensor, mapping, None
+
+
+def _collate(items):
+    return items
+
+
+def _baseline_map(name: str, size: int, sample_id: str) -> np.ndarray:
+    if name == "random":
+        rng = np.random.default_rng(zlib.crc32(sample_id.encode()))
+        return rng.random((size, size), dtype=np.float32)
+    if name == "center":
+        axis = np.arange(size, dtype=np.float32) - (size - 1) / 2
+        return np.exp(-(axis[:, None] ** 2 + axis[None, :] ** 2) / (2 * (size / 4) ** 2)).astype(np.float32)
+    if name == "uniform":
+        return np.zeros((size, size), np.float32)
+    raise ValueError(f"unknown baseline {name!r}; expected one of {BASELINES}")
+
+
+class HeatmapSource:
+    """Model-space heatmaps ``[K, S, S]`` for an image's prompts, from a predictor or a baseline."""
+
+    def __init__(
+        self, predictor: AFLocPredictor | None = None, baseline: str | None = None, image_size: int = 224
+    ) -> None:
+        if (predictor is None) == (baseline is None):
+            raise ValueError("give exactly one of a model (predictor) or a baseline")
+        if baseline is not None and baseline not in BASELINES:
+            raise ValueError(f"unknown baseline {baseline!r}; expected one of {BASELINES}")
+        self.predictor, self.baseline = predictor, baseline
+        self.preprocessing = predictor.preprocessing if predictor else Preprocessing(image_size=image_size)
+        self.name = baseline or "model"
+
+    def encode(self, tensors: torch.Tensor):
+        if self.predictor is None:
+            return [None] * len(tensors)
+        model = self.predictor.model
+        with torch.inference_mode():
+            out = model.encode_image(tensors.to(self.predictor.device))
+        return [
+            (p.float().cpu(), s.float().cpu())
+            for p, s in zip(out.patch_embeddings, out.shallow_patch_embeddings, strict=True)
+        ]
+
+    def heatmaps(self, encoded, prompts: list[str], sample_id: str, margin: int) -> np.ndarray:
+        size = self.preprocessing.image_size
+        if self.predictor is None:
+            maps = np.stack([_baseline_map(self.baseline, size, f"{sample_id}|{p}") for p in prompts])
+            return scale_to_unit_range(apply_margin(maps, margin))
+        patches, shallow = encoded
+        config = self.predictor.localization
+        config = LocalizationConfig(**{**config.to_dict(), "margin": margin})
+        return heatmaps_from_embeddings(patches, self.predictor.embed_prompts(prompts), size, config, shallow)
+
+
+def _score(heatmap: np.ndarray, truth: np.ndarray, thresholds: Sequence[float]) -> dict[str, float]:
+    record: dict[str, float] = {}
+    sweep = threshold_metrics(heatmap, truth, thresholds)
+    for t, i, d in zip(thresholds, sweep["iou"], sweep["dice"], strict=True):
+        record[f"iou@{t:g}"], record[f"dice@{t:g}"] = float(i), float(d)
+    record["iou_mean"], record["dice_mean"] = sweep["iou_mean"], sweep["dice_mean"]
+    record["cnr"] = cnr(heatmap, truth)
+    record["pointing_game"] = pointing_game(heatmap, truth)
+    for t, value in zip(TUNE_GRID, threshold_metrics(heatmap, truth, TUNE_GRID)["iou"], strict=True):
+        record[f"tune_iou@{t:g}"] = float(value)
+    return record
+
+
+def sample_heatmap(
+    source: HeatmapSource, encoded, sample: LocalizationSample, mapping: PadResizeMapping, config: ProtocolConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(heatmap, ground truth)`` of one sample in the protocol's space."""
+    prompts = config.prompts(sample)
+    maps = source.heatmaps(encoded, prompts, sample.sample_id, config.margin)
+    heatmap = maps[0] if len(maps) == 1 else scale_to_unit_range(np.nanmean(maps, axis=0, keepdims=True))[0]
+    truth = sample.gt_mask(mapping.original_height, mapping.original_width)
+    if config.space == "model":
+        return heatmap, mapping.mask_to_model(truth)
+    return mapping.heatmap_to_original(heatmap), truth
+
+
+def iterate_encoded(
+    samples: list[LocalizationSample],
+    source: HeatmapSource,
+    batch_size: int = 16,
+    workers: int = 2,
+    progress: bool = True,
+) -> Iterator[tuple[LocalizationSample, object, object, str]]:
+    """Yield ``(sample, encoded image, mapping, error)`` with every image loaded and encoded once, in batches."""
+    by_image: dict[str, list[LocalizationSample]] = defaultdict(list)
+    for sample in samples:
+        by_image[str(sample.image_path)].append(sample)
+    paths = list(by_image)
+    loader = DataLoader(
+        _Images(paths, source.preprocessing), batch_size=batch_size, num_workers=workers, collate_fn=_collate
+    )
+    with tqdm(total=len(samples), desc=f"evaluate ({source.name})", unit="sample", disable=not progress) as bar:
+        for items in loader:
+            good = [item for item in items if item[1] is not None]
+            encoded = source.encode(torch.stack([item[1] for item in good])) if good else []
+            for (index, _, mapping, _), enc in zip(good, encoded, strict=True):
+                for sample in by_image[paths[index]]:
+                    yield sample, enc, mapping, None
+                    bar.update()
+            for index, _, _, error in (item for item in items if item[1] is None):
+                for sample in by_image[paths[index]]:
+                    yield sample, None, None, error
+                    bar.update()
+
+
+def evaluate_localization(
+    samples: list[LocalizationSample],
+    source: HeatmapSource,
+    config: ProtocolConfig,
+    batch_size: int = 16,
+    workers: int = 2,
+    progress: bool = True,
+    on_heatmap: Callable | None = None,
+) -> tuple[list[dict], dict[str, str]]:
+    """Per-sample records (see :mod:`training.evaluation.report`) and the unreadable images with reasons."""
+    records, unreadable = [], {}
+    for sample, encoded, mapping, error in iterate_encoded(samples, source, batch_size, workers, progress):
+        if error is not None:
+            unreadable[str(sample.image_path)] = error
+            continue
+        heatmap, truth = sample_heatmap(source, encoded, sample, mapping, config)
+        record = {
+            "sample_id": sample.sample_id,
+            "category": sample.category,
+            "phrase": sample.phrase,
+            "prompt": " | ".join(config.prompts(sample)),
+            "image": str(sample.image_path),
+        }
+        record.update(_score(heatmap, truth, config.thresholds))
+        records.append(record)
+        if on_heatmap is not None:
+            on_heatmap(sample, record, heatmap, truth)
+    return records, unreadable
+
+
+def tune_thresholds(val_records: list[dict]) -> dict[str, float]:
+    """CheXlocalize protocol: per category, the threshold of :data:`TUNE_GRID` with the highest mean IoU on val."""
+    best: dict[str, float] = {}
+    categories = sorted({r["category"] for r in val_records})
+    for category in categories:
+        rows = [r for r in val_records if r["category"] == category]
+        means = []
+        for t in TUNE_GRID:
+            values = np.array([r[f"tune_iou@{t:g}"] for r in rows], dtype=float)
+            means.append(np.nanmean(values) if np.isfinite(values).any() else -np.inf)
+        best[category] = TUNE_GRID[int(np.argmax(means))]
+    return best
+
+
+def apply_tuned_thresholds(records: list[dict], thresholds: dict[str, float]) -> list[dict]:
+    """Add ``iou@tuned`` (IoU at the category's tuned threshold; NaN for a category tuning never saw)."""
+    for record in records:
+        t = thresholds.get(record["category"])
+        record["iou@tuned"] = float("nan") if t is None else record[f"tune_iou@{t:g}"]
+    return records

@@ -1,0 +1,418 @@
+"""Chest X-ray localization readers: MS-CXR, PhantomCXR, COCO (TBX11K), RSNA, NIH, CheXlocalize, COVID Rural.
+
+Import them from :mod:`training.evaluation.readers`; the data model and conventions are described there.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import re
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pycocotools.mask as mask_utils
+
+from .readers import (
+    ReadResult,
+    _Collector,
+    _images_by_stem,
+    _load_json,
+    _numbers,
+    _read_csv,
+    _read_mask_file,
+    _require_dir,
+    _require_file,
+    _to_rle,
+    read_image_size,
+)
+
+MS_CXR_CSV_COLUMNS = ("dicom_id", "category_name", "label_text", "x", "y", "w", "h", "path")
+RSNA_COLUMNS = ("patientId", "x", "y", "width", "height", "Target")
+NIH_COLUMNS = ("Image Index", "Finding Label", "x", "y", "w", "h")
+CHEXLOCALIZE_TASKS = (
+    "Airspace Opacity",
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Enlarged Cardiomediastinum",
+    "Lung Lesion",
+    "Pleural Effusion",
+    "Pneumothorax",
+    "Support Devices",
+)
+"""The 10 CheXlocalize tasks, spelled as the keys of its JSON files."""
+
+
+def _size(height: Any, width: Any) -> tuple[int, int] | None:
+    """``(height, width)`` when both are positive numbers, else ``None``."""
+    try:
+        size = (int(float(height)), int(float(width)))
+    except (TypeError, ValueError):
+        return None
+    return size if min(size) > 0 else None
+
+
+# --------------------------------------------------------------------------------------------- COCO family
+
+
+def _read_coco_json(annotations: Path, image_root: Path, what: str, keep_missing: bool, phrases: bool) -> ReadResult:
+    """COCO boxes grouped by (image, ``label_text``) when ``phrases`` else by (image, category name)."""
+    data = _load_json(annotations, what)
+    lists = ("images", "annotations", "categories")
+    if not isinstance(data, dict) or not all(isinstance(data.get(key), list) for key in lists):
+        raise ValueError(f"{annotations}: expected a COCO-style JSON object with the lists {list(lists)}")
+    try:
+        categories = {c["id"]: str(c["name"]) for c in data["categories"]}
+        images = {image["id"]: image for image in data["images"]}
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"{annotations}: every category needs 'id' and 'name', every image 'id' ({error})") from None
+    collector = _Collector(keep_missing)
+    annotated = set()
+    for number, annotation in enumerate(data["annotations"]):
+        if not isinstance(annotation, dict) or "image_id" not in annotation or "bbox" not in annotation:
+            raise ValueError(f"{annotations}: annotation #{number} needs 'image_id' and 'bbox', got {annotation!r}")
+        image = images.get(annotation["image_id"])
+        if image is None:
+            collector.skip("unknown image")
+            continue
+        annotated.add(annotation["image_id"])
+        category = categories.get(annotation.get("category_id"))
+        if category is None:
+            collector.skip("unknown category")
+            continue
+        phrase = str(annotation.get("label_text") or "").strip() if phrases else category
+        if not phrase:
+            collector.skip("no phrase")
+            continue
+        file_name = image.get("file_name") or image.get("path")
+        if not file_name:
+            raise ValueError(f"{annotations}: image {annotation['image_id']!r} has no 'file_name'")
+        image_path = image_root / file_name
+        if not collector.image_ok(image_path):
+            continue
+        image_id = Path(file_name).stem if phrases else Path(file_name).with_suffix("").as_posix()
+        collector.add(
+            (annotation["image_id"], phrase),
+            annotation["bbox"],
+            image_path=image_path,
+            phrase=phrase,
+            category=category,
+            image_size=_size(image.get("height"), image.get("width")),
+            sample_id=f"{image_id}|{phrase}",
+        )
+    collector.skip("no box", len(set(images) - annotated))
+    return collector.result(what)
+
+
+def read_ms_cxr(annotations: str | Path, image_root: str | Path, *, keep_missing: bool = False) -> ReadResult:
+    """MS-CXR phrase grounding boxes (``MS_CXR_Local_Alignment_v1.x.json`` or its ``.csv`` twin).
+
+    JSON: COCO-style ``images`` (``id``, ``file_name`` relative to ``image_root``, ``width``, ``height``),
+    ``annotations`` (``image_id``, ``bbox`` ``[x, y, w, h]`` in original pixels, ``category_id``,
+    ``label_text``) and ``categories`` (``id``, ``name``). CSV: one box per row with the columns ``dicom_id,
+    category_name, label_text, x, y, w, h, image_width, image_height, path`` (``path`` relative to
+    ``image_root``, usually the MIMIC-CXR-JPG root). The format is chosen by the suffix (``.json`` / ``.csv``).
+
+    Boxes are grouped by (image, ``label_text``); phrase = ``label_text``, category = the category name,
+    ``sample_id = "<dicom_id>|<label_text>"`` (the JSON's file stem is the dicom_id), so both twins give the same
+    samples. Images without any box are counted as ``"no box"``.
+    """
+    annotations, image_root = Path(annotations), Path(image_root)
+    suffix = annotations.suffix.lower()
+    if suffix == ".json":
+        return _read_coco_json(annotations, image_root, "MS-CXR annotations", keep_missing, phrases=True)
+    if suffix != ".csv":
+        raise ValueError(f"{annotations}: expected an MS-CXR annotation file ending in .json or .csv")
+    path = _require_file(annotations, "MS-CXR annotations")
+    frame = _read_csv(path, path, "MS-CXR annotations", MS_CXR_CSV_COLUMNS)
+    boxes = _numbers(frame, ["x", "y", "w", "h"])
+    has_size = "image_width" in frame.columns and "image_height" in frame.columns
+    collector = _Collector(keep_missing)
+    for row, box in zip(frame.itertuples(index=False), boxes, strict=True):
+        phrase, dicom_id = str(row.label_text).strip(), str(row.dicom_id).strip()
+        if not phrase:
+            collector.skip("no phrase")
+            continue
+        image_path = image_root / str(row.path).strip()
+        if not collector.image_ok(image_path):
+            continue
+        collector.add(
+            (dicom_id, phrase),
+            box,
+            image_path=image_path,
+            phrase=phrase,
+            category=str(row.category_name).strip(),
+            image_size=_size(row.image_height, row.image_width) if has_size else None,
+            sample_id=f"{dicom_id}|{phrase}",
+        )
+    return collector.result("MS-CXR annotations")
+
+
+def read_phantom(corpus_dir: str | Path, split: str = "test", *, keep_missing: bool = False) -> ReadResult:
+    """A PhantomCXR corpus (``training.phantoms``) through the MS-CXR reader.
+
+    Reads ``corpus_dir/annotations/<split>.json``; its ``file_name`` values (``images/<split>/<case>.png``) are
+    relative to ``corpus_dir``. Normal studies have no box and are counted as ``"no box"``.
+    """
+    corpus_dir = Path(corpus_dir)
+    return read_ms_cxr(corpus_dir / "annotations" / f"{split}.json", corpus_dir, keep_missing=keep_missing)
+
+
+def read_coco(annotations: str | Path, image_root: str | Path, *, keep_missing: bool = False) -> ReadResult:
+    """Generic COCO boxes (e.g. TBX11K ``annotations/json/TBX11K_train.json`` with ``image_root = imgs/``).
+
+    Boxes are grouped by (image, category); phrase = category = the category name (``"ActiveTuberculosis"``),
+    ``sample_id = "<file_name without suffix>|<category>"``. Only ``bbox`` is read (no ``segmentation``).
+    Images without any annotation are counted as ``"no box"``.
+    """
+    return _read_coco_json(Path(annotations), Path(image_root), "COCO annotations", keep_missing, phrases=False)
+
+
+# ---------------------------------------------------------------------------------------------- RSNA, NIH
+
+
+def read_rsna(
+    labels_csv: str | Path,
+    dicom_root: str | Path,
+    *,
+    phrase: str = "pneumonia",
+    image_size: tuple[int, int] | None = None,
+    keep_missing: bool = False,
+) -> ReadResult:
+    """RSNA Pneumonia Detection boxes from ``stage_2_train_labels.csv`` (or a ``.zip`` holding that one CSV).
+
+    Columns ``patientId, x, y, width, height, Target``; rows with ``Target == 1`` are boxes in pixels of the
+    1024 x 1024 DICOM ``dicom_root/<patientId>.dcm``, grouped per patient (phrase = category = ``phrase``).
+    Patients with only ``Target == 0`` rows are counted as ``"no finding"``. The file does not state the image
+    size, so ``image_size`` is ``None`` unless given (``(1024, 1024)`` for the challenge DICOMs).
+    """
+    path = _require_file(labels_csv, "RSNA labels")
+    if path.suffix.lower() == ".zip":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                members = [name for name in archive.namelist() if name.lower().endswith(".csv")]
+                if len(members) != 1:
+                    raise ValueError(f"{path}: expected a zip holding exactly one .csv file, found {members}")
+                source: Any = io.BytesIO(archive.read(members[0]))
+        except zipfile.BadZipFile as error:
+            raise ValueError(f"{path}: not a readable zip file ({error})") from None
+    else:
+        source = path
+    frame = _read_csv(source, path, "RSNA labels", RSNA_COLUMNS)
+    values = _numbers(frame, ["x", "y", "width", "height", "Target"])
+    targets = values[:, 4]
+    if not np.isin(targets, (0, 1)).all():
+        bad = frame["Target"].iloc[int(np.flatnonzero(~np.isin(targets, (0, 1)))[0])]
+        raise ValueError(f"{path}: Target must be 0 or 1, found {bad!r}")
+    collector = _Collector(keep_missing)
+    root = Path(dicom_root)
+    patients = frame["patientId"].str.strip()
+    for patient, box, target in zip(patients, values[:, :4], targets, strict=True):
+        if target != 1:
+            continue
+        image_path = root / f"{patient}.dcm"
+        if collector.image_ok(image_path):
+            kwargs = {"phrase": phrase, "category": phrase, "image_size": image_size}
+            collector.add(patient, box, image_path=image_path, sample_id=f"{patient}|{phrase}", **kwargs)
+    collector.skip("no finding", len(set(patients) - set(patients[targets == 1])))
+    return collector.result("RSNA labels")
+
+
+def read_nih_bbox(
+    bbox_csv: str | Path,
+    image_root: str | Path,
+    *,
+    image_size: tuple[int, int] | None = None,
+    keep_missing: bool = False,
+) -> ReadResult:
+    """NIH ChestX-ray14 expert boxes, ``BBox_List_2017.csv`` (or ``.csv.gz``).
+
+    Its header is ``Image Index,Finding Label,Bbox [x,y,w,h],,,`` (nine cells once split at the commas), so the
+    columns are named here: each row has 6 fields, image file name, finding label, ``x, y, w, h`` in pixels of
+    the 1024 x 1024 original (``image_size`` is ``None`` unless given). Images are ``image_root/<Image Index>``.
+    Boxes are grouped by (image, label); phrase = the label lower-cased (``"Infiltrate"`` -> ``"infiltrate"``),
+    category = the label as written.
+    """
+    path = _require_file(bbox_csv, "NIH box list")
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="") as handle:
+            rows = [row for row in csv.reader(handle) if any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"{path}: could not read the NIH box list ({error})") from None
+    if not rows or [cell.strip().lower() for cell in rows[0][:2]] != ["image index", "finding label"]:
+        raise ValueError(
+            f"{path}: expected the NIH header 'Image Index,Finding Label,Bbox [x,y,w,h],,,' and rows "
+            f"{', '.join(NIH_COLUMNS)}; got {rows[0][:6] if rows else 'an empty file'}"
+        )
+    collector = _Collector(keep_missing)
+    root = Path(image_root)
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) < 6:
+            raise ValueError(f"{path}, line {line}: expected 6 fields ({', '.join(NIH_COLUMNS)}), got {row}")
+        name, label = row[0].strip(), row[1].strip()
+        image_path = root / name
+        if collector.image_ok(image_path):
+            phrase = label.lower()
+            collector.add(
+                (name, label),
+                row[2:6],
+                image_path=image_path,
+                phrase=phrase,
+                category=label,
+                image_size=image_size,
+                sample_id=f"{Path(name).stem}|{phrase}",
+            )
+    return collector.result("NIH box list")
+
+
+# --------------------------------------------------------------------------------------------- CheXlocalize
+
+_CHEXPERT_ID = re.compile(r"^(patient\d+)_(study\d+)_(view\d+_[A-Za-z]+)$")
+
+
+def chexpert_image_path(image_id: str) -> Path:
+    """``patient64541_study1_view1_frontal`` -> ``patient64541/study1/view1_frontal.jpg`` (CheXpert layout)."""
+    match = _CHEXPERT_ID.match(image_id)
+    if match is None:
+        raise ValueError(
+            f"CheXlocalize image id {image_id!r} is not of the form patient<N>_study<N>_view<N>_<frontal|lateral>; "
+            "pass image_path= to map it yourself"
+        )
+    patient, study, view = match.groups()
+    return Path(patient, study, f"{view}.jpg")
+
+
+def _polygons_to_rle(polygons: Any, size: tuple[int, int]) -> dict:
+    """Rasterise ``[[[x, y], ...], ...]`` polygons (pixel indices, as CheXlocalize's own PIL code draws them)."""
+    mask = np.zeros(size, dtype=np.uint8)
+    for polygon in polygons:
+        points = np.rint(np.asarray(polygon, dtype=np.float64).reshape(-1, 2)).astype(np.int32)
+        if len(points):
+            # one call per polygon: a single fillPoly over several polygons would cut holes where they overlap
+            cv2.fillPoly(mask, [points], 1)
+    return _to_rle(mask)
+
+
+def read_chexlocalize(
+    segmentations_json: str | Path | None = None,
+    annotations_json: str | Path | None = None,
+    *,
+    image_root: str | Path,
+    split_prefix: str = "",
+    tasks: Sequence[str] = CHEXLOCALIZE_TASKS,
+    image_path: Callable[[str], str | Path] | None = None,
+    keep_missing: bool = False,
+) -> ReadResult:
+    """CheXlocalize ground truth, from exactly one of its two files.
+
+    * ``segmentations_json`` (``gt_segmentations_{val,test}.json``): ``{image_id: {task: {"size": [h, w],
+      "counts": str}}}``, COCO RLE decoded with pycocotools.
+    * ``annotations_json`` (``gt_annotations_val.json``): ``{image_id: {"img_size": [h, w], task: [polygon,
+      ...]}}`` with each polygon a list of ``[x, y]`` points, filled with ``cv2.fillPoly``.
+
+    Images: ``image_root/<split_prefix>/<chexpert_image_path(image_id)>``, i.e. the CheXpert layout
+    ``CheXpert-v1.0/valid/patient64541/study1/view1_frontal.jpg`` with ``image_root="CheXpert-v1.0"``,
+    ``split_prefix="valid"`` (``"test"`` for the test set). ``image_path(image_id)`` overrides the mapping (a
+    path relative to ``image_root``, or absolute).
+
+    One sample per (image, task) with a non-empty mask: phrase = the task lower-cased (``"enlarged
+    cardiomediastinum"``), category = the task. Each task of ``tasks`` that an image lacks or has an empty mask
+    for is a negative, counted as ``"no finding"``; tasks not in ``tasks`` are counted as ``"unknown category"``.
+    """
+    if (segmentations_json is None) == (annotations_json is None):
+        raise ValueError("give exactly one of segmentations_json (RLE) and annotations_json (polygons)")
+    source = Path(segmentations_json if segmentations_json is not None else annotations_json)
+    what = "CheXlocalize segmentations" if segmentations_json is not None else "CheXlocalize annotations"
+    data = _load_json(source, what)
+    if not isinstance(data, dict) or not all(isinstance(entry, dict) for entry in data.values()):
+        raise ValueError(f"{source}: expected a JSON object {{image_id: {{task: ...}}}}")
+    root = Path(image_root) / split_prefix
+    wanted = set(tasks)
+    collector = _Collector(keep_missing)
+    for image_id, entry in data.items():
+        path = root / (image_path(image_id) if image_path is not None else chexpert_image_path(image_id))
+        if not collector.image_ok(path):
+            continue
+        size = None
+        if segmentations_json is None:
+            size = _size(*entry["img_size"]) if len(entry.get("img_size") or ()) == 2 else None
+            if size is None:
+                raise ValueError(f"{source}: image {image_id!r} has no valid 'img_size' [height, width]")
+        positives = 0
+        for task, value in entry.items():
+            if task == "img_size":
+                continue
+            if task not in wanted:
+                collector.skip("unknown category")
+                continue
+            try:
+                rle = _to_rle(value) if size is None else _polygons_to_rle(value, size)
+            except (TypeError, ValueError, KeyError) as error:
+                raise ValueError(f"{source}: image {image_id!r}, task {task!r}: unreadable mask ({error})") from None
+            if mask_utils.area(rle) == 0:
+                continue
+            positives += 1
+            phrase = task.lower()
+            mask_size = (int(rle["size"][0]), int(rle["size"][1]))
+            sample = {"image_path": path, "phrase": phrase, "category": task, "image_size": mask_size}
+            collector.add((image_id, task), mask=rle, sample_id=f"{image_id}|{phrase}", **sample)
+        collector.skip("no finding", len(wanted) - positives)
+    return collector.result(what)
+
+
+# -------------------------------------------------------------------------------------------- COVID Rural
+
+
+def read_covid_rural(
+    image_dir: str | Path,
+    mask_dir: str | Path,
+    phrase: str = "pneumonia opacity",
+    *,
+    mask_threshold: int | None = None,
+    keep_missing: bool = False,
+) -> ReadResult:
+    """COVID Rural (TCIA COVID-19-AR derived) opacity masks.
+
+    Expected layout (as distributed in ``covid_rural_annot/``)::
+
+        image_dir/COVID-19-AR-16406488_01-15-2012-XR.jpg     images (.jpg/.png/.dcm/...)
+        mask_dir/COVID-19-AR-16406488_01-15-2012-XR.png      masks, same stem (.png or .jpg)
+
+    A pixel is positive when any channel exceeds ``mask_threshold`` (``None``: 0 for PNG, 127 for lossy JPEG).
+    One sample per image with a non-empty mask (phrase = category = ``phrase``). Images without a mask are
+    counted as ``"missing ground truth"``, empty masks as ``"no finding"``, masks whose size differs from the
+    image as ``"mask size mismatch"``; a mask without an image lists ``image_dir/<stem>.*`` in ``missing``.
+    """
+    images = _images_by_stem(_require_dir(image_dir, "COVID Rural image directory"))
+    masks = {
+        path.stem: path
+        for path in sorted(_require_dir(mask_dir, "COVID Rural mask directory").iterdir())
+        if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+    }
+    collector = _Collector(keep_missing)
+    collector.skip("missing ground truth", len(set(images) - set(masks)))
+    for stem, mask_path in masks.items():
+        image = images.get(stem)
+        if image is None:
+            collector.note_missing(str(Path(image_dir) / f"{stem}.*"))
+            if not keep_missing:
+                continue
+        mask = _read_mask_file(mask_path, mask_threshold)
+        if image is not None and read_image_size(image) != mask.shape:
+            collector.skip("mask size mismatch")
+            continue
+        if not mask.any():
+            collector.skip("no finding")
+            continue
+        path = image if image is not None else Path(image_dir) / f"{stem}.jpg"
+        sample = {"image_path": path, "phrase": phrase, "category": phrase, "image_size": mask.shape}
+        collector.add(stem, mask=_to_rle(mask), sample_id=f"{stem}|{phrase}", **sample)
+    return collector.result("COVID Rural")
