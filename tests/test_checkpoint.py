@@ -162,3 +162,34 @@ def test_foreign_checkpoint_is_named(tmp_path):
 def test_storage_dtype_validated(tmp_path, tiny_model, tiny_tokenizer):
     with pytest.raises(ValueError, match="storage_dtype"):
         afloc.save_pretrained(tiny_model, tmp_path / "x", tiny_tokenizer, storage_dtype="int4")
+
+
+def test_external_text_weights(tmp_path, vocab_file, tiny_bert_config, tiny_tokenizer):
+    """A frozen text encoder can be left out of the directory and reloaded, checked, from its source."""
+    from training_fixtures import write_tiny_bert
+
+    from afloc import AFLocConfig, ImageEncoderConfig, TextEncoderConfig, build_model
+
+    bert = write_tiny_bert(tmp_path / "bert", vocab_file, tiny_bert_config)
+    config = AFLocConfig(
+        image=ImageEncoderConfig(backbone="resnet18", image_size=64),
+        text=TextEncoderConfig(name_or_path=str(bert), max_length=32, frozen=True),
+    )
+    torch.manual_seed(0)
+    model = build_model(config)
+    out = model.save_pretrained(tmp_path / "small", tiny_tokenizer, external_text=True)
+    saved = read_state_dict(out)
+    assert saved and not any(k.startswith("text_encoder.") for k in saved)
+    loaded = load_model(out).model
+    assert _state_equal(loaded, model)
+    assert loaded.config.text.external_weights_sha256
+    # a fine-tuned text encoder cannot be left out
+    with torch.no_grad():
+        model.text_encoder.bert.embeddings.word_embeddings.weight[0] += 1.0
+    with pytest.raises(ValueError, match="fine-tuned"):
+        model.save_pretrained(tmp_path / "bad", tiny_tokenizer, external_text=True)
+    # a different source than the one the model was trained with is refused at load time
+    torch.manual_seed(5)
+    write_tiny_bert(bert, vocab_file, {**tiny_bert_config, "initializer_range": 0.5})
+    with pytest.raises(ValueError, match="digest mismatch"):
+        load_model(out)

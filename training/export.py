@@ -40,6 +40,7 @@ def export(
     name: str | None = None,
     synthetic_data: bool = False,
     data_description: str | None = None,
+    external_text: bool = False,
 ) -> Path:
     ckpt = Path(ckpt)
     bundle = load_model(ckpt)  # safe loader: weights_only, strict
@@ -78,6 +79,7 @@ def export(
         card=card,
         storage_dtype=storage_dtype,
         max_shard_bytes=max_bytes,
+        external_text=external_text,
     )
 
 
@@ -90,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default=None, help="model name in the card")
     parser.add_argument("--synthetic-data", action="store_true", help="mark the card: trained on synthetic images")
     parser.add_argument("--data-description", default=None, help="training data paragraph for the card")
+    parser.add_argument(
+        "--external-text",
+        action="store_true",
+        help="leave out the (frozen, unchanged) text encoder weights; they load from their source",
+    )
     args = parser.parse_args(argv)
     try:
         path = export(
@@ -100,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             args.name,
             args.synthetic_data,
             args.data_description,
+            args.external_text,
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -24,6 +24,8 @@ class AFLocPretraining(pl.LightningModule):
         internal_size: the reference's internal resize (299) or None.
         image_weights: initial backbone weights: None (random), a state-dict file, or ``"torchvision"``.
         text_model: BERT directory or hub id; None = the offline all-MiniLM-L6-v2.
+        freeze_text: keep the text encoder at its pretrained weights (no gradients, dropout off). Faster on a
+            CPU, and the exported model can leave the text weights out (``export --external-text``).
         last_n_layers: hidden layers summed into token vectors (4).
         max_length: word pieces per caption (97).
         report_weight, sentence_weight, word_weight: loss weights; 0 skips a term (ablations).
@@ -43,6 +45,7 @@ class AFLocPretraining(pl.LightningModule):
         internal_size: int | None = None,
         image_weights: str | None = None,
         text_model: str | None = None,
+        freeze_text: bool = False,
         last_n_layers: int = 4,
         max_length: int = 97,
         report_weight: float = 1.0,
@@ -79,18 +82,27 @@ class AFLocPretraining(pl.LightningModule):
         )
         config = AFLocConfig(
             image=ImageEncoderConfig(backbone, image_size, internal_size, image_weights),
-            text=TextEncoderConfig(text_model, last_n_layers, max_length),
+            text=TextEncoderConfig(text_model, last_n_layers, max_length, frozen=freeze_text),
             loss=loss,
         )
         self.model = build_model(config, pretrained_text=True)
         self.loss = AFLocLoss(loss)
+        if freeze_text:
+            self.model.text_encoder.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.hparams.freeze_text:
+            self.model.text_encoder.eval()  # a frozen encoder keeps dropout off
+        return self
 
     # ------------------------------------------------------------------ steps
     def _step(self, batch: dict, stage: str) -> torch.Tensor | None:
         if "images" not in batch or batch["images"].shape[0] < 2:
             return None  # every sample of the batch was unreadable, or a last batch of one
         image_out: ImageEncoderOutput = self.model.encode_image(batch["images"])
-        text_out: TextEncoderOutput = self.model.encode_text(batch["text"])
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.hparams.freeze_text):
+            text_out: TextEncoderOutput = self.model.encode_text(batch["text"])
         if self.hparams.gather_across_ranks and self.trainer.world_size > 1:
             image_out, text_out = gather_image_outputs(image_out), gather_text_outputs(text_out)
         terms = self.loss(image_out, text_out)
