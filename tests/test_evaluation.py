@@ -191,3 +191,16 @@ def test_cli_errors(tmp_path, capsys):
         == 2
     )
     assert "error" in capsys.readouterr().err
+
+
+def test_side_mass():
+    from training.evaluation.protocol import side_mass
+
+    heatmap = -np.ones((4, 8), np.float32)
+    heatmap[:, :2] = 1.0  # all positive mass on the image's left = the patient's right
+    assert side_mass(heatmap, "right lower lobe consolidation", midline=4) == 1.0
+    assert side_mass(heatmap, "small left pleural effusion", midline=4) == 0.0
+    assert np.isnan(side_mass(heatmap, "bilateral perihilar edema", midline=4))
+    assert np.isnan(side_mass(heatmap, "cardiomegaly", midline=4))
+    heatmap[:, 6:] = 1.0
+    assert side_mass(heatmap, "left-sided effusion", midline=4) == pytest.approx(0.5)

@@ -1,7 +1,7 @@
 """Entry point: ``python -m training COMMAND ...``.
 
 Commands: ``fit``, ``validate``, ``test`` (LightningCLI, see ``--help``), ``prepare-mimic``, ``export``,
-``plot``, ``evaluate`` and ``compare`` (each with ``--help``).
+``plot``, ``evaluate``, ``compare`` and ``card`` (each with ``--help``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ TOOLS = {
     "plot": "plot",
     "evaluate": "evaluation.evaluate",
     "compare": "evaluation.compare",
+    "card": "card",
 }
 
 

@@ -200,6 +200,16 @@ def run(args: argparse.Namespace) -> dict:
     summary = summarize_localization(
         records, thresholds=config.thresholds, n_resamples=args.n_resamples, seed=args.seed
     )
+    sides = np.array([r["side_mass"] for r in records], dtype=float)
+    if np.isfinite(sides).any():
+        from afloc.metrics import bootstrap_ci
+
+        summary["side_mass"] = {
+            "mean": float(np.nanmean(sides)),
+            "ci": list(bootstrap_ci(sides, n_resamples=args.n_resamples, seed=args.seed)),
+            "n": int(np.isfinite(sides).sum()),
+            "definition": "share of the heatmap's positive mass on the side the phrase names (lateralised phrases)",
+        }
     if tuned is not None:
         values = np.array([r["iou@tuned"] for r in records], dtype=float)
         summary["chexlocalize"] = {"thresholds": tuned, "iou_at_tuned_threshold": float(np.nanmean(values))}

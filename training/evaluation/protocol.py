@@ -156,6 +156,28 @@ def _score(heatmap: np.ndarray, truth: np.ndarray, thresholds: Sequence[float]) 
     return record
 
 
+def side_mass(heatmap: np.ndarray, phrase: str, midline: float) -> float:
+    """Share of the heatmap's positive mass on the side the phrase names (patient sides: the patient's right is
+    the image's left). NaN when the phrase names no single side or the map has no positive mass.
+
+    Args:
+        heatmap: ``[H, W]`` map on [-1, 1] (NaN ignored).
+        phrase: the prompt; "right"/"left" as words, "bilateral" excluded.
+        midline: x coordinate (pixels) of the patient's midline in ``heatmap``.
+    """
+    words = set(phrase.lower().replace("-", " ").split())
+    sides = {"right", "left"} & words
+    if len(sides) != 1 or "bilateral" in words:
+        return float("nan")
+    mass = np.clip(np.nan_to_num(heatmap, nan=0.0), 0.0, None)
+    total = float(mass.sum())
+    if total <= 0:
+        return float("nan")
+    columns = np.arange(heatmap.shape[1]) + 0.5
+    image_left = float(mass[:, columns < midline].sum())
+    return (image_left if "right" in sides else total - image_left) / total
+
+
 def sample_heatmap(
     source: HeatmapSource, encoded, sample: LocalizationSample, mapping: PadResizeMapping, config: ProtocolConfig
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -222,6 +244,11 @@ def evaluate_localization(
             "image": str(sample.image_path),
         }
         record.update(_score(heatmap, truth, config.thresholds))
+        if config.space == "model":
+            midline = mapping.left + mapping.resized_width / 2
+        else:
+            midline = mapping.original_width / 2
+        record["side_mass"] = side_mass(heatmap, sample.phrase, midline)
         records.append(record)
         if on_heatmap is not None:
             on_heatmap(sample, record, heatmap, truth)

@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     sheet.add_argument("--size", type=int, default=256)
     sheet.add_argument("--seed", type=int, default=0)
     sheet.add_argument("--start", type=int, default=0, help="first case index")
+    examples = commands.add_parser("examples", help="demo examples (one per finding + DICOMs) with ground truth")
+    examples.add_argument("--out", required=True, help="folder, e.g. assets/examples")
+    examples.add_argument("--size", type=int, default=256)
     args = parser.parse_args(argv)
 
     from .generate import CorpusSpec, generate_corpus
@@ -37,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
             counts = generate_corpus(args.out, spec, workers=args.workers, dicom_samples=args.dicom_samples)
             elapsed = time.perf_counter() - start
             print(f"wrote {args.n} studies {counts} to {args.out} in {elapsed:.1f} s ({args.n / elapsed:.0f} img/s)")
+        elif args.command == "examples":
+            from .examples import write_examples
+
+            for path in write_examples(args.out, size=args.size):
+                print(f"wrote {path}")
         else:
             import cv2
 

@@ -1,0 +1,74 @@
+"""``python -m training card --model DIR --results R1 [R2 ...]``: put evaluation results into a model card.
+
+The "## Evaluation" section of ``DIR/README.md`` is replaced by a table generated from the ``summary.json`` of each
+result folder (``python -m training evaluate``), so the card always matches the evaluation files kept beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+
+def _cell(entry: dict | None, digits: int = 3) -> str:
+    if not entry or entry.get("mean", entry.get("macro")) is None:
+        return "-"
+    value = entry.get("mean", entry.get("macro"))
+    low, high = (entry.get("ci") or [None, None])[:2]
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if low is None or high is None:
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def evaluation_table(result_dirs: list[str | Path]) -> str:
+    """Markdown table: one row per result (model or baseline), headline metrics with 95% CIs."""
+    header = (
+        "| model | samples | pointing game | IoU (mean over 0.1-0.5) | Dice (mean over 0.1-0.5) | CNR | "
+        "side mass (lateralised) |\n|---|---|---|---|---|---|---|"
+    )
+    rows = []
+    for folder in result_dirs:
+        path = Path(folder) / "summary.json"
+        if not path.is_file():
+            raise ValueError(f"{folder}: no summary.json (run python -m training evaluate first)")
+        data = json.loads(path.read_text())
+        loc, meta = data["localization"], data["meta"]
+        rows.append(
+            f"| {meta['model']} | {meta['n_samples']} | {_cell(loc['pointing_game'])} | "
+            f"{_cell(loc['per_threshold_mean']['iou'])} | {_cell(loc['per_threshold_mean']['dice'])} | "
+            f"{_cell(loc['cnr'], 2)} | {_cell(loc.get('side_mass'))} |"
+        )
+    return "\n".join([header, *rows])
+
+
+def update_card(model_dir: str | Path, result_dirs: list[str | Path], note: str = "") -> str:
+    card_path = Path(model_dir) / "README.md"
+    if not card_path.is_file():
+        raise ValueError(f"{card_path} does not exist")
+    table = evaluation_table(result_dirs)
+    section = f"## Evaluation\n\n{note.strip()}\n\n{table}\n\n" if note else f"## Evaluation\n\n{table}\n\n"
+    text = card_path.read_text()
+    pattern = re.compile(r"## Evaluation\n.*?(?=\n## |\Z)", re.S)
+    text = pattern.sub(lambda _: section.rstrip() + "\n", text) if pattern.search(text) else text + "\n" + section
+    card_path.write_text(text)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training card", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="model directory whose README.md is updated")
+    parser.add_argument("--results", nargs="+", required=True, help="evaluation result folders")
+    parser.add_argument("--note", default="", help="paragraph placed above the table")
+    args = parser.parse_args(argv)
+    try:
+        print(update_card(args.model, args.results, args.note))
+    except (ValueError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
