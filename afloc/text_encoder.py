@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -72,6 +73,11 @@ def aggregate_granularities(token_vectors: torch.Tensor, text: TokenizedText, ma
 class TextEncoder(nn.Module):
     """BERT whose token vectors are the sum of the last ``n`` hidden layers, aggregated per granularity.
 
+    The last layers' outputs are captured by forward hooks that write into thread-local storage, rather than
+    with ``output_hidden_states=True``: transformers 5 implements that flag with hooks of its own that cannot be
+    pickled (breaking ``ddp_spawn`` and multiprocessing), and thread-local capture keeps concurrent calls from
+    different threads (a web server) apart.
+
     Args:
         config: the text encoder configuration (``bert_config`` must be set).
         bert: an already built ``transformers`` BERT model (e.g. with pretrained weights); built from
@@ -88,26 +94,35 @@ class TextEncoder(nn.Module):
             bert = BertModel(BertConfig(**config.bert_config), add_pooling_layer=False)
         self.config = config
         self.bert = bert
+        self._capture = threading.local()
+        for layer in self.bert.encoder.layer[-config.last_n_layers :]:
+            layer.register_forward_hook(self._keep_layer_output)
+
+    def _keep_layer_output(self, module: nn.Module, inputs: tuple, output) -> None:
+        outputs = getattr(self._capture, "outputs", None)
+        if outputs is not None:
+            outputs.append(output[0] if isinstance(output, tuple) else output)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_capture", None)  # thread-local storage cannot be pickled; it is recreated empty
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._capture = threading.local()
 
     @property
     def hidden_size(self) -> int:
         return int(self.bert.config.hidden_size)
 
     def forward(self, text: TokenizedText) -> TextEncoderOutput:
-        # The last n layers' outputs are captured with temporary forward hooks rather than
-        # ``output_hidden_states=True``: transformers 5 implements that flag with hooks of its own that cannot be
-        # pickled, which breaks ``ddp_spawn`` and multiprocessing; ours are removed after every call.
-        captured: list[torch.Tensor] = []
-
-        def keep(module: nn.Module, inputs: tuple, output) -> None:
-            captured.append(output[0] if isinstance(output, tuple) else output)
-
-        layers = self.bert.encoder.layer[-self.config.last_n_layers :]
-        handles = [layer.register_forward_hook(keep) for layer in layers]
+        self._capture.outputs = captured = []
         try:
             self.bert(input_ids=text.input_ids, attention_mask=text.attention_mask)
         finally:
-            for handle in handles:
-                handle.remove()
+            self._capture.outputs = None
+        if len(captured) != self.config.last_n_layers:
+            raise RuntimeError(f"captured {len(captured)} layer outputs, expected {self.config.last_n_layers}")
         token_vectors = torch.stack(captured, dim=0).sum(dim=0)
         return aggregate_granularities(token_vectors, text, self.config.max_length)

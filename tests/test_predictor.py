@@ -121,3 +121,24 @@ def test_threads_get_their_own_results(predictor):
         t.join()
     for k in range(4):
         assert np.allclose(results[k], expected[k], atol=1e-6)
+
+
+def test_concurrent_prompt_embeddings_are_not_mixed(predictor):
+    """Text encoding from many threads at once gives each thread its own embeddings (no shared capture)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    prompts = [
+        f"{side} {zone} lobe {finding}"
+        for side in ("left", "right")
+        for zone in ("upper", "lower")
+        for finding in ("opacity", "nodule", "effusion", "mass")
+    ]
+    expected = {p: predictor.model.encode_text(predictor.tokenizer([p])).report_embedding[0] for p in prompts}
+
+    def encode(prompt):
+        return prompt, predictor.model.encode_text(predictor.tokenizer([prompt])).report_embedding[0]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(encode, prompts * 10))
+    for prompt, vector in results:
+        assert np.allclose(vector.detach().numpy(), expected[prompt].detach().numpy(), atol=1e-5), prompt
