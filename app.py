@@ -1,39 +1,89 @@
-"""Launcher for the AFLoc demo.
+"""Launcher for the AFLoc demo: ``python app.py`` serves http://127.0.0.1:7860 (localhost only, no share link).
 
-``python app.py`` starts the web demo on http://127.0.0.1:7860. Importing this module starts nothing.
+    python app.py [--model DIR] [--models-dir DIR] [--host 127.0.0.1] [--port 7860] [--share] [--auth user:pass]
+
+Importing this module starts nothing and loads no model.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+from pathlib import Path
+
+MAX_FILE_SIZE = "50mb"  # uploads above this are refused by the server before they reach the demo
+
+logger = logging.getLogger("app")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="AFLoc demo (research software, not a medical device)")
+    parser.add_argument("--model", type=Path, help="model directory to start on (default: first in assets/models/)")
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        help="folder of your model directories, listed after the bundled ones "
+        "(default: $AFLOC_MODELS_DIR or ~/.afloc/models)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
     parser.add_argument("--port", type=int, default=7860)
-    return parser.parse_args(argv)
+    parser.add_argument("--share", action="store_true", help="also create a public gradio.live link (needs network)")
+    parser.add_argument("--auth", help="require a login, as user:password")
+    parser.add_argument("--max-pixels", type=int, default=None, help="largest image (width x height) accepted")
+    parser.add_argument("--max-file-size", default=MAX_FILE_SIZE, help="largest upload, e.g. 50mb")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
+    args = parser.parse_args(argv)
+    if args.auth is not None:
+        user, _, password = args.auth.partition(":")
+        if not user or not password:
+            parser.error("--auth must be user:password")
+        args.auth = (user, password)
+    if args.model is not None and not (args.model.expanduser() / "config.json").is_file():
+        parser.error(f"--model {args.model} is not a model directory (no config.json)")
+    return args
 
 
-def build_placeholder():
-    """Until the clinician-facing demo lands, a page that says so (no model is run)."""
-    import gradio as gr
+def create(argv: list[str] | None = None):
+    """Parse ``argv`` and build the demo without launching it.
 
-    with gr.Blocks(title="AFLoc demo (placeholder)") as blocks:
-        gr.Markdown(
-            "# AFLoc: annotation-free pathology localization\n"
-            "**Placeholder.** The interactive demo (upload, prompt, heatmap, threshold) is not built yet. "
-            "The core library `afloc` is available: see the README.\n\n"
-            "_Research software, not a medical device._"
-        )
-    return blocks
+    Returns:
+        ``(blocks, launch_kwargs, store, default_model)``: the ``gr.Blocks``, the keyword arguments for
+        ``blocks.launch``, the :class:`demo.models.ModelStore` and the start-up model key (None: the store's first).
+    """
+    args = parse_args(argv)
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: works offline
+    from demo.app import build_demo
+    from demo.callbacks import MAX_PIXELS
+    from demo.models import BUNDLED_MODELS_DIR, ModelStore, default_user_models_dir
+
+    folders = [BUNDLED_MODELS_DIR, args.models_dir or default_user_models_dir()]
+    default = None
+    if args.model is not None:
+        default = str(args.model.expanduser().resolve())
+        folders.append(Path(default))
+    store = ModelStore(folders, device=args.device)
+    blocks = build_demo(store=store, default_model=default, max_pixels=args.max_pixels or MAX_PIXELS)
+    launch_kwargs = {
+        "server_name": args.host,
+        "server_port": args.port,
+        "share": args.share,
+        "auth": args.auth,
+        "max_file_size": args.max_file_size,
+    }
+    return blocks, launch_kwargs, store, default
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    build_placeholder().launch(server_name=args.host, server_port=args.port, share=False)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    blocks, launch_kwargs, store, default = create(argv)
+    if launch_kwargs["share"] and not launch_kwargs["auth"]:
+        logger.warning("--share without --auth: anyone with the link can use this demo")
+    try:  # load the start-up model now, so the first user does not wait; a failure is shown in the UI later
+        store.get(default)
+    except ValueError as error:
+        logger.warning("%s", error)
+    blocks.launch(**launch_kwargs)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,334 @@
+"""The Gradio UI: components and their wiring to :mod:`demo.callbacks` (all logic lives there).
+
+Per-user data lives only in a ``gr.State`` holding a :class:`demo.callbacks.Session`; loaded models are shared
+through a :class:`demo.models.ModelStore` (immutable, thread-safe predictors). Events with an ``api_name`` are
+the client API: ``load_image``, ``load_example``, ``localize``, ``redraw``, ``set_boxes``,
+``load_annotations``, ``export``, ``select_model``, ``refresh_models``, ``set_modality``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import tempfile
+import traceback
+import weakref
+from pathlib import Path
+
+# Set before gradio is imported, which reads it: no telemetry or version check, so the demo runs offline.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import gradio as gr  # noqa: E402
+
+from . import callbacks as cb  # noqa: E402
+from .models import EXAMPLES_DIR, UNTRAINED_KEY, LoadedModel, ModelStore, model_banner  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+SESSION_TTL_S = 4 * 3600  # an idle session's image, heatmaps and exports are dropped after this
+HEADER = (
+    "# AFLoc: where is the finding?\n"
+    "Upload a chest X-ray (PNG, JPEG or DICOM) or a fundus photo, type findings, and see where the model "
+    "matches them. **Research use only. Not a medical device**: not validated for diagnosis, triage or any "
+    "clinical decision; a heatmap shows where image features match the text, not proof of disease."
+)
+BOXES_HELP = (
+    "One box per line: x, y, w, h[, label] in original pixels (label: 'category: phrase', either part optional). "
+    "Metrics use the boxes whose label matches the prompt, or all boxes when none does."
+)
+
+
+def _status(status: cb.Status) -> str:
+    if status.error:
+        gr.Warning(status.message)
+        return f"**⚠️ {status.message}**"
+    return status.message
+
+
+def build_demo(
+    predictor=None,
+    *,
+    store: ModelStore | None = None,
+    default_model: str | None = None,
+    examples_dir: str | Path = EXAMPLES_DIR,
+    max_pixels: int = cb.MAX_PIXELS,
+    concurrency_limit: int = 4,
+    queue_size: int = 64,
+) -> gr.Blocks:
+    """Build the demo (nothing is loaded or launched here; models load on first use).
+
+    Args:
+        predictor: an :class:`afloc.AFLocPredictor` to offer as the model "custom predictor" (and default).
+        store: where models are found; default the bundled ``assets/models/`` and the user models folder.
+        default_model: the dropdown's initial key (a model directory path); default the store's first model.
+        examples_dir: folder of example images + ground-truth JSON.
+        max_pixels: largest image accepted (width x height), checked before decoding.
+        concurrency_limit, queue_size: per-event worker count and waiting-queue length.
+    """
+    if store is None:
+        from .models import BUNDLED_MODELS_DIR, default_user_models_dir
+
+        store = ModelStore([BUNDLED_MODELS_DIR, default_user_models_dir()])
+    if predictor is not None:
+        store.preloaded["custom"] = LoadedModel("custom", "custom predictor", predictor, "")
+        default_model = default_model or "custom"
+    default_model = default_model or store.default_key()
+    examples = cb.list_examples(Path(examples_dir))
+    export_root = Path(tempfile.mkdtemp(prefix="afloc-demo-"))
+
+    def session_of(state: cb.Session | None, request: gr.Request | None) -> cb.Session:
+        if state is not None:
+            return state
+        session_id = "".join(c for c in str(getattr(request, "session_hash", "") or "") if c.isalnum())
+        return cb.Session(export_dir=export_root / session_id if session_id else None)
+
+    def guarded(fn):
+        """Unexpected errors become a message (type only: no values that could come from a DICOM header)."""
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except gr.Error:
+                raise
+            except Exception as error:  # the server must keep serving whatever one request does
+                trace = "".join(traceback.format_tb(error.__traceback__))
+                logger.error("%s failed with %s\n%s", fn.__name__, type(error).__name__, trace)
+                message = f"Unexpected error ({type(error).__name__}); please try another input."
+                return {status: _status(cb.Status(message, error=True))}
+
+        return wrapper
+
+    with gr.Blocks(title="AFLoc demo", analytics_enabled=False, delete_cache=(300, 1800)) as demo:
+        state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=lambda s: s and s.close())
+        gr.Markdown(HEADER)
+        banner = gr.Markdown(model_banner(store.card(default_model), default_model == UNTRAINED_KEY), label="warnings")
+        with gr.Row():
+            with gr.Column(scale=2):
+                with gr.Row():
+                    model = gr.Dropdown(store.discover(), value=default_model, label="Model", scale=4)
+                    refresh = gr.Button("↻ Refresh models", scale=1, size="sm")
+                with gr.Accordion("Model card", open=False):
+                    card = gr.Markdown(store.card(default_model), label="model card")
+                upload = gr.File(label="Image: PNG, JPEG or DICOM (recognised by content)", type="filepath")
+                example_list = gr.Dataset(
+                    label="Examples (synthetic films with ground truth)",
+                    components=["textbox", "textbox"],
+                    headers=["example", "suggested prompt"],
+                    samples=[[e.image_path.name, e.prompt] for e in examples],
+                    type="index",
+                    layout="table",
+                )
+                film = gr.Image(label="Input image", interactive=False, format="png", height=320)
+                modality = gr.Radio([("Chest X-ray", "cxr"), ("Fundus photo", "fundus")], value="cxr", label="Modality")
+                presets = gr.Dropdown(list(cb.CXR_FINDINGS), value=[], multiselect=True, label="Finding presets")
+                prompt_box = gr.Textbox(
+                    label="Findings to localize (comma- or newline-separated)",
+                    placeholder="e.g. left lower lobe consolidation, small right pleural effusion",
+                    lines=2,
+                )
+                run = gr.Button("Localize", variant="primary")
+            with gr.Column(scale=3):
+                status = gr.Markdown(label="status")
+                figure = gr.Image(label="Heatmap (blue: low, red: high similarity)", interactive=False, format="png")
+                shown = gr.Dropdown([], label="Show prompt", allow_custom_value=True)
+                with gr.Row():
+                    threshold_slider = gr.Slider(
+                        -1, 1, value=0.3, step=0.01, label="Threshold (contour of heatmap > t)"
+                    )
+                    opacity_slider = gr.Slider(0, 1, value=0.5, step=0.05, label="Heatmap opacity")
+                metrics = gr.Markdown(label="metrics")
+                probabilities = gr.Label(label="Zero-shot probability of standard findings", num_top_classes=9)
+                with gr.Accordion("Ground truth", open=False):
+                    annotations = gr.File(label="Annotation file: COCO JSON, MS-CXR CSV, YOLO txt or CSV x,y,w,h,label")
+                    boxes = gr.Textbox(label="Boxes", info=BOXES_HELP, lines=3)
+                    apply_boxes = gr.Button("Apply boxes")
+                with gr.Row():
+                    export_button = gr.Button("Export PNG + heatmap (.npy) + JSON")
+                downloads = gr.File(label="Downloads", file_count="multiple", interactive=False)
+
+        def view_outputs(session: cb.Session, selected, t, o) -> dict:
+            view = cb.render(session, selected, t, o)
+            return {figure: view.figure, metrics: view.metrics_text}
+
+        def cleared(session: cb.Session, message: cb.Status, display=None) -> dict:
+            return {
+                state: session,
+                film: display,
+                figure: None,
+                shown: gr.Dropdown(choices=[], value=None),
+                metrics: "",
+                probabilities: None,
+                status: _status(message),
+            }
+
+        @guarded
+        def on_upload(state_value, image_file, request: gr.Request):
+            session = session_of(state_value, request)
+            with session.lock:
+                name = Path(image_file).name if image_file else ""
+                display, message = cb.load_image(session, image_file, name, max_pixels)
+                if message.error:
+                    return {state: session, status: _status(message)}
+                presets_update = gr.Dropdown(choices=list(cb.FINDINGS[session.modality]), value=[])
+                return cleared(session, message, display) | {modality: session.modality, presets: presets_update}
+
+        @guarded
+        def on_example(state_value, example_index, request: gr.Request):
+            if not isinstance(example_index, int) or not 0 <= example_index < len(examples):
+                raise gr.Error(f"There is no example {example_index!r}; choose one of the {len(examples)} listed.")
+            session, example = session_of(state_value, request), examples[example_index]
+            with session.lock:
+                display, message = cb.load_example(session, example, max_pixels)
+                if message.error:
+                    raise gr.Error(message.message)
+                presets_update = gr.Dropdown(choices=list(cb.FINDINGS[session.modality]), value=[])
+                return cleared(session, message, display) | {
+                    modality: session.modality,
+                    presets: presets_update,
+                    prompt_box: example.prompt,
+                    boxes: cb.boxes_to_text(example.boxes),
+                }
+
+        @guarded
+        def on_localize(
+            state_value, model_key, prompts, preset_findings, shown_prompt, threshold, opacity, request: gr.Request
+        ):
+            session = session_of(state_value, request)
+            with session.lock:
+                try:
+                    loaded = store.get(model_key)
+                except ValueError as error:
+                    return {state: session, status: _status(cb.Status(str(error), error=True))}
+                message = cb.localize(session, loaded, prompts, preset_findings)
+                if message.error:
+                    return {state: session, status: _status(message)}
+                selected = shown_prompt if shown_prompt in session.heatmaps else session.prompts[0]
+                return view_outputs(session, selected, threshold, opacity) | {
+                    state: session,
+                    shown: gr.Dropdown(choices=session.prompts, value=selected),
+                    probabilities: session.probabilities,
+                    status: _status(message),
+                }
+
+        @guarded
+        def on_redraw(state_value, shown_prompt, threshold, opacity, request: gr.Request):
+            session = session_of(state_value, request)
+            with session.lock:
+                return view_outputs(session, shown_prompt, threshold, opacity) | {state: session}
+
+        @guarded
+        def on_boxes(state_value, boxes_text, shown_prompt, threshold, opacity, request: gr.Request):
+            session = session_of(state_value, request)
+            with session.lock:
+                message = cb.set_boxes_text(session, boxes_text)
+                return view_outputs(session, shown_prompt, threshold, opacity) | {
+                    state: session,
+                    status: _status(message),
+                }
+
+        @guarded
+        def on_annotations(state_value, annotation_file, shown_prompt, threshold, opacity, request: gr.Request):
+            session = session_of(state_value, request)
+            with session.lock:
+                text, message = (
+                    cb.load_annotations(session, annotation_file) if annotation_file else (None, cb.Status("No file."))
+                )
+                outputs = view_outputs(session, shown_prompt, threshold, opacity) | {
+                    state: session,
+                    status: _status(message),
+                }
+                return outputs | ({boxes: text} if text is not None else {})
+
+        @guarded
+        def on_export(state_value, shown_prompt, threshold, opacity, request: gr.Request):
+            session = session_of(state_value, request)
+            with session.lock:
+                files, message = cb.export(session, shown_prompt, threshold, opacity)
+                return {state: session, downloads: [str(f) for f in files] or None, status: _status(message)}
+
+        @guarded
+        def on_model(state_value, model_key, request: gr.Request):
+            session = session_of(state_value, request)
+            with session.lock:
+                try:
+                    loaded = store.get(model_key)
+                except ValueError as error:
+                    banner_text = "### ⚠️ This model could not be loaded: choose another one."
+                    return {card: "", banner: banner_text, status: _status(cb.Status(str(error), error=True))}
+                session.encoded = session.model_key = None
+                message = cb.Status(f"Model {loaded.name} ready. Press Localize.")
+                return cleared(session, message, gr.skip()) | {
+                    card: loaded.card,
+                    banner: model_banner(loaded.card, loaded.untrained),
+                }
+
+        @guarded
+        def on_refresh(model_key):
+            choices = store.discover()
+            keys = [key for _, key in choices]
+            return gr.Dropdown(choices=choices, value=model_key if model_key in keys else keys[0])
+
+        @guarded
+        def on_modality(state_value, modality_value, request: gr.Request):
+            session = session_of(state_value, request)
+            value = modality_value if modality_value in cb.FINDINGS else "cxr"
+            session.modality = value
+            return {state: session, presets: gr.Dropdown(choices=list(cb.FINDINGS[value]), value=[])}
+
+        everything = [state, film, modality, presets, prompt_box, boxes, figure, shown, metrics, probabilities, status]
+        redraw_outputs = [state, figure, metrics, status]
+        upload.upload(on_upload, [state, upload], everything, api_name="load_image")
+        example_list.click(on_example, [state, example_list], everything, api_name="load_example").success(
+            on_localize,
+            [state, model, prompt_box, presets, shown, threshold_slider, opacity_slider],
+            [state, figure, shown, metrics, probabilities, status],
+            api_visibility="private",
+        )
+        localize_inputs = [state, model, prompt_box, presets, shown, threshold_slider, opacity_slider]
+        localize_outputs = [state, figure, shown, metrics, probabilities, status]
+        run.click(on_localize, localize_inputs, localize_outputs, api_name="localize")
+        redraw_inputs = [state, shown, threshold_slider, opacity_slider]
+        shown.input(on_redraw, redraw_inputs, redraw_outputs, api_name="redraw", show_progress="hidden")
+        for slider in (threshold_slider, opacity_slider):
+            slider.change(
+                on_redraw,
+                redraw_inputs,
+                redraw_outputs,
+                api_visibility="private",
+                trigger_mode="always_last",
+                show_progress="hidden",
+            )
+        apply_boxes.click(
+            on_boxes, [state, boxes, shown, threshold_slider, opacity_slider], redraw_outputs, api_name="set_boxes"
+        )
+        annotations.upload(
+            on_annotations,
+            [state, annotations, shown, threshold_slider, opacity_slider],
+            redraw_outputs + [boxes],
+            api_name="load_annotations",
+        )
+        export_button.click(
+            on_export, [state, shown, threshold_slider, opacity_slider], [state, downloads, status], api_name="export"
+        )
+        model.change(
+            on_model,
+            [state, model],
+            [state, film, figure, shown, metrics, probabilities, status, card, banner],
+            api_name="select_model",
+        )
+        refresh.click(on_refresh, [model], [model], api_name="refresh_models")
+        modality.input(on_modality, [state, modality], [state, presets], api_name="set_modality")
+
+        def on_unload(request: gr.Request):
+            """The tab was closed: delete this session's exports now (the state itself goes an hour later)."""
+            session_id = "".join(c for c in str(getattr(request, "session_hash", "") or "") if c.isalnum())
+            if session_id:
+                shutil.rmtree(export_root / session_id, ignore_errors=True)
+
+        demo.unload(on_unload)
+    weakref.finalize(demo, shutil.rmtree, export_root, ignore_errors=True)
+    demo.queue(default_concurrency_limit=concurrency_limit, max_size=queue_size)
+    return demo

@@ -1,0 +1,491 @@
+"""The demo's logic as plain functions over a per-session :class:`Session` (no gradio import).
+
+Each UI event maps to one function here; ``demo/app.py`` only wires components to them, so tests call these
+directly. Bad input never raises: functions return a :class:`Status` with a readable message instead.
+Coordinates: boxes are ``[x, y, w, h]`` in original image pixels (COCO convention, origin at the top-left
+corner of the top-left pixel); heatmaps are ``[H, W]`` on the original pixels in ``[-1, 1]``, NaN undefined.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import shutil
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from afloc.io import load_image_with_info
+from afloc.metrics import localization_metrics
+from afloc.predictor import MAX_PROMPT_CHARS
+from afloc.prompts import CXR_FINDINGS, FUNDUS_FINDINGS
+from afloc.text import normalize_prompt, split_sentences
+from afloc.visualize import BOX_COLOR, CONTOUR_COLOR, add_colorbar, add_legend, render_overlay, save_png, to_rgb_uint8
+
+MAX_PIXELS = 50_000_000  # 50 MP: larger films are refused (from the header, before decoding)
+MAX_PROMPTS = 8  # every prompt keeps a float32 heatmap of the original size in the session
+MAX_ANNOTATION_BYTES = 5_000_000
+NOTICE = "Research use only. Not a medical device; not validated for diagnosis or any clinical decision."
+FINDINGS = {"cxr": CXR_FINDINGS, "fundus": FUNDUS_FINDINGS}
+IMAGE_COLUMNS = ("image", "file_name", "path", "dicom_id")
+
+
+class Box(NamedTuple):
+    """A ground-truth box in original pixels; ``label`` is ``"category: phrase"``, either part optional."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+    label: str = ""
+
+
+@dataclass
+class Status:
+    message: str = ""
+    error: bool = False
+
+
+@dataclass
+class Example:
+    name: str
+    image_path: Path
+    prompt: str
+    modality: str
+    boxes: list[Box]
+
+
+@dataclass(eq=False)
+class Session:
+    """One user's state: the image, its encoding (per model), heatmaps per prompt, ground truth, exports.
+
+    ``encoded`` is the predictor's :class:`afloc.EncodedImage`, which caches heatmaps per prompt; a redraw
+    (threshold, opacity, prompt selector, ground truth) reads ``heatmaps`` and never runs the model.
+    """
+
+    export_dir: Path | None = None
+    image: np.ndarray | None = None
+    image_name: str = ""
+    modality: str = "cxr"
+    model_key: str | None = None
+    model_name: str = ""
+    encoded: object | None = None
+    prompts: list[str] = field(default_factory=list)
+    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)
+    probabilities: dict[str, float] = field(default_factory=dict)
+    boxes: list[Box] = field(default_factory=list)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    def reset_results(self) -> None:
+        self.prompts, self.heatmaps, self.probabilities = [], {}, {}
+
+    def close(self) -> None:
+        """Free the arrays and delete the session's export folder."""
+        self.image = self.encoded = None
+        self.reset_results()
+        if self.export_dir is not None:
+            shutil.rmtree(self.export_dir, ignore_errors=True)
+
+
+@dataclass
+class View:
+    """What the output panel shows for one prompt: figure = overlay + colour bar + legend."""
+
+    prompt: str | None = None
+    threshold: float = 0.3
+    opacity: float = 0.5
+    figure: np.ndarray | None = None
+    overlay: np.ndarray | None = None
+    heatmap: np.ndarray | None = None
+    metrics: dict[str, float] | None = None
+    metrics_text: str = ""
+    scored_boxes: list[Box] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------------ image
+def load_image(
+    session: Session, source, name: str = "", max_pixels: int = MAX_PIXELS
+) -> tuple[np.ndarray | None, Status]:
+    """Decode an upload (format by content, DICOM windowed) into the session; returns the film to display."""
+    if source is None:
+        return None, Status("No file was uploaded.", error=True)
+    name = name or (Path(source).name if isinstance(source, (str, Path)) else "image")
+    try:
+        image, info = load_image_with_info(source, max_pixels=max_pixels)
+    except ValueError as error:
+        return None, Status(f"Could not read {name}: {error}", error=True)
+    session.image, session.image_name = image, name
+    session.modality = "fundus" if image.ndim == 3 else "cxr"
+    session.encoded = session.model_key = None
+    session.reset_results()
+    session.boxes = []
+    kind = "colour, fundus presets" if image.ndim == 3 else "greyscale, chest X-ray presets"
+    return to_rgb_uint8(image), Status(f"Loaded {name}: {info.format.upper()}, {info.width}x{info.height} ({kind}).")
+
+
+def list_examples(folder: Path) -> list[Example]:
+    """The examples in ``folder``: one JSON per image (image, suggested_prompt, modality, findings with boxes)."""
+    examples = []
+    for path in sorted(Path(folder).glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            boxes = _example_boxes(data)
+            examples.append(
+                Example(
+                    path.stem, path.parent / data["image"], data["suggested_prompt"], data.get("modality", "cxr"), boxes
+                )
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a broken example is skipped, not fatal
+    return examples
+
+
+def load_example(session: Session, example: Example, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray | None, Status]:
+    display, status = load_image(session, example.image_path, example.image_path.name, max_pixels)
+    if not status.error:
+        session.boxes, session.modality = list(example.boxes), example.modality
+    return display, status
+
+
+# ------------------------------------------------------------------------------------------------ prompts
+def parse_prompts(text: str | None, presets=()) -> tuple[list[str], str]:
+    """Prompts from comma/newline-separated text plus presets, and a note on dropped non-ASCII characters.
+
+    Raises:
+        ValueError: no prompt, too many, one over ``MAX_PROMPT_CHARS``, or one with no ASCII word left.
+    """
+    pieces = [p.strip() for p in re.split(r"[,\n\r]", text or "")] + [str(p).strip() for p in presets or ()]
+    prompts = list(dict.fromkeys(p for p in pieces if p))
+    if not prompts:
+        raise ValueError("Type a finding to localize (e.g. 'left pleural effusion') or pick a preset.")
+    if len(prompts) > MAX_PROMPTS:
+        raise ValueError(f"{len(prompts)} prompts given; at most {MAX_PROMPTS} at a time.")
+    note = ""
+    for prompt in prompts:
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise ValueError(f"A prompt is {len(prompt)} characters long; the limit is {MAX_PROMPT_CHARS}.")
+        if not split_sentences(prompt, min_tokens=1):
+            raise ValueError(
+                f"Nothing is left of the prompt {prompt[:40]!r} after text cleaning: only ASCII letters and digits "
+                "are used (non-ASCII letters are dropped). Please type the finding in English."
+            )
+        if not prompt.isascii():
+            note = " Non-ASCII characters were dropped from the prompt text."
+    return prompts, note
+
+
+def localize(session: Session, model, text: str | None, presets=()) -> Status:
+    """Heatmaps for every prompt and zero-shot probabilities; the image is encoded once per model."""
+    if session.image is None:
+        return Status("Upload an image or pick an example first.", error=True)
+    try:
+        prompts, note = parse_prompts(text, presets)
+        predictor = model.predictor
+        if session.encoded is None or session.model_key != model.key:
+            session.encoded = predictor.encode_image(session.image)
+            session.model_key, session.model_name = model.key, model.name
+            session.reset_results()
+        heatmaps = predictor.localize(prompts, image=session.encoded)
+        probabilities = predictor.classify(list(FINDINGS[session.modality]), image=session.encoded)
+    except ValueError as error:
+        return Status(str(error), error=True)
+    session.prompts, session.heatmaps = prompts, dict(zip(prompts, heatmaps, strict=True))
+    session.probabilities = probabilities
+    return Status(f"Localized {len(prompts)} prompt(s) with {model.name}.{note}")
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+def _words(text: str) -> set[str]:
+    return set(" ".join(split_sentences(text.replace("_", " "), min_tokens=1)).split())
+
+
+def boxes_for_prompt(boxes: list[Box], prompt: str) -> tuple[list[Box], bool]:
+    """The boxes scored for ``prompt``: those whose label (category or phrase) matches it, else all boxes.
+
+    A label part matches when its words are a subset of the prompt's words or vice versa.
+    """
+    words = _words(prompt)
+    matched = [
+        box
+        for box in boxes
+        if any((part := _words(p)) and (part <= words or words <= part) for p in box.label.split(":"))
+    ]
+    return (matched, True) if matched else (list(boxes), False)
+
+
+def _pixel_span(start: float, length: float, limit: int) -> tuple[int, int]:
+    """Pixels whose centres lie in ``[start, start + length)``; a box thinner than a pixel keeps its centre pixel.
+    Same rule as ``training.evaluation.readers.LocalizationSample.gt_mask`` (tested against it)."""
+    first, stop = math.ceil(start - 0.5), math.ceil(start + length - 0.5)
+    if stop <= first:
+        first = math.floor(start + length / 2)
+        stop = first + 1
+    return min(max(first, 0), limit), min(max(stop, 0), limit)
+
+
+def boxes_to_mask(boxes: list[Box], height: int, width: int) -> np.ndarray:
+    """Union of the boxes as ``bool [height, width]`` (pixel centres inside the box, clipped to the image)."""
+    mask = np.zeros((height, width), dtype=bool)
+    for box in boxes:
+        (row0, row1), (col0, col1) = _pixel_span(box.y, box.h, height), _pixel_span(box.x, box.w, width)
+        mask[row0:row1, col0:col1] = True
+    return mask
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _clamped(value, low: float, high: float, default: float) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return default
+    return min(max(value, low), high) if math.isfinite(value) else default
+
+
+def render(session: Session, selected: str | None, threshold: float, opacity: float) -> View:
+    """Draw the heatmap of ``selected`` (default: the first prompt) with its contour, boxes and metrics."""
+    if not session.heatmaps or session.image is None:
+        return View()
+    prompt = selected if selected in session.heatmaps else session.prompts[0]
+    heatmap = session.heatmaps[prompt]
+    threshold, opacity = _clamped(threshold, -1.0, 1.0, 0.3), _clamped(opacity, 0.0, 1.0, 0.5)
+    scored, matched = boxes_for_prompt(session.boxes, prompt)
+    overlay = render_overlay(
+        session.image,
+        heatmap,
+        opacity=opacity,
+        threshold=threshold,
+        boxes=[box[:4] for box in scored] or None,
+        box_labels=[box.label.split(":")[0].strip() for box in scored] or None,
+    )
+    legend_prompt = normalize_prompt(prompt)
+    legend_prompt = legend_prompt if len(legend_prompt) <= 60 else legend_prompt[:57] + "..."
+    entries = [(f"'{legend_prompt}' > {threshold:g}", CONTOUR_COLOR)] + (
+        [("ground truth", BOX_COLOR)] if scored else []
+    )
+    figure = add_legend(add_colorbar(overlay, threshold=threshold), entries)
+    view = View(prompt, threshold, opacity, figure, overlay, heatmap, scored_boxes=scored)
+    if not scored:
+        view.metrics_text = "No ground truth: pick an example, upload an annotation file or type boxes to see metrics."
+        return view
+    view.metrics = localization_metrics(heatmap, boxes_to_mask(scored, *heatmap.shape), threshold)
+    hit = {1.0: "hit", 0.0: "miss"}.get(view.metrics["pointing_game"], "n/a")
+    which = "labelled like the prompt" if matched else "(no box label matches the prompt: all boxes)"
+    view.metrics_text = (
+        f"**IoU** {_fmt(view.metrics['iou'])} · **Dice** {_fmt(view.metrics['dice'])} · "
+        f"**CNR** {_fmt(view.metrics['cnr'], 2)} · **Pointing game** {hit}  \n"
+        f"for '{prompt}' at threshold {threshold:g}, against {len(scored)} box(es) {which}."
+    )
+    return view
+
+
+# ------------------------------------------------------------------------------------------------ ground truth
+def _box(values, label: str, where: str) -> Box:
+    try:
+        x, y, w, h = (float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: expected four numbers x, y, w, h, got {list(values)!r}") from None
+    if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
+        raise ValueError(f"{where}: a box needs finite x, y and positive w, h; got {[x, y, w, h]}")
+    return Box(x, y, w, h, str(label or "").strip())
+
+
+def parse_boxes_text(text: str | None) -> list[Box]:
+    """Lines ``x, y, w, h[, label]`` (original pixels) -> boxes; ``#`` comments and blank lines are skipped."""
+    boxes = []
+    for number, line in enumerate((text or "").splitlines(), start=1):
+        if line.strip() and not line.lstrip().startswith("#"):
+            parts = [p.strip() for p in line.split(",")]
+            if len(parts) < 4:
+                raise ValueError(f"line {number}: expected 'x, y, w, h[, label]', got {line.strip()[:60]!r}")
+            boxes.append(_box(parts[:4], ", ".join(parts[4:]), f"line {number}"))
+    return boxes
+
+
+def boxes_to_text(boxes: list[Box]) -> str:
+    return "\n".join(f"{b.x:g}, {b.y:g}, {b.w:g}, {b.h:g}" + (f", {b.label}" if b.label else "") for b in boxes)
+
+
+def _example_boxes(data: dict) -> list[Box]:
+    return [
+        _box(box, f"{finding.get('category', '')}: {finding.get('phrase', '')}".strip(": "), "finding")
+        for finding in data["findings"]
+        for box in finding["boxes"]
+    ]
+
+
+def _scaled(boxes: list[Box], size, shape) -> list[Box]:
+    """Boxes annotated on an image of ``size = (width, height)``, rescaled to the loaded ``shape = (H, W)``."""
+    try:
+        sx, sy = shape[1] / float(size[0]), shape[0] / float(size[1])
+    except (TypeError, ValueError, ZeroDivisionError):
+        return boxes
+    if not (math.isfinite(sx) and math.isfinite(sy) and sx > 0 and sy > 0) or (sx, sy) == (1.0, 1.0):
+        return boxes
+    return [Box(b.x * sx, b.y * sy, b.w * sx, b.h * sy, b.label) for b in boxes]
+
+
+def _same_image(candidate: str, image_name: str) -> bool:
+    return Path(str(candidate)).stem.lower() == Path(image_name).stem.lower()
+
+
+def _coco_boxes(data: dict, image_name: str, shape) -> list[Box]:
+    images = data["images"]
+    chosen = [i for i in images if _same_image(i.get("file_name", ""), image_name)] or (
+        images if len(images) == 1 else []
+    )
+    if len(chosen) != 1:
+        raise ValueError(f"the COCO file lists {len(images)} images and none (or several) is named like {image_name!r}")
+    image = chosen[0]
+    names = {c["id"]: c.get("name", str(c["id"])) for c in data.get("categories", [])}
+    boxes = [
+        _box(
+            ann["bbox"],
+            ": ".join(filter(None, [names.get(ann.get("category_id"), ""), ann.get("label_text", "")])),
+            "bbox",
+        )
+        for ann in data["annotations"]
+        if ann["image_id"] == image["id"]
+    ]
+    return _scaled(boxes, (image.get("width"), image.get("height")), shape)
+
+
+def _yolo_boxes(lines: list[str], shape) -> list[Box]:
+    boxes = []
+    for number, line in enumerate(lines, start=1):
+        parts = line.split()
+        if len(parts) != 5:
+            raise ValueError(f"YOLO line {number}: expected 'class cx cy w h', got {line.strip()[:60]!r}")
+        cx, cy, w, h = _box(parts[1:], "", f"YOLO line {number}")[:4]
+        if not all(0.0 <= v <= 1.0 for v in (cx, cy, w, h)):
+            raise ValueError(f"YOLO line {number}: cx, cy, w, h must be normalised to [0, 1], got {parts[1:]}")
+        label = f"class {parts[0]}" if parts[0].isdigit() else parts[0].replace("_", " ")
+        height, width = shape
+        boxes.append(Box((cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height, label))
+    return boxes
+
+
+def _csv_boxes(text: str, image_name: str, shape) -> list[Box]:
+    rows = list(csv.DictReader(text.splitlines()))
+    header = {(k or "").strip().lower(): k for k in (rows[0] if rows else {})}
+    if not {"x", "y", "w", "h"} <= set(header):
+        return parse_boxes_text(text)  # header-less lines x, y, w, h[, label]
+
+    def get(row, *names):
+        return next((str(row[header[n]] or "").strip() for n in names if n in header and row[header[n]]), "")
+
+    images = {get(r, *IMAGE_COLUMNS) for r in rows}
+    if len(images) > 1:  # several images (e.g. all of MS-CXR): keep the rows of the loaded one
+        rows = [r for r in rows if any(_same_image(get(r, n), image_name) for n in IMAGE_COLUMNS)]
+        if not rows:
+            raise ValueError(f"the CSV lists {len(images)} images and none is named like {image_name!r}")
+    boxes = []
+    for number, row in enumerate(rows, start=2):
+        label = ": ".join(filter(None, [get(row, "category_name", "category"), get(row, "label_text", "label")]))
+        box = _box([row[header[k]] for k in "xywh"], label, f"CSV line {number}")
+        boxes += _scaled([box], (get(row, "image_width"), get(row, "image_height")), shape)
+    return boxes
+
+
+def read_annotations(data: bytes, image_name: str, shape: tuple[int, int]) -> list[Box]:
+    """Ground truth from an annotation file, recognised by content: COCO JSON (or a demo example JSON),
+    YOLO txt (``class cx cy w h`` normalised), MS-CXR CSV (x, y, w, h, label_text/category_name, optional
+    image_width/height) or a CSV ``x, y, w, h[, label]``. Boxes must overlap the ``shape = (H, W)`` image."""
+    if len(data) > MAX_ANNOTATION_BYTES:
+        raise ValueError(f"annotation file is {len(data)} bytes; the limit is {MAX_ANNOTATION_BYTES}")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError("annotation file is not UTF-8 text (COCO JSON, CSV or YOLO txt expected)") from None
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    try:
+        if text.lstrip().startswith("{"):
+            parsed = json.loads(text)
+            boxes = _example_boxes(parsed) if "findings" in parsed else _coco_boxes(parsed, image_name, shape)
+        elif lines and "," not in lines[0] and len(lines[0].split()) == 5:
+            boxes = _yolo_boxes(lines, shape)
+        else:
+            boxes = _csv_boxes(text, image_name, shape)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"annotation file is not valid JSON: {error}") from None
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"annotation JSON is not COCO (images, annotations, bbox): missing or bad {error}") from None
+    check_boxes(boxes, shape)
+    return boxes
+
+
+def check_boxes(boxes: list[Box], shape: tuple[int, int]) -> None:
+    if not boxes:
+        raise ValueError("no box found for this image")
+    for k, b in enumerate(boxes, start=1):
+        if b.x >= shape[1] or b.y >= shape[0] or b.x + b.w <= 0 or b.y + b.h <= 0:
+            raise ValueError(f"box {k} {[b.x, b.y, b.w, b.h]} lies outside the {shape[1]}x{shape[0]} image")
+
+
+def set_boxes_text(session: Session, text: str | None) -> Status:
+    """Typed ground truth (lines ``x, y, w, h[, label]``); an empty text clears it."""
+    if session.image is None:
+        return Status("Load an image before adding ground truth.", error=True)
+    try:
+        boxes = parse_boxes_text(text)
+        if boxes:
+            check_boxes(boxes, session.image.shape[:2])
+    except ValueError as error:
+        return Status(f"Ground truth not changed: {error}", error=True)
+    session.boxes = boxes
+    return Status(f"{len(boxes)} ground-truth box(es) set." if boxes else "Ground truth cleared.")
+
+
+def load_annotations(session: Session, source) -> tuple[str | None, Status]:
+    """Ground truth from an uploaded annotation file; returns the boxes as text for the box editor."""
+    if session.image is None:
+        return None, Status("Load an image before adding ground truth.", error=True)
+    try:
+        data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
+        boxes = read_annotations(data, session.image_name, session.image.shape[:2])
+    except (OSError, ValueError) as error:
+        return None, Status(f"Could not use the annotation file: {error}", error=True)
+    session.boxes = boxes
+    return boxes_to_text(boxes), Status(f"{len(boxes)} ground-truth box(es) read for {session.image_name}.")
+
+
+# ------------------------------------------------------------------------------------------------ export
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:50] or "x"
+
+
+def export(session: Session, selected: str | None, threshold: float, opacity: float) -> tuple[list[Path], Status]:
+    """Write the figure (PNG), the heatmap (``.npy``, float32 on the original pixels) and a JSON record."""
+    view = render(session, selected, threshold, opacity)
+    if view.heatmap is None:
+        return [], Status("Nothing to export yet: localize a prompt first.", error=True)
+    if session.export_dir is None:
+        session.export_dir = Path(tempfile.mkdtemp(prefix="afloc-demo-"))
+    session.export_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{_slug(Path(session.image_name).stem)}__{_slug(view.prompt)}__{uuid.uuid4().hex[:6]}"
+    png, npy, record = (session.export_dir / f"{stem}{suffix}" for suffix in (".png", ".npy", ".json"))
+    save_png(png, view.figure)
+    np.save(npy, view.heatmap)
+    record_data = {
+        "prompt": view.prompt,
+        "threshold": view.threshold,
+        "opacity": view.opacity,
+        "model": session.model_name,
+        "image": {"name": session.image_name, "height": view.heatmap.shape[0], "width": view.heatmap.shape[1]},
+        "metrics": {k: None if math.isnan(v) else v for k, v in view.metrics.items()} if view.metrics else None,
+        "ground_truth": [{"box": list(b[:4]), "label": b.label} for b in view.scored_boxes],
+        "zero_shot_probabilities": session.probabilities,
+        "heatmap_file": npy.name,
+        "notice": NOTICE,
+    }
+    record.write_text(json.dumps(record_data, indent=2))
+    return [png, npy, record], Status(f"Exported {png.name}, {npy.name} and {record.name}.")

@@ -1,0 +1,206 @@
+"""Model discovery and loading for the demo: model directories on disk -> cached, immutable predictors.
+
+A *model directory* is a folder holding ``config.json`` (written by :func:`afloc.save_pretrained`). The demo
+lists the ones directly under the bundled ``assets/models/`` and under a user folder (``--models-dir``,
+``$AFLOC_MODELS_DIR`` or ``~/.afloc/models``), so a model exported there appears after "refresh". When no
+bundled model exists, the default is a tiny randomly initialised network built in code, clearly flagged as
+untrained. Nothing here imports gradio, and nothing is loaded at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from afloc.predictor import AFLocPredictor
+
+logger = logging.getLogger(__name__)
+
+ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
+BUNDLED_MODELS_DIR = ASSETS_DIR / "models"
+EXAMPLES_DIR = ASSETS_DIR / "examples"
+UNTRAINED_KEY = "untrained"
+UNTRAINED_CARD = (
+    "# Untrained model\n\n"
+    "A ResNet-18 with random weights and the offline all-MiniLM-L6-v2 text encoder, built because no trained "
+    "model was found in `assets/models/` or the user models folder. **Its heatmaps are meaningless**; it only "
+    "shows how the demo works. Export a trained model with `afloc.save_pretrained` into the models folder and "
+    "press refresh."
+)
+
+
+def default_user_models_dir() -> Path:
+    """``$AFLOC_MODELS_DIR`` if set, else ``~/.afloc/models`` (it may not exist)."""
+    return Path(os.environ.get("AFLOC_MODELS_DIR") or "~/.afloc/models").expanduser()
+
+
+def find_model_dirs(folder: Path) -> list[Path]:
+    """Model directories in ``folder``: the folder itself if it holds ``config.json``, else its subfolders that
+    do (sorted by name); ``[]`` for a missing or unreadable folder."""
+    try:
+        if (folder / "config.json").is_file():
+            return [folder.resolve()]
+        return sorted(p.resolve() for p in folder.iterdir() if p.is_dir() and (p / "config.json").is_file())
+    except OSError:
+        return []
+
+
+def is_synthetic_card(card: str) -> bool:
+    """Whether a model card says the model was trained on synthetic data (our cards say so in a banner)."""
+    return "synthetic" in card.lower()
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A ready predictor and what the UI shows about it. Shared between sessions: never mutated.
+
+    Attributes:
+        key: the dropdown value (the resolved directory path, or :data:`UNTRAINED_KEY`).
+        name: short display name.
+        predictor: a shared :class:`afloc.AFLocPredictor` (keep per-user data in an ``EncodedImage``).
+        card: model card Markdown.
+        untrained: random weights: heatmaps are meaningless.
+    """
+
+    key: str
+    name: str
+    predictor: object
+    card: str
+    untrained: bool = False
+
+    @property
+    def synthetic(self) -> bool:
+        return is_synthetic_card(self.card)
+
+
+def model_banner(card: str, untrained: bool) -> str:
+    """Markdown warnings for a model: untrained and/or trained on synthetic data; ``""`` for neither."""
+    lines = []
+    if untrained:
+        lines.append("### ⚠️ UNTRAINED MODEL: heatmaps are meaningless (random weights; for trying the demo only)")
+    if is_synthetic_card(card):
+        lines.append(
+            "### ⚠️ Synthetic-data model: trained on synthetic images only; heatmaps on real films are not meaningful"
+        )
+    return "\n\n".join(lines)
+
+
+def build_untrained_model(image_size: int = 224) -> LoadedModel:
+    """A ResNet-18 (random, seed 0) + the offline MiniLM BERT; the global RNG state is left untouched."""
+    import torch
+
+    from afloc import AFLocConfig, ImageEncoderConfig, Preprocessing, build_model, load_tokenizer
+
+    config = AFLocConfig(image=ImageEncoderConfig(backbone="resnet18", image_size=image_size))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build_model(config).eval()
+    tokenizer = load_tokenizer(config.text.name_or_path, max_length=config.text.max_length)
+    predictor = AFLocPredictor(model, tokenizer, Preprocessing(image_size=image_size), device="cpu")
+    return LoadedModel(UNTRAINED_KEY, "untrained ResNet-18 (random weights)", predictor, UNTRAINED_CARD, True)
+
+
+class ModelStore:
+    """The models a demo offers, and an LRU cache of loaded predictors keyed by model path.
+
+    Args:
+        folders: where to look for model directories: the bundled folder first, then the user's; missing
+            folders are fine.
+        preloaded: ready models offered as well (tests, ``build_demo(predictor)``), listed first.
+        cache_size: loaded models kept in memory.
+        device: where predictors run (default: CUDA when available).
+    """
+
+    def __init__(
+        self,
+        folders: Sequence[str | Path] = (),
+        preloaded: Iterable[LoadedModel] = (),
+        cache_size: int = 3,
+        device: str | None = None,
+    ) -> None:
+        self.folders = [Path(f).expanduser() for f in folders]
+        self.preloaded = {m.key: m for m in preloaded}
+        self.cache_size = max(1, cache_size)
+        self.device = device
+        self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()  # guards the cache dict
+        self._load_lock = threading.Lock()  # one load at a time (loads are rare; avoids loading twice)
+
+    def discover(self) -> list[tuple[str, str]]:
+        """``[(label, key)]`` for the dropdown: preloaded models, then the model directories found now in each
+        folder; the untrained fallback is listed last when the first (bundled) folder holds no model."""
+        choices = [(m.name, m.key) for m in self.preloaded.values()]
+        seen = set(self.preloaded)
+        for folder in self.folders:
+            for path in find_model_dirs(folder):
+                if str(path) not in seen:
+                    seen.add(str(path))
+                    choices.append((f"{path.name}  ({path.parent})", str(path)))
+        if not (self.folders and find_model_dirs(self.folders[0])):
+            choices.append(("untrained model (random weights)", UNTRAINED_KEY))
+        return choices
+
+    def default_key(self) -> str:
+        """A preloaded model, else the first bundled model (sorted), else the untrained fallback."""
+        if self.preloaded:
+            return next(iter(self.preloaded))
+        bundled = find_model_dirs(self.folders[0]) if self.folders else []
+        return str(bundled[0]) if bundled else UNTRAINED_KEY
+
+    def card(self, key: str) -> str:
+        """The model card without loading the weights (``""`` when unreadable)."""
+        if key in self.preloaded:
+            return self.preloaded[key].card
+        if key == UNTRAINED_KEY:
+            return UNTRAINED_CARD
+        try:
+            return (Path(key) / "README.md").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def get(self, key: str | None) -> LoadedModel:
+        """The loaded model for a dropdown value; ValueError with a readable reason when it cannot load.
+
+        Only keys that :meth:`discover` offers are accepted, so a client cannot make the server read an
+        arbitrary path.
+        """
+        key = key or self.default_key()
+        if key in self.preloaded:
+            return self.preloaded[key]
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        if key not in {k for _, k in self.discover()}:
+            raise ValueError(f"unknown model {key!r}: press refresh and choose one from the list")
+        with self._load_lock:
+            with self._lock:
+                if key in self._cache:
+                    return self._cache[key]
+            model = self._load(key)
+            with self._lock:
+                self._cache[key] = model
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return model
+
+    def _load(self, key: str) -> LoadedModel:
+        if key == UNTRAINED_KEY:
+            logger.info("no trained model found: building an untrained one")
+            return build_untrained_model()
+        from afloc import load_pretrained
+
+        path = Path(key)
+        try:
+            bundle = load_pretrained(path)
+        except Exception as error:  # a broken folder must not take the server down: report any failure
+            logger.warning("could not load model %s: %s", path, error)
+            raise ValueError(f"could not load the model in {path.name}: {error}") from error
+        predictor = AFLocPredictor.from_bundle(bundle, device=self.device)
+        logger.info("loaded model %s", path)
+        return LoadedModel(key, path.name, predictor, bundle.card)

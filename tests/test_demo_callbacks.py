@@ -1,0 +1,381 @@
+"""Demo logic without a server: ``demo.callbacks`` and ``demo.models`` with the tiny model from conftest."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom.encaps import encapsulate
+from test_io import RAMP_12BIT, _undecodable_syntax, make_dicom
+
+import afloc
+from afloc.io import load_image
+from afloc.metrics import localization_metrics
+from afloc.model_card import render_model_card
+from afloc.prompts import CXR_FINDINGS
+from afloc.visualize import to_rgb_uint8
+from demo import callbacks as cb
+from demo.models import UNTRAINED_KEY, LoadedModel, ModelStore, find_model_dirs, model_banner
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "assets" / "examples"
+MASS_PNG = EXAMPLES / "phantom_mass.png"
+MASS_PROMPT = "44 mm lung mass in the right upper lung"
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """The tiny model runs faster on one thread; a thread pool only adds contention on a shared CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def predictor(tiny_model, tiny_tokenizer):
+    return afloc.AFLocPredictor(tiny_model, tiny_tokenizer, afloc.Preprocessing(image_size=64), device="cpu")
+
+
+@pytest.fixture
+def model(predictor):
+    return LoadedModel("tiny", "tiny test model", predictor, "# tiny\n\nTrained on synthetic images only.")
+
+
+@pytest.fixture
+def session(tmp_path):
+    return cb.Session(export_dir=tmp_path / "exports")
+
+
+def loaded(session, path=MASS_PNG):
+    display, status = cb.load_image(session, path, Path(path).name)
+    assert not status.error, status.message
+    return display
+
+
+def localized(session, model, text=MASS_PROMPT, presets=()):
+    loaded(session)
+    status = cb.localize(session, model, text, presets)
+    assert not status.error, status.message
+    return status
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+@pytest.mark.parametrize("name", ["phantom_mass.png", "phantom_dicom_monochrome1.dcm", "phantom_dicom_monochrome2.dcm"])
+def test_upload_examples_gives_state_and_display(session, name):
+    display = loaded(session, EXAMPLES / name)
+    expected = load_image(EXAMPLES / name)
+    np.testing.assert_array_equal(display, to_rgb_uint8(expected))  # DICOMs windowed by afloc.io
+    assert display.dtype == np.uint8 and display.shape == (256, 256, 3)
+    assert session.image_name == name and session.modality == "cxr" and session.boxes == []
+
+
+def test_rgb_image_is_guessed_fundus(session, tmp_path):
+    rgb = np.zeros((40, 50, 3), np.uint8)
+    rgb[..., 0] = 200
+    path = tmp_path / "fundus.jpg.png"
+    Image.fromarray(rgb).save(path)
+    loaded(session, path)
+    assert session.modality == "fundus"
+
+
+def test_prompt_gives_overlay_of_input_size_with_colour_bar(session, model, predictor):
+    localized(session, model)
+    view = cb.render(session, None, 0.3, 0.5)
+    assert view.overlay.shape == (256, 256, 3)
+    assert view.figure.shape[0] > 256 and view.figure.shape[1] > 256  # legend below, colour bar right
+    reference = predictor.localize(MASS_PROMPT, image=predictor.encode_image(load_image(MASS_PNG)))
+    np.testing.assert_allclose(view.heatmap, reference, atol=1e-6)
+    assert set(session.probabilities) == set(CXR_FINDINGS)
+
+
+def test_redraw_never_runs_the_model(session, model, predictor, monkeypatch):
+    calls = {"image": 0, "text": 0}
+    for name, key in (("encode_image", "image"), ("encode_text", "text")):
+        original = getattr(predictor.model, name)
+
+        def counted(*args, _original=original, _key=key, **kwargs):
+            calls[_key] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(predictor.model, name, counted)
+    localized(session, model, "mass, pleural effusion")
+    after_localize = dict(calls)
+    assert after_localize["image"] == 1 and after_localize["text"] >= 1
+    for threshold in (-0.5, 0.0, 0.3, 0.9):
+        for selected in ("mass", "pleural effusion", "unknown"):
+            cb.render(session, selected, threshold, 0.2)
+    cb.set_boxes_text(session, "10, 10, 50, 50, mass")
+    cb.export(session, "mass", 0.1, 0.5)
+    assert cb.localize(session, model, "mass, pleural effusion").error is False  # cached per session
+    assert calls == after_localize
+
+
+def test_several_prompts_give_one_heatmap_each(session, model):
+    localized(session, model, "mass,\npleural effusion ,, mass", presets=["edema"])
+    assert session.prompts == ["mass", "pleural effusion", "edema"]
+    maps = [cb.render(session, p, 0.3, 0.5).heatmap for p in session.prompts]
+    assert not np.allclose(maps[0], maps[1], equal_nan=True)
+    assert cb.render(session, "not a prompt", 0.3, 0.5).prompt == "mass"
+
+
+def test_non_ascii_letters_are_dropped_with_a_note(session, model):
+    status = localized(session, model, "épanchement pleural")
+    assert "Non-ASCII" in status.message
+
+
+# ------------------------------------------------------------------------------------------------ ground truth
+def test_example_ground_truth_and_metrics(session, model):
+    examples = cb.list_examples(EXAMPLES)
+    assert len(examples) == 10
+    mass = next(e for e in examples if e.name == "phantom_mass")
+    display, status = cb.load_example(session, mass)
+    assert not status.error and display.shape == (256, 256, 3) and len(session.boxes) == 2
+    cb.localize(session, model, f"{MASS_PROMPT}, pneumothorax")
+    for prompt, expected in ((MASS_PROMPT, [53, 69, 34, 29]), ("pneumothorax", [136, 33, 57, 33])):
+        view = cb.render(session, prompt, 0.2, 0.5)
+        assert [list(b[:4]) for b in view.scored_boxes] == [expected]  # only the box labelled like the prompt
+        mask = cb.boxes_to_mask(view.scored_boxes, 256, 256)
+        assert view.metrics == pytest.approx(localization_metrics(view.heatmap, mask, 0.2), nan_ok=True)
+        assert "IoU" in view.metrics_text
+
+
+def test_boxes_to_mask_follows_the_reader_rounding_rule():
+    from training.evaluation.readers import LocalizationSample
+
+    rng = np.random.default_rng(0)
+    boxes = [cb.Box(*rng.uniform(-5, 40, 2), *rng.uniform(0.1, 20, 2)) for _ in range(30)] + [cb.Box(10, 20, 5, 4)]
+    for box in boxes:
+        sample = LocalizationSample(Path("x.png"), "p", "c", boxes=[box[:4]])
+        np.testing.assert_array_equal(cb.boxes_to_mask([box], 37, 41), sample.gt_mask(37, 41))
+    assert cb.boxes_to_mask([cb.Box(10, 20, 5, 4)], 40, 40).sum() == 20
+
+
+def test_metrics_follow_the_threshold(session, model):
+    localized(session, model, "mass")
+    cb.set_boxes_text(session, "40, 40, 100, 120, mass")
+    values = {}
+    for threshold in (-0.9, 0.0, 0.6):
+        view = cb.render(session, "mass", threshold, 0.5)
+        mask = cb.boxes_to_mask(view.scored_boxes, 256, 256)
+        assert view.metrics == pytest.approx(localization_metrics(view.heatmap, mask, threshold), nan_ok=True)
+        values[threshold] = view.metrics["iou"]
+    assert len({round(v, 6) for v in values.values() if not np.isnan(v)}) >= 2
+
+
+def _annotation_files():
+    coco = {
+        "images": [{"id": 1, "file_name": "other.png"}, {"id": 7, "file_name": "dir/phantom_mass.png"}],
+        "annotations": [
+            {"image_id": 7, "bbox": [53, 69, 34, 29], "category_id": 2, "label_text": "right upper mass"},
+            {"image_id": 1, "bbox": [0, 0, 5, 5], "category_id": 2},
+        ],
+        "categories": [{"id": 2, "name": "mass"}],
+    }
+    ms_cxr = (
+        "dicom_id,category_name,label_text,x,y,w,h,image_width,image_height,path\n"
+        "phantom_mass,Mass,right upper mass,106,138,68,58,512,512,files/phantom_mass.jpg\n"
+        "other,Pneumonia,left opacity,1,1,5,5,512,512,files/other.jpg\n"
+    )
+    yolo = "3 0.2734375 0.326171875 0.1328125 0.11328125\n"
+    return {
+        "coco.json": (json.dumps(coco), [53, 69, 34, 29], "mass: right upper mass"),
+        "ms_cxr.csv": (ms_cxr, [53, 69, 34, 29], "Mass: right upper mass"),
+        "boxes.txt": (yolo, [53, 69, 34, 29], "class 3"),
+        "names.txt": (yolo.replace("3", "mass", 1), [53, 69, 34, 29], "mass"),
+        "simple.csv": ("x,y,w,h,label\n53,69,34,29,mass\n", [53, 69, 34, 29], "mass"),
+        "plain.csv": ("53, 69, 34, 29, mass, right upper\n", [53, 69, 34, 29], "mass, right upper"),
+        "example.json": ((EXAMPLES / "phantom_mass.json").read_text(), [53, 69, 34, 29], "mass: " + MASS_PROMPT),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_annotation_files()))
+def test_annotation_formats(session, tmp_path, name):
+    text, box, label = _annotation_files()[name]
+    loaded(session)
+    (tmp_path / name).write_text(text)
+    boxes_text, status = cb.load_annotations(session, tmp_path / name)
+    assert not status.error, status.message
+    assert [round(v, 6) for v in session.boxes[0][:4]] == box and session.boxes[0].label == label
+    assert cb.parse_boxes_text(boxes_text) == session.boxes  # the editor shows what is used
+
+
+def test_typed_boxes(session, model):
+    localized(session, model, "mass")
+    status = cb.set_boxes_text(session, "# x, y, w, h, label\n53, 69, 34, 29, mass\n\n136.5,33,57,33")
+    assert not status.error and session.boxes == [cb.Box(53, 69, 34, 29, "mass"), cb.Box(136.5, 33, 57, 33)]
+    assert cb.render(session, "mass", 0.3, 0.5).scored_boxes == [cb.Box(53, 69, 34, 29, "mass")]
+    assert cb.set_boxes_text(session, "").message == "Ground truth cleared." and session.boxes == []
+    assert "No ground truth" in cb.render(session, "mass", 0.3, 0.5).metrics_text
+
+
+# ------------------------------------------------------------------------------------------------ export
+def test_exports_are_written_and_readable(session, model):
+    localized(session, model, "mass, edema")
+    cb.set_boxes_text(session, "53, 69, 34, 29, mass")
+    files, status = cb.export(session, "edema", 0.25, 0.4)
+    assert not status.error and [f.suffix for f in files] == [".png", ".npy", ".json"]
+    assert all(f.parent == session.export_dir for f in files)
+    view = cb.render(session, "edema", 0.25, 0.4)
+    np.testing.assert_array_equal(np.asarray(Image.open(files[0]).convert("RGB")), view.figure)
+    np.testing.assert_array_equal(np.load(files[1]), view.heatmap)
+    record = json.loads(files[2].read_text())
+    assert record["prompt"] == "edema" and record["threshold"] == 0.25 and record["model"] == "tiny test model"
+    assert set(record["metrics"]) == {"iou", "dice", "cnr", "pointing_game"}
+    assert "not a medical device" in record["notice"].lower()
+    session.close()
+    assert not session.export_dir.exists()
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def _truncated_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()[:-200]
+
+
+def _huge_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (3000, 2000)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+BAD_IMAGES = {
+    "random.png": (lambda: np.random.default_rng(1).bytes(5000), "not a recognised image"),
+    "truncated.png": (_truncated_png, "truncated"),
+    "empty.dcm": (lambda: b"", "empty"),
+    "multiframe.dcm": (lambda: make_dicom(np.zeros((8, 4), np.uint8), NumberOfFrames=2), "multi-frame"),
+    "rgb.dcm": (
+        lambda: make_dicom(
+            np.zeros((4, 4, 3), np.uint8), SamplesPerPixel=3, PhotometricInterpretation="RGB", PlanarConfiguration=0
+        ),
+        "colour DICOM",
+    ),
+    "huge.png": (_huge_png, "too large.*max_pixels=1000000"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_IMAGES))
+def test_bad_images_give_a_message_and_keep_the_session(session, tmp_path, name):
+    make, pattern = BAD_IMAGES[name]
+    loaded(session)
+    (tmp_path / name).write_bytes(make())
+    display, status = cb.load_image(session, tmp_path / name, name, max_pixels=1_000_000)
+    assert display is None and status.error and name in status.message
+    assert re.search(pattern, status.message), status.message
+    assert session.image_name == "phantom_mass.png"  # the previous image is kept
+    assert "Doe" not in status.message and "PID" not in status.message
+
+
+def test_compressed_dicom_without_decoder(session, tmp_path):
+    syntax = _undecodable_syntax()
+    data = make_dicom(RAMP_12BIT, bits_stored=12, transfer_syntax=syntax, pixel_data=encapsulate([b"\xff\xd8\xff\xd9"]))
+    display, status = cb.load_image(session, data, "compressed.dcm")
+    assert display is None and status.error and "no decoder is installed" in status.message
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("", "Type a finding"),
+        (" ,\n , ", "Type a finding"),
+        ("a" * 1001, "1001 characters long; the limit is 1000"),
+        ("肺炎, 胸水", "Nothing is left"),
+        (",".join(f"finding {k}" for k in range(12)), "at most 8"),
+    ],
+)
+def test_bad_prompts(session, model, text, pattern):
+    loaded(session)
+    status = cb.localize(session, model, text)
+    assert status.error and re.search(pattern, status.message), status.message
+    assert session.heatmaps == {}
+
+
+def test_actions_before_an_image_give_messages(session, model, tmp_path):
+    assert cb.localize(session, model, "mass").error
+    assert cb.set_boxes_text(session, "1,2,3,4").error
+    assert cb.load_annotations(session, tmp_path / "nothing.csv")[1].error
+    assert cb.export(session, None, 0.3, 0.5)[1].error
+    assert cb.render(session, None, 0.3, 0.5).figure is None
+    assert cb.load_image(session, None)[1].error
+
+
+@pytest.mark.parametrize(
+    ("content", "pattern"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b'{"images": [{"id": 1, "file_name": "phantom_mass.png"}]}', "not COCO"),
+        (b'{"images": [{"id": 1, "file_name": "a.png"}, {"id": 2, "file_name": "b.png"}], "annotations": []}', "none"),
+        (b"x,y,w,h\n1,2,three,4\n", "four numbers"),
+        (b"x,y,w,h\n1,2,-3,4\n", "positive w, h"),
+        (b"0 0.5 0.5 1.5 0.2\n", "normalised"),
+        (b"\xff\xfe\x00\x81binary", "not UTF-8"),
+        (b"999, 999, 10, 10\n", "outside the 256x256 image"),
+        (b"just some words\n", "expected"),
+        (b"", "no box"),
+    ],
+)
+def test_malformed_annotations(session, tmp_path, content, pattern):
+    loaded(session)
+    cb.set_boxes_text(session, "1, 1, 10, 10, kept")
+    (tmp_path / "gt.txt").write_bytes(content)
+    text, status = cb.load_annotations(session, tmp_path / "gt.txt")
+    assert text is None and status.error and re.search(pattern, status.message), status.message
+    assert session.boxes == [cb.Box(1, 1, 10, 10, "kept")]
+    typed = cb.set_boxes_text(session, "1, 2, 3")
+    assert typed.error and "line 1" in typed.message
+
+
+# ------------------------------------------------------------------------------------------------ models
+def test_model_store_discovers_caches_and_reports_broken_models(tmp_path, tiny_model, tiny_tokenizer):
+    user = tmp_path / "models"
+    user.mkdir()
+    store = ModelStore([tmp_path / "missing", user])
+    assert store.discover() == [("untrained model (random weights)", UNTRAINED_KEY)]
+    card = render_model_card("tiny", synthetic_data=True)
+    afloc.save_pretrained(tiny_model, user / "b_tiny", tiny_tokenizer, afloc.Preprocessing(64), card=card)
+    (user / "a_broken").mkdir()
+    (user / "a_broken" / "config.json").write_text("{not json")
+    keys = [key for _, key in store.discover()]  # a model exported after start appears on refresh
+    assert keys == [str((user / "a_broken").resolve()), str((user / "b_tiny").resolve()), UNTRAINED_KEY]
+    assert store.default_key() == UNTRAINED_KEY  # no bundled model: start on the flagged untrained one
+    assert (
+        ModelStore([user]).default_key() == keys[0]
+        and UNTRAINED_KEY not in dict(ModelStore([user]).discover()).values()
+    )
+    assert find_model_dirs(user / "b_tiny") == [(user / "b_tiny").resolve()]
+    with pytest.raises(ValueError, match="could not load the model in a_broken"):
+        store.get(keys[0])
+    first = store.get(keys[1])
+    assert store.get(keys[1]) is first and first.synthetic and "Synthetic-data" in model_banner(first.card, False)
+    with pytest.raises(ValueError, match="unknown model"):
+        store.get("/etc")
+
+
+def test_untrained_fallback_is_flagged():
+    from demo.models import build_untrained_model
+
+    model = build_untrained_model(image_size=64)
+    assert model.untrained and "UNTRAINED MODEL: heatmaps are meaningless" in model_banner(model.card, True)
+    heatmap = model.predictor.localize("mass", image=model.predictor.encode_image(load_image(MASS_PNG)))
+    assert heatmap.shape == (256, 256)
+
+
+def test_imports_start_nothing():
+    code = (
+        "import sys, app, demo, demo.callbacks, demo.models;"
+        "assert 'gradio' not in sys.modules, 'gradio imported';"
+        "args = app.parse_args([]);"
+        "assert (args.host, args.port, args.share, args.auth) == ('127.0.0.1', 7860, False, None);"
+        "assert app.parse_args(['--auth', 'ann:se:cret']).auth == ('ann', 'se:cret')"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

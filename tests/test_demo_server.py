@@ -1,0 +1,215 @@
+"""The real app on a local port, driven through ``gradio_client``: parallel sessions and bad inputs."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pydicom.encaps import encapsulate
+from test_io import RAMP_12BIT, _undecodable_syntax, make_dicom
+
+import afloc
+from afloc.io import load_image
+from afloc.metrics import localization_metrics
+from afloc.model_card import render_model_card
+from demo import callbacks as cb
+
+gradio_client = pytest.importorskip("gradio_client")
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "assets" / "examples"
+THRESHOLD = 0.2
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_config, tiny_tokenizer):
+    """``app.create`` + launch on a free port, with a tiny model directory and a broken one next to it."""
+    import app
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model is faster on one thread; a pool only adds contention
+    models = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    card = render_model_card("tiny", synthetic_data=True)
+    afloc.save_pretrained(
+        afloc.AFLoc(tiny_config).eval(), models / "tiny", tiny_tokenizer, afloc.Preprocessing(64), card=card
+    )
+    (models / "broken").mkdir()
+    (models / "broken" / "config.json").write_text("{not json")
+    port = _free_port()
+    argv = ["--models-dir", str(models), "--model", str(models / "tiny"), "--port", str(port)]
+    blocks, launch_kwargs, _, default = app.create(argv + ["--max-pixels", "1000000", "--max-file-size", "1mb"])
+    assert launch_kwargs["server_name"] == "127.0.0.1" and launch_kwargs["share"] is False
+    blocks.launch(**launch_kwargs, prevent_thread_lock=True, quiet=True)
+    predictor = afloc.AFLocPredictor.from_pretrained(models / "tiny", device="cpu")
+    try:
+        yield {"url": f"http://127.0.0.1:{port}/", "models": models, "tiny": default, "predictor": predictor}
+    finally:
+        blocks.close()
+        torch.set_num_threads(threads)
+
+
+def client(server, tmp_path):
+    return gradio_client.Client(server["url"], verbose=False, analytics_enabled=False, download_files=str(tmp_path))
+
+
+def localize(c, server, prompts, threshold=THRESHOLD):
+    return c.predict(server["tiny"], prompts, [], None, threshold, 0.5, api_name="/localize")
+
+
+def test_endpoints_are_named(server, tmp_path):
+    names = set(client(server, tmp_path).view_api(print_info=False, return_format="dict")["named_endpoints"])
+    expected = {"load_image", "load_example", "localize", "redraw", "set_boxes", "load_annotations", "export"}
+    assert {f"/{name}" for name in expected | {"select_model", "refresh_models", "set_modality"}} <= names
+
+
+def _session(server, tmp_path, image: Path, prompts: str, boxes: str) -> dict:
+    c = client(server, tmp_path)
+    status = c.predict(gradio_client.handle_file(str(image)), api_name="/load_image")[-1]
+    assert status.startswith("Loaded"), status
+    figure, shown, _, probabilities, status = localize(c, server, prompts)
+    assert status.startswith("Localized"), status
+    assert [choice[0] for choice in shown["choices"]] == [p.strip() for p in prompts.split(",")]
+    assert Image.open(figure).size[0] > 256 and probabilities["label"]
+    c.predict(boxes, None, THRESHOLD, 0.5, api_name="/set_boxes")
+    second = prompts.split(",")[-1].strip()
+    files, status = c.predict(second, THRESHOLD, 0.5, api_name="/export")
+    assert status.startswith("Exported"), status
+    by_suffix = {Path(f).suffix: Path(f) for f in files}
+    return {
+        "prompt": second,
+        "heatmap": np.load(by_suffix[".npy"]),
+        "record": json.loads(by_suffix[".json"].read_text()),
+        "png": np.asarray(Image.open(by_suffix[".png"]).convert("RGB")),
+    }
+
+
+def test_parallel_sessions_get_their_own_results(server, tmp_path):
+    examples = cb.list_examples(EXAMPLES)[:8]
+    jobs = [
+        (example.image_path, f"{example.prompt}, {finding}", cb.boxes_to_text(example.boxes))
+        for example, finding in zip(examples, afloc.prompts.CXR_FINDINGS, strict=False)
+    ]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [pool.submit(_session, server, tmp_path / str(k), *job) for k, job in enumerate(jobs)]
+        results = [future.result(timeout=300) for future in futures]
+    predictor = server["predictor"]
+    for (image_path, _, boxes_text), result in zip(jobs, results, strict=True):
+        expected = predictor.localize(result["prompt"], image=predictor.encode_image(load_image(image_path)))
+        np.testing.assert_allclose(result["heatmap"], expected, atol=1e-5, equal_nan=True)
+        scored, _ = cb.boxes_for_prompt(cb.parse_boxes_text(boxes_text), result["prompt"])
+        metrics = localization_metrics(expected, cb.boxes_to_mask(scored, *expected.shape), THRESHOLD)
+        recorded = {k: np.nan if v is None else v for k, v in result["record"]["metrics"].items()}
+        assert recorded == pytest.approx(metrics, abs=1e-6, nan_ok=True)
+        assert result["record"]["prompt"] == result["prompt"] and result["record"]["image"]["name"] == image_path.name
+        assert result["png"].shape[0] > expected.shape[0]
+
+
+def _truncated_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()[:-200]
+
+
+def _huge_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (3000, 2000)).save(buffer, "PNG")  # 6 MP: over the server's 1 MP limit, a small file
+    return buffer.getvalue()
+
+
+def test_bad_inputs_get_messages_and_the_server_keeps_serving(server, tmp_path):
+    c = client(server, tmp_path)
+    upload = tmp_path / "upload"
+    upload.mkdir()
+    syntax = _undecodable_syntax()
+    bad_images = {
+        "random.png": (np.random.default_rng(1).bytes(5000), "not a recognised image"),
+        "truncated.png": (_truncated_png(), "truncated"),
+        "multiframe.dcm": (make_dicom(np.zeros((8, 4), np.uint8), NumberOfFrames=2), "multi-frame"),
+        "compressed.dcm": (
+            make_dicom(
+                RAMP_12BIT, bits_stored=12, transfer_syntax=syntax, pixel_data=encapsulate([b"\xff\xd8\xff\xd9"])
+            ),
+            "no decoder is installed",
+        ),
+        "rgb.dcm": (
+            make_dicom(np.zeros((4, 4, 3), np.uint8), SamplesPerPixel=3, PhotometricInterpretation="RGB"),
+            "colour DICOM",
+        ),
+        "huge.png": (_huge_png(), "max_pixels=1000000"),
+    }
+    for name, (data, expected) in bad_images.items():
+        (upload / name).write_bytes(data)
+        status = c.predict(gradio_client.handle_file(str(upload / name)), api_name="/load_image")[-1]
+        assert expected in status and "⚠️" in status, (name, status)
+    (upload / "big.png").write_bytes(np.random.default_rng(2).bytes(1_500_000))  # over --max-file-size 1mb
+    with pytest.raises(Exception):  # noqa: B017 - the client raises its own error type for a refused upload
+        c.predict(gradio_client.handle_file(str(upload / "big.png")), api_name="/load_image")
+
+    assert "Upload an image" in localize(c, server, "mass")[-1]
+    c.predict(gradio_client.handle_file(str(EXAMPLES / "phantom_mass.png")), api_name="/load_image")
+    for prompts, expected in (("", "Type a finding"), ("a" * 1001, "limit is 1000"), ("肺炎", "Nothing is left")):
+        assert expected in localize(c, server, prompts)[-1]
+    (upload / "gt.json").write_text("{not json")
+    assert (
+        "not valid JSON"
+        in c.predict(gradio_client.handle_file(str(upload / "gt.json")), None, 0.3, 0.5, api_name="/load_annotations")[
+            2
+        ]
+    )
+    assert "line 1" in c.predict("1, 2, three, 4", None, 0.3, 0.5, api_name="/set_boxes")[-1]
+    with pytest.raises(Exception, match="no example"):
+        c.predict(99, api_name="/load_example")
+
+    broken = str((server["models"] / "broken").resolve())
+    refreshed = c.predict(server["tiny"], api_name="/refresh_models")
+    assert refreshed["value"] == server["tiny"] and [c[1] for c in refreshed["choices"]] == [
+        broken,
+        server["tiny"],
+        "untrained",
+    ]
+    outputs = c.predict(broken, api_name="/select_model")
+    assert "could not load the model in broken" in outputs[5] and "could not be loaded" in outputs[7]
+    assert "could not load" in c.predict(broken, "mass", [], None, 0.3, 0.5, api_name="/localize")[-1]
+
+    c.predict(server["tiny"], api_name="/select_model")
+    assert localize(c, server, "mass, edema")[-1].startswith("Localized")  # still serving
+    figure, metrics, status = c.predict("edema", -0.5, 0.3, api_name="/redraw")
+    assert Path(figure).is_file() and "No ground truth" in metrics
+
+
+def test_exports_are_deleted_when_the_session_ends(server, tmp_path):
+    import httpx
+
+    c = client(server, tmp_path)
+    c.predict(gradio_client.handle_file(str(EXAMPLES / "phantom_edema.png")), api_name="/load_image")
+    localize(c, server, "edema")
+    assert c.predict(None, 0.3, 0.5, api_name="/export")[-1].startswith("Exported")
+    session_id = "".join(ch for ch in c.session_hash if ch.isalnum())  # the demo's safe folder name
+    session_dirs = list(Path(tempfile.gettempdir()).glob(f"afloc-demo-*/{session_id}"))
+    assert len(session_dirs) == 1 and len(list(session_dirs[0].iterdir())) == 3
+    # What a browser tab does: hold the heartbeat stream open, then go away (the demo's unload event fires).
+    with pytest.raises(httpx.ReadTimeout):
+        with httpx.stream("GET", f"{server['url']}gradio_api/heartbeat/{c.session_hash}", timeout=2) as stream:
+            for _ in stream.iter_lines():
+                pass
+    for _ in range(50):
+        if not session_dirs[0].exists():
+            break
+        time.sleep(0.1)
+    assert not session_dirs[0].exists()
