@@ -8,7 +8,6 @@ corner of the top-left pixel); heatmaps are ``[H, W]`` on the original pixels in
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
@@ -18,7 +17,6 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
@@ -29,22 +27,21 @@ from afloc.prompts import CXR_FINDINGS, FUNDUS_FINDINGS
 from afloc.text import normalize_prompt, split_sentences
 from afloc.visualize import BOX_COLOR, CONTOUR_COLOR, add_colorbar, add_legend, render_overlay, save_png, to_rgb_uint8
 
+from .annotations import (
+    Box,
+    boxes_for_prompt,
+    boxes_to_mask,
+    boxes_to_text,
+    check_boxes,
+    example_boxes,
+    parse_boxes_text,
+    read_annotations,
+)
+
 MAX_PIXELS = 50_000_000  # 50 MP: larger films are refused (from the header, before decoding)
 MAX_PROMPTS = 8  # every prompt keeps a float32 heatmap of the original size in the session
-MAX_ANNOTATION_BYTES = 5_000_000
 NOTICE = "Research use only. Not a medical device; not validated for diagnosis or any clinical decision."
 FINDINGS = {"cxr": CXR_FINDINGS, "fundus": FUNDUS_FINDINGS}
-IMAGE_COLUMNS = ("image", "file_name", "path", "dicom_id")
-
-
-class Box(NamedTuple):
-    """A ground-truth box in original pixels; ``label`` is ``"category: phrase"``, either part optional."""
-
-    x: float
-    y: float
-    w: float
-    h: float
-    label: str = ""
 
 
 @dataclass
@@ -136,7 +133,7 @@ def list_examples(folder: Path) -> list[Example]:
     for path in sorted(Path(folder).glob("*.json")):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            boxes = _example_boxes(data)
+            boxes = example_boxes(data)
             examples.append(
                 Example(
                     path.stem, path.parent / data["image"], data["suggested_prompt"], data.get("modality", "cxr"), boxes
@@ -202,43 +199,6 @@ def localize(session: Session, model, text: str | None, presets=()) -> Status:
 
 
 # ------------------------------------------------------------------------------------------------ rendering
-def _words(text: str) -> set[str]:
-    return set(" ".join(split_sentences(text.replace("_", " "), min_tokens=1)).split())
-
-
-def boxes_for_prompt(boxes: list[Box], prompt: str) -> tuple[list[Box], bool]:
-    """The boxes scored for ``prompt``: those whose label (category or phrase) matches it, else all boxes.
-
-    A label part matches when its words are a subset of the prompt's words or vice versa.
-    """
-    words = _words(prompt)
-    matched = [
-        box
-        for box in boxes
-        if any((part := _words(p)) and (part <= words or words <= part) for p in box.label.split(":"))
-    ]
-    return (matched, True) if matched else (list(boxes), False)
-
-
-def _pixel_span(start: float, length: float, limit: int) -> tuple[int, int]:
-    """Pixels whose centres lie in ``[start, start + length)``; a box thinner than a pixel keeps its centre pixel.
-    Same rule as ``training.evaluation.readers.LocalizationSample.gt_mask`` (tested against it)."""
-    first, stop = math.ceil(start - 0.5), math.ceil(start + length - 0.5)
-    if stop <= first:
-        first = math.floor(start + length / 2)
-        stop = first + 1
-    return min(max(first, 0), limit), min(max(stop, 0), limit)
-
-
-def boxes_to_mask(boxes: list[Box], height: int, width: int) -> np.ndarray:
-    """Union of the boxes as ``bool [height, width]`` (pixel centres inside the box, clipped to the image)."""
-    mask = np.zeros((height, width), dtype=bool)
-    for box in boxes:
-        (row0, row1), (col0, col1) = _pixel_span(box.y, box.h, height), _pixel_span(box.x, box.w, width)
-        mask[row0:row1, col0:col1] = True
-    return mask
-
-
 def _fmt(value: float, digits: int = 3) -> str:
     return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
 
@@ -289,148 +249,6 @@ def render(session: Session, selected: str | None, threshold: float, opacity: fl
 
 
 # ------------------------------------------------------------------------------------------------ ground truth
-def _box(values, label: str, where: str) -> Box:
-    try:
-        x, y, w, h = (float(v) for v in values)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: expected four numbers x, y, w, h, got {list(values)!r}") from None
-    if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
-        raise ValueError(f"{where}: a box needs finite x, y and positive w, h; got {[x, y, w, h]}")
-    return Box(x, y, w, h, str(label or "").strip())
-
-
-def parse_boxes_text(text: str | None) -> list[Box]:
-    """Lines ``x, y, w, h[, label]`` (original pixels) -> boxes; ``#`` comments and blank lines are skipped."""
-    boxes = []
-    for number, line in enumerate((text or "").splitlines(), start=1):
-        if line.strip() and not line.lstrip().startswith("#"):
-            parts = [p.strip() for p in line.split(",")]
-            if len(parts) < 4:
-                raise ValueError(f"line {number}: expected 'x, y, w, h[, label]', got {line.strip()[:60]!r}")
-            boxes.append(_box(parts[:4], ", ".join(parts[4:]), f"line {number}"))
-    return boxes
-
-
-def boxes_to_text(boxes: list[Box]) -> str:
-    return "\n".join(f"{b.x:g}, {b.y:g}, {b.w:g}, {b.h:g}" + (f", {b.label}" if b.label else "") for b in boxes)
-
-
-def _example_boxes(data: dict) -> list[Box]:
-    return [
-        _box(box, f"{finding.get('category', '')}: {finding.get('phrase', '')}".strip(": "), "finding")
-        for finding in data["findings"]
-        for box in finding["boxes"]
-    ]
-
-
-def _scaled(boxes: list[Box], size, shape) -> list[Box]:
-    """Boxes annotated on an image of ``size = (width, height)``, rescaled to the loaded ``shape = (H, W)``."""
-    try:
-        sx, sy = shape[1] / float(size[0]), shape[0] / float(size[1])
-    except (TypeError, ValueError, ZeroDivisionError):
-        return boxes
-    if not (math.isfinite(sx) and math.isfinite(sy) and sx > 0 and sy > 0) or (sx, sy) == (1.0, 1.0):
-        return boxes
-    return [Box(b.x * sx, b.y * sy, b.w * sx, b.h * sy, b.label) for b in boxes]
-
-
-def _same_image(candidate: str, image_name: str) -> bool:
-    return Path(str(candidate)).stem.lower() == Path(image_name).stem.lower()
-
-
-def _coco_boxes(data: dict, image_name: str, shape) -> list[Box]:
-    images = data["images"]
-    chosen = [i for i in images if _same_image(i.get("file_name", ""), image_name)] or (
-        images if len(images) == 1 else []
-    )
-    if len(chosen) != 1:
-        raise ValueError(f"the COCO file lists {len(images)} images and none (or several) is named like {image_name!r}")
-    image = chosen[0]
-    names = {c["id"]: c.get("name", str(c["id"])) for c in data.get("categories", [])}
-    boxes = [
-        _box(
-            ann["bbox"],
-            ": ".join(filter(None, [names.get(ann.get("category_id"), ""), ann.get("label_text", "")])),
-            "bbox",
-        )
-        for ann in data["annotations"]
-        if ann["image_id"] == image["id"]
-    ]
-    return _scaled(boxes, (image.get("width"), image.get("height")), shape)
-
-
-def _yolo_boxes(lines: list[str], shape) -> list[Box]:
-    boxes = []
-    for number, line in enumerate(lines, start=1):
-        parts = line.split()
-        if len(parts) != 5:
-            raise ValueError(f"YOLO line {number}: expected 'class cx cy w h', got {line.strip()[:60]!r}")
-        cx, cy, w, h = _box(parts[1:], "", f"YOLO line {number}")[:4]
-        if not all(0.0 <= v <= 1.0 for v in (cx, cy, w, h)):
-            raise ValueError(f"YOLO line {number}: cx, cy, w, h must be normalised to [0, 1], got {parts[1:]}")
-        label = f"class {parts[0]}" if parts[0].isdigit() else parts[0].replace("_", " ")
-        height, width = shape
-        boxes.append(Box((cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height, label))
-    return boxes
-
-
-def _csv_boxes(text: str, image_name: str, shape) -> list[Box]:
-    rows = list(csv.DictReader(text.splitlines()))
-    header = {(k or "").strip().lower(): k for k in (rows[0] if rows else {})}
-    if not {"x", "y", "w", "h"} <= set(header):
-        return parse_boxes_text(text)  # header-less lines x, y, w, h[, label]
-
-    def get(row, *names):
-        return next((str(row[header[n]] or "").strip() for n in names if n in header and row[header[n]]), "")
-
-    images = {get(r, *IMAGE_COLUMNS) for r in rows}
-    if len(images) > 1:  # several images (e.g. all of MS-CXR): keep the rows of the loaded one
-        rows = [r for r in rows if any(_same_image(get(r, n), image_name) for n in IMAGE_COLUMNS)]
-        if not rows:
-            raise ValueError(f"the CSV lists {len(images)} images and none is named like {image_name!r}")
-    boxes = []
-    for number, row in enumerate(rows, start=2):
-        label = ": ".join(filter(None, [get(row, "category_name", "category"), get(row, "label_text", "label")]))
-        box = _box([row[header[k]] for k in "xywh"], label, f"CSV line {number}")
-        boxes += _scaled([box], (get(row, "image_width"), get(row, "image_height")), shape)
-    return boxes
-
-
-def read_annotations(data: bytes, image_name: str, shape: tuple[int, int]) -> list[Box]:
-    """Ground truth from an annotation file, recognised by content: COCO JSON (or a demo example JSON),
-    YOLO txt (``class cx cy w h`` normalised), MS-CXR CSV (x, y, w, h, label_text/category_name, optional
-    image_width/height) or a CSV ``x, y, w, h[, label]``. Boxes must overlap the ``shape = (H, W)`` image."""
-    if len(data) > MAX_ANNOTATION_BYTES:
-        raise ValueError(f"annotation file is {len(data)} bytes; the limit is {MAX_ANNOTATION_BYTES}")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ValueError("annotation file is not UTF-8 text (COCO JSON, CSV or YOLO txt expected)") from None
-    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    try:
-        if text.lstrip().startswith("{"):
-            parsed = json.loads(text)
-            boxes = _example_boxes(parsed) if "findings" in parsed else _coco_boxes(parsed, image_name, shape)
-        elif lines and "," not in lines[0] and len(lines[0].split()) == 5:
-            boxes = _yolo_boxes(lines, shape)
-        else:
-            boxes = _csv_boxes(text, image_name, shape)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"annotation file is not valid JSON: {error}") from None
-    except (KeyError, TypeError, AttributeError) as error:
-        raise ValueError(f"annotation JSON is not COCO (images, annotations, bbox): missing or bad {error}") from None
-    check_boxes(boxes, shape)
-    return boxes
-
-
-def check_boxes(boxes: list[Box], shape: tuple[int, int]) -> None:
-    if not boxes:
-        raise ValueError("no box found for this image")
-    for k, b in enumerate(boxes, start=1):
-        if b.x >= shape[1] or b.y >= shape[0] or b.x + b.w <= 0 or b.y + b.h <= 0:
-            raise ValueError(f"box {k} {[b.x, b.y, b.w, b.h]} lies outside the {shape[1]}x{shape[0]} image")
-
-
 def set_boxes_text(session: Session, text: str | None) -> Status:
     """Typed ground truth (lines ``x, y, w, h[, label]``); an empty text clears it."""
     if session.image is None:
