@@ -1,0 +1,184 @@
+"""Benchmark: end-to-end latency of the Gradio demo, measured through ``gradio_client`` over HTTP.
+
+Starts the app in this process on a free localhost port (``app.create``, default model: the first bundled
+model, else the untrained fallback), or talks to a running one with ``--url``. Median over repeats of:
+
+* ``upload to heatmap``: upload an example film + ``/load_image`` + ``/localize`` with one prompt
+  (target <= 1 s);
+* ``new prompt``: ``/localize`` with a prompt not seen before, on the same session (target <= 150 ms);
+* ``threshold move``: ``/redraw`` of the shown prompt at a new threshold (target <= 100 ms).
+
+Each includes what a browser also pays: the HTTP round trips, the queue, and fetching the rendered figure.
+
+Usage::
+
+    python benchmarks/demo_latency.py [--repeats 10] [--url http://127.0.0.1:7860/] [--threads N]
+    python benchmarks/demo_latency.py --screenshot docs/figures/demo_screenshot.png   # also a Chromium screenshot
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+EXAMPLE = ROOT / "assets" / "examples" / "phantom_pleural_effusion.png"
+PROMPT_WORDS = ["left", "right", "lower", "upper", "pleural", "effusion", "opacity", "basal", "small", "large"]
+TARGETS_MS = {"upload to heatmap": 1000, "new prompt": 150, "threshold move": 100}
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def measure(url: str, repeats: int, workdir: Path) -> tuple[str, dict[str, list[float]]]:
+    from gradio_client import Client, handle_file
+
+    client = Client(url, verbose=False, analytics_enabled=False, download_files=str(workdir))
+    model_key = client.predict(None, api_name="/refresh_models")["value"]  # the dropdown's first model
+    upload = handle_file(str(EXAMPLE))
+    prompt = "small right pleural effusion"
+
+    def localize(prompts: str):
+        status = client.predict(model_key, prompts, [], None, 0.3, 0.5, api_name="/localize")[-1]
+        assert status.startswith("Localized"), status
+
+    def upload_to_heatmap():
+        status = client.predict(upload, api_name="/load_image")[-1]
+        assert status.startswith("Loaded"), status
+        localize(prompt)
+
+    for _ in range(2):  # warm-up: model load, first-call overheads, thread pools
+        upload_to_heatmap()
+        localize("warm up prompt")
+        client.predict(prompt, 0.2, 0.5, api_name="/redraw")
+    samples: dict[str, list[float]] = {name: [] for name in TARGETS_MS}
+    for _ in range(repeats):
+        samples["upload to heatmap"].append(_timed(upload_to_heatmap))
+    for k in range(repeats):
+        words = " ".join(PROMPT_WORDS[(k + j) % len(PROMPT_WORDS)] for j in range(3))
+        samples["new prompt"].append(_timed(lambda words=words, k=k: localize(f"{words} number {k}")))
+    localize(prompt)
+    for k in range(repeats):
+        threshold = round(0.1 + 0.4 * k / max(1, repeats - 1), 2)
+        samples["threshold move"].append(_timed(lambda t=threshold: client.predict(prompt, t, 0.5, api_name="/redraw")))
+    return model_key, samples
+
+
+def screenshot(url: str, path: Path, width: int = 1280, height: int = 1000) -> None:
+    """Open the demo in Debian's Chromium, click the pleural-effusion example and save the page with its heatmap."""
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path="/usr/bin/chromium",
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": width, "height": height},
+        )
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        page.get_by_role("gridcell", name=EXAMPLE.name).click()
+        page.get_by_text("Localized").first.wait_for()
+        page.get_by_text("at threshold").wait_for()
+        page.evaluate("window.scrollTo(0, 0)")  # clicking the example scrolled the page down
+        page.wait_for_timeout(500)  # let the image finish painting
+        path.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(path), full_page=False)
+        context.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--url", help="a running demo (default: start one in this process)")
+    parser.add_argument("--model", help="model directory for the in-process app (default: app.py's default)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--screenshot", type=Path, help="also save a Chromium screenshot of an example here")
+    args = parser.parse_args(argv)
+
+    blocks = None
+    url = args.url
+    if url is None:
+        os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+        import app
+
+        port = _free_port()
+        blocks, launch_kwargs, store, default = app.create(
+            ["--port", str(port)] + (["--model", args.model] if args.model else [])
+        )
+        blocks.launch(**launch_kwargs, prevent_thread_lock=True, quiet=True)
+        url = f"http://127.0.0.1:{port}/"
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        with tempfile.TemporaryDirectory() as workdir:
+            model_key, samples = measure(url, args.repeats, Path(workdir))
+        if args.screenshot:
+            screenshot(url, args.screenshot)
+    finally:
+        if blocks is not None:
+            blocks.close()
+
+    import torch
+
+    where = "in-process" if args.url is None else args.url
+    print(
+        f"{datetime.date.today()} {platform.platform()} {_cpu_name()} CPUs={os.cpu_count()} "
+        f"torch={torch.__version__} threads={torch.get_num_threads()} app={where} "
+        f"model={Path(model_key).name if model_key != 'untrained' else 'untrained'}, median of {args.repeats}"
+    )
+    print("| step | median ms | min ms | max ms | target ms |")
+    print("|---|---|---|---|---|")
+    for name, values in samples.items():
+        median, target = 1e3 * statistics.median(values), TARGETS_MS[name]
+        verdict = f"<= {target} ({'met' if median <= target else 'missed'})"
+        print(f"| {name} | {median:.1f} | {1e3 * min(values):.1f} | {1e3 * max(values):.1f} | {verdict} |")
+    if args.screenshot:
+        print(f"screenshot: {args.screenshot}")
+
+
+if __name__ == "__main__":
+    main()

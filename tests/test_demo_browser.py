@@ -1,0 +1,144 @@
+"""The demo in a real headless Chromium (Debian's /usr/bin/chromium), driven through Playwright.
+
+A person's path: open the page, load an example, type a prompt, press Localize, wait for the heatmap and the
+metrics, move the threshold and see both change. Skipped when /usr/bin/chromium is not installed (CI installs it).
+Playwright never downloads its own browser here: it is pointed at the system one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+import afloc
+from afloc.model_card import render_model_card
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+EXAMPLE = "phantom_pleural_effusion.png"
+PROMPT = "small right pleural effusion"
+TIMEOUT_MS = 30_000
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with sync_api.sync_playwright() as playwright:
+        # A persistent context is the only way to give Chromium a fresh --user-data-dir of our own.
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 1000},
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_config, tiny_tokenizer):
+    """``app.create`` + launch on a free port with a tiny model directory (as in test_demo_server.py)."""
+    import app
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    models = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    card = render_model_card("tiny", synthetic_data=True)
+    afloc.save_pretrained(
+        afloc.AFLoc(tiny_config).eval(), models / "tiny", tiny_tokenizer, afloc.Preprocessing(64), card=card
+    )
+    port = _free_port()
+    argv = ["--models-dir", str(models), "--model", str(models / "tiny"), "--port", str(port)]
+    blocks, launch_kwargs, _, _ = app.create(argv)
+    blocks.launch(**launch_kwargs, prevent_thread_lock=True, quiet=True)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        blocks.close()
+        torch.set_num_threads(threads)
+
+
+def _changed(page, locator, attribute: str | None, before: str) -> str:
+    """Wait until the locator's attribute (or inner text when None) differs from ``before``; return it."""
+
+    def current() -> str:
+        return locator.get_attribute(attribute) if attribute else locator.inner_text()
+
+    page.wait_for_function(
+        "([el, attr, before]) => (attr ? el.getAttribute(attr) : el.innerText) !== before",
+        arg=[locator.element_handle(), attribute, before],
+        timeout=TIMEOUT_MS,
+    )
+    return current()
+
+
+def test_localize_and_move_the_threshold(browser, server, tmp_path):
+    page = browser.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(server)
+    localize = page.get_by_role("button", name="Localize", exact=True)
+    localize.wait_for()
+
+    # An example loads the film, its suggested prompt and its ground-truth boxes (then localizes once).
+    page.get_by_role("gridcell", name=EXAMPLE).click()
+    page.get_by_text("Loaded").first.wait_for()
+    heatmap = page.locator("[data-testid=block-label]", has_text="Heatmap").locator("xpath=..").locator("img")
+    metrics = page.get_by_text("at threshold")
+    heatmap.wait_for()
+    metrics.wait_for()
+
+    # A prompt of our own, then Localize: a new heatmap and metrics for that prompt.
+    page.get_by_label("Findings to localize").fill(PROMPT)
+    localize.click()
+    page.get_by_text(f"for '{PROMPT}' at threshold").wait_for()
+    heatmap.wait_for()
+    src_before = heatmap.get_attribute("src")
+    metrics_before = metrics.inner_text()
+    assert src_before and "at threshold 0.3" in metrics_before, metrics_before
+
+    # Move the threshold through its number input (type + Enter, as a person would); the redraw follows.
+    number = page.get_by_label("number input for Threshold")
+    number.fill("0.05")
+    number.press("Enter")
+    page.get_by_text(f"for '{PROMPT}' at threshold 0.05").wait_for()
+    metrics_after = metrics.inner_text()
+    src_after = _changed(page, heatmap, "src", src_before)
+    assert metrics_after != metrics_before and "IoU" in metrics_after
+    assert src_after and src_after != src_before
+
+    shot = tmp_path / "demo.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("AFLOC_SCREENSHOT"):
+        target = Path(os.environ["AFLOC_SCREENSHOT"])
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, target)
+    page.close()
