@@ -254,8 +254,3 @@ def load_tokenizer(name_or_path: str | None = None, max_length: int = 97) -> Rep
 def _bare_vocab_directory(path: Path) -> bool:
     has = {name: (path / name).is_file() for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json")}
     return has["vocab.txt"] and not has["tokenizer.json"] and not has["tokenizer_config.json"]
-
-
-def random_generator(seed: int | None = None) -> random.Random:
-    """A private RNG for caption sampling (never the global one)."""
-    return random.Random(seed)
