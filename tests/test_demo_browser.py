@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import free_port
 
 import afloc
 from afloc.model_card import render_model_card
@@ -34,12 +34,6 @@ CHROMIUM_ARGS = [
 EXAMPLE = "phantom_pleural_effusion.png"
 PROMPT = "small right pleural effusion"
 TIMEOUT_MS = 30_000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +69,7 @@ def server(tmp_path_factory, tiny_config, tiny_tokenizer):
     afloc.save_pretrained(
         afloc.AFLoc(tiny_config).eval(), models / "tiny", tiny_tokenizer, afloc.Preprocessing(64), card=card
     )
-    port = _free_port()
+    port = free_port()
     argv = ["--models-dir", str(models), "--model", str(models / "tiny"), "--port", str(port)]
     blocks, launch_kwargs, _, _ = app.create(argv)
     blocks.launch(**launch_kwargs, prevent_thread_lock=True, quiet=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import huge_png, truncated_png
 from PIL import Image
 from pydicom.encaps import encapsulate
 from test_io import RAMP_12BIT, _undecodable_syntax, make_dicom
@@ -237,21 +237,9 @@ def test_exports_are_written_and_readable(session, model):
 
 
 # ------------------------------------------------------------------------------------------------ bad input
-def _truncated_png() -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(buffer, "PNG")
-    return buffer.getvalue()[:-200]
-
-
-def _huge_png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("L", (3000, 2000)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 BAD_IMAGES = {
     "random.png": (lambda: np.random.default_rng(1).bytes(5000), "not a recognised image"),
-    "truncated.png": (_truncated_png, "truncated"),
+    "truncated.png": (truncated_png, "truncated"),
     "empty.dcm": (lambda: b"", "empty"),
     "multiframe.dcm": (lambda: make_dicom(np.zeros((8, 4), np.uint8), NumberOfFrames=2), "multi-frame"),
     "rgb.dcm": (
@@ -260,7 +248,7 @@ BAD_IMAGES = {
         ),
         "colour DICOM",
     ),
-    "huge.png": (_huge_png, "too large.*max_pixels=1000000"),
+    "huge.png": (huge_png, "too large.*max_pixels=1000000"),
 }
 
 

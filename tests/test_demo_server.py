@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import socket
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import free_port, huge_png, truncated_png
 from PIL import Image
 from pydicom.encaps import encapsulate
 from test_io import RAMP_12BIT, _undecodable_syntax, make_dicom
@@ -30,12 +29,6 @@ EXAMPLES = ROOT / "assets" / "examples"
 THRESHOLD = 0.2
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_config, tiny_tokenizer):
     """``app.create`` + launch on a free port, with a tiny model directory and a broken one next to it."""
@@ -51,7 +44,7 @@ def server(tmp_path_factory, tiny_config, tiny_tokenizer):
     )
     (models / "broken").mkdir()
     (models / "broken" / "config.json").write_text("{not json")
-    port = _free_port()
+    port = free_port()
     argv = ["--models-dir", str(models), "--model", str(models / "tiny"), "--port", str(port)]
     blocks, launch_kwargs, _, default = app.create(argv + ["--max-pixels", "1000000", "--max-file-size", "1mb"])
     assert launch_kwargs["server_name"] == "127.0.0.1" and launch_kwargs["share"] is False
@@ -120,18 +113,6 @@ def test_parallel_sessions_get_their_own_results(server, tmp_path):
         assert result["png"].shape[0] > expected.shape[0]
 
 
-def _truncated_png() -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(buffer, "PNG")
-    return buffer.getvalue()[:-200]
-
-
-def _huge_png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("L", (3000, 2000)).save(buffer, "PNG")  # 6 MP: over the server's 1 MP limit, a small file
-    return buffer.getvalue()
-
-
 def test_bad_inputs_get_messages_and_the_server_keeps_serving(server, tmp_path):
     c = client(server, tmp_path)
     upload = tmp_path / "upload"
@@ -139,7 +120,7 @@ def test_bad_inputs_get_messages_and_the_server_keeps_serving(server, tmp_path):
     syntax = _undecodable_syntax()
     bad_images = {
         "random.png": (np.random.default_rng(1).bytes(5000), "not a recognised image"),
-        "truncated.png": (_truncated_png(), "truncated"),
+        "truncated.png": (truncated_png(), "truncated"),
         "multiframe.dcm": (make_dicom(np.zeros((8, 4), np.uint8), NumberOfFrames=2), "multi-frame"),
         "compressed.dcm": (
             make_dicom(
@@ -151,7 +132,7 @@ def test_bad_inputs_get_messages_and_the_server_keeps_serving(server, tmp_path):
             make_dicom(np.zeros((4, 4, 3), np.uint8), SamplesPerPixel=3, PhotometricInterpretation="RGB"),
             "colour DICOM",
         ),
-        "huge.png": (_huge_png(), "max_pixels=1000000"),
+        "huge.png": (huge_png(), "max_pixels=1000000"),
     }
     for name, (data, expected) in bad_images.items():
         (upload / name).write_bytes(data)

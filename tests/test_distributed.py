@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from helpers import free_port
 
 from afloc import AFLocLoss
 from afloc.image_encoder import ImageEncoderOutput
@@ -17,12 +17,6 @@ from afloc.text_encoder import TextEncoderOutput
 from training.distributed import gather_image_outputs, gather_text_outputs
 
 WORLD = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _outputs(seed: int, batch: int, tokens: int, sentences: int) -> tuple[ImageEncoderOutput, TextEncoderOutput]:
@@ -87,7 +81,7 @@ def _worker(rank: int, port: int, queue) -> None:
 def test_gathered_loss_equals_single_process_loss_over_combined_batch():
     context = mp.get_context("spawn")
     queue = context.SimpleQueue()
-    mp.start_processes(_worker, args=(_free_port(), queue), nprocs=WORLD, start_method="spawn")
+    mp.start_processes(_worker, args=(free_port(), queue), nprocs=WORLD, start_method="spawn")
     results = dict(queue.get() for _ in range(WORLD))
     expected = _combined_loss()
     for rank in range(WORLD):
