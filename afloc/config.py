@@ -33,12 +33,16 @@ class ImageEncoderConfig:
         initial_weights: where the backbone's starting weights came from: ``None`` (random init), a path to a
             state dict, or ``"torchvision"`` (ImageNet weights, needs a network connection). Only read by
             :func:`afloc.build_model`; the module itself never touches files.
+        shallow_head: project layer2 into the joint space (AFLoc's word-level map). ``False`` builds no layer2
+            projection (GLoRIA, which has only the deep and global levels); the deep map then stands in for the
+            shallow one, and the word-level loss must use ``word_level="deep"``.
     """
 
     backbone: Literal["resnet18", "resnet34", "resnet50"] = "resnet50"
     image_size: int = 224
     internal_size: int | None = None
     initial_weights: str | None = None
+    shallow_head: bool = True
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONE_CHANNELS:
@@ -149,6 +153,13 @@ class AFLocConfig:
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self) -> None:
+        if not self.image.shallow_head and self.loss.word_weight > 0 and self.loss.word_level == "shallow":
+            raise ValueError(
+                "the image encoder has no shallow head (shallow_head=False), so the word-level loss must use "
+                "word_level='deep' (or word_weight=0)"
+            )
 
     @property
     def embedding_dim(self) -> int:

@@ -18,7 +18,7 @@ class ImageEncoderOutput:
 
     Attributes:
         shallow_patch_embeddings: ``[B, D, h2, w2]`` projected layer2 map (38x38 at 299, 28x28 at 224), used by
-            the word-level loss.
+            the word-level loss. Without a shallow head (GLoRIA) this is the deep map itself.
         patch_embeddings: ``[B, D, h3, w3]`` projected layer3 map (19x19 at 299, 14x14 at 224), used by the
             sentence-level loss and for heatmaps.
         image_embedding: ``[B, D]`` projected average-pooled layer4 features (report-level loss, zero-shot).
@@ -32,6 +32,9 @@ class ImageEncoderOutput:
 class ImageEncoder(nn.Module):
     """ResNet backbone without ``fc`` and three linear heads (no non-linearity, as in the reference).
 
+    With ``config.shallow_head=False`` there is no layer2 head (GLoRIA's two-level encoder): the deep map is
+    returned in place of the shallow one, so every consumer of :class:`ImageEncoderOutput` keeps working.
+
     Args:
         config: image encoder configuration.
         embedding_dim: joint width D (= the text encoder's hidden size).
@@ -44,7 +47,9 @@ class ImageEncoder(nn.Module):
         backbone.fc = nn.Identity()
         self.backbone = backbone
         shallow, deep, final = config.channels
-        self.shallow_projection = nn.Conv2d(shallow, embedding_dim, kernel_size=1, bias=False)
+        self.shallow_projection = (
+            nn.Conv2d(shallow, embedding_dim, kernel_size=1, bias=False) if config.shallow_head else None
+        )
         self.deep_projection = nn.Conv2d(deep, embedding_dim, kernel_size=1, bias=False)
         self.global_projection = nn.Linear(final, embedding_dim)
 
@@ -62,8 +67,11 @@ class ImageEncoder(nn.Module):
         shallow = net.layer2(x)
         deep = net.layer3(shallow)
         pooled = torch.flatten(net.avgpool(net.layer4(deep)), 1)
+        patch_embeddings = self.deep_projection(deep)
         return ImageEncoderOutput(
-            shallow_patch_embeddings=self.shallow_projection(shallow),
-            patch_embeddings=self.deep_projection(deep),
+            shallow_patch_embeddings=(
+                self.shallow_projection(shallow) if self.shallow_projection is not None else patch_embeddings
+            ),
+            patch_embeddings=patch_embeddings,
             image_embedding=self.global_projection(pooled),
         )
