@@ -75,6 +75,12 @@ class TextEncoderConfig:
         external_weights_sha256: when set, a saved model directory does not contain the text encoder's weights:
             they are loaded from ``name_or_path`` (the offline MiniLM package by default) and must match this
             digest (see :func:`afloc.checkpoint.text_weights_digest`). Keeps bundled models small.
+        center_words: subtract a fixed vector (the mean word vector of the training captions, the model's
+            ``word_center`` buffer) from every word vector before sentences and the report are formed. Not in the
+            reference (``False``). A frozen general-purpose encoder's word vectors share a large common component
+            (all-MiniLM-L6-v2: report vectors of different findings at cosine 0.55-0.75); removing it leaves the
+            part that tells findings apart (cosine -0.1-0.4), which a from-scratch image encoder learns to match
+            much sooner.
     """
 
     name_or_path: str | None = None
@@ -83,6 +89,7 @@ class TextEncoderConfig:
     bert_config: dict[str, Any] | None = None
     frozen: bool = False
     external_weights_sha256: str | None = None
+    center_words: bool = False
 
     def __post_init__(self) -> None:
         if self.last_n_layers < 1:

@@ -32,6 +32,12 @@ class AFLoc(nn.Module):
                 f"{config.embedding_dim}"
             )
         self.image_encoder = ImageEncoder(config.image, self.text_encoder.hidden_size)
+        # kept outside ``text_encoder`` so that a frozen encoder's weights stay identical to their source
+        self.word_center: torch.Tensor | None
+        if config.text.center_words:
+            self.register_buffer("word_center", torch.zeros(self.text_encoder.hidden_size))
+        else:
+            self.word_center = None
 
     @property
     def embedding_dim(self) -> int:
@@ -43,7 +49,35 @@ class AFLoc(nn.Module):
 
     def encode_text(self, text: TokenizedText) -> TextEncoderOutput:
         """Encode a tokenised batch (see :class:`afloc.text.ReportTokenizer`)."""
-        return self.text_encoder(text)
+        return self.text_encoder(text, self.word_center)
+
+    @torch.no_grad()
+    def set_word_center(self, texts: list[TokenizedText]) -> torch.Tensor:
+        """Set ``word_center`` to the mean word vector (all words, [CLS] and [SEP] included) of ``texts``.
+
+        Only for models built with ``config.text.center_words``; meant for a frozen text encoder, whose word
+        vectors do not change afterwards. Returns the new centre.
+        """
+        if self.word_center is None:
+            raise ValueError("this model was built without center_words; it has no word_center to set")
+        total = torch.zeros_like(self.word_center, dtype=torch.float64)
+        count = 0
+        was_training = self.text_encoder.training
+        self.text_encoder.eval()  # no dropout: the centre is a property of the encoder, not of a random mask
+        try:
+            outputs = [self.text_encoder(text) for text in texts]
+        finally:
+            self.text_encoder.train(was_training)
+        for text, out in zip(texts, outputs, strict=True):
+            num_words = (text.word_ids.max(dim=1).values + 1).clamp(min=0)
+            positions = torch.arange(out.word_embeddings.shape[1], device=num_words.device)
+            is_word = positions.unsqueeze(0) < num_words.unsqueeze(1)
+            total += out.word_embeddings[is_word].double().sum(dim=0)
+            count += int(is_word.sum())
+        if count == 0:
+            raise ValueError("no words to average")
+        self.word_center.copy_((total / count).to(self.word_center.dtype))
+        return self.word_center
 
     def save_pretrained(self, directory, tokenizer, **kwargs):
         """Write a model directory; see :func:`afloc.checkpoint.save_pretrained` for the arguments."""

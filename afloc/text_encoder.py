@@ -35,13 +35,17 @@ class TextEncoderOutput:
     report_embedding: torch.Tensor
 
 
-def aggregate_granularities(token_vectors: torch.Tensor, text: TokenizedText, max_length: int) -> TextEncoderOutput:
+def aggregate_granularities(
+    token_vectors: torch.Tensor, text: TokenizedText, max_length: int, word_center: torch.Tensor | None = None
+) -> TextEncoderOutput:
     """Aggregate token vectors into words, sentences and the report with segment sums (no token loops).
 
     Args:
         token_vectors: ``[B, T, D]`` per-token vectors.
         text: the tokenised batch with ``word_ids`` / ``sentence_ids``.
         max_length: divisor of the report vector.
+        word_center: ``[D]`` subtracted from every word vector (incl. [CLS] and [SEP]) before sentences and the
+            report are formed (:attr:`afloc.config.TextEncoderConfig.center_words`); ``None`` = reference.
     """
     batch, length, dim = token_vectors.shape
     valid = text.attention_mask.bool() & (text.word_ids >= 0)
@@ -52,6 +56,9 @@ def aggregate_granularities(token_vectors: torch.Tensor, text: TokenizedText, ma
     num_words = (text.word_ids.max(dim=1).values + 1).clamp(min=0)  # includes [SEP]
     positions = torch.arange(length, device=token_vectors.device)
     word_mask = positions.unsqueeze(0) < (num_words - 1).clamp(min=1).unsqueeze(1)
+    if word_center is not None:
+        is_word = (positions.unsqueeze(0) < num_words.unsqueeze(1)).unsqueeze(-1)
+        word_embeddings = word_embeddings - is_word.to(vectors.dtype) * word_center.to(vectors.dtype)
 
     in_sentence = text.sentence_ids >= 0
     num_sentences = int(text.sentence_ids.max().item()) + 1
@@ -65,6 +72,10 @@ def aggregate_granularities(token_vectors: torch.Tensor, text: TokenizedText, ma
     word_counts.scatter_add_(1, sentence_index, word_starts)
     sentence_mask = word_counts > 0
     sentence_embeddings = sentence_sums / word_counts.clamp(min=1).unsqueeze(-1)
+    if word_center is not None:  # the mean of centred word vectors is the centred mean
+        sentence_embeddings = sentence_embeddings - sentence_mask.unsqueeze(-1).to(vectors.dtype) * word_center.to(
+            vectors.dtype
+        )
 
     report_embedding = word_embeddings.sum(dim=1) / max_length
     return TextEncoderOutput(word_embeddings, word_mask, sentence_embeddings, sentence_mask, report_embedding)
@@ -116,7 +127,8 @@ class TextEncoder(nn.Module):
     def hidden_size(self) -> int:
         return int(self.bert.config.hidden_size)
 
-    def forward(self, text: TokenizedText) -> TextEncoderOutput:
+    def forward(self, text: TokenizedText, word_center: torch.Tensor | None = None) -> TextEncoderOutput:
+        """Encode a tokenised batch; ``word_center`` (``[D]``) is subtracted from every word vector if given."""
         self._capture.outputs = captured = []
         try:
             self.bert(input_ids=text.input_ids, attention_mask=text.attention_mask)
@@ -125,4 +137,4 @@ class TextEncoder(nn.Module):
         if len(captured) != self.config.last_n_layers:
             raise RuntimeError(f"captured {len(captured)} layer outputs, expected {self.config.last_n_layers}")
         token_vectors = torch.stack(captured, dim=0).sum(dim=0)
-        return aggregate_granularities(token_vectors, text, self.config.max_length)
+        return aggregate_granularities(token_vectors, text, self.config.max_length, word_center)

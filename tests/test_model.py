@@ -108,3 +108,37 @@ def test_import_does_not_pull_training_or_ui_stacks():
     code = "import sys, afloc\nprint([m for m in ('lightning', 'pytorch_lightning', 'gradio') if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_centred_words_subtract_the_centre_at_every_granularity(tiny_config, tiny_tokenizer):
+    torch.manual_seed(0)
+    plain = AFLoc(tiny_config).eval()
+    centred_config = dataclasses.replace(tiny_config, text=dataclasses.replace(tiny_config.text, center_words=True))
+    centred = AFLoc(centred_config).eval()
+    centred.load_state_dict({**plain.state_dict(), "word_center": torch.zeros(32)})
+    assert "word_center" in centred.state_dict() and "word_center" not in plain.state_dict()
+    assert not any(k.startswith("text_encoder.") and "center" in k for k in centred.state_dict())
+
+    texts = tiny_tokenizer(["left lower lobe opacity. small effusion.", "no pneumothorax."])
+    with torch.no_grad():
+        before = plain.encode_text(texts)
+        center = centred.set_word_center([texts])
+        after = centred.encode_text(texts)
+    # the centre is the mean word vector ([CLS], words, [SEP]; no padding)
+    num_words = texts.word_ids.max(dim=1).values + 1
+    words = torch.cat([before.word_embeddings[i, : int(n)] for i, n in enumerate(num_words)])
+    torch.testing.assert_close(center, words.mean(dim=0))
+    # every word (and [SEP]) moves by -centre, padding stays zero
+    for i, n in enumerate(num_words.tolist()):
+        torch.testing.assert_close(after.word_embeddings[i, :n], before.word_embeddings[i, :n] - center)
+        assert not after.word_embeddings[i, n:].any()
+    # sentences are means of words, the report is the sum of words / max_length
+    mask = before.sentence_mask
+    torch.testing.assert_close(after.sentence_embeddings[mask], before.sentence_embeddings[mask] - center)
+    expected_report = before.report_embedding - num_words.unsqueeze(1) * center / tiny_config.text.max_length
+    torch.testing.assert_close(after.report_embedding, expected_report)
+
+
+def test_word_centre_needs_the_option(tiny_model, tiny_tokenizer):
+    with pytest.raises(ValueError, match="center_words"):
+        tiny_model.set_word_center([tiny_tokenizer(["x y"])])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,8 @@ import torch
 import yaml
 from training_fixtures import write_tiny_bert, write_tiny_corpus
 
-from afloc import load_model
+from afloc import AFLoc, load_model
+from afloc.text import sample_caption
 from training.__main__ import main as training_main
 from training.cli import cli_main
 
@@ -64,6 +66,31 @@ def test_smoke_fit_export_plot(tmp_path, tiny_bert, corpus):
     assert (log_dir / "curves.png").stat().st_size > 1000
 
 
+def test_centred_frozen_text_fit_and_compact_export(tmp_path, tiny_bert, corpus):
+    """center_words: the centre is computed from training captions at fit start, saved, and survives an export
+    that leaves the (frozen) text weights out."""
+    frozen = ["--model.freeze_text", "true", "--model.center_words", "true", "--model.center_captions", "6"]
+    cli = cli_main(["fit", *_args(tmp_path, tiny_bert, corpus, *frozen)])
+    model = cli.model.model
+    assert model.word_center is not None and model.word_center.norm() > 0
+    dataset = cli.datamodule.datasets["train"]
+    captions = [sample_caption(dataset.sentences[i], random.Random(f"center:{i}")) for i in range(6)]
+    expected = AFLoc(model.config)
+    expected.load_state_dict({**model.state_dict(), "word_center": torch.zeros_like(model.word_center)})
+    torch.testing.assert_close(expected.eval().set_word_center([cli.datamodule.tokenizer(captions)]), model.word_center)
+
+    last = cli.trainer.checkpoint_callback.last_model_path
+    out = tmp_path / "compact"
+    assert training_main(["export", "--ckpt", last, "--out", str(out), "--external-text"]) == 0
+    loaded = load_model(out).model
+    assert torch.equal(loaded.word_center, model.word_center.cpu())
+    text = cli.datamodule.tokenizer(captions[:3])
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded.encode_text(text).report_embedding, model.eval().encode_text(text).report_embedding
+        )
+
+
 def test_every_config_parses(tmp_path, tiny_bert, corpus):
     for config in sorted(CONFIGS.glob("*.yaml")):
         cli = cli_main(
@@ -95,6 +122,8 @@ def test_clear_errors(tmp_path, tiny_bert, corpus, capsys):
     assert "learning_rate" in capsys.readouterr().err
     assert training_main(["fit", *_args(tmp_path, tiny_bert, corpus, "--data.batch_size", "1")]) == 2
     assert "batch_size" in capsys.readouterr().err
+    assert training_main(["fit", *_args(tmp_path, tiny_bert, corpus, "--model.center_words", "true")]) == 2
+    assert "center_words needs freeze_text" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # jsonargparse rejects a value of the wrong kind before anything runs
         cli_main(["fit", *_args(tmp_path, tiny_bert, corpus, "--model.backbone", "vgg16")])
     assert training_main(["nonsense"]) == 2

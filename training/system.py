@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Literal
 
@@ -10,9 +11,12 @@ import torch
 
 from afloc import AFLocConfig, AFLocLoss, ImageEncoderConfig, LossConfig, TextEncoderConfig, build_model
 from afloc.image_encoder import ImageEncoderOutput
+from afloc.text import sample_caption
 from afloc.text_encoder import TextEncoderOutput
 
 from .distributed import gather_image_outputs, gather_text_outputs
+
+logger = logging.getLogger(__name__)
 
 
 class AFLocPretraining(pl.LightningModule):
@@ -26,6 +30,10 @@ class AFLocPretraining(pl.LightningModule):
         text_model: BERT directory or hub id; None = the offline all-MiniLM-L6-v2.
         freeze_text: keep the text encoder at its pretrained weights (no gradients, dropout off). Faster on a
             CPU, and the exported model can leave the text weights out (``export --external-text``).
+        center_words: subtract the mean word vector of ``center_captions`` training captions from every word
+            vector (computed once when fitting starts, saved in the model). Needs ``freeze_text``. Not in the
+            reference; see :attr:`afloc.config.TextEncoderConfig.center_words`.
+        center_captions: how many training captions (the first ones of the manifest) the centre averages.
         last_n_layers: hidden layers summed into token vectors (4).
         max_length: word pieces per caption (97).
         report_weight, sentence_weight, word_weight: loss weights; 0 skips a term (ablations).
@@ -46,6 +54,8 @@ class AFLocPretraining(pl.LightningModule):
         image_weights: str | None = None,
         text_model: str | None = None,
         freeze_text: bool = False,
+        center_words: bool = False,
+        center_captions: int = 1024,
         last_n_layers: int = 4,
         max_length: int = 97,
         report_weight: float = 1.0,
@@ -68,6 +78,10 @@ class AFLocPretraining(pl.LightningModule):
             raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
         if not 0 < lr_gamma <= 1:
             raise ValueError(f"lr_gamma must be in (0, 1], got {lr_gamma}")
+        if center_words and not freeze_text:
+            raise ValueError("center_words needs freeze_text: the centre is computed once from the frozen encoder")
+        if center_captions < 1:
+            raise ValueError(f"center_captions must be >= 1, got {center_captions}")
         self.save_hyperparameters()
         loss = LossConfig(
             attention_temperature=attention_temperature,
@@ -82,7 +96,9 @@ class AFLocPretraining(pl.LightningModule):
         )
         config = AFLocConfig(
             image=ImageEncoderConfig(backbone, image_size, internal_size, image_weights),
-            text=TextEncoderConfig(text_model, last_n_layers, max_length, frozen=freeze_text),
+            text=TextEncoderConfig(
+                text_model, last_n_layers, max_length, frozen=freeze_text, center_words=center_words
+            ),
             loss=loss,
         )
         self.model = build_model(config, pretrained_text=True)
@@ -146,6 +162,18 @@ class AFLocPretraining(pl.LightningModule):
         )
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=self.hparams.lr_gamma)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def on_fit_start(self) -> None:
+        model = self.model
+        if model.word_center is None or bool(model.word_center.any()):
+            return  # no centring, or already set (resumed run)
+        datamodule = self.trainer.datamodule
+        dataset = datamodule.datasets["train"]
+        count = min(self.hparams.center_captions, len(dataset.sentences))
+        captions = [sample_caption(dataset.sentences[i], random.Random(f"center:{i}")) for i in range(count)]
+        batches = [datamodule.tokenizer(captions[i : i + 64]).to(self.device) for i in range(0, count, 64)]
+        center = model.set_word_center(batches)
+        logger.info("word centre from %d training captions (norm %.2f)", count, float(center.norm()))
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
