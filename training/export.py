@@ -32,6 +32,40 @@ def _final_metrics(run_dir: Path) -> dict[str, float]:
     return {}
 
 
+CARD_SECTIONS = {
+    "Summary": "summary",
+    "Training data": "training_data",
+    "Recipe": "recipe",
+    "Intended use": "intended_use",
+    "Limitations": "limitations",
+    "Provenance and licence": "provenance",
+    "Reproduce": "reproduce",
+}
+
+
+def read_card_sections(path: str | Path) -> dict[str, str]:
+    """``## Title`` blocks of a Markdown file, as :func:`render_model_card` keyword arguments.
+
+    Titles must be among :data:`CARD_SECTIONS` ("Evaluation" is filled in by ``python -m training card``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"card sections file {path} does not exist")
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in path.read_text().splitlines():
+        if line.startswith("## "):
+            current = line[3:].strip()
+            if current not in CARD_SECTIONS:
+                raise ValueError(f"{path}: unknown card section {current!r}; expected one of {list(CARD_SECTIONS)}")
+            sections[current] = []
+        elif current is not None:
+            sections[current].append(line)
+        elif line.strip():
+            raise ValueError(f"{path}: text before the first '## Section' heading: {line[:60]!r}")
+    return {CARD_SECTIONS[title]: "\n".join(lines).strip() for title, lines in sections.items()}
+
+
 def export(
     ckpt: str | Path,
     out: str | Path,
@@ -41,8 +75,10 @@ def export(
     synthetic_data: bool = False,
     data_description: str | None = None,
     external_text: bool = False,
+    card_sections: str | Path | None = None,
 ) -> Path:
     ckpt = Path(ckpt)
+    overrides = read_card_sections(card_sections) if card_sections else {}
     bundle = load_model(ckpt)  # safe loader: weights_only, strict
     raw = torch.load(str(ckpt), map_location="cpu", weights_only=True)
     hyper = raw.get("hyper_parameters", {})
@@ -59,16 +95,22 @@ def export(
         "optimizer steps."
     )
     table = "\n".join(f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()) if "/" in k)
+    sections = {
+        "summary": "AFLoc multi-level vision-language model exported from a training run of this repository.",
+        "training_data": data_description or f"Manifest `{data.get('manifest', 'unknown')}`.",
+        "recipe": recipe,
+        "provenance": f"Exported from `{ckpt.name}` by `python -m training export`. Code: Apache-2.0.",
+    }
+    if "recipe" in overrides:  # the recorded settings stay, the given text comes first
+        overrides["recipe"] = f"{overrides['recipe']}\n\nRecorded in the checkpoint: {recipe}"
+    sections.update(overrides)
     card = render_model_card(
         name or Path(out).name,
-        summary="AFLoc multi-level vision-language model exported from a training run of this repository.",
-        training_data=data_description or f"Manifest `{data.get('manifest', 'unknown')}`.",
-        recipe=recipe,
         metrics=f"Final logged training/validation losses:\n\n| metric | value |\n|---|---|\n{table}"
         if table
         else None,
         synthetic_data=synthetic_data,
-        provenance=f"Exported from `{ckpt.name}` by `python -m training export`. Code: Apache-2.0.",
+        **sections,
     )
     max_bytes = int(max_shard_mb * 1e6) if max_shard_mb else None
     return bundle.model.save_pretrained(
@@ -97,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="leave out the (frozen, unchanged) text encoder weights; they load from their source",
     )
+    parser.add_argument(
+        "--card-sections",
+        default=None,
+        help="Markdown file whose '## Title' blocks (Summary, Training data, Recipe, Intended use, Limitations, "
+        "Provenance and licence, Reproduce) replace the card's defaults",
+    )
     args = parser.parse_args(argv)
     try:
         path = export(
@@ -108,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             args.synthetic_data,
             args.data_description,
             args.external_text,
+            args.card_sections,
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
