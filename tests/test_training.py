@@ -203,3 +203,27 @@ def test_data_module_on_real_covid_cases_with_notes(tmp_path, tiny_bert):
     assert batch["images"].min() >= -1 and batch["images"].max() <= 1
     assert batch["text"].input_ids.shape[0] == 8 and batch["text"].input_ids.shape[1] <= 97
     assert (batch["text"].word_ids[:, 0] == 0).all()
+
+
+def test_batchnorm_recalibration_averages_batches_and_keeps_rng():
+    from training.system import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).eval()
+    batches = [{"images": torch.randn(5, 3, 8, 8) * (k + 1) + k} for k in range(3)]
+    features = [encoder[0](b["images"]) for b in batches]
+    rng = torch.get_rng_state()
+    assert recalibrate_batchnorm(encoder, [{"skipped": 1}, *batches, batches[0]], batches=3) == 3
+    assert torch.equal(torch.get_rng_state(), rng) and not encoder.training
+    bn = encoder[1]
+    expected_mean = torch.stack([f.mean(dim=(0, 2, 3)) for f in features]).mean(dim=0)
+    expected_var = torch.stack([f.var(dim=(0, 2, 3), unbiased=True) for f in features]).mean(dim=0)
+    torch.testing.assert_close(bn.running_mean, expected_mean)
+    torch.testing.assert_close(bn.running_var, expected_var)
+    assert bn.momentum == 0.1  # restored
+
+
+def test_fit_with_batchnorm_recalibration(tmp_path, tiny_bert, corpus):
+    cli = cli_main(["fit", *_args(tmp_path, tiny_bert, corpus, "--model.recalibrate_bn_batches", "2")])
+    assert cli.trainer.global_step == 2 and cli.model.hparams.recalibrate_bn_batches == 2
+    assert int(cli.model.model.image_encoder.backbone.bn1.num_batches_tracked) == 2  # reset, then 2 batches

@@ -34,6 +34,10 @@ class AFLocPretraining(pl.LightningModule):
             vector (computed once when fitting starts, saved in the model). Needs ``freeze_text``. Not in the
             reference; see :attr:`afloc.config.TextEncoderConfig.center_words`.
         center_captions: how many training captions (the first ones of the manifest) the centre averages.
+        recalibrate_bn_batches: before each validation while fitting, recompute the image encoder's BatchNorm
+            running statistics as the plain average over this many training batches (0 = off, reference). With
+            a from-scratch encoder the running averages lag the fast-moving weights and eval-mode outputs (what
+            inference uses) drift from train-mode ones; recalibrated statistics remove that gap.
         last_n_layers: hidden layers summed into token vectors (4).
         max_length: word pieces per caption (97).
         report_weight, sentence_weight, word_weight: loss weights; 0 skips a term (ablations).
@@ -56,6 +60,7 @@ class AFLocPretraining(pl.LightningModule):
         freeze_text: bool = False,
         center_words: bool = False,
         center_captions: int = 1024,
+        recalibrate_bn_batches: int = 0,
         last_n_layers: int = 4,
         max_length: int = 97,
         report_weight: float = 1.0,
@@ -82,6 +87,8 @@ class AFLocPretraining(pl.LightningModule):
             raise ValueError("center_words needs freeze_text: the centre is computed once from the frozen encoder")
         if center_captions < 1:
             raise ValueError(f"center_captions must be >= 1, got {center_captions}")
+        if recalibrate_bn_batches < 0:
+            raise ValueError(f"recalibrate_bn_batches must be >= 0, got {recalibrate_bn_batches}")
         self.save_hyperparameters()
         loss = LossConfig(
             attention_temperature=attention_temperature,
@@ -175,6 +182,11 @@ class AFLocPretraining(pl.LightningModule):
         center = model.set_word_center(batches)
         logger.info("word centre from %d training captions (norm %.2f)", count, float(center.norm()))
 
+    def on_validation_epoch_start(self) -> None:
+        batches = self.hparams.recalibrate_bn_batches
+        if batches and self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            recalibrate_batchnorm(self.model.image_encoder, self.trainer.datamodule.train_dataloader(), batches)
+
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # What afloc.load_model needs to rebuild the network offline (plain types only: the checkpoint stays
@@ -196,3 +208,36 @@ class AFLocPretraining(pl.LightningModule):
             random.setstate((version, tuple(states["python"]), gauss))
             if "cuda" in states and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(states["cuda"])
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(encoder: torch.nn.Module, loader, batches: int) -> int:
+    """Reset ``encoder``'s BatchNorm running statistics to their plain average over ``batches`` batches.
+
+    Forward passes in train mode without gradients; the global RNG state is left untouched (a run resumed from a
+    checkpoint stays identical). Returns the number of batches used.
+    """
+    norms = [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    device = next(encoder.parameters()).device
+    was_training, momenta = encoder.training, [m.momentum for m in norms]
+    used = 0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average = plain mean over the batches
+        encoder.train()
+        try:
+            for batch in loader:
+                if "images" not in batch:
+                    continue
+                encoder(batch["images"].to(device))
+                used += 1
+                if used >= batches:
+                    break
+        finally:
+            for m, momentum in zip(norms, momenta, strict=True):
+                m.momentum = momentum
+            encoder.train(was_training)
+    return used
