@@ -84,12 +84,15 @@ def test_centred_frozen_text_fit_and_compact_export(tmp_path, tiny_bert, corpus)
     sections = tmp_path / "sections.md"
     sections.write_text("## Limitations\n\nSees only toy films.\n\n## Reproduce\n\n```\npython -m training fit\n```\n")
     args = ["export", "--ckpt", last, "--out", str(out), "--external-text", "--card-sections", str(sections)]
+    args += ["--smoothing-sigma", "0.6"]
     assert training_main(args) == 0
     card = (out / "README.md").read_text()
     assert "## Limitations\n\nSees only toy films." in card and "python -m training fit" in card
     sections.write_text("## Results\n\nmade up\n")
     assert training_main([*args[:4], str(tmp_path / "other"), *args[5:]]) == 2
-    loaded = load_model(out).model
+    bundle = load_model(out)
+    assert bundle.localization.smoothing_sigma == 0.6
+    loaded = bundle.model
     assert torch.equal(loaded.word_center, model.word_center.cpu())
     text = cli.datamodule.tokenizer(captions[:3])
     with torch.no_grad():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -76,6 +77,7 @@ def export(
     data_description: str | None = None,
     external_text: bool = False,
     card_sections: str | Path | None = None,
+    smoothing_sigma: float | None = None,
 ) -> Path:
     ckpt = Path(ckpt)
     overrides = read_card_sections(card_sections) if card_sections else {}
@@ -113,11 +115,14 @@ def export(
         **sections,
     )
     max_bytes = int(max_shard_mb * 1e6) if max_shard_mb else None
+    localization = bundle.localization
+    if smoothing_sigma is not None:
+        localization = dataclasses.replace(localization, smoothing_sigma=smoothing_sigma)
     return bundle.model.save_pretrained(
         out,
         bundle.tokenizer,
         preprocessing=bundle.preprocessing,
-        localization=bundle.localization,
+        localization=localization,
         card=card,
         storage_dtype=storage_dtype,
         max_shard_bytes=max_bytes,
@@ -140,6 +145,13 @@ def main(argv: list[str] | None = None) -> int:
         help="leave out the (frozen, unchanged) text encoder weights; they load from their source",
     )
     parser.add_argument(
+        "--smoothing-sigma",
+        type=float,
+        default=None,
+        help="heatmap Gaussian sigma in deep-grid cells (default 1.5, the reference's on its 19x19 grid; a "
+        "smaller grid needs a proportionally smaller sigma for the same physical smoothing)",
+    )
+    parser.add_argument(
         "--card-sections",
         default=None,
         help="Markdown file whose '## Title' blocks (Summary, Training data, Recipe, Intended use, Limitations, "
@@ -157,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             args.data_description,
             args.external_text,
             args.card_sections,
+            args.smoothing_sigma,
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
