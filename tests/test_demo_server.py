@@ -21,6 +21,7 @@ from afloc.io import load_image
 from afloc.metrics import localization_metrics
 from afloc.model_card import render_model_card
 from demo import callbacks as cb
+from demo.models import BUNDLED_MODELS_DIR, find_model_dirs
 
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -159,10 +160,12 @@ def test_bad_inputs_get_messages_and_the_server_keeps_serving(server, tmp_path):
 
     broken = str((server["models"] / "broken").resolve())
     refreshed = c.predict(server["tiny"], api_name="/refresh_models")
+    bundled = [str(p) for p in find_model_dirs(BUNDLED_MODELS_DIR)]  # the untrained fallback only without them
     assert refreshed["value"] == server["tiny"] and [c[1] for c in refreshed["choices"]] == [
+        *bundled,
         broken,
         server["tiny"],
-        "untrained",
+        *([] if bundled else ["untrained"]),
     ]
     outputs = c.predict(broken, api_name="/select_model")
     assert "could not load the model in broken" in outputs[5] and "could not be loaded" in outputs[7]

@@ -26,8 +26,10 @@ EXAMPLE_SEED = 2024
 
 
 def _ground_truth(case, report: str, image_name: str, spec: CorpusSpec, index: int) -> dict:
-    findings = [{"category": f.kind, "phrase": f.phrase, "boxes": [[round(float(v), 1) for v in b] for b in f.boxes]}
-                for f in case.findings]
+    findings = [
+        {"category": f.kind, "phrase": f.phrase, "boxes": [[round(float(v), 1) for v in b] for b in f.boxes]}
+        for f in case.findings
+    ]
     return {
         "image": image_name,
         "modality": "cxr",
