@@ -78,9 +78,9 @@ class TextEncoderConfig:
         center_words: subtract a fixed vector (the mean word vector of the training captions, the model's
             ``word_center`` buffer) from every word vector before sentences and the report are formed. Not in the
             reference (``False``). A frozen general-purpose encoder's word vectors share a large common component
-            (all-MiniLM-L6-v2: report vectors of different findings at cosine 0.55-0.75); removing it leaves the
-            part that tells findings apart (cosine -0.1-0.4), which a from-scratch image encoder learns to match
-            much sooner.
+            (all-MiniLM-L6-v2: report vectors of different findings at cosine 0.54-0.78); removing it leaves the
+            part that tells findings apart (cosine -0.05-0.45; ``benchmarks/text_similarity.py``), which a
+            from-scratch image encoder can match sooner.
     """
 
     name_or_path: str | None = None
