@@ -32,7 +32,6 @@ import datetime
 import json
 import os
 import platform
-import socket
 import statistics
 import sys
 import tempfile
@@ -43,35 +42,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.machine import CHROMIUM_ARGS, cpu_name, free_port  # noqa: E402
+
 EXAMPLE = ROOT / "assets" / "examples" / "phantom_pleural_effusion.png"
 PROMPT_WORDS = ["left", "right", "lower", "upper", "pleural", "effusion", "opacity", "basal", "small", "large"]
 TARGETS_MS = {"upload to heatmap": 1000, "new prompt": 150, "threshold move": 100}
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _timed(fn) -> float:
@@ -238,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
         import app
 
-        port = _free_port()
+        port = free_port()
         blocks, launch_kwargs, store, default = app.create(
             ["--port", str(port)] + (["--model", args.model] if args.model else [])
         )
@@ -262,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
 
     where = "in-process" if args.url is None else args.url
     print(
-        f"{datetime.date.today()} {platform.platform()} {_cpu_name()} CPUs={os.cpu_count()} "
+        f"{datetime.date.today()} {platform.platform()} {cpu_name()} CPUs={os.cpu_count()} "
         f"torch={torch.__version__} threads={torch.get_num_threads()} app={where} "
         f"model={Path(model_key).name if model_key != 'untrained' else 'untrained'}, median of {args.repeats}"
     )

@@ -56,6 +56,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from afloc.losses import local_contrastive_loss  # noqa: E402
+from benchmarks.machine import cpu_name  # noqa: E402
 
 GAMMA1, GAMMA2, GAMMA3 = 4.0, 5.0, 10.0
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -226,7 +227,7 @@ def run_worker(args: argparse.Namespace) -> dict:
         result["peak_bytes"] = torch.cuda.max_memory_allocated(device) - base
         result["device_name"] = torch.cuda.get_device_name(device)
     else:
-        result["device_name"] = _cpu_name()
+        result["device_name"] = cpu_name()
     result["saved_bytes"] = _saved_for_backward_bytes(lambda: step(patches, tokens, mask), {patches, tokens})
     return result
 
@@ -250,16 +251,6 @@ def _saved_for_backward_bytes(forward, inputs) -> int:
         loss = forward()
     del loss
     return sum(storages.values())
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -17,20 +17,11 @@ from helpers import free_port
 
 import afloc
 from afloc.model_card import render_model_card
+from benchmarks.machine import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 EXAMPLE = "phantom_pleural_effusion.png"
 PROMPT = "small right pleural effusion"
 TIMEOUT_MS = 30_000
