@@ -6,9 +6,10 @@
 The checkpoint is read by :mod:`afloc.safe_pickle` (no pickled code runs; the pickled OmegaConf config becomes
 inert data and is ignored), its keys are mapped onto :class:`afloc.AFLoc`, the BERT architecture is inferred
 from the tensor shapes, and a :func:`afloc.save_pretrained` directory is written with the reference preset
-(AFLOC_SPEC.md sections 1 and 4): pad-resize to 224, internal resize to 299, mean = std = 0.5, heatmaps from the
-raw dot product of the deep map with the report vector (sum of word vectors / 97), Gaussian sigma 1.5, optional
-14-pixel NaN margin. The directory then works in the demo (``python app.py --model DIR``), the evaluation
+(``docs/method.md``): the 8-bit image pad-resized to 224 with the authors' size rule, internal resize to 299,
+mean = std = 0.5, prompts joined as the authors' inference joins them, heatmaps from the raw dot product of the
+deep map with the report vector (sum of word vectors / 97), Gaussian sigma 1.5, the 14-pixel NaN margin of the
+authors' inference. The directory then works in the demo (``python app.py --model DIR``), the evaluation
 toolkit (``python -m training evaluate --model DIR``) and :func:`afloc.load_model`.
 """
 
@@ -174,7 +175,7 @@ def convert_checkpoint(
     out: str | Path,
     layout: str = "authors",
     *,
-    margin: int = 0,
+    margin: int = REFERENCE_MARGIN,
     similarity: str = "dot",
     num_attention_heads: int | None = None,
     overwrite: bool = False,
@@ -187,7 +188,7 @@ def convert_checkpoint(
             connection the first time).
         out: the model directory to write.
         layout: ``"authors"`` (AFLoc) or ``"gloria"``.
-        margin: NaN border in model pixels (0, or the reference protocol's optional 14).
+        margin: NaN border in model pixels (default 14, as the authors' inference always applies; 0 for none).
         similarity: ``"dot"`` (reference) or ``"cosine"`` for heatmaps and zero-shot scores.
         num_attention_heads: BERT head count when neither a ``config.json`` nor the 64-wide convention applies.
         overwrite: allow writing into a non-empty ``out``.
@@ -206,7 +207,11 @@ def convert_checkpoint(
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
         raise ConversionError(f"output {out} exists and is not an empty directory (pass overwrite / --overwrite)")
     localization = LocalizationConfig(
-        similarity=similarity, smoothing_sigma=1.5, margin=margin, classification_similarity=similarity
+        similarity=similarity,
+        smoothing_sigma=1.5,
+        margin=margin,
+        classification_similarity=similarity,
+        prompt_rule="reference",
     )
     report_tokenizer, hints = load_reference_tokenizer(tokenizer)
     lazy, dropped, source = read_state_dict(path, spec)
@@ -243,11 +248,25 @@ def convert_checkpoint(
         raise ConversionError(f"{path}: the weights do not fit the {layout} architecture: {error}") from error
     result = ConversionResult(out, layout, backbone, bert, dropped, sorted(source.placeholders), _sha256(path))
     card = _card(out.name, spec, path, result, localization)
-    preprocessing = Preprocessing(image_size=IMAGE_SIZE, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    # the pixels the authors' inference feeds the network: their 8-bit resize and their short-side rule
+    preprocessing = Preprocessing(
+        image_size=IMAGE_SIZE, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_8bit=True, size_rule="reference"
+    )
     save_pretrained(model, out, report_tokenizer, preprocessing, localization, card)
     load_pretrained(out)  # the directory must load back before we report success
     logger.info("wrote %s (%s layout, dropped %d unused keys)", out, layout, len(dropped))
     return result
+
+
+def _one_line(error: Exception, limit: int = 2000) -> str:
+    """A failure as one line: our ValueErrors as they are (lines joined), anything else by type and a short text."""
+    if isinstance(error, ValueError):
+        text = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    else:
+        detail = " ".join(str(error).split())[:200]
+        text = f"could not convert the checkpoint: unexpected {type(error).__name__}"
+        text += f" ({detail})" if detail else ""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,7 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         sub.add_argument("--out", type=Path, required=True, help="model directory to write")
         sub.add_argument(
-            "--margin", type=int, default=0, help=f"NaN border in model pixels (reference option: {REFERENCE_MARGIN})"
+            "--margin",
+            type=int,
+            default=REFERENCE_MARGIN,
+            help=f"NaN border in model pixels (default {REFERENCE_MARGIN}, as in the authors' inference; 0 for none)",
         )
         sub.add_argument(
             "--similarity",
@@ -297,15 +319,16 @@ def main(argv: list[str] | None = None) -> int:
             num_attention_heads=args.num_attention_heads,
             overwrite=args.overwrite,
         )
-    except ValueError as error:  # ConversionError and the safe reader's errors
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:  # untrusted input: one readable line and exit code 1, never a traceback
+        logger.debug("conversion failed", exc_info=True)
+        print(f"error: {_one_line(error)}", file=sys.stderr)
         return 1
     print(
         f"Converted {args.checkpoint} -> {result.directory}\n"
         f"  demo:       python app.py --model {result.directory}\n"
         f"  evaluation: python -m training evaluate --model {result.directory} --dataset ms-cxr "
         "--annotations MS_CXR_Local_Alignment_v1.1.json --images /data/mimic-cxr-jpg --out results/converted "
-        "--margin 14"
+        "--box-rule reference"
     )
     return 0
 

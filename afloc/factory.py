@@ -67,13 +67,10 @@ def build_model(config: AFLocConfig | None = None, pretrained_text: bool = True)
     config = config or AFLocConfig()
     text_backbone = None
     if pretrained_text:
-        from transformers import BertModel
+        from .pretrained_bert import load_pretrained_bert  # imports transformers: only when needed
 
         path, local = resolve_text_model(config.text.name_or_path)
-        try:
-            text_backbone = BertModel.from_pretrained(path, local_files_only=local, add_pooling_layer=False)
-        except OSError as error:
-            raise ValueError(f"could not load a BERT text encoder from {path!r}: {error}") from error
+        text_backbone = load_pretrained_bert(path, local)
         bert_config = text_backbone.config.to_diff_dict()
         bert_config = {k: v for k, v in bert_config.items() if k not in ("_name_or_path", "transformers_version")}
         bert_config["hidden_size"] = text_backbone.config.hidden_size

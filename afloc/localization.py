@@ -1,4 +1,4 @@
-"""From region embeddings and a prompt embedding to a heatmap (AFLOC_SPEC.md section 4).
+"""From region embeddings and a prompt embedding to a heatmap (``docs/method.md``, "Heatmaps").
 
 Pipeline in model space: similarity of each deep-map region with the prompt's report vector -> Gaussian
 smoothing on the grid -> bilinear upsampling to the input size -> optional NaN margin -> min-max to [-1, 1].
@@ -31,6 +31,10 @@ class LocalizationConfig:
         classification_similarity: zero-shot scores use ``"cosine"`` x ``logit_scale`` (the training
             calibration, default) or the reference's raw ``"dot"`` product.
         logit_scale: scale of the zero-shot scores before the positive / negative softmax.
+        prompt_rule: how a prompt's text becomes the text encoder's input (:func:`afloc.text.normalize_prompt`):
+            ``"sentences"`` (default; sentences joined with ". " like training captions) or ``"reference"`` (the
+            authors' inference: one-word sentences dropped, the rest joined with a space). Converted authors'
+            models use ``"reference"``.
     """
 
     similarity: Literal["dot", "cosine"] = "dot"
@@ -39,8 +43,11 @@ class LocalizationConfig:
     shallow_weight: float = 0.0
     classification_similarity: Literal["dot", "cosine"] = "cosine"
     logit_scale: float = 10.0
+    prompt_rule: Literal["sentences", "reference"] = "sentences"
 
     def __post_init__(self) -> None:
+        if self.prompt_rule not in ("sentences", "reference"):
+            raise ValueError(f"prompt_rule must be 'sentences' or 'reference', got {self.prompt_rule!r}")
         if self.similarity not in ("dot", "cosine"):
             raise ValueError(f"similarity must be 'dot' or 'cosine', got {self.similarity!r}")
         if self.classification_similarity not in ("dot", "cosine"):

@@ -144,7 +144,8 @@ class AFLocPredictor:
     # ---------------------------------------------------------------- text
     def embed_prompts(self, prompts: str | Sequence[str]) -> torch.Tensor:
         """Report vectors ``[K, D]`` (CPU, float32) of prompts normalised like training captions; cached."""
-        normalized = [normalize_prompt(p) for p in _as_prompt_list(prompts)]
+        rule = self.localization.prompt_rule
+        normalized = [normalize_prompt(p, rule) for p in _as_prompt_list(prompts)]
         with self._lock:
             found = {p: self._text_cache[p] for p in normalized if p in self._text_cache}
         missing = [p for p in dict.fromkeys(normalized) if p not in found]
@@ -179,10 +180,10 @@ class AFLocPredictor:
         single = isinstance(prompts, str)
         prompt_list = _as_prompt_list(prompts)
         encoded = self._image(image)
-        keys = [(normalize_prompt(p), space) for p in prompt_list]
+        keys = [(normalize_prompt(p, self.localization.prompt_rule), space) for p in prompt_list]
         todo = [k for k in dict.fromkeys(keys) if k not in encoded._heatmaps]
         if todo:
-            vectors = self.embed_prompts([k[0] for k in todo])
+            vectors = self.embed_prompts([k[0] for k in todo])  # normalising is idempotent under both rules
             maps = heatmaps_from_embeddings(
                 encoded.patch_embeddings,
                 vectors,

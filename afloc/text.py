@@ -57,34 +57,84 @@ def report_sentences(report: str) -> list[str]:
     return split_sentences(_SECTION_HEADER.sub(". ", report))
 
 
-def normalize_prompt(prompt: str) -> str:
+PROMPT_RULES = ("sentences", "reference")
+
+
+def normalize_prompt(prompt: str, rule: str = "sentences") -> str:
     """Normalise a user prompt like a training caption, keeping one-word prompts.
 
-    The reference drops one-word sentences, which silently turns a prompt such as "edema" into a
-    prompt-independent embedding; here single words are kept.
+    Two rules (``LocalizationConfig.prompt_rule``):
+
+    * ``"sentences"`` (default, our models): the prompt's sentences (one-word sentences kept) joined with ". ",
+      the way training captions are joined, so a multi-sentence prompt keeps its sentence structure.
+    * ``"reference"`` (converted authors' models): the authors' inference text handling. Sentences of one word are
+      dropped and the rest are joined with a single space, so no "." word enters the report vector; "3.5 cm"
+      splits at the "3." list marker and becomes "5 cm". Only where this would leave no word at all (a one-word
+      prompt such as "edema", which the reference turns into a prompt-independent embedding) are the prompt's
+      words kept instead.
 
     Raises:
-        ValueError: if the prompt has no word characters at all.
+        ValueError: if the prompt has no word characters at all, or ``rule`` is unknown.
     """
     if not isinstance(prompt, str):
         raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+    if rule not in PROMPT_RULES:
+        raise ValueError(f"prompt rule must be one of {PROMPT_RULES}, got {rule!r}")
+    if rule == "reference":
+        # the reference counts a sentence's words before dropping non-ASCII ones, so count them the same way
+        kept = []
+        for chunk in _LIST_MARKER.split(prompt.replace("\n", " ")):
+            for piece in chunk.split("."):
+                words = _WORD.findall(piece.lower())
+                if len(words) > 1:
+                    kept += [w.encode("ascii", "ignore").decode("ascii") for w in words]
+        text = " ".join(w for w in kept if w)
+        if text:
+            return text
     sentences = split_sentences(prompt, min_tokens=1)
     if not sentences:
         raise ValueError(f"prompt {prompt!r} contains no words")
-    return ". ".join(sentences)
+    return (" " if rule == "reference" else ". ").join(sentences)
 
 
-def sample_caption(sentences: Sequence[str], rng: random.Random, full_report: bool = False) -> str:
+def limit_sentences(sentences: Sequence[str], word_limit: int) -> list[str]:
+    """The reference's cap on a report's sentence list: stop once the cumulative word count hits ``word_limit``.
+
+    Sentences are kept in order up to and including the first one at which the running word count equals
+    ``word_limit`` exactly. This is the authors' test (``cnt == max_word_num`` with ``captions_per_image: 5``):
+    a count that jumps past the limit without equalling it never stops, and the whole list is kept.
+
+    Raises:
+        ValueError: if ``word_limit`` < 1.
+    """
+    if word_limit < 1:
+        raise ValueError(f"word_limit must be >= 1, got {word_limit}")
+    kept, count = [], 0
+    for sentence in sentences:
+        kept.append(sentence)
+        count += len(sentence.split())
+        if count == word_limit:
+            break
+    return kept
+
+
+def sample_caption(
+    sentences: Sequence[str], rng: random.Random, full_report: bool = False, word_limit: int | None = None
+) -> str:
     """Build a training caption from a report's cleaned sentences.
 
     Reference behaviour (a quirk): a random subset of k in {1..n-1} sentences, shuffled, joined with ". ";
     the full report is never used when n >= 2. ``full_report=True`` joins all sentences in order instead.
+    ``word_limit`` first caps the sentence list with the authors' rule (:func:`limit_sentences`; they use 5);
+    ``None`` (default) uses every sentence.
 
     Raises:
         ValueError: if ``sentences`` is empty.
     """
     if not sentences:
         raise ValueError("cannot build a caption from a report with no sentences")
+    if word_limit is not None:
+        sentences = limit_sentences(sentences, word_limit)
     if full_report or len(sentences) == 1:
         return ". ".join(sentences)
     k = rng.randint(1, len(sentences) - 1)

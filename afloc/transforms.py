@@ -102,27 +102,41 @@ class PadResizeMapping:
         return asdict(self)
 
 
-def pad_resize_mapping(height: int, width: int, size: int) -> PadResizeMapping:
+SIZE_RULES = ("exact", "reference")
+
+
+def pad_resize_mapping(height: int, width: int, size: int, size_rule: str = "exact") -> PadResizeMapping:
     """The reference geometry: longest side -> ``size`` (truncated), centred zero padding.
 
     For ``h >= w`` the new size is ``(size, int(w * size / h))``; the missing columns are padded
     ``floor(pad / 2)`` on the left and ``ceil(pad / 2)`` on the right (rows top/bottom when ``w > h``).
+
+    ``size_rule="reference"`` computes the short side as the authors' code does, ``int(w * (size / h))``: the
+    ratio is rounded to a double first, so for a few sizes the product falls just below an integer and the
+    short side loses a pixel (a 299 x 299 film becomes 224 x 223 plus one zero column). ``"exact"`` (default)
+    multiplies first and keeps square images square.
     """
     if height < 2 or width < 2:
         raise ValueError(f"image of size {height}x{width} is too small (at least 2x2 pixels)")
-    if height >= width:
-        new_h, new_w = size, max(1, int(width * size / height))
+    if size_rule not in SIZE_RULES:
+        raise ValueError(f"size_rule must be one of {SIZE_RULES}, got {size_rule!r}")
+    long_side, short_side = max(height, width), min(height, width)
+    if size_rule == "reference":
+        resized_short = int(short_side * (size / long_side))
     else:
-        new_h, new_w = max(1, int(height * size / width)), size
+        resized_short = int(short_side * size / long_side)
+    resized_short = max(1, resized_short)
+    new_h, new_w = (size, resized_short) if height >= width else (resized_short, size)
     return PadResizeMapping(height, width, size, new_h, new_w, (size - new_h) // 2, (size - new_w) // 2)
 
 
-def pad_resize(image: np.ndarray, size: int) -> tuple[np.ndarray, PadResizeMapping]:
+def pad_resize(image: np.ndarray, size: int, size_rule: str = "exact") -> tuple[np.ndarray, PadResizeMapping]:
     """Resize with ``cv2.INTER_AREA`` keeping the aspect ratio and zero-pad to ``size x size``.
 
     Args:
         image: ``[H, W]`` or ``[H, W, C]`` array (any dtype cv2 resizes; float32 in [0, 1] here).
         size: output side.
+        size_rule: how the short side is computed, see :func:`pad_resize_mapping`.
 
     Returns:
         ``(padded, mapping)``: the ``[size, size(, C)]`` array of the input dtype and the mapping to undo it.
@@ -130,7 +144,7 @@ def pad_resize(image: np.ndarray, size: int) -> tuple[np.ndarray, PadResizeMappi
     image = np.asarray(image)
     if image.ndim not in (2, 3):
         raise ValueError(f"image must be [H, W] or [H, W, C], got shape {image.shape}")
-    mapping = pad_resize_mapping(image.shape[0], image.shape[1], size)
+    mapping = pad_resize_mapping(image.shape[0], image.shape[1], size, size_rule)
     resized = cv2.resize(image, (mapping.resized_width, mapping.resized_height), interpolation=cv2.INTER_AREA)
     if resized.ndim == 2 and image.ndim == 3:  # cv2 drops a single channel axis
         resized = resized[..., None]
@@ -148,19 +162,36 @@ class Preprocessing:
     Attributes:
         image_size: side of the pad-resized square.
         mean, std: per-channel normalisation applied to [0, 1] pixels (0.5 / 0.5 in the reference -> [-1, 1]).
+        resize: the resize method (only ``"pad_resize_inter_area"``).
+        resize_8bit: round the image to whole 8-bit grey levels and resize the ``uint8`` image (cv2 rounds the
+            resized pixels to whole levels again), as the authors' inference does with the file it reads as 8-bit.
+            ``False`` (default) resizes the float image: no quantisation, which keeps 16-bit films' depth.
+        size_rule: ``"exact"`` (default) or ``"reference"``, how the short side is computed, see
+            :func:`pad_resize_mapping`.
+
+    Converted authors' models set ``resize_8bit=True, size_rule="reference"`` so that they see exactly the
+    pixels the authors' code feeds them; our own models keep the defaults.
     """
 
     image_size: int = 224
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     resize: str = "pad_resize_inter_area"
+    resize_8bit: bool = False
+    size_rule: str = "exact"
+
+    def __post_init__(self) -> None:
+        if self.size_rule not in SIZE_RULES:
+            raise ValueError(f"size_rule must be one of {SIZE_RULES}, got {self.size_rule!r}")
+        if not isinstance(self.resize_8bit, bool):
+            raise ValueError(f"resize_8bit must be true or false, got {self.resize_8bit!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> Preprocessing:
-        known = {"image_size", "mean", "std", "resize"}
+        known = {"image_size", "mean", "std", "resize", "resize_8bit", "size_rule"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown preprocessing keys {sorted(unknown)}; expected a subset of {sorted(known)}")
@@ -182,7 +213,12 @@ class Preprocessing:
             image = image[..., 0]
         if image.ndim == 3 and image.shape[2] != 3:
             raise ValueError(f"expected a greyscale or RGB image, got shape {image.shape}")
-        padded, mapping = pad_resize(image, self.image_size)
+        if self.resize_8bit:
+            grey_levels = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+            padded, mapping = pad_resize(grey_levels, self.image_size, self.size_rule)
+            padded = padded.astype(np.float32) / np.float32(255.0)
+        else:
+            padded, mapping = pad_resize(image, self.image_size, self.size_rule)
         if padded.ndim == 2:
             padded = np.repeat(padded[..., None], 3, axis=2)
         tensor = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))

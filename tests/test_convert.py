@@ -6,6 +6,7 @@ with a pickled non-builtin config in ``hyper_parameters``; nothing is downloaded
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -187,10 +188,17 @@ def test_converted_model_matches_ours_with_the_same_tensors(released, layout, to
     reference, _, out = released[layout]
     bundle = afloc.load_model(out)
 
-    # the reference preset
-    assert bundle.preprocessing == Preprocessing(image_size=224, mean=(0.5,) * 3, std=(0.5,) * 3)
+    # the reference preset: the authors' 8-bit resize and short-side rule, their prompt joining, the 14 px margin
+    assert bundle.preprocessing == Preprocessing(
+        image_size=224, mean=(0.5,) * 3, std=(0.5,) * 3, resize_8bit=True, size_rule="reference"
+    )
     assert bundle.localization == LocalizationConfig(
-        similarity="dot", smoothing_sigma=1.5, margin=0, shallow_weight=0.0, classification_similarity="dot"
+        similarity="dot",
+        smoothing_sigma=1.5,
+        margin=14,
+        shallow_weight=0.0,
+        classification_similarity="dot",
+        prompt_rule="reference",
     )
     assert bundle.model.config.image.internal_size == 299 and bundle.model.config.text.max_length == 97
     assert bundle.model.config.text.bert_config["num_attention_heads"] == 2
@@ -263,8 +271,26 @@ def test_converted_directories_work_in_the_demo_and_the_evaluation(released, tmp
     result = tmp_path / "result"
     argv = ["evaluate", "--model", str(released["gloria"][2]), "--dataset", "phantom", "--images", str(phantom)]
     argv += ["--split", "train", "--out", str(result), "--limit", "2", "--workers", "0", "--quiet"]
-    assert training_main([*argv, "--n-resamples", "20", "--margin", "14"]) == 0
-    assert (result / "summary.json").is_file()
+    assert training_main([*argv, "--n-resamples", "20", "--box-rule", "reference"]) == 0
+    meta = json.loads((result / "summary.json").read_text())["meta"]
+    assert (meta["margin"], meta["box_rule"]) == (14, "reference")  # the converted model's own margin (D5)
+
+
+def test_converted_model_applies_the_reference_margin_by_default(released, tokenizer_dir, tmp_path):
+    """D5: the authors' inference always blanks a 14-pixel border; a converted model does so without options."""
+    predictor = AFLocPredictor.from_pretrained(released["authors"][2], device="cpu")
+    encoded = predictor.encode_image(np.random.default_rng(2).random((250, 210), dtype=np.float32))
+    heatmap = predictor.localize("pleural effusion", encoded, space="model")
+    border = np.ones((224, 224), bool)
+    border[14:-14, 14:-14] = False
+    assert np.isnan(heatmap[border]).all() and not np.isnan(heatmap[~border]).any()
+    assert np.nanmin(heatmap) == -1.0 and np.nanmax(heatmap) == 1.0  # min-max over the kept pixels only
+    # --margin 0 opts out
+    _, path, _ = released["authors"]
+    out = tmp_path / "no_margin"
+    argv = ["authors", str(path), "--tokenizer", str(tokenizer_dir), "--out", str(out)]
+    assert main([*argv, "--num-attention-heads", "2", "--margin", "0"]) == 0
+    assert afloc.load_model(out).localization.margin == 0
 
 
 def test_cli_options_and_help(released, tokenizer_with_config, tmp_path, capsys):

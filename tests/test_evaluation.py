@@ -204,3 +204,58 @@ def test_side_mass():
     assert np.isnan(side_mass(heatmap, "cardiomegaly", midline=4))
     heatmap[:, 6:] = 1.0
     assert side_mass(heatmap, "left-sided effusion", midline=4) == pytest.approx(0.5)
+
+
+def _chexlocalize(root, split_folder: str, name: str, patient: int):
+    import pycocotools.mask as mask_utils
+    from PIL import Image
+
+    mask = np.zeros((40, 50), dtype=np.uint8)
+    mask[10:25, 5:30] = 1
+    rle = mask_utils.encode(np.asfortranarray(mask))
+    image_id = f"patient{patient}_study1_view1_frontal"
+    annotations = root / name
+    annotations.write_text(json.dumps({image_id: {"Edema": {"size": [40, 50], "counts": rle["counts"].decode()}}}))
+    path = root / "CheXpert-v1.0" / split_folder / f"patient{patient}" / "study1" / "view1_frontal.jpg"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((np.arange(2000).reshape(40, 50) % 251).astype(np.uint8)).save(path)
+    return annotations, path
+
+
+def test_chexlocalize_split_is_honoured_and_datasets_without_splits_refuse_it(tmp_path, capsys):
+    from training.evaluation.evaluate import parse_args, read_dataset
+
+    val_json, val_image = _chexlocalize(tmp_path, "valid", "gt_segmentations_val.json", 1)
+    test_json, test_image = _chexlocalize(tmp_path, "test", "gt_segmentations_test.json", 2)
+    images = str(tmp_path / "CheXpert-v1.0")
+
+    def paths(*extra):
+        common = ["--baseline", "center", "--dataset", "chexlocalize", "--images", images, "--out", "o"]
+        result = read_dataset(parse_args([*common, *extra]))
+        return [s.image_path for s in result.samples], result.missing
+
+    assert paths("--annotations", str(val_json), "--split", "valid") == ([val_image], [])
+    assert paths("--annotations", str(val_json), "--split", "val") == ([val_image], [])
+    assert paths("--annotations", str(val_json)) == ([val_image], [])  # split read off the file name
+    assert paths("--annotations", str(test_json), "--split", "test") == ([test_image], [])
+    # the CheXlocalize download names the folder val/; an --images that is already the split folder works too
+    (tmp_path / "CheXpert-v1.0" / "valid").rename(tmp_path / "CheXpert-v1.0" / "val")
+    moved = tmp_path / "CheXpert-v1.0/val/patient1/study1/view1_frontal.jpg"
+    assert paths("--annotations", str(val_json))[0] == [moved]
+    args = ["--baseline", "center", "--dataset", "chexlocalize", "--annotations", str(test_json), "--split", "test"]
+    args += ["--images", str(tmp_path / "CheXpert-v1.0" / "test"), "--out", "o"]
+    assert [s.image_path for s in read_dataset(parse_args(args)).samples] == [test_image]
+
+    out = tmp_path / "out"
+    base = ["evaluate", "--baseline", "center", "--out", str(out), "--workers", "0", "--quiet", "--n-resamples", "5"]
+    chex = [*base, "--dataset", "chexlocalize", "--images", images]
+    assert training_main([*chex, "--annotations", str(test_json), "--split", "valid"]) == 2
+    assert "contradicts" in capsys.readouterr().err
+    assert training_main([*chex, "--annotations", str(test_json), "--split", "train"]) == 2
+    assert "valid or test" in capsys.readouterr().err
+    assert training_main([*chex, "--annotations", str(test_json), "--split", "test"]) == 0
+    assert json.loads((out / "summary.json").read_text())["meta"]["n_samples"] == 1
+    capsys.readouterr()
+    no_splits = [*base, "--dataset", "ms-cxr", "--annotations", str(val_json), "--images", images]
+    assert training_main([*no_splits, "--split", "test"]) == 2
+    assert "has no splits" in capsys.readouterr().err

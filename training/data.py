@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from afloc.io import load_image
-from afloc.text import ReportTokenizer, load_tokenizer, report_sentences, sample_caption
+from afloc.text import ReportTokenizer, limit_sentences, load_tokenizer, report_sentences, sample_caption
 from afloc.transforms import Preprocessing
 
 from .manifest import ManifestRecord, read_manifest
@@ -32,10 +32,17 @@ class ImageReportDataset(Dataset):
     """
 
     def __init__(
-        self, records: list[ManifestRecord], preprocessing: Preprocessing, full_report: bool = False, seed: int = 1
+        self,
+        records: list[ManifestRecord],
+        preprocessing: Preprocessing,
+        full_report: bool = False,
+        seed: int = 1,
+        word_limit: int | None = None,
     ) -> None:
         self.records = records
         self.sentences = [report_sentences(r.report) for r in records]
+        if word_limit is not None:  # the authors' cap on a report's sentence list (afloc.text.limit_sentences)
+            self.sentences = [limit_sentences(s, word_limit) if s else s for s in self.sentences]
         self.preprocessing = preprocessing
         self.full_report = full_report
         self.seed = seed
@@ -115,6 +122,9 @@ class ImageReportDataModule(pl.LightningDataModule):
         batch_size: pairs per batch (per device).
         num_workers: DataLoader worker processes.
         full_report: captions are whole reports instead of the reference's random sentence subsets.
+        caption_word_limit: cap each report's sentence list with the authors' rule before sampling: stop at the
+            sentence where the cumulative word count equals this number (they use 5; see
+            :func:`afloc.text.limit_sentences`). ``None`` (default) samples from every sentence.
         max_length: word pieces per caption (97).
         seed: caption sampling and shuffling seed.
         limit_train: use only the first N training records (quick runs).
@@ -137,6 +147,7 @@ class ImageReportDataModule(pl.LightningDataModule):
         limit_train: int | None = None,
         max_bad_fraction: float = 0.01,
         min_seen_for_bad_check: int = 16,
+        caption_word_limit: int | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 2:
@@ -162,7 +173,13 @@ class ImageReportDataModule(pl.LightningDataModule):
             self.dropped_reports[split] = len(records) - len(kept)
             if split == "train" and self.hparams.limit_train:
                 kept = kept[: self.hparams.limit_train]
-            self.datasets[split] = ImageReportDataset(kept, preprocessing, self.hparams.full_report, self.hparams.seed)
+            self.datasets[split] = ImageReportDataset(
+                kept,
+                preprocessing,
+                self.hparams.full_report,
+                self.hparams.seed,
+                word_limit=self.hparams.get("caption_word_limit"),
+            )
         if self.dropped_reports["train"]:
             logger.warning("dropped %d training studies with no usable sentence", self.dropped_reports["train"])
         if len(self.datasets["train"]) < self.hparams.batch_size and stage in (None, "fit"):

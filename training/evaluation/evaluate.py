@@ -4,9 +4,16 @@ Examples::
 
     python -m training evaluate --model assets/models/X --dataset phantom --images data/phantom20k --out results/x
     python -m training evaluate --baseline center --dataset ms-cxr --annotations MS_CXR_Local_Alignment_v1.1.json \\
-        --images /data/mimic-cxr-jpg --out results/center --margin 14
+        --images /data/mimic-cxr-jpg --out results/center --margin 14 --box-rule reference
+    python -m training evaluate --model M --dataset chexlocalize --annotations gt_segmentations_val.json \\
+        --images /data/CheXpert-v1.0 --split valid --out results/val
     python -m training evaluate --model M --dataset chexlocalize --annotations gt_segmentations_test.json \\
-        --images /data/CheXpert --out results/test --tuned-thresholds-from results/val
+        --images /data/CheXpert-v1.0 --split test --out results/test --tuned-thresholds-from results/val
+
+CheXlocalize images are looked up in the CheXpert layout, ``<images>/<split>/patient64541/study1/view1_frontal.jpg``
+with ``<split>`` = ``valid`` (CheXpert-v1.0; ``val`` as in the CheXlocalize download is found too) or ``test``.
+Without ``--split`` the split is read off the annotation file's name (``gt_segmentations_val.json`` -> valid).
+Datasets without splits (all but ``phantom`` and ``chexlocalize``) refuse ``--split``.
 
 Outputs in ``--out``: ``samples.csv``, ``summary.csv``, ``summary.json`` (per category + macro, mean and 95%
 bootstrap CI), ``per_category.png``, ``threshold_curves.png`` and ``best_worst.png`` (overlays with ground truth).
@@ -35,6 +42,37 @@ from .protocol import (
 )
 
 DATASETS = ("phantom", "ms-cxr", "rsna", "chexlocalize", "covid-rural", "coco", "yolo", "nih", "idrid")
+SPLIT_DATASETS = ("phantom", "chexlocalize")
+CHEXPERT_SPLITS = {"valid": ("valid", "val"), "val": ("valid", "val"), "test": ("test",)}
+
+
+def chexlocalize_split(annotations: str, split: str | None) -> str:
+    """``valid`` or ``test``: ``--split`` (``val`` accepted), else read off the annotation file's name.
+
+    Raises:
+        ValueError: an unknown split, or one that contradicts the file name (``gt_segmentations_val.json`` with
+            ``--split test``).
+    """
+    name = Path(annotations).name.lower()
+    from_name = "valid" if "_val" in name else "test" if "_test" in name else None
+    if split is None:
+        if from_name is None:
+            raise ValueError(f"cannot tell the split of {Path(annotations).name}: pass --split valid or --split test")
+        return from_name
+    if split not in CHEXPERT_SPLITS:
+        raise ValueError(f"--split for chexlocalize must be valid or test, got {split!r}")
+    chosen = CHEXPERT_SPLITS[split][0]
+    if from_name is not None and from_name != chosen:
+        raise ValueError(f"--split {split} contradicts the annotation file {Path(annotations).name} ({from_name})")
+    return chosen
+
+
+def chexpert_split_root(images: str, split: str) -> Path:
+    """``<images>/valid`` (or ``val``) / ``<images>/test`` when present, else ``<images>`` (already the split)."""
+    for folder in CHEXPERT_SPLITS[split]:
+        if (Path(images) / folder).is_dir():
+            return Path(images) / folder
+    return Path(images)
 
 
 def read_dataset(args: argparse.Namespace):
@@ -56,15 +94,20 @@ def read_dataset(args: argparse.Namespace):
     if missing:
         raise ValueError(f"--dataset {args.dataset} needs {', '.join(missing)}")
     d = args.dataset
+    if args.split is not None and d not in SPLIT_DATASETS:
+        raise ValueError(
+            f"--dataset {d} has no splits; drop --split {args.split} (splits exist for {', '.join(SPLIT_DATASETS)})"
+        )
     if d == "phantom":
-        return readers.read_phantom(args.images, split=args.split)
+        return readers.read_phantom(args.images, split=args.split or "test")
     if d == "ms-cxr":
         return readers.read_ms_cxr(args.annotations, args.images)
     if d == "rsna":
         return readers.read_rsna(args.annotations, args.images)
     if d == "chexlocalize":
         key = "segmentations_json" if "segmentation" in Path(args.annotations).name else "annotations_json"
-        return readers.read_chexlocalize(**{key: args.annotations}, image_root=args.images)
+        root = chexpert_split_root(args.images, chexlocalize_split(args.annotations, args.split))
+        return readers.read_chexlocalize(**{key: args.annotations}, image_root=root)
     if d == "covid-rural":
         return readers.read_covid_rural(args.images, args.masks)
     if d == "coco":
@@ -136,7 +179,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--annotations", help="annotation file (or YOLO label folder)")
     parser.add_argument("--images", help="image folder (PhantomCXR: the corpus folder)")
     parser.add_argument("--masks", help="mask folder (covid-rural, idrid)")
-    parser.add_argument("--split", default="test", help="PhantomCXR split (default test)")
+    parser.add_argument(
+        "--split",
+        default=None,
+        help="phantom: train/val/test (default test); chexlocalize: valid/test (default: from the annotation file "
+        "name); other datasets have no splits",
+    )
     parser.add_argument("--out", required=True)
     parser.add_argument(
         "--protocol",
@@ -144,7 +192,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="reference",
         help="reference: S x S model-space maps; native: original pixels",
     )
-    parser.add_argument("--margin", type=int, default=0, help="NaN border in model pixels (reference option: 14)")
+    parser.add_argument(
+        "--margin",
+        type=int,
+        default=None,
+        help="NaN border in model pixels (reference: 14); default: the model's own (14 for converted authors' "
+        "models), 0 for baselines",
+    )
+    parser.add_argument(
+        "--box-rule",
+        choices=["centre", "reference"],
+        default="centre",
+        help="boxes -> masks: centre = pixel centres in original pixels, mapped like the image (default); "
+        "reference = the authors' flooring rule on the model-space grid (comparable with the paper)",
+    )
     parser.add_argument("--prompt", choices=["phrase", "template"], default="phrase")
     parser.add_argument("--template", action="append", help="prompt template with {category} (repeatable)")
     parser.add_argument("--ensemble", action="store_true", help="average heatmaps of phrase + templates")
@@ -167,6 +228,7 @@ def run(args: argparse.Namespace) -> dict:
     config = ProtocolConfig(
         space="model" if args.protocol == "reference" else "native",
         margin=args.margin,
+        box_rule=args.box_rule,
         prompt_mode=args.prompt,
         templates=tuple(args.template or ProtocolConfig().templates),
         ensemble=args.ensemble,
@@ -220,7 +282,8 @@ def run(args: argparse.Namespace) -> dict:
         "model_path": args.model,
         "dataset": args.dataset,
         "protocol": args.protocol,
-        "margin": args.margin,
+        "margin": args.margin if args.margin is not None else _model_margin(source),
+        "box_rule": args.box_rule,
         "prompt": "ensemble" if args.ensemble else args.prompt,
         "n_samples": len(records),
         "missing_images": len(result.missing),
@@ -239,6 +302,10 @@ def run(args: argparse.Namespace) -> dict:
     return {"meta": meta, "summary": summary}
 
 
+def _model_margin(source: HeatmapSource) -> int:
+    return source.predictor.localization.margin if source.predictor is not None else 0
+
+
 def classification_summary(args: argparse.Namespace, source: HeatmapSource, samples) -> dict:
     """Zero-shot AUC per finding on PhantomCXR labels (manifest ``labels`` of the split's images)."""
     from afloc.io import load_image
@@ -249,7 +316,7 @@ def classification_summary(args: argparse.Namespace, source: HeatmapSource, samp
 
     if args.dataset != "phantom" or source.predictor is None:
         raise ValueError("--classification needs --dataset phantom and a --model")
-    records = read_manifest(Path(args.images) / "manifest.csv", split=args.split)
+    records = read_manifest(Path(args.images) / "manifest.csv", split=args.split or "test")
     records = records[: args.limit] if args.limit else records
     findings = {kind: kind.replace("_", " ") for kind in FINDING_KINDS}
     labels = {k: [] for k in findings}

@@ -1,8 +1,13 @@
-"""The localization protocol (AFLOC_SPEC.md section 5): heatmaps per (image, phrase), scored against ground truth.
+"""The localization protocol (``docs/method.md``, "Evaluation"): heatmaps per (image, phrase), scored against
+ground truth.
 
 * ``space="model"`` is the reference protocol: maps and ground truth on the ``S x S`` pad-resized input (224),
   optional NaN margin (14 px), [-1, 1] scaling, IoU/Dice at 0.1..0.5 and their mean, signed CNR, pointing game.
 * ``space="native"``: the heatmap is mapped back to the original pixels and scored against the original mask.
+
+Ground-truth boxes become model-space masks by one of two rules (``box_rule``): ``"centre"`` (default) rasterises
+each box in original pixels by pixel centres and maps the mask like the image; ``"reference"`` is the authors'
+evaluation (:func:`reference_box_mask`), comparable with the paper's tables.
 
 Images are loaded and pad-resized in DataLoader workers and encoded in batches (on the GPU when the model is
 there); each image is encoded once for all its phrases. Heatmap sources are the model or a no-training baseline
@@ -32,6 +37,34 @@ from .readers import LocalizationSample
 TEMPLATE = "Findings suggesting {category}."
 TUNE_GRID = tuple(round(float(t), 2) for t in np.arange(-0.9, 0.95, 0.1))  # CheXlocalize threshold tuning
 BASELINES = ("random", "center", "uniform")
+BOX_RULES = ("centre", "reference")
+
+
+def reference_box_mask(boxes: np.ndarray, height: int, width: int, size: int) -> np.ndarray:
+    """Boxes rasterised on the ``size x size`` model input exactly as the authors' evaluation does.
+
+    Every coordinate is multiplied by ``size / max(height, width)``; the padding offset is
+    ``floor((size - s) / 2)`` with the short side ``s = int(min(height, width) * (size / max(height, width)))``;
+    then ``x, y`` (offset added) and ``w, h`` are each floored and the box covers rows ``y .. y + h - 1`` and
+    columns ``x .. x + w - 1``. Flooring both the corner and the size makes boxes up to a pixel smaller than the
+    ``"centre"`` rule on each axis (the paper's masks). A start below 0 is clipped to 0.
+
+    Args:
+        boxes: ``[K, 4]`` ``[x, y, w, h]`` boxes in original pixels.
+        height, width: the original image's size.
+        size: side of the model input.
+
+    Returns:
+        ``bool [size, size]``, the union of the boxes.
+    """
+    scale = size / float(max(height, width))
+    pad = size - int(min(height, width) * scale)
+    left, top = (pad // 2, 0) if height >= width else (0, pad // 2)
+    out = np.zeros((size, size), dtype=bool)
+    for x, y, w, h in np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * scale:
+        col, row = max(int(np.floor(x + left)), 0), max(int(np.floor(y + top)), 0)
+        out[row : row + int(np.floor(h)), col : col + int(np.floor(w))] = True
+    return out
 
 
 @dataclass(frozen=True)
@@ -40,27 +73,35 @@ class ProtocolConfig:
 
     Attributes:
         space: ``"model"`` (reference, S x S maps) or ``"native"`` (original pixels).
-        margin: NaN border in model pixels (the reference protocol's optional 14 px).
+        margin: NaN border in model pixels (the reference protocol's 14 px); ``None`` = the model's own setting
+            (``LocalizationConfig.margin``, 14 for converted authors' models) and 0 for baselines.
         prompt_mode: ``"phrase"`` (the dataset's phrase) or ``"template"`` ("Findings suggesting {category}.").
         templates: templates used by ``prompt_mode="template"`` and by the ensemble.
         ensemble: average the [-1, 1] maps of the phrase and every template (prompt ensemble), then rescale.
         thresholds: IoU/Dice thresholds.
+        box_rule: how boxes become model-space masks: ``"centre"`` (pixel centres in original pixels, mapped like
+            the image) or ``"reference"`` (the authors' flooring rule, :func:`reference_box_mask`; model space only).
     """
 
     space: str = "model"
-    margin: int = 0
+    margin: int | None = None
     prompt_mode: str = "phrase"
     templates: tuple[str, ...] = (TEMPLATE,)
     ensemble: bool = False
     thresholds: tuple[float, ...] = THRESHOLDS
+    box_rule: str = "centre"
 
     def __post_init__(self) -> None:
         if self.space not in ("model", "native"):
             raise ValueError(f"space must be 'model' or 'native', got {self.space!r}")
         if self.prompt_mode not in ("phrase", "template"):
             raise ValueError(f"prompt_mode must be 'phrase' or 'template', got {self.prompt_mode!r}")
-        if self.margin < 0:
+        if self.margin is not None and self.margin < 0:
             raise ValueError(f"margin must be >= 0, got {self.margin}")
+        if self.box_rule not in BOX_RULES:
+            raise ValueError(f"box_rule must be one of {BOX_RULES}, got {self.box_rule!r}")
+        if self.box_rule == "reference" and self.space != "model":
+            raise ValueError("box_rule='reference' is defined on the model-space maps only (use space='model')")
         for template in self.templates:
             if "{category}" not in template:
                 raise ValueError(f"template {template!r} has no {{category}} placeholder")
@@ -132,14 +173,16 @@ class HeatmapSource:
             for p, s in zip(out.patch_embeddings, out.shallow_patch_embeddings, strict=True)
         ]
 
-    def heatmaps(self, encoded, prompts: list[str], sample_id: str, margin: int) -> np.ndarray:
+    def heatmaps(self, encoded, prompts: list[str], sample_id: str, margin: int | None) -> np.ndarray:
+        """``margin=None`` keeps the model's own margin (0 for baselines)."""
         size = self.preprocessing.image_size
         if self.predictor is None:
             maps = np.stack([_baseline_map(self.baseline, size, f"{sample_id}|{p}") for p in prompts])
-            return scale_to_unit_range(apply_margin(maps, margin))
+            return scale_to_unit_range(apply_margin(maps, margin or 0))
         patches, shallow = encoded
         config = self.predictor.localization
-        config = LocalizationConfig(**{**config.to_dict(), "margin": margin})
+        if margin is not None:
+            config = LocalizationConfig(**{**config.to_dict(), "margin": margin})
         return heatmaps_from_embeddings(patches, self.predictor.embed_prompts(prompts), size, config, shallow)
 
 
@@ -185,10 +228,26 @@ def sample_heatmap(
     prompts = config.prompts(sample)
     maps = source.heatmaps(encoded, prompts, sample.sample_id, config.margin)
     heatmap = maps[0] if len(maps) == 1 else scale_to_unit_range(np.nanmean(maps, axis=0, keepdims=True))[0]
+    if config.box_rule == "reference":
+        return heatmap, _reference_truth(sample, mapping)
     truth = sample.gt_mask(mapping.original_height, mapping.original_width)
     if config.space == "model":
         return heatmap, mapping.mask_to_model(truth)
     return mapping.heatmap_to_original(heatmap), truth
+
+
+def _reference_truth(sample: LocalizationSample, mapping: PadResizeMapping) -> np.ndarray:
+    """Model-space ground truth with the authors' box rule; a mask given by the dataset is mapped like the image."""
+    height, width = mapping.original_height, mapping.original_width
+    if sample.image_size is not None and sample.image_size != (height, width):
+        raise ValueError(
+            f"{sample.sample_id}: the ground truth is for a {sample.image_size[0]}x{sample.image_size[1]} image, "
+            f"got {height}x{width}"
+        )
+    truth = reference_box_mask(sample.boxes, height, width, mapping.size)
+    if sample.mask_shape is not None:
+        truth |= mapping.mask_to_model(sample.mask)
+    return truth
 
 
 def iterate_encoded(
