@@ -96,7 +96,13 @@ def _group_summary(keys: list[str], known: list[str]) -> list[str]:
             parts = key.split(".")
             prefix = ".".join(parts[:2]) + "." if len(parts) > 2 else None
         counts[f"{prefix}*" if prefix else key] += 1
-    return [f"{group} ({n} keys)" if n > 1 else group for group, n in sorted(counts.items())]
+    groups = [f"{_short(group)} ({n} keys)" if n > 1 else _short(group) for group, n in sorted(counts.items())]
+    return groups if len(groups) <= 30 else groups[:30] + [f"... {len(groups) - 30} more groups"]
+
+
+def _short(key: str, limit: int = 80) -> str:
+    """A key of an untrusted file, shortened for a message."""
+    return key if len(key) <= limit else key[: limit - 3] + "..."
 
 
 def _layout_error(path: Path, layout: Layout, keys: list[str], problem: str) -> ConversionError:
@@ -137,9 +143,14 @@ def _map_keys(path: Path, layout: Layout, data: Any) -> tuple[dict[str, LazyTens
     elif isinstance(data, dict) and data and all(isinstance(v, LazyTensor) for v in data.values()):
         raw = data  # a bare state dict
     else:
-        found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+        found = sorted(_short(str(k)) for k in data)[:20] if isinstance(data, dict) else type(data).__name__
         raise ConversionError(f"{path} is not a Lightning checkpoint: expected a 'state_dict' entry, found {found}")
-    keys = [str(k) for k in raw]
+    for key in raw:
+        if not isinstance(key, str):
+            raise ConversionError(
+                f"{path}: the state_dict has a key of type {type(key).__name__}; parameter names are strings"
+            )
+    keys = list(raw)
     groups = layout.groups()
     state: dict[str, LazyTensor] = {}
     dropped, unexpected = [], []
@@ -154,13 +165,14 @@ def _map_keys(path: Path, layout: Layout, data: Any) -> tuple[dict[str, LazyTens
             dropped.append(key)
             continue
         if not isinstance(value, LazyTensor):
-            raise ConversionError(f"{path}: state_dict[{key!r}] is {value!r}, not a tensor")
+            raise ConversionError(f"{path}: state_dict[{_short(key)!r}] is a {type(value).__name__}, not a tensor")
         state[groups[source] + rest] = value
     missing = [g for g in groups if not any(k.startswith(g) if g.endswith(".") else k == g for k in keys)]
     if missing or unexpected:
         problem = f"missing {[f'{g}*' if g.endswith('.') else g for g in missing]}" if missing else ""
         if unexpected:
-            problem += ("; " if problem else "") + f"{len(unexpected)} unexpected keys, e.g. {unexpected[:3]}"
+            examples = [_short(k) for k in unexpected[:3]]
+            problem += ("; " if problem else "") + f"{len(unexpected)} unexpected keys, e.g. {examples}"
         raise _layout_error(path, layout, keys, problem)
     return state, dropped
 

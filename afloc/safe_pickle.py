@@ -15,229 +15,79 @@ named by the file is ever imported.
 
 Both serialisation formats are read: the zip archive ``torch.save`` writes since torch 1.6, and the legacy
 stream of pickles written before (or with ``_use_new_zipfile_serialization=False``).
+
+Hostile files (issue #14) cannot change shared objects, hang or exhaust memory: the unpickler
+(:mod:`afloc.safe_unpickler`) builds every load's objects afresh and keeps to a :class:`Budget` (opcodes, memo,
+nesting, wall time); here, every entry's size is checked against the tensor records before it is read or
+inflated, the bytes read and tensors built are counted against the budget (a small file cannot make large
+tensors), traversals visit each object once, and error messages name types and keys, never untrusted values.
 """
 
 from __future__ import annotations
 
-import _compat_pickle
 import io
 import pickle
 import struct
 import sys
-import types
 import zipfile
 import zlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .pickle_records import (
+    Budget,
+    BudgetExceededError,
+    CorruptCheckpointError,
+    Inert,
+    LazyTensor,
+    StorageRef,
+    StorageType,
+    UnsafeCheckpointError,
+    UnsupportedCheckpointError,
+    _Clock,
+    _global_table,
+    check_nesting,
+    type_name,
+)
+from .safe_unpickler import RestrictedUnpickler
+
+__all__ = [
+    "Budget", "BudgetExceededError", "Checkpoint", "CorruptCheckpointError", "Inert", "LazyTensor",
+    "RestrictedUnpickler", "StorageRef", "UnsafeCheckpointError", "UnsupportedCheckpointError", "load_checkpoint",
+]  # fmt: skip
+
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # first pickle of a legacy torch.save stream
-
-
-class UnsafeCheckpointError(ValueError):
-    """The pickle references code that would run commands, code, or file / network access."""
-
-
-class CorruptCheckpointError(ValueError):
-    """The file is truncated, corrupt, or not a PyTorch checkpoint."""
-
-
-class UnsupportedCheckpointError(ValueError):
-    """A valid checkpoint in a variant this reader does not handle (big-endian byte order)."""
-
-
-# Modules whose mere mention marks an attack: they run commands or code, load code, or open connections. Anything
-# else unknown only becomes an inert placeholder, so this list decides "refuse" versus "ignore", not safety.
-_DANGEROUS_MODULES = frozenset(
-    "os posix nt subprocess _posixsubprocess sys importlib runpy shutil socket pty code codeop ctypes "
-    "multiprocessing pickle _pickle marshal webbrowser pdb platform signal asyncio _thread pydoc "
-    "urllib http ftplib smtplib telnetlib".split()
-)
-_DANGEROUS_BUILTINS = frozenset(
-    "eval exec compile open __import__ getattr setattr delattr globals locals vars input breakpoint "
-    "exit quit help memoryview".split()
-)
-_SAFE_BUILTINS = {
-    "dict": dict, "list": list, "tuple": tuple, "set": set, "frozenset": frozenset,
-    "int": int, "float": float, "str": str, "bool": bool, "complex": complex,
-}  # fmt: skip
-_STORAGE_DTYPES = {
-    "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
-    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
-    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8, "BoolStorage": torch.bool,
-    "ComplexFloatStorage": torch.complex64, "ComplexDoubleStorage": torch.complex128, "UntypedStorage": torch.uint8,
-}  # fmt: skip
-_DTYPE_NAMES = {str(dtype).removeprefix("torch."): dtype for dtype in set(_STORAGE_DTYPES.values())}
-
-
-class Inert:
-    """Stands in for a class or function the pickle names but that is never imported or called.
-
-    Creating, calling or filling an instance only records the data (``args``, ``state``, ``items``, ``values``).
-    """
-
-    source = "?"
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Inert:
-        obj = super().__new__(cls)
-        obj.args, obj.kwargs, obj.state, obj.items, obj.values = args, kwargs, None, {}, []
-        return obj
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        """Nothing to do: :meth:`__new__` recorded the arguments."""
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.items[key] = value
-
-    def append(self, value: Any) -> None:
-        self.values.append(value)
-
-    def extend(self, values: Any) -> None:
-        self.values.extend(values)
-
-    def __repr__(self) -> str:
-        return f"<inert {self.source}>"
-
-
-@dataclass(frozen=True)
-class _StorageType:
-    dtype: torch.dtype
-
-
-@dataclass(frozen=True, slots=True)  # slots: a pickle cannot BUILD new attributes onto it
-class StorageRef:
-    """A storage of the file: ``numel`` elements of ``dtype`` under ``key`` (plus an element offset for the
-    views of the legacy format)."""
-
-    key: str
-    dtype: torch.dtype
-    numel: int
-    offset: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class LazyTensor:
-    """A tensor of the checkpoint whose data has not been read yet; see :meth:`Checkpoint.materialize`."""
-
-    storage: StorageRef
-    offset: int
-    size: tuple[int, ...]
-    stride: tuple[int, ...]
-    dtype: torch.dtype
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.size
-
-
-def _ints(value: Any, what: str) -> tuple[int, ...]:
-    if not isinstance(value, (tuple, list)) or not all(isinstance(v, int) for v in value):
-        raise CorruptCheckpointError(f"tensor {what} must be a tuple of integers, got {value!r}")
-    return tuple(value)
-
-
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
-    if not isinstance(storage, StorageRef) or not isinstance(storage_offset, int):
-        raise CorruptCheckpointError(f"malformed tensor record (storage {storage!r}, offset {storage_offset!r})")
-    return LazyTensor(storage, storage_offset, _ints(size, "size"), _ints(stride, "stride"), storage.dtype)
-
-
-def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype, metadata=None):
-    tensor = _rebuild_tensor_v2(storage, storage_offset, size, stride)
-    if not isinstance(dtype, torch.dtype):
-        raise CorruptCheckpointError(f"malformed tensor record (dtype {dtype!r})")
-    return LazyTensor(tensor.storage, tensor.offset, tensor.size, tensor.stride, dtype)
-
-
-def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=None):
-    return data  # a Parameter is just its tensor here
-
-
-def _rebuild_from_type_v2(func, new_type, args, state):
-    """A tensor subclass or a tensor with Python attributes: keep the plain tensor, drop type and attributes."""
-    rebuilders = (_rebuild_tensor_v2, _rebuild_tensor_v3, _rebuild_parameter)
-    if getattr(func, "__code__", None) not in {f.__code__ for f in rebuilders} or not isinstance(args, tuple):
-        raise CorruptCheckpointError(f"unexpected tensor record {func!r}{args!r}")
-    return func(*args)
-
-
-def _latin1_encode(text: Any, encoding: str = "utf-8") -> bytes:
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise CorruptCheckpointError(f"unexpected _codecs.encode({type(text).__name__}, {encoding!r}) in pickle")
-    return text.encode("latin1")
-
-
-_SAFE_GLOBALS: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): OrderedDict,
-    ("_codecs", "encode"): _latin1_encode,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-    ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
-    ("torch", "Tensor"): "torch.Tensor",  # only ever an argument of _rebuild_from_type_v2, which ignores it
-    ("torch.nn.parameter", "Parameter"): "torch.nn.Parameter",
-    **{("builtins", name): value for name, value in _SAFE_BUILTINS.items()},
-    **{("torch", name): _StorageType(dtype) for name, dtype in _STORAGE_DTYPES.items()},
-    ("torch.storage", "UntypedStorage"): _StorageType(torch.uint8),
-    **{("torch", name): dtype for name, dtype in _DTYPE_NAMES.items()},
-}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves globals through :data:`_SAFE_GLOBALS` and never imports anything.
-
-    Args:
-        file: binary stream positioned at a pickle.
-        storage: ``persistent_load`` handler for torch storage records, or ``None`` if none are allowed.
-        placeholders: receives the ``module.name`` of every global replaced by an :class:`Inert` class.
-    """
-
-    def __init__(self, file, storage=None, placeholders: set[str] | None = None) -> None:
-        super().__init__(file)
-        self._storage = storage
-        self.placeholders = placeholders if placeholders is not None else set()
-
-    def find_class(self, module: str, name: str) -> Any:
-        # Python 2 names (``__builtin__.set``), as protocol 2 (torch.save's default) writes them: a table lookup
-        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
-        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
-        if (module, name) in _SAFE_GLOBALS:
-            value = _SAFE_GLOBALS[module, name]
-            if isinstance(value, types.FunctionType):  # a private copy: BUILD on it cannot alter this module
-                value = types.FunctionType(value.__code__, value.__globals__, value.__name__, value.__defaults__)
-            return value
-        root = module.split(".")[0]
-        if root in _DANGEROUS_MODULES or (root == "builtins" and name in _DANGEROUS_BUILTINS):
-            raise UnsafeCheckpointError(
-                f"refused: the pickle references {module}.{name}, which can run commands or code or access files; "
-                "no checkpoint needs it, so the file was not loaded and nothing in it was executed"
-            )
-        self.placeholders.add(f"{module}.{name}")
-        return type(name, (Inert,), {"source": f"{module}.{name}", "__module__": __name__})
-
-    def persistent_load(self, pid: Any) -> Any:
-        if self._storage is None or not isinstance(pid, tuple) or not pid or pid[0] != "storage":
-            raise CorruptCheckpointError(f"unexpected persistent id {pid!r} in pickle")
-        return self._storage(pid)
+_MAX_KEY_CHARS = 200
 
 
 def _storage_record(pid: tuple) -> StorageRef:
-    """``("storage", storage_type, key, location, numel[, view_metadata])`` -> :class:`StorageRef`."""
-    if len(pid) not in (5, 6) or not isinstance(pid[1], _StorageType) or not isinstance(pid[4], int):
-        raise CorruptCheckpointError(f"malformed storage record {pid!r}")
-    ref = StorageRef(str(pid[2]), pid[1].dtype, pid[4])
+    """``("storage", storage_type, key, location, numel[, view_metadata])`` -> :class:`StorageRef`.
+
+    Legacy views ``(view_key, offset, numel)`` are slices of the root storage in its elements (torch's
+    ``_legacy_load``): the slice must lie inside the root.
+    """
+    if len(pid) not in (5, 6) or not isinstance(pid[1], StorageType):
+        raise CorruptCheckpointError("malformed storage record (expected storage type, key, location, size)")
+    key, numel = pid[2], pid[4]
+    if type(key) is not str or not 0 < len(key) <= _MAX_KEY_CHARS:
+        raise CorruptCheckpointError(f"storage key is a {type_name(key)}, not a short string")
+    if type(numel) is not int or not 0 <= numel < 2**62:
+        raise CorruptCheckpointError(f"storage {key}: its element count is not an integer in [0, 2**62)")
     view = pid[5] if len(pid) == 6 else None
-    if view is not None:  # legacy views: (view_key, element offset, element count) of the root storage
-        _, offset, size = view
-        ref = StorageRef(ref.key, ref.dtype, int(size), int(offset))
-    return ref
+    if view is None:
+        return StorageRef(key, pid[1].dtype, numel, 0, numel)
+    if type(view) is not tuple or len(view) != 3 or not all(type(v) is int for v in view[1:]):
+        raise CorruptCheckpointError(f"storage {key}: malformed view record (expected key, offset, size)")
+    _, offset, size = view
+    if offset < 0 or size < 0 or offset + size > numel:
+        raise CorruptCheckpointError(
+            f"storage {key}: a view of elements [{offset}, {offset + size}) lies outside its {numel} elements"
+        )
+    return StorageRef(key, pid[1].dtype, size, offset, numel)
 
 
 @dataclass
@@ -252,6 +102,7 @@ class Checkpoint:
         placeholders: ``module.name`` of every global replaced by an inert placeholder (e.g. the OmegaConf
             classes of a pickled config).
         format: ``"zip"`` or ``"legacy"``.
+        budget: the limits the load was held to; :meth:`materialize` keeps to them too.
     """
 
     path: Path
@@ -260,6 +111,8 @@ class Checkpoint:
     format: str
     _read: Any = None
     _close: Any = None
+    budget: Budget = field(default_factory=Budget)
+    _produced: int = 0
 
     def __enter__(self) -> Checkpoint:
         return self
@@ -271,46 +124,84 @@ class Checkpoint:
         if self._close is not None:
             self._close()
 
-    def materialize(self, obj: Any) -> Any:
-        """``obj`` (part of :attr:`data`) with every :class:`LazyTensor` replaced by a real CPU tensor."""
-        cache: dict[str, torch.Tensor] = {}
-        try:
-            return self._walk(obj, cache)
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, KeyError, TypeError) as error:
-            raise CorruptCheckpointError(f"truncated or corrupt checkpoint {self.path}: {error}") from error
-
-    def _walk(self, obj: Any, cache: dict[str, torch.Tensor]) -> Any:
-        if isinstance(obj, LazyTensor):
-            return self._tensor(obj, cache)
-        if isinstance(obj, dict):
-            return type(obj)((k, self._walk(v, cache)) for k, v in obj.items())
-        if isinstance(obj, (list, tuple)):
-            return type(obj)(self._walk(v, cache) for v in obj)
-        return obj
-
     def _corrupt(self, message: str) -> CorruptCheckpointError:
         return CorruptCheckpointError(f"truncated or corrupt checkpoint {self.path}: {message}")
 
-    def _tensor(self, lazy: LazyTensor, cache: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _spend(self, nbytes: int, what: str) -> None:
+        """Count bytes against the budget before they are read or allocated."""
+        limit = self.budget.byte_limit(self.path.stat().st_size)
+        if self._produced + nbytes > limit:
+            raise BudgetExceededError(
+                f"{self.path}: {what} would bring the bytes read and built to {self._produced + nbytes}, over the "
+                f"budget of {limit} for a file of {self.path.stat().st_size} bytes"
+            )
+        self._produced += nbytes
+
+    def materialize(self, obj: Any) -> Any:
+        """``obj`` (part of :attr:`data`) with every :class:`LazyTensor` replaced by a real CPU tensor.
+
+        Dicts, lists and tuples are rebuilt; each object is visited once (shared ones stay shared), and a cycle
+        through them is refused. Each storage is read once.
+
+        Raises:
+            CorruptCheckpointError: truncated data, a tensor outside its storage, a cycle, or a budget exceeded.
+        """
+        clock = _Clock(self.budget)
+        storages: dict[str, torch.Tensor] = {}
+        done: dict[int, Any] = {}
+        try:
+            return self._walk(obj, storages, done, set(), 0, clock)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, KeyError, TypeError) as error:
+            raise self._corrupt(f"{type(error).__name__}: {str(error)[:200]}") from error
+        except MemoryError:
+            raise self._corrupt("out of memory while reading tensors") from None
+
+    def _walk(self, obj: Any, storages: dict, done: dict, active: set, depth: int, clock: _Clock) -> Any:
+        if type(obj) not in (dict, OrderedDict, list, tuple) and not isinstance(obj, LazyTensor):
+            return obj
+        key = id(obj)
+        if key in done:
+            return done[key]
+        if key in active:
+            raise self._corrupt("its containers refer to themselves (a cycle)")
+        if depth > self.budget.max_depth:
+            raise BudgetExceededError(f"{self.path}: containers nest deeper than {self.budget.max_depth} levels")
+        clock.check_time("reading the tensors")
+        active.add(key)
+        if isinstance(obj, LazyTensor):
+            result: Any = self._tensor(obj, storages)
+        elif isinstance(obj, dict):
+            result = type(obj)((k, self._walk(v, storages, done, active, depth + 1, clock)) for k, v in obj.items())
+        else:
+            result = type(obj)(self._walk(v, storages, done, active, depth + 1, clock) for v in obj)
+        active.discard(key)
+        done[key] = result
+        return result
+
+    def _tensor(self, lazy: LazyTensor, storages: dict[str, torch.Tensor]) -> torch.Tensor:
         ref = lazy.storage
-        if ref.key not in cache:
-            cache[ref.key] = self._read(ref)
-        raw = cache[ref.key]  # uint8
-        start = ref.offset * _element_size(ref.dtype)
-        stop = start + ref.numel * _element_size(ref.dtype)
+        element = _element_size(ref.dtype)
+        if ref.key not in storages:
+            storages[ref.key] = self._read(ref, self)
+        raw = storages[ref.key]  # uint8, the whole root storage
+        start, stop = ref.offset * element, (ref.offset + ref.numel) * element
         if stop > raw.numel() or (stop - start) % _element_size(lazy.dtype):
             raise self._corrupt(f"storage {ref.key} holds {raw.numel()} bytes; its record needs {stop}")
         flat = raw[start:stop].view(lazy.dtype) if stop > start else torch.empty(0, dtype=lazy.dtype)
-        if any(s < 0 for s in lazy.size) or any(st < 0 for st in lazy.stride) or lazy.offset < 0:
-            raise self._corrupt(f"negative size, stride or offset in a tensor of storage {ref.key}")
-        if all(s > 0 for s in lazy.size):
+        numel = 1
+        for size in lazy.size:
+            numel *= size
+        if numel:
             needed = lazy.offset + sum((s - 1) * st for s, st in zip(lazy.size, lazy.stride, strict=True)) + 1
             if needed > flat.numel():
                 raise self._corrupt(
                     f"a tensor of shape {lazy.size} needs {needed} elements of storage {ref.key}, "
                     f"which holds {flat.numel()}"
                 )
-        return torch.as_strided(flat, lazy.size, lazy.stride, lazy.offset).clone(memory_format=torch.contiguous_format)
+        self._spend(numel * _element_size(lazy.dtype), f"a tensor of shape {lazy.size}")
+        # as_strided's offset counts from the start of the underlying storage, not of the slice: add the slice's
+        strided = torch.as_strided(flat, lazy.size, lazy.stride, flat.storage_offset() + lazy.offset)
+        return strided.clone(memory_format=torch.contiguous_format)
 
 
 def _element_size(dtype: torch.dtype) -> int:
@@ -323,104 +214,171 @@ def _bytes_tensor(data: bytes) -> torch.Tensor:
 
 _READ_ERRORS = (
     pickle.UnpicklingError, zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError, struct.error, ValueError,
-    TypeError, AttributeError, IndexError, RuntimeError, MemoryError, RecursionError,
+    TypeError, AttributeError, IndexError, RuntimeError, RecursionError, OverflowError, UnicodeDecodeError,
 )  # fmt: skip
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
+def load_checkpoint(path: str | Path, budget: Budget | None = None) -> Checkpoint:
     """Unpickle a ``torch.save`` file safely (see the module docstring); tensor data is read by ``materialize``.
 
+    Args:
+        path: the checkpoint.
+        budget: limits on work and memory (default :class:`Budget`).
+
     Raises:
-        UnsafeCheckpointError: the pickle names code that runs commands or code.
-        CorruptCheckpointError: a truncated / corrupt file, or not a PyTorch checkpoint.
+        UnsafeCheckpointError: the pickle names code that runs commands or code, or modifies objects.
+        CorruptCheckpointError: a truncated / corrupt file, not a PyTorch checkpoint, or over the budget
+            (:class:`BudgetExceededError`).
         UnsupportedCheckpointError: a big-endian checkpoint.
         ValueError: the file does not exist.
     """
     path = Path(path).expanduser()
+    budget = budget or Budget()
     if not path.is_file():
         raise ValueError(f"checkpoint {str(path)!r} does not exist")
     with path.open("rb") as handle:
         head = handle.read(4)
+    clock = _Clock(budget)
     try:
         if head.startswith(b"PK"):
-            return _load_zip(path)
-        if head.startswith(b"\x80\x02\x8a\x0a"):
-            return _load_legacy(path)
+            checkpoint = _load_zip(path, clock)
+        elif head.startswith(b"\x80\x02\x8a\x0a"):
+            checkpoint = _load_legacy(path, clock)
+        else:
+            raise CorruptCheckpointError(
+                f"{path} is not a PyTorch checkpoint (neither the zip format of torch.save nor its legacy pickle "
+                f"stream; it starts with {head!r})"
+            )
+        try:
+            check_nesting(checkpoint.data, clock)
+        except BaseException:
+            checkpoint.close()
+            raise
+        return checkpoint
     except (UnsafeCheckpointError, UnsupportedCheckpointError):
         raise
     except CorruptCheckpointError as error:
-        raise CorruptCheckpointError(f"truncated or corrupt checkpoint {path}: {error}") from error
+        if str(path) in str(error):
+            raise
+        raise type(error)(f"truncated or corrupt checkpoint {path}: {error}") from None
+    except MemoryError:
+        raise CorruptCheckpointError(f"checkpoint {path}: out of memory while unpickling") from None
     except _READ_ERRORS as error:
         raise CorruptCheckpointError(
-            f"truncated or corrupt checkpoint {path}: {type(error).__name__}: {error}"
-        ) from error
-    raise CorruptCheckpointError(
-        f"{path} is not a PyTorch checkpoint (neither the zip format of torch.save nor its legacy pickle stream; "
-        f"it starts with {head!r})"
-    )
+            f"truncated or corrupt checkpoint {path}: {type(error).__name__}: {str(error)[:200]}"
+        ) from None
 
 
-def _load_zip(path: Path) -> Checkpoint:
+def _load_zip(path: Path, clock: _Clock) -> Checkpoint:
     archive = zipfile.ZipFile(path)  # BadZipFile when truncated: the central directory is at the end
     try:
-        return _read_zip_pickle(path, archive)
+        return _read_zip_pickle(path, archive, clock)
     except BaseException:
         archive.close()
         raise
 
 
-def _read_zip_pickle(path: Path, archive: zipfile.ZipFile) -> Checkpoint:
-    pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
-    if len(pickles) != 1:
-        raise CorruptCheckpointError(f"expected one <name>/data.pkl in the archive, found {pickles}")
-    prefix = pickles[0][: -len("data.pkl")]
-    if f"{prefix}byteorder" in archive.namelist():
-        order = archive.read(f"{prefix}byteorder").decode(errors="replace").strip()
-        if order != sys.byteorder:
-            raise UnsupportedCheckpointError(f"{path} is {order}-endian; this machine is {sys.byteorder}-endian")
+def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, nbytes: int) -> bytes:
+    """An entry's bytes, never inflating more than ``nbytes`` (the size its header declares, already checked)."""
+    with archive.open(info) as stream:
+        data = stream.read(nbytes + 1)
+    if len(data) != nbytes:
+        raise CorruptCheckpointError(f"entry {info.filename[:_MAX_KEY_CHARS]} holds a different size than declared")
+    return data
 
-    def read(ref: StorageRef) -> torch.Tensor:
-        return _bytes_tensor(archive.read(f"{prefix}data/{ref.key}"))
+
+def _read_zip_pickle(path: Path, archive: zipfile.ZipFile, clock: _Clock) -> Checkpoint:
+    budget = clock.budget
+    names = archive.namelist()
+    pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
+    if len(pickles) != 1:
+        raise CorruptCheckpointError(f"expected one <name>/data.pkl in the archive, found {len(pickles)}")
+    prefix = pickles[0][: -len("data.pkl")]
+    entries = {info.filename: info for info in archive.infolist()}
+    order = entries.get(f"{prefix}byteorder")
+    if order is not None:
+        text = _read_entry(archive, order, order.file_size) if order.file_size <= 16 else b"?"
+        if text.decode(errors="replace").strip() != sys.byteorder:
+            raise UnsupportedCheckpointError(f"{path} is not {sys.byteorder}-endian like this machine")
+    info = entries[pickles[0]]
+    if info.file_size > budget.max_pickle_bytes:
+        raise BudgetExceededError(f"its pickle is {info.file_size} bytes; the budget is {budget.max_pickle_bytes}")
+    checkpoint = Checkpoint(path, None, set(), "zip", None, archive.close, budget)
+    checkpoint._spend(info.file_size, "the pickle")
+    pickle_bytes = _read_entry(archive, info, info.file_size)
+
+    def read(ref: StorageRef, owner: Checkpoint) -> torch.Tensor:
+        name = f"{prefix}data/{ref.key}"
+        entry = entries.get(name)
+        nbytes = ref.root_numel * _element_size(ref.dtype)
+        if entry is None:
+            raise owner._corrupt(f"storage {ref.key} is missing from the archive")
+        if entry.file_size != nbytes:  # checked from the header, before anything is inflated
+            raise owner._corrupt(f"storage {ref.key} holds {entry.file_size} bytes; its record declares {nbytes}")
+        if nbytes > budget.max_entry_bytes:
+            raise BudgetExceededError(f"{path}: storage {ref.key} is {nbytes} bytes; the budget is "
+                                      f"{budget.max_entry_bytes}")  # fmt: skip
+        owner._spend(nbytes, f"storage {ref.key}")
+        return _bytes_tensor(_read_entry(archive, entry, nbytes))
 
     placeholders: set[str] = set()
-    unpickler = RestrictedUnpickler(io.BytesIO(archive.read(pickles[0])), _storage_record, placeholders)
-    return Checkpoint(path, unpickler.load(), placeholders, "zip", read, archive.close)
+    unpickler = RestrictedUnpickler(io.BytesIO(pickle_bytes), _storage_record, placeholders, clock)
+    checkpoint.data, checkpoint.placeholders, checkpoint._read = unpickler.load(), placeholders, read
+    return checkpoint
 
 
-def _load_legacy(path: Path) -> Checkpoint:
+def _load_legacy(path: Path, clock: _Clock) -> Checkpoint:
     size = path.stat().st_size
+    table = _global_table()
     with path.open("rb") as handle:
-        if RestrictedUnpickler(handle).load() != LEGACY_MAGIC:
+
+        def unpickler(storage=None, placeholders=None) -> RestrictedUnpickler:
+            return RestrictedUnpickler(handle, storage, placeholders, clock, table)
+
+        if unpickler().load() != LEGACY_MAGIC:
             raise CorruptCheckpointError("invalid magic number")
-        RestrictedUnpickler(handle).load()  # protocol version
-        info = RestrictedUnpickler(handle).load()
+        unpickler().load()  # protocol version
+        info = unpickler().load()
         if isinstance(info, dict) and info.get("little_endian") is False:
             raise UnsupportedCheckpointError(f"{path} is a big-endian legacy checkpoint; they are not supported")
-        dtypes: dict[str, torch.dtype] = {}
+        roots: dict[str, StorageRef] = {}
 
         def record(pid: tuple) -> StorageRef:
             ref = _storage_record(pid)
-            dtypes.setdefault(ref.key, ref.dtype)
+            first = roots.setdefault(ref.key, ref)
+            if (first.dtype, first.root_numel) != (ref.dtype, ref.root_numel):
+                raise CorruptCheckpointError(f"storage {ref.key} is declared with two different types or sizes")
             return ref
 
         placeholders: set[str] = set()
-        data = RestrictedUnpickler(handle, record, placeholders).load()
+        data = unpickler(record, placeholders).load()
+        keys = unpickler().load()
+        if type(keys) is not list:
+            raise CorruptCheckpointError(f"the storage list is a {type_name(keys)}")
         spans: dict[str, tuple[int, int]] = {}
-        for key in RestrictedUnpickler(handle).load():  # then each storage: int64 element count, its bytes
-            key = str(key)
-            if key not in dtypes:
-                raise CorruptCheckpointError(f"storage {key} is listed but no tensor uses it")
+        for key in keys:  # then each storage: int64 element count, its bytes
+            if type(key) is not str or key not in roots:
+                raise CorruptCheckpointError("the storage list names a storage that no tensor uses")
             (count,) = struct.unpack("<q", handle.read(8))
-            nbytes = count * _element_size(dtypes[key])
-            if count < 0 or handle.tell() + nbytes > size:
+            if count != roots[key].root_numel:
+                raise CorruptCheckpointError(f"storage {key} holds {count} elements; its record declares "
+                                             f"{roots[key].root_numel}")  # fmt: skip
+            nbytes = count * _element_size(roots[key].dtype)
+            if handle.tell() + nbytes > size:
                 raise CorruptCheckpointError(f"storage {key} ends past the end of the file")
             spans[key] = (handle.tell(), nbytes)
             handle.seek(nbytes, io.SEEK_CUR)
 
-    def read(ref: StorageRef) -> torch.Tensor:
+    def read(ref: StorageRef, owner: Checkpoint) -> torch.Tensor:
+        if ref.key not in spans:
+            raise owner._corrupt(f"storage {ref.key} has no data in the file")
         start, nbytes = spans[ref.key]
+        if nbytes > owner.budget.max_entry_bytes:
+            raise BudgetExceededError(f"{path}: storage {ref.key} is {nbytes} bytes; the budget is "
+                                      f"{owner.budget.max_entry_bytes}")  # fmt: skip
+        owner._spend(nbytes, f"storage {ref.key}")
         with path.open("rb") as stream:
             stream.seek(start)
             return _bytes_tensor(stream.read(nbytes))
 
-    return Checkpoint(path, data, placeholders, "legacy", read)
+    return Checkpoint(path, data, placeholders, "legacy", read, None, clock.budget)
