@@ -1,5 +1,9 @@
 """Model directories: safetensors weights + JSON config + tokenizer + preprocessing + model card.
 
+Saving a loaded model writes a directory of the same kind (external text weights stay external); loading it back
+gives bit-identical weights and equal configuration, for every kind (external or full text weights, float32 or
+float16 storage, one file or shards; ``tests/test_checkpoint.py``).
+
 Layout written by :func:`save_pretrained` (and read by :func:`load_pretrained`)::
 
     config.json                 AFLocConfig (architecture, loss) + format version + storage dtype
@@ -94,7 +98,7 @@ def save_pretrained(
     card: str | None = None,
     storage_dtype: str = "float32",
     max_shard_bytes: int | None = None,
-    external_text: bool = False,
+    external_text: bool | None = None,
 ) -> Path:
     """Write a model directory (see the module docstring).
 
@@ -110,7 +114,10 @@ def save_pretrained(
         max_shard_bytes: split the weights into files of at most this many bytes.
         external_text: leave the text encoder's weights out; they are reloaded from
             ``model.config.text.name_or_path`` (default: the offline MiniLM package) and checked against a
-            digest. Only allowed when they are unchanged from that source (a frozen text encoder).
+            digest. Only allowed when they are unchanged from that source (a frozen text encoder). ``None``
+            (default) keeps the model's own setting: external when ``model.config.text.external_weights_sha256``
+            is set (a model loaded from such a directory), so saving a loaded model gives a directory of the same
+            kind. ``False`` writes the text weights and clears the digest.
     """
     from safetensors.torch import save_file
 
@@ -122,6 +129,10 @@ def save_pretrained(
     localization = localization or LocalizationConfig()
 
     config = model.config
+    if external_text is None:
+        external_text = bool(config.text.external_weights_sha256)
+    if not external_text and config.text.external_weights_sha256:
+        config = dataclasses.replace(config, text=dataclasses.replace(config.text, external_weights_sha256=None))
     if external_text:
         digest = text_weights_digest(model)
         source = build_model(dataclasses.replace(config, image=dataclasses.replace(config.image, initial_weights=None)))
@@ -140,7 +151,9 @@ def save_pretrained(
     for stale in [*directory.glob("model*.safetensors"), directory / INDEX_NAME]:
         stale.unlink(missing_ok=True)
     shards = _shard(state, max_shard_bytes)
-    metadata = {"format": "pt", "afloc_format_version": str(FORMAT_VERSION)}
+    # one metadata key only: safetensors writes metadata in hash-map order, so two keys would make the bytes of
+    # identical saves differ from run to run (the format version lives in config.json)
+    metadata = {"format": "pt"}
     if len(shards) == 1:
         save_file(shards[0], str(directory / WEIGHTS_NAME), metadata=metadata)
     else:

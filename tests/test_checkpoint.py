@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -193,3 +194,94 @@ def test_external_text_weights(tmp_path, vocab_file, tiny_bert_config, tiny_toke
     write_tiny_bert(bert, vocab_file, {**tiny_bert_config, "initializer_range": 0.5})
     with pytest.raises(ValueError, match="digest mismatch"):
         load_model(out)
+
+
+def _files(directory) -> dict[str, bytes]:
+    """Weights, config and preprocessing files of a model directory (the tokenizer and card are compared apart)."""
+    names = [p.name for p in directory.iterdir() if p.suffix == ".safetensors" or p.name.endswith(".json")]
+    return {n: (directory / n).read_bytes() for n in names if not n.startswith(("tokenizer", "special_tokens"))}
+
+
+BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "models" / "afloc_phantomcxr_r18"
+KINDS = {
+    "full text": {},
+    "float16": {"storage_dtype": "float16"},
+    "sharded": {"max_shard_bytes": 6_000_000},
+    "external text": {"external_text": True},
+    "external text, float16, sharded": {
+        "external_text": True,
+        "storage_dtype": "float16",
+        "max_shard_bytes": 9_000_000,
+    },
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_saving_a_loaded_model_round_trips_exactly(kind, tmp_path, vocab_file, tiny_bert_config, tiny_tokenizer):
+    """Load a directory, save it with the issue's call, load again: same weights bit for bit, same settings, a
+    directory of the same kind; with the same storage options the files are byte-identical."""
+    from training_fixtures import write_tiny_bert
+
+    from afloc import AFLocConfig, ImageEncoderConfig, TextEncoderConfig, build_model
+
+    options = dict(KINDS[kind])
+    external = options.pop("external_text", False)
+    bert = write_tiny_bert(tmp_path / "bert", vocab_file, tiny_bert_config)
+    config = AFLocConfig(
+        image=ImageEncoderConfig(backbone="resnet18", image_size=64),
+        text=TextEncoderConfig(name_or_path=str(bert), max_length=32, frozen=True),
+    )
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    preprocessing = Preprocessing(image_size=64, resize_8bit=True, size_rule="reference")
+    localization = LocalizationConfig(margin=4, prompt_rule="reference")
+    first = afloc.save_pretrained(
+        model, tmp_path / "first", tiny_tokenizer, preprocessing, localization, external_text=external, **options
+    )
+    bundle = load_model(first)
+    # the call from the issue: no storage options, no external-text flag
+    second = afloc.save_pretrained(
+        bundle.model, tmp_path / "second", bundle.tokenizer, bundle.preprocessing, bundle.localization
+    )
+    again = load_model(second)
+    assert _state_equal(again.model, bundle.model)
+    assert again.model.config == bundle.model.config
+    assert (again.preprocessing, again.localization) == (preprocessing, localization)
+    assert bool(again.model.config.text.external_weights_sha256) == external
+    assert any(k.startswith("text_encoder.") for k in read_state_dict(second)) != external
+    text = "small left pleural effusion"
+    assert torch.equal(again.tokenizer([text]).input_ids, tiny_tokenizer([text]).input_ids)
+    # the same storage options give the same files, byte for byte
+    third = afloc.save_pretrained(
+        bundle.model, tmp_path / "third", bundle.tokenizer, bundle.preprocessing, bundle.localization, **options
+    )
+    assert _files(third) == _files(first)
+    # an explicit external_text=False writes the text weights and drops the digest
+    full = afloc.save_pretrained(bundle.model, tmp_path / "full", bundle.tokenizer, external_text=False)
+    assert not load_model(full).model.config.text.external_weights_sha256
+    assert _state_equal(load_model(full).model, bundle.model)
+
+
+def test_bundled_model_saves_and_loads_back(tmp_path):
+    """The bundled model (float16, sharded, external MiniLM text) with the issue's exact call."""
+    bundle = load_model(BUNDLED)
+    out = afloc.save_pretrained(
+        bundle.model, tmp_path / "copy", bundle.tokenizer, bundle.preprocessing, bundle.localization
+    )
+    copy = load_model(out)
+    assert _state_equal(copy.model, bundle.model) and copy.model.config == bundle.model.config
+    assert (copy.preprocessing, copy.localization) == (bundle.preprocessing, bundle.localization)
+    assert not any(k.startswith("text_encoder.") for k in read_state_dict(out))
+
+
+def test_loading_prints_no_transformers_load_report(capfd, caplog):
+    """BERT is loaded without its pooler and without the pooler's weights being reported as UNEXPECTED."""
+    from afloc import AFLocPredictor
+
+    with caplog.at_level("INFO"):
+        AFLocPredictor.from_pretrained(BUNDLED, device="cpu")
+        afloc.build_model(afloc.AFLocConfig(image=afloc.ImageEncoderConfig(backbone="resnet18")))
+    captured = capfd.readouterr()
+    printed = captured.out + captured.err + caplog.text
+    for alarming in ("LOAD REPORT", "UNEXPECTED", "MISSING", "Loading weights"):
+        assert alarming not in printed
