@@ -98,3 +98,27 @@ def test_cli(tmp_path, capsys):
     sheet = tmp_path / "sheet.png"
     assert main(["contact-sheet", "--out", str(sheet), "--count", "4", "--size", "128"]) == 0
     assert load_image(sheet).ndim == 3
+
+
+def test_same_seed_writes_byte_identical_files_dicoms_included(tmp_path, capsys):
+    """``python -m training.phantoms generate`` twice with one seed: every file identical, DICOM UIDs included;
+    another seed gives other UIDs."""
+    import pydicom
+
+    def generate(name: str, seed: int) -> dict[str, bytes]:
+        out = tmp_path / name
+        argv = ["generate", "--out", str(out), "--n", "30", "--size", "128", "--seed", str(seed)]
+        assert main([*argv, "--dicom-samples", "2", "--workers", "1"]) == 0
+        return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    first, second = generate("a", SPEC.seed), generate("b", SPEC.seed)
+    assert sum(name.endswith(".dcm") for name in first) == 2 and "generation.json" in first
+    assert first.keys() == second.keys()
+    assert [name for name in first if first[name] != second[name]] == []
+    dicom = next(name for name in first if name.endswith(".dcm"))
+    uids = pydicom.dcmread(tmp_path / "a" / dicom)
+    other = generate("c", SPEC.seed + 1)
+    other_uids = pydicom.dcmread(tmp_path / "c" / next(name for name in other if name.endswith(".dcm")))
+    for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        assert pydicom.uid.UID(uids[key].value).is_valid and uids[key].value != other_uids[key].value
+    assert len({uids[k].value for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")}) == 3

@@ -64,7 +64,7 @@ def write_examples(out: str | Path, size: int = 256, seed: int = EXAMPLE_SEED, d
         elif not wanted and dicoms > 0:
             monochrome1 = dicoms == 1
             name = f"phantom_dicom_{'monochrome1' if monochrome1 else 'monochrome2'}"
-            write_dicom(out / f"{name}.dcm", image, monochrome1=monochrome1)
+            write_dicom(out / f"{name}.dcm", image, monochrome1=monochrome1, seed=seed, index=index - 1)
             dicoms -= 1
             suffix = ".dcm"
         else:

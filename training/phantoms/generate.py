@@ -9,7 +9,8 @@ Layout of ``OUT``::
     generation.json                  the parameters, for provenance
 
 Case ``i`` is generated from ``np.random.default_rng([seed, i])`` whatever the number of workers, so a corpus
-is reproducible byte for byte; its split is drawn from the same stream. Workers return only small metadata and
+is reproducible byte for byte (DICOM UIDs are derived from the seed and the case index too); its split is drawn
+from the same stream. Workers return only small metadata and
 annotations are spooled to disk, so memory does not grow with N.
 """
 
@@ -111,24 +112,31 @@ def _results(jobs: list, workers: int) -> Iterator[dict]:
         yield from pool.imap(_work, jobs, chunksize=32)
 
 
-def write_dicom(path: Path, image: np.ndarray, monochrome1: bool = False) -> None:
-    """Write a float [0, 1] film as a 16-bit (12 bits stored) CR DICOM with a window, no patient data."""
+def write_dicom(path: Path, image: np.ndarray, monochrome1: bool = False, *, seed: int, index: int) -> None:
+    """Write a float [0, 1] film as a 16-bit (12 bits stored) CR DICOM with a window, no patient data.
+
+    The study, series and instance UIDs are derived from the corpus ``seed`` and the case ``index`` (hashed by
+    pydicom under its UID root), so the same corpus is written byte for byte, DICOMs included.
+    """
     import pydicom
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    def uid(role: str) -> str:
+        return generate_uid(entropy_srcs=["PhantomCXR", str(seed), str(index), role])
 
     values = np.clip(np.rint(image * 4095.0), 0, 4095).astype(np.uint16)
     if monochrome1:
         values = 4095 - values
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.MediaStorageSOPInstanceUID = uid("instance")
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = pydicom.Dataset()
     ds.file_meta = meta
     ds.SOPClassUID = meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = uid("study"), uid("series")
     ds.Modality = "CR"
     ds.PatientName = "PhantomCXR^Synthetic"
     ds.PatientID = path.stem
@@ -208,7 +216,8 @@ def generate_corpus(out: str | Path, spec: CorpusSpec, workers: int = 1, dicom_s
         while written < dicom_samples and index < spec.n:
             case, image, _ = generate_case(index, spec)
             if case.split == "test":
-                write_dicom(out / "dicom" / f"{case.case_id}.dcm", image, monochrome1=written % 2 == 1)
+                path = out / "dicom" / f"{case.case_id}.dcm"
+                write_dicom(path, image, monochrome1=written % 2 == 1, seed=spec.seed, index=index)
                 written += 1
             index += 1
     provenance = {
