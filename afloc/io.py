@@ -5,7 +5,10 @@ The format is detected from the content, never from the file name: DICOM by the 
 Greyscale images come back as ``image [H, W]``, colour images (fundus photographs) as ``image [H, W, 3]`` RGB.
 
 No DICOM header value is ever logged or put into an error message: only technical attributes of the pixel
-module and transfer syntax (sizes, bit depths, PhotometricInterpretation, TransferSyntaxUID, ...).
+module and transfer syntax (sizes, bit depths, PhotometricInterpretation, TransferSyntaxUID, ...); pydicom's own
+log records and warnings are held back while a file is read. Only PNG, JPEG, TIFF and BMP are handed to Pillow
+(never EPS, which Pillow passes to Ghostscript, or any other plugin), and a deflated DICOM is never inflated
+beyond the size its header declares (:mod:`afloc.dicom_safety`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import pydicom
 from PIL import Image, ImageOps
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 
+from .dicom_safety import DicomAttributeError, check_lut, inflate_deflated, pydicom_silenced
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 80_000_000
@@ -33,6 +38,8 @@ ImageSource: TypeAlias = "str | os.PathLike[str] | bytes | bytearray | memoryvie
 _DICOM_MAGIC = b"DICM"
 _DICOM_MAGIC_OFFSET = 128
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
+PILLOW_FORMATS = ("PNG", "JPEG", "TIFF", "BMP")
+"""The only formats handed to Pillow (``Image.open(formats=...)``); everything else is refused unread."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +117,8 @@ def load_image_with_info(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_P
     if not data:
         raise ValueError("empty image data (0 bytes)")
     if is_dicom(data):
-        return _decode_dicom(data, max_pixels)
+        with pydicom_silenced():
+            return _decode_dicom(inflate_deflated(data, max_pixels), max_pixels)
     return _decode_pillow(data, max_pixels)
 
 
@@ -164,7 +172,7 @@ def _decode_pillow(data: bytes, max_pixels: int) -> tuple[np.ndarray, ImageInfo]
         # Restored on exit (no lasting global filter): Pillow's own bomb warning becomes an error to report.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ValueError(
                 f"image refused before decoding: {exc} (Pillow's PIL.Image.MAX_IMAGE_PIXELS="
@@ -172,8 +180,8 @@ def _decode_pillow(data: bytes, max_pixels: int) -> tuple[np.ndarray, ImageInfo]
             ) from None
         except Image.UnidentifiedImageError:
             raise ValueError(
-                "not a recognised image: no DICOM 'DICM' marker at byte 128 and not a format Pillow can read "
-                "(PNG, JPEG, TIFF, BMP, ...)"
+                "not a recognised image: no DICOM 'DICM' marker at byte 128 and not one of the accepted formats "
+                f"({', '.join(PILLOW_FORMATS)})"
             ) from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ValueError(f"corrupt or truncated image header: {exc}") from exc
@@ -253,8 +261,7 @@ def _voi_lut(ds: pydicom.Dataset) -> tuple[np.ndarray, int]:
     (wrong output for LUTs of more than 256 entries) and cannot read 8-bit entries packed one per OW byte.
     """
     item = ds.VOILUTSequence[0]
-    n_entries, first_mapped, entry_bits = (int(value) for value in item.LUTDescriptor)
-    n_entries = n_entries or 65536  # 0 means 2**16 entries
+    n_entries, first_mapped, entry_bits = check_lut(item, "VOI LUT Sequence")
     data = item.LUTData
     if isinstance(data, bytes):  # OW: 16-bit words in the file's byte order, or 8-bit entries one per byte
         if entry_bits <= 8 and len(data) < 2 * n_entries:
@@ -317,6 +324,8 @@ def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, ImageInfo]:
 
     voi = _voi_kind(ds)
     try:
+        if ds.get("ModalityLUTSequence"):
+            check_lut(ds.ModalityLUTSequence[0], "Modality LUT Sequence")
         values = apply_modality_lut(pixels, ds)
         if voi == "lut":
             # Inputs below/above the table take its first/last entry; the range is that of the entries, not
@@ -334,8 +343,12 @@ def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, ImageInfo]:
                 image = _min_max(values)
             else:
                 image = _to_unit(values, low, high)
-    except (ValueError, TypeError, KeyError, AttributeError, IndexError, NotImplementedError) as exc:
-        raise ValueError(f"invalid DICOM modality/VOI LUT or window attributes: {exc}") from exc
+    except DicomAttributeError as exc:  # our own message: names attributes, never their values
+        raise ValueError(f"invalid DICOM LUT: {exc}") from None
+    except Exception as exc:  # pydicom's messages can quote header values: report the type only
+        raise ValueError(
+            f"invalid DICOM modality/VOI LUT, rescale or window attributes ({type(exc).__name__})"
+        ) from None
     if photometric == "MONOCHROME1":  # MONOCHROME1: the minimum is white; invert so that air is dark
         image = 1.0 - image
     info = ImageInfo("dicom", rows, columns, 1, bits_stored, photometric, voi)
