@@ -131,16 +131,43 @@ class ModelStore:
         self._lock = threading.Lock()  # guards the cache dict
         self._load_lock = threading.Lock()  # one load at a time (loads are rare; avoids loading twice)
 
-    def discover(self) -> list[tuple[str, str]]:
-        """``[(label, key)]`` for the dropdown: preloaded models, then the model directories found now in each
-        folder; the untrained fallback is listed last when the first (bundled) folder holds no model."""
-        choices = [(m.name, m.key) for m in self.preloaded.values()]
-        seen = set(self.preloaded)
+    def _found(self) -> list[tuple[Path, Path]]:
+        """``(model directory, folder it was found in)`` for every model directory on disk now, first folder first."""
+        found, seen = [], set(self.preloaded)
         for folder in self.folders:
             for path in find_model_dirs(folder):
                 if str(path) not in seen:
                     seen.add(str(path))
-                    choices.append((f"{path.name}  ({path.parent})", str(path)))
+                    found.append((path, folder))
+        return found
+
+    def source(self, key: str) -> str:
+        """Where a model comes from, in words and without server paths (shown in its model card)."""
+        if key in self.preloaded:
+            return "loaded by the program that started this demo"
+        if key == UNTRAINED_KEY:
+            return "built in code (random weights)"
+        folder = next((f for p, f in self._found() if str(p) == key), None)
+        name = Path(key).name
+        if folder is not None and folder.expanduser().resolve() == BUNDLED_MODELS_DIR.resolve():
+            return f"bundled with the demo (`assets/models/{name}`)"
+        if folder is not None and folder.expanduser().resolve() == Path(key):
+            return f"the model directory given at start-up (`{name}`)"
+        return f"the user models folder (`{folder.name if folder else '?'}/{name}`)"
+
+    def discover(self) -> list[tuple[str, str]]:
+        """``[(label, key)]`` for the dropdown: preloaded models, then the model directories found now in each
+        folder; the untrained fallback is listed last when the first (bundled) folder holds no model.
+
+        Labels are model names only (no server paths); a name found in two folders gets its folder's name too.
+        The source of each model is given in its card (:meth:`card`).
+        """
+        choices = [(m.name, m.key) for m in self.preloaded.values()]
+        found = self._found()
+        names = [path.name for path, _ in found]
+        for path, folder in found:
+            label = path.name if names.count(path.name) == 1 else f"{path.name} ({folder.name})"
+            choices.append((label, str(path)))
         if not (self.folders and find_model_dirs(self.folders[0])):
             choices.append(("untrained model (random weights)", UNTRAINED_KEY))
         return choices
@@ -153,15 +180,19 @@ class ModelStore:
         return str(bundled[0]) if bundled else UNTRAINED_KEY
 
     def card(self, key: str) -> str:
-        """The model card without loading the weights (``""`` when unreadable)."""
+        """The model card without loading the weights, followed by the model's source (``""`` when unreadable)."""
         if key in self.preloaded:
             return self.preloaded[key].card
         if key == UNTRAINED_KEY:
             return UNTRAINED_CARD
         try:
-            return (Path(key) / "README.md").read_text(encoding="utf-8", errors="replace")
+            text = (Path(key) / "README.md").read_text(encoding="utf-8", errors="replace")
         except OSError:
             return ""
+        return self._with_source(text, key)
+
+    def _with_source(self, card: str, key: str) -> str:
+        return f"{card.rstrip()}\n\n---\n**Source**: {self.source(key)}\n"
 
     def get(self, key: str | None) -> LoadedModel:
         """The loaded model for a dropdown value; ValueError with a readable reason when it cannot load.
@@ -203,4 +234,4 @@ class ModelStore:
             raise ValueError(f"could not load the model in {path.name}: {error}") from error
         predictor = AFLocPredictor.from_bundle(bundle, device=self.device)
         logger.info("loaded model %s", path)
-        return LoadedModel(key, path.name, predictor, bundle.card)
+        return LoadedModel(key, path.name, predictor, self._with_source(bundle.card, key))

@@ -367,3 +367,30 @@ def test_imports_start_nothing():
         "assert app.parse_args(['--auth', 'ann:se:cret']).auth == ('ann', 'se:cret')"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_model_selector_shows_names_and_the_card_the_source(tmp_path, tiny_model, tiny_tokenizer):
+    """No server paths in the selector's labels or the cards: names, and the source in words."""
+    from demo.models import BUNDLED_MODELS_DIR
+
+    user, other = tmp_path / "server" / "secret" / "models", tmp_path / "elsewhere"
+    card = render_model_card("tiny")
+    for folder, name in ((user, "tiny_a"), (user, "shared"), (other, "shared")):
+        afloc.save_pretrained(tiny_model, folder / name, tiny_tokenizer, afloc.Preprocessing(64), card=card)
+    store = ModelStore([BUNDLED_MODELS_DIR, user, other / "shared"], device="cpu")
+    choices = store.discover()
+    labels = [label for label, _ in choices]
+    bundled = [p.name for p in find_model_dirs(BUNDLED_MODELS_DIR)]
+    assert labels == [*bundled, "shared (models)", "tiny_a", "shared (shared)"]  # sorted per folder
+    for label in labels:
+        assert "/" not in label and str(tmp_path) not in label
+    keys = dict((label, key) for label, key in choices)
+    texts = {label: store.card(keys[label]) for label in labels}
+    assert texts["tiny_a"].endswith("**Source**: the user models folder (`models/tiny_a`)\n")
+    assert "the model directory given at start-up (`shared`)" in texts["shared (shared)"]
+    for label in bundled:
+        assert f"bundled with the demo (`assets/models/{label}`)" in texts[label]
+    loaded = store.get(keys["tiny_a"])
+    assert loaded.card == texts["tiny_a"] and loaded.name == "tiny_a"
+    for text in [*texts.values(), loaded.card]:
+        assert str(tmp_path) not in text and str(BUNDLED_MODELS_DIR) not in text
