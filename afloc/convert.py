@@ -6,10 +6,10 @@
 The checkpoint is read by :mod:`afloc.safe_pickle` (no pickled code runs; the pickled OmegaConf config becomes
 inert data and is ignored), its keys are mapped onto :class:`afloc.AFLoc`, the BERT architecture is inferred
 from the tensor shapes, and a :func:`afloc.save_pretrained` directory is written with the reference preset
-(``docs/method.md``): the 8-bit image pad-resized to 224 with the authors' size rule, internal resize to 299,
-mean = std = 0.5, prompts joined as the authors' inference joins them, heatmaps from the raw dot product of the
-deep map with the report vector (sum of word vectors / 97), Gaussian sigma 1.5, the 14-pixel NaN margin of the
-authors' inference. The directory then works in the demo (``python app.py --model DIR``), the evaluation
+(``docs/method.md`` sections 7 and 9): the 8-bit image pad-resized to 224 with the authors' size rule, internal
+resize to 299, mean = std = 0.5, prompts joined as the authors' inference joins them, heatmaps from the raw dot
+product of the deep map with the report vector (sum of word vectors / 97), Gaussian sigma 1.5, the 14-pixel NaN
+margin of the authors' inference. The directory then works in the demo (``python app.py --model DIR``), the evaluation
 toolkit (``python -m training evaluate --model DIR``) and :func:`afloc.load_model`.
 """
 

@@ -1,4 +1,4 @@
-"""From region embeddings and a prompt embedding to a heatmap (``docs/method.md``, "Heatmaps").
+"""From region embeddings and a prompt embedding to a heatmap (``docs/method.md`` section 4).
 
 Pipeline in model space: similarity of each deep-map region with the prompt's report vector -> Gaussian
 smoothing on the grid -> bilinear upsampling to the input size -> optional NaN margin -> min-max to [-1, 1].

@@ -1,4 +1,4 @@
-"""Localization and classification metrics of the evaluation protocol (AFLOC_SPEC.md section 5).
+"""Localization and classification metrics of the evaluation protocol (docs/method.md section 5).
 
 Pure numpy functions (MONAI-metrics style), each with an explicit NaN / empty-mask policy:
 
@@ -189,7 +189,7 @@ def pointing_game(heatmap: ArrayLike, mask: ArrayLike) -> float:
 
 
 def macro_average(values: ArrayLike, categories: Sequence) -> tuple[dict[str, float], float]:
-    """Per-category ``nanmean`` then the mean over categories (macro average, the spec's per-threshold rule).
+    """Per-category ``nanmean`` then the mean over categories (macro average, docs/method.md section 5).
 
     Args:
         values: ``[N]`` one value per sample, NaN for undefined samples.

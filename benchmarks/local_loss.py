@@ -1,6 +1,6 @@
 """Benchmark: vectorised ``afloc.losses.local_contrastive_loss`` vs a per-caption loop like the reference.
 
-Both methods compute the same local (region <-> token) loss of AFLOC_SPEC.md section 2, forward + backward
+Both methods compute the same local (region <-> token) loss of docs/method.md section 2, forward + backward
 (gradients w.r.t. the patch and token embeddings):
 
 * ``vectorised``: :func:`afloc.losses.local_contrastive_loss` (batched einsums over all B x B pairs, optional

@@ -1,4 +1,4 @@
-"""Tests of the multi-level contrastive losses against naive oracles written from AFLOC_SPEC.md section 2."""
+"""Tests of the multi-level contrastive losses against naive oracles written from docs/method.md section 2."""
 
 from __future__ import annotations
 

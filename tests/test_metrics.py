@@ -1,4 +1,4 @@
-"""Tests of afloc.metrics against tiny hand-computed arrays (AFLOC_SPEC.md section 5) and naive oracles."""
+"""Tests of afloc.metrics against tiny hand-computed arrays (docs/method.md section 5) and naive oracles."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Parity with the authors' inference and evaluation (issue #15), each setting against a derivation written here
-from the method statement (docs/method.md, "Reference behaviour kept as options"), and our defaults unchanged.
+from the method statement (docs/method.md section 7), and our defaults unchanged.
 
 D1 8-bit resize, D2 the short-side rule, D3 prompt joining, D6 the ground-truth box rule, and the caption
 sampler's word limit. D5 (the margin of converted models) is tested with the converter in test_convert.py.

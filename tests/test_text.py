@@ -1,7 +1,7 @@
-"""Report text handling and the multi-granularity text encoder (spec section 1, "Text encoder").
+"""Report text handling and the multi-granularity text encoder (docs/method.md section 1, "Text encoder").
 
 The vectorised word / sentence indexing and aggregation are compared with naive per-token loops written
-from the spec's wording.
+from the wording of docs/method.md.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def test_split_sentences_without_words_is_empty(report):
 
 
 def test_normalize_prompt_keeps_one_word_prompts():
-    # the reference's <= 1 token rule would drop it; the spec asks to keep it
+    # the reference's <= 1 token rule would drop it; docs/method.md section 8 keeps it
     assert normalize_prompt("Edema") == "edema"
     assert normalize_prompt("  Pneumothorax. ") == "pneumothorax"
 
@@ -143,7 +143,7 @@ TEXTS = [
 
 
 def oracle_ids(tokens: list[str], attention: list[int]) -> tuple[list[int], list[int]]:
-    """Per-token word and sentence index, one token at a time, from the spec's wording."""
+    """Per-token word and sentence index, one token at a time, from the wording of docs/method.md section 1."""
     word_ids, sentence_ids = [], []
     word = -1
     count = 0  # sentences seen so far
@@ -236,7 +236,7 @@ def test_tokenizer_rejects_empty_batch(tiny_tokenizer):
 
 
 def oracle_aggregate(token_vectors: torch.Tensor, tokens: list[list[str]], attention: torch.Tensor, max_length: int):
-    """Words, sentences and report of each caption with Python loops over its tokens (spec section 1)."""
+    """Words, sentences and report of each caption with Python loops over its tokens (docs/method.md section 1)."""
     batch, length, dim = token_vectors.shape
     per_caption = []
     for row in range(batch):

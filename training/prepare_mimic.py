@@ -1,6 +1,6 @@
 """Turn MIMIC-CXR-JPG + MIMIC-CXR reports into a manifest of pad-resized PNGs (the reference's offline step).
 
-Input (PhysioNet layouts, AFLOC_SPEC section 6)::
+Input (PhysioNet layouts, docs/method.md section 6)::
 
     <jpg-root>/mimic-cxr-2.0.0-metadata.csv[.gz]   dicom_id, subject_id, study_id, ViewPosition, ...
     <jpg-root>/mimic-cxr-2.0.0-split.csv[.gz]      dicom_id, split (train / validate / test)

@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 
 class AFLocPretraining(pl.LightningModule):
-    """Multi-level contrastive pretraining (AFLOC_SPEC.md section 3).
+    """Multi-level contrastive pretraining (docs/method.md section 3).
 
     Args:
         backbone: ``resnet18`` / ``resnet34`` / ``resnet50``.

@@ -29,10 +29,10 @@ METRICS: tuple[tuple[str, str], ...] = (
 )
 REPORTED_COLUMN = "AFLoc (reported)"
 REPORTED_NOTE = (
-    "† reported, read off the authors' figure (approximate); AFLOC_SPEC.md section 5. "
+    "† reported, read off the authors' figure (approximate); docs/method.md section 5. "
     "The authors do not report the pointing game."
 )
-# AFLOC_SPEC.md section 5, keyed by the normalised meta["dataset"] name.
+# docs/method.md section 5, keyed by the normalised meta["dataset"] name.
 REPORTED: dict[str, dict[str, float]] = {
     "ms-cxr": {"iou": 0.325, "dice": 0.463, "cnr": 1.64},
     "rsna": {"iou": 0.342, "dice": 0.486, "cnr": 1.54},

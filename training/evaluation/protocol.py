@@ -1,4 +1,4 @@
-"""The localization protocol (``docs/method.md``, "Evaluation"): heatmaps per (image, phrase), scored against
+"""The localization protocol (``docs/method.md`` section 5): heatmaps per (image, phrase), scored against
 ground truth.
 
 * ``space="model"`` is the reference protocol: maps and ground truth on the ``S x S`` pad-resized input (224),

@@ -6,7 +6,7 @@ files the annotations name but that do not exist (``missing``) and counts of eve
 
 Conventions (those of :mod:`afloc.transforms`): pixel coordinates with the origin at the top-left corner of the
 top-left pixel; boxes are ``[x, y, w, h]`` (COCO) in pixels of the ORIGINAL image; masks are ``bool [H, W]`` in
-original pixels. The evaluation protocol (AFLOC_SPEC section 5) sums all boxes of an (image, phrase) pair into one
+original pixels. The evaluation protocol (docs/method.md section 5) sums all boxes of an (image, phrase) pair into one
 mask, so readers group boxes into one sample per pair; :meth:`LocalizationSample.gt_mask` builds that mask, and
 ``afloc.transforms.PadResizeMapping.mask_to_model`` maps it to model space like the image.
 

@@ -8,7 +8,7 @@ Two IoU / Dice headlines are reported, because they differ whenever NaN patterns
 
 * ``iou_mean`` (and ``dice_mean``): the macro average of each sample's ``iou_mean``, itself the nanmean over the
   thresholds where that sample's prediction is non-empty. Every sample counts once, whatever its NaN pattern.
-* ``per_threshold_mean`` (``iou_mean_of_thresholds``): the paper's rule (AFLOC_SPEC.md section 5): for each
+* ``per_threshold_mean`` (``iou_mean_of_thresholds``): the paper's rule (docs/method.md section 5): for each
   threshold, nanmean per category then mean over categories; then the mean over thresholds. A sample with an
   empty prediction at a high threshold drops out of that threshold only, so each threshold's average is over a
   different set of samples. Use this one to compare with the reported numbers.
