@@ -1,6 +1,7 @@
 """Launcher for the AFLoc demo: ``python app.py`` serves http://127.0.0.1:7860 (localhost only, no share link).
 
-    python app.py [--model DIR] [--models-dir DIR] [--host 127.0.0.1] [--port 7860] [--share] [--auth user:pass]
+    python app.py [--model DIR] [--models-dir DIR] [--host 127.0.0.1] [--port 7860] [--share]
+                  [--auth-file FILE | $AFLOC_DEMO_AUTH=user:password | --auth user:pass]
 
 Importing this module starts nothing and loads no model.
 """
@@ -13,6 +14,8 @@ import os
 from pathlib import Path
 
 MAX_FILE_SIZE = "50mb"  # uploads above this are refused by the server before they reach the demo
+AUTH_ENV = "AFLOC_DEMO_AUTH"
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 logger = logging.getLogger("app")
 
@@ -29,15 +32,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: localhost only)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--share", action="store_true", help="also create a public gradio.live link (needs network)")
-    parser.add_argument("--auth", help="require a login, as user:password")
+    parser.add_argument(
+        "--auth-file",
+        type=Path,
+        help=f"require a login: a file whose first line is user:password (or set ${AUTH_ENV}=user:password)",
+    )
+    parser.add_argument(
+        "--auth", help="require a login, as user:password (visible in the process list: prefer --auth-file)"
+    )
     parser.add_argument("--max-pixels", type=int, default=None, help="largest image (width x height) accepted")
     parser.add_argument("--max-file-size", default=MAX_FILE_SIZE, help="largest upload, e.g. 50mb")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
     args = parser.parse_args(argv)
-    if args.auth is not None:
-        user, _, password = args.auth.partition(":")
+    credentials, source = args.auth, "--auth"
+    if credentials is None and args.auth_file is not None:
+        try:
+            lines = args.auth_file.expanduser().read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            parser.error(f"--auth-file {args.auth_file}: cannot read it ({type(error).__name__})")
+        credentials, source = next((line.strip() for line in lines if line.strip()), ""), "--auth-file"
+    if credentials is None and os.environ.get(AUTH_ENV):
+        credentials, source = os.environ[AUTH_ENV], f"${AUTH_ENV}"
+    args.auth = None
+    if credentials is not None:
+        user, _, password = credentials.partition(":")
         if not user or not password:
-            parser.error("--auth must be user:password")
+            parser.error(f"{source} must hold user:password")
         args.auth = (user, password)
     if args.model is not None and not (args.model.expanduser() / "config.json").is_file():
         parser.error(f"--model {args.model} is not a model directory (no config.json)")
@@ -74,11 +94,24 @@ def create(argv: list[str] | None = None):
     return blocks, launch_kwargs, store, default
 
 
+def security_warnings(launch_kwargs: dict) -> list[str]:
+    """What the operator should know before the server starts (exposure without a login)."""
+    warnings = []
+    if launch_kwargs["server_name"] not in LOCAL_HOSTS and not launch_kwargs["auth"]:
+        warnings.append(
+            f"--host {launch_kwargs['server_name']} without a login: anyone who can reach this machine can use the "
+            f"demo and upload images; add --auth-file FILE (or ${AUTH_ENV}=user:password)"
+        )
+    if launch_kwargs["share"] and not launch_kwargs["auth"]:
+        warnings.append("--share without a login: anyone with the link can use this demo")
+    return warnings
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     blocks, launch_kwargs, store, default = create(argv)
-    if launch_kwargs["share"] and not launch_kwargs["auth"]:
-        logger.warning("--share without --auth: anyone with the link can use this demo")
+    for warning in security_warnings(launch_kwargs):
+        logger.warning("%s", warning)
     try:  # load the start-up model now, so the first user does not wait; a failure is shown in the UI later
         store.get(default)
     except ValueError as error:

@@ -20,13 +20,17 @@ from .text import ReportTokenizer, normalize_prompt
 from .transforms import PadResizeMapping, Preprocessing
 
 MAX_PROMPT_CHARS = 1000
+HEATMAP_CACHE_BYTES = 32 << 20
+"""Default bound of an :class:`EncodedImage`'s heatmap cache (model-space maps: 160 prompts at 224 px)."""
 
 
 @dataclass
 class EncodedImage:
     """One image's embeddings and geometry, produced by :meth:`AFLocPredictor.encode_image`.
 
-    Holds its own heatmap cache, so a web server keeps one per session: nothing is shared between images.
+    Holds its own heatmap cache, so a web server keeps one per session: nothing is shared between images. The
+    cache keeps model-space heatmaps (``S x S`` float32, e.g. 200 KB at 224) in least-recently-used order, bounded
+    by ``heatmap_cache_bytes``; heatmaps on the original pixels are upsampled from them on demand.
 
     Attributes:
         image: the original image, float32 ``[H, W]`` or ``[H, W, 3]`` in [0, 1].
@@ -41,7 +45,20 @@ class EncodedImage:
     patch_embeddings: torch.Tensor
     shallow_patch_embeddings: torch.Tensor
     image_embedding: torch.Tensor
-    _heatmaps: dict = field(default_factory=dict, repr=False)
+    heatmap_cache_bytes: int = field(default=HEATMAP_CACHE_BYTES, repr=False)
+    _heatmaps: OrderedDict = field(default_factory=OrderedDict, repr=False)
+
+    def _remember(self, heatmaps: dict[str, np.ndarray]) -> None:
+        """Add model-space heatmaps to the cache, dropping the least recently used beyond the byte bound."""
+        self._heatmaps.update(heatmaps)
+        total = sum(h.nbytes for h in self._heatmaps.values())
+        while total > self.heatmap_cache_bytes and len(self._heatmaps) > 1:
+            total -= self._heatmaps.popitem(last=False)[1].nbytes
+
+    @property
+    def cached_heatmap_bytes(self) -> int:
+        """Bytes held by the heatmap cache."""
+        return sum(h.nbytes for h in self._heatmaps.values())
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -180,10 +197,11 @@ class AFLocPredictor:
         single = isinstance(prompts, str)
         prompt_list = _as_prompt_list(prompts)
         encoded = self._image(image)
-        keys = [(normalize_prompt(p, self.localization.prompt_rule), space) for p in prompt_list]
+        keys = [normalize_prompt(p, self.localization.prompt_rule) for p in prompt_list]
         todo = [k for k in dict.fromkeys(keys) if k not in encoded._heatmaps]
+        fresh: dict[str, np.ndarray] = {}
         if todo:
-            vectors = self.embed_prompts([k[0] for k in todo])  # normalising is idempotent under both rules
+            vectors = self.embed_prompts(todo)  # normalising is idempotent under both rules
             maps = heatmaps_from_embeddings(
                 encoded.patch_embeddings,
                 vectors,
@@ -191,12 +209,16 @@ class AFLocPredictor:
                 self.localization,
                 encoded.shallow_patch_embeddings,
             )
-            if space == "original":
-                maps = encoded.mapping.heatmap_to_original(maps)
             for key, heatmap in zip(todo, maps, strict=True):
-                heatmap.setflags(write=False)
-                encoded._heatmaps[key] = heatmap
-        result = np.stack([encoded._heatmaps[k] for k in keys])
+                fresh[key] = np.array(heatmap, dtype=np.float32)
+                fresh[key].setflags(write=False)
+        for key in dict.fromkeys(keys):
+            if key in encoded._heatmaps:
+                encoded._heatmaps.move_to_end(key)
+        result = np.stack([fresh[k] if k in fresh else encoded._heatmaps[k] for k in keys])
+        encoded._remember(fresh)
+        if space == "original":
+            result = encoded.mapping.heatmap_to_original(result)
         return result[0] if single else result
 
     def classify(self, findings: str | Sequence[str], image: EncodedImage | None = None) -> dict[str, float]:

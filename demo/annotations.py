@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,6 +18,8 @@ import numpy as np
 from afloc.text import split_sentences
 
 MAX_ANNOTATION_BYTES = 5_000_000
+MAX_JSON_DEPTH = 64  # COCO needs 4 levels; deeper nesting is refused before parsing (json recurses)
+MAX_COORDINATE = 1e7  # pixels; anything larger is an error in the file, not a film
 IMAGE_COLUMNS = ("image", "file_name", "path", "dicom_id")
 
 
@@ -70,11 +73,21 @@ def boxes_to_mask(boxes: list[Box], height: int, width: int) -> np.ndarray:
 def _box(values, label: str, where: str) -> Box:
     try:
         x, y, w, h = (float(v) for v in values)
+    except OverflowError:
+        raise ValueError(f"{where}: a coordinate is too large (over {MAX_COORDINATE:g} pixels)") from None
     except (TypeError, ValueError):
-        raise ValueError(f"{where}: expected four numbers x, y, w, h, got {list(values)!r}") from None
-    if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
-        raise ValueError(f"{where}: a box needs finite x, y and positive w, h; got {[x, y, w, h]}")
+        raise ValueError(f"{where}: expected four numbers x, y, w, h, got {_shown(values)}") from None
+    if not all(math.isfinite(v) and abs(v) <= MAX_COORDINATE for v in (x, y, w, h)):
+        raise ValueError(f"{where}: a box needs finite coordinates of at most {MAX_COORDINATE:g} pixels")
+    if w <= 0 or h <= 0:
+        raise ValueError(f"{where}: a box needs positive w, h; got {[x, y, w, h]}")
     return Box(x, y, w, h, str(label or "").strip())
+
+
+def _shown(values, limit: int = 80) -> str:
+    """Values of an untrusted file, shortened for a message."""
+    text = repr(list(values)) if isinstance(values, (list, tuple)) else type(values).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def parse_boxes_text(text: str | None) -> list[Box]:
@@ -109,7 +122,7 @@ def _scaled(boxes: list[Box], size, shape) -> list[Box]:
         return boxes
     if not (math.isfinite(sx) and math.isfinite(sy) and sx > 0 and sy > 0) or (sx, sy) == (1.0, 1.0):
         return boxes
-    return [Box(b.x * sx, b.y * sy, b.w * sx, b.h * sy, b.label) for b in boxes]
+    return [_box((b.x * sx, b.y * sy, b.w * sx, b.h * sy), b.label, "scaled box") for b in boxes]
 
 
 def _same_image(candidate: str, image_name: str) -> bool:
@@ -187,6 +200,7 @@ def read_annotations(data: bytes, image_name: str, shape: tuple[int, int]) -> li
     lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     try:
         if text.lstrip().startswith("{"):
+            _check_json_depth(text)
             parsed = json.loads(text)
             boxes = example_boxes(parsed) if "findings" in parsed else _coco_boxes(parsed, image_name, shape)
         elif lines and "," not in lines[0] and len(lines[0].split()) == 5:
@@ -195,15 +209,42 @@ def read_annotations(data: bytes, image_name: str, shape: tuple[int, int]) -> li
             boxes = _csv_boxes(text, image_name, shape)
     except json.JSONDecodeError as error:
         raise ValueError(f"annotation file is not valid JSON: {error}") from None
+    except RecursionError:
+        raise ValueError("annotation JSON is nested too deeply") from None
+    except ValueError as error:
+        if "digits" in str(error):  # Python's limit on integer literals (4300 digits)
+            raise ValueError("annotation file holds a number with thousands of digits") from None
+        raise
     except (KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"annotation JSON is not COCO (images, annotations, bbox): missing or bad {error}") from None
-    check_boxes(boxes, shape)
-    return boxes
+    return check_boxes(boxes, shape)
 
 
-def check_boxes(boxes: list[Box], shape: tuple[int, int]) -> None:
+def _check_json_depth(text: str) -> None:
+    """Refuse JSON nested deeper than :data:`MAX_JSON_DEPTH` before parsing it (strings are skipped)."""
+    brackets = re.sub(r'"(?:[^"\\]|\\.)*"', "", text).encode()
+    codes = np.frombuffer(brackets, dtype=np.uint8)
+    steps = np.isin(codes, (ord("["), ord("{"))).astype(np.int32) - np.isin(codes, (ord("]"), ord("}")))
+    if steps.size and int(np.cumsum(steps).max()) > MAX_JSON_DEPTH:
+        raise ValueError(f"annotation JSON is nested more than {MAX_JSON_DEPTH} levels deep")
+
+
+def check_boxes(boxes: list[Box], shape: tuple[int, int]) -> list[Box]:
+    """The boxes clipped to the ``shape = (H, W)`` image; a box wholly outside it is refused.
+
+    Raises:
+        ValueError: no box, or a box that does not overlap the image.
+    """
     if not boxes:
         raise ValueError("no box found for this image")
+    height, width = shape
+    clipped = []
     for k, b in enumerate(boxes, start=1):
-        if b.x >= shape[1] or b.y >= shape[0] or b.x + b.w <= 0 or b.y + b.h <= 0:
-            raise ValueError(f"box {k} {[b.x, b.y, b.w, b.h]} lies outside the {shape[1]}x{shape[0]} image")
+        if b.x >= width or b.y >= height or b.x + b.w <= 0 or b.y + b.h <= 0:
+            raise ValueError(f"box {k} {[b.x, b.y, b.w, b.h]} lies outside the {width}x{height} image")
+        x0, y0 = max(b.x, 0.0), max(b.y, 0.0)
+        x1, y1 = min(b.x + b.w, float(width)), min(b.y + b.h, float(height))
+        clipped.append(
+            b if (x0, y0, x1, y1) == (b.x, b.y, b.x + b.w, b.y + b.h) else Box(x0, y0, x1 - x0, y1 - y0, b.label)
+        )
+    return clipped

@@ -12,8 +12,8 @@ import functools
 import logging
 import os
 import shutil
-import tempfile
 import traceback
+import uuid
 import weakref
 from pathlib import Path
 
@@ -21,9 +21,11 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
+from gradio.utils import get_upload_folder  # noqa: E402
 
 from . import callbacks as cb  # noqa: E402
 from .models import EXAMPLES_DIR, UNTRAINED_KEY, LoadedModel, ModelStore, model_banner  # noqa: E402
+from .session import discard_upload, escape_html, escape_markdown  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +43,11 @@ BOXES_HELP = (
 
 
 def _status(status: cb.Status) -> str:
+    """Messages quote user text (file names, prompts, labels): escaped for the toast's HTML and the Markdown."""
     if status.error:
-        gr.Warning(status.message)
-        return f"**⚠️ {status.message}**"
-    return status.message
+        gr.Warning(escape_html(status.message))
+        return f"**⚠️ {escape_markdown(status.message)}**"
+    return escape_markdown(status.message)
 
 
 def build_demo(
@@ -76,13 +79,22 @@ def build_demo(
         default_model = default_model or "custom"
     default_model = default_model or store.default_key()
     examples = cb.list_examples(Path(examples_dir))
-    export_root = Path(tempfile.mkdtemp(prefix="afloc-demo-"))
+    # Inside Gradio's cache folder, so that Gradio serves the session's files in place (no second copy).
+    upload_root = Path(get_upload_folder())
+    export_root = upload_root / "afloc-sessions" / uuid.uuid4().hex[:12]
+    export_root.mkdir(parents=True, exist_ok=True)
+    live: weakref.WeakValueDictionary[str, cb.Session] = weakref.WeakValueDictionary()
+
+    def session_id_of(request: gr.Request | None) -> str:
+        return "".join(c for c in str(getattr(request, "session_hash", "") or "") if c.isalnum())[:64]
 
     def session_of(state: cb.Session | None, request: gr.Request | None) -> cb.Session:
-        if state is not None:
+        if state is not None and not state.closed:
             return state
-        session_id = "".join(c for c in str(getattr(request, "session_hash", "") or "") if c.isalnum())
-        return cb.Session(export_dir=export_root / session_id if session_id else None)
+        session_id = session_id_of(request) or uuid.uuid4().hex
+        session = cb.Session(export_dir=export_root / session_id)
+        live[session_id] = session
+        return session
 
     def guarded(fn):
         """Unexpected errors become a message (type only: no values that could come from a DICOM header)."""
@@ -151,7 +163,7 @@ def build_demo(
 
         def view_outputs(session: cb.Session, selected, t, o) -> dict:
             view = cb.render(session, selected, t, o)
-            return {figure: view.figure, metrics: view.metrics_text}
+            return {figure: session.save_view("figure", view.figure), metrics: view.metrics_text}
 
         def cleared(session: cb.Session, message: cb.Status, display=None) -> dict:
             return {
@@ -170,6 +182,8 @@ def build_demo(
             with session.lock:
                 name = Path(image_file).name if image_file else ""
                 display, message = cb.load_image(session, image_file, name, max_pixels)
+                discard_upload(image_file, upload_root)  # decoded: the upload (a DICOM's header too) goes now
+                display = session.save_view("film", display)
                 if message.error:
                     return {state: session, status: _status(message)}
                 presets_update = gr.Dropdown(choices=list(cb.FINDINGS[session.modality]), value=[])
@@ -182,6 +196,7 @@ def build_demo(
             session, example = session_of(state_value, request), examples[example_index]
             with session.lock:
                 display, message = cb.load_example(session, example, max_pixels)
+                display = session.save_view("film", display)
                 if message.error:
                     raise gr.Error(message.message)
                 presets_update = gr.Dropdown(choices=list(cb.FINDINGS[session.modality]), value=[])
@@ -236,6 +251,7 @@ def build_demo(
                 text, message = (
                     cb.load_annotations(session, annotation_file) if annotation_file else (None, cb.Status("No file."))
                 )
+                discard_upload(annotation_file, upload_root)
                 outputs = view_outputs(session, shown_prompt, threshold, opacity) | {
                     state: session,
                     status: _status(message),
@@ -258,7 +274,8 @@ def build_demo(
                 except ValueError as error:
                     banner_text = "### ⚠️ This model could not be loaded: choose another one."
                     return {card: "", banner: banner_text, status: _status(cb.Status(str(error), error=True))}
-                session.encoded = session.model_key = None
+                session.set_encoded(None)
+                session.model_key = None
                 message = cb.Status(f"Model {loaded.name} ready. Press Localize.")
                 return cleared(session, message, gr.skip()) | {
                     card: loaded.card,
@@ -323,8 +340,14 @@ def build_demo(
         modality.input(on_modality, [state, modality], [state, presets], api_name="set_modality")
 
         def on_unload(request: gr.Request):
-            """The tab was closed: delete this session's exports now (the state itself goes an hour later)."""
-            session_id = "".join(c for c in str(getattr(request, "session_hash", "") or "") if c.isalnum())
+            """The tab was closed (or the client left): free the session's memory and delete its files now.
+
+            Gradio itself drops the state an hour later; the closed session is not used again.
+            """
+            session_id = session_id_of(request)
+            session = live.pop(session_id, None) if session_id else None
+            if session is not None:
+                session.close()
             if session_id:
                 shutil.rmtree(export_root / session_id, ignore_errors=True)
 

@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
-import tempfile
-import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +34,10 @@ from .annotations import (
     parse_boxes_text,
     read_annotations,
 )
+from .session import Session, escape_markdown
 
 MAX_PIXELS = 50_000_000  # 50 MP: larger films are refused (from the header, before decoding)
-MAX_PROMPTS = 8  # every prompt keeps a float32 heatmap of the original size in the session
+MAX_PROMPTS = 8  # every prompt keeps a float32 heatmap at model resolution in the session
 NOTICE = "Research use only. Not a medical device; not validated for diagnosis or any clinical decision."
 FINDINGS = {"cxr": CXR_FINDINGS, "fundus": FUNDUS_FINDINGS}
 
@@ -57,38 +55,6 @@ class Example:
     prompt: str
     modality: str
     boxes: list[Box]
-
-
-@dataclass(eq=False)
-class Session:
-    """One user's state: the image, its encoding (per model), heatmaps per prompt, ground truth, exports.
-
-    ``encoded`` is the predictor's :class:`afloc.EncodedImage`, which caches heatmaps per prompt; a redraw
-    (threshold, opacity, prompt selector, ground truth) reads ``heatmaps`` and never runs the model.
-    """
-
-    export_dir: Path | None = None
-    image: np.ndarray | None = None
-    image_name: str = ""
-    modality: str = "cxr"
-    model_key: str | None = None
-    model_name: str = ""
-    encoded: object | None = None
-    prompts: list[str] = field(default_factory=list)
-    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)
-    probabilities: dict[str, float] = field(default_factory=dict)
-    boxes: list[Box] = field(default_factory=list)
-    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
-
-    def reset_results(self) -> None:
-        self.prompts, self.heatmaps, self.probabilities = [], {}, {}
-
-    def close(self) -> None:
-        """Free the arrays and delete the session's export folder."""
-        self.image = self.encoded = None
-        self.reset_results()
-        if self.export_dir is not None:
-            shutil.rmtree(self.export_dir, ignore_errors=True)
 
 
 @dataclass
@@ -120,8 +86,8 @@ def load_image(
         return None, Status(f"Could not read {name}: {error}", error=True)
     session.image, session.image_name = image, name
     session.modality = "fundus" if image.ndim == 3 else "cxr"
-    session.encoded = session.model_key = None
-    session.reset_results()
+    session.set_encoded(None)
+    session.model_key = None
     session.boxes = []
     kind = "colour, fundus presets" if image.ndim == 3 else "greyscale, chest X-ray presets"
     return to_rgb_uint8(image), Status(f"Loaded {name}: {info.format.upper()}, {info.width}x{info.height} ({kind}).")
@@ -186,13 +152,13 @@ def localize(session: Session, model, text: str | None, presets=()) -> Status:
         prompts, note = parse_prompts(text, presets)
         predictor = model.predictor
         if session.encoded is None or session.model_key != model.key:
-            session.encoded = predictor.encode_image(session.image)
+            session.set_encoded(predictor.encode_image(session.image))
             session.model_key, session.model_name = model.key, model.name
-            session.reset_results()
-        heatmaps = predictor.localize(prompts, image=session.encoded)
+        heatmaps = predictor.localize(prompts, image=session.encoded, space="model")  # upsampled when shown
         probabilities = predictor.classify(list(FINDINGS[session.modality]), image=session.encoded)
     except ValueError as error:
         return Status(str(error), error=True)
+    session.reset_results()
     session.prompts, session.heatmaps = prompts, dict(zip(prompts, heatmaps, strict=True))
     session.probabilities = probabilities
     return Status(f"Localized {len(prompts)} prompt(s) with {model.name}.{note}")
@@ -216,7 +182,7 @@ def render(session: Session, selected: str | None, threshold: float, opacity: fl
     if not session.heatmaps or session.image is None:
         return View()
     prompt = selected if selected in session.heatmaps else session.prompts[0]
-    heatmap = session.heatmaps[prompt]
+    heatmap = session.heatmap(prompt)
     threshold, opacity = _clamped(threshold, -1.0, 1.0, 0.3), _clamped(opacity, 0.0, 1.0, 0.5)
     scored, matched = boxes_for_prompt(session.boxes, prompt)
     overlay = render_overlay(
@@ -243,7 +209,7 @@ def render(session: Session, selected: str | None, threshold: float, opacity: fl
     view.metrics_text = (
         f"**IoU** {_fmt(view.metrics['iou'])} · **Dice** {_fmt(view.metrics['dice'])} · "
         f"**CNR** {_fmt(view.metrics['cnr'], 2)} · **Pointing game** {hit}  \n"
-        f"for '{prompt}' at threshold {threshold:g}, against {len(scored)} box(es) {which}."
+        f"for '{escape_markdown(prompt)}' at threshold {threshold:g}, against {len(scored)} box(es) {which}."
     )
     return view
 
@@ -255,12 +221,17 @@ def set_boxes_text(session: Session, text: str | None) -> Status:
         return Status("Load an image before adding ground truth.", error=True)
     try:
         boxes = parse_boxes_text(text)
-        if boxes:
-            check_boxes(boxes, session.image.shape[:2])
+        clipped = check_boxes(boxes, session.image.shape[:2]) if boxes else []
     except ValueError as error:
         return Status(f"Ground truth not changed: {error}", error=True)
-    session.boxes = boxes
-    return Status(f"{len(boxes)} ground-truth box(es) set." if boxes else "Ground truth cleared.")
+    session.boxes = clipped
+    note = _clip_note(boxes, clipped, session.image.shape[:2])
+    return Status(f"{len(boxes)} ground-truth box(es) set.{note}" if boxes else "Ground truth cleared.")
+
+
+def _clip_note(boxes: list[Box], clipped: list[Box], shape) -> str:
+    changed = sum(a[:4] != b[:4] for a, b in zip(boxes, clipped, strict=True))
+    return f" {changed} box(es) clipped to the {shape[1]}x{shape[0]} image." if changed else ""
 
 
 def load_annotations(session: Session, source) -> tuple[str | None, Status]:
@@ -270,8 +241,9 @@ def load_annotations(session: Session, source) -> tuple[str | None, Status]:
     try:
         data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
         boxes = read_annotations(data, session.image_name, session.image.shape[:2])
-    except (OSError, ValueError) as error:
-        return None, Status(f"Could not use the annotation file: {error}", error=True)
+    except (OSError, ValueError, RecursionError, OverflowError) as error:
+        detail = str(error) if isinstance(error, (OSError, ValueError)) else "nested too deeply or numbers too large"
+        return None, Status(f"Could not use the annotation file: {detail}", error=True)
     session.boxes = boxes
     return boxes_to_text(boxes), Status(f"{len(boxes)} ground-truth box(es) read for {session.image_name}.")
 
@@ -286,11 +258,9 @@ def export(session: Session, selected: str | None, threshold: float, opacity: fl
     view = render(session, selected, threshold, opacity)
     if view.heatmap is None:
         return [], Status("Nothing to export yet: localize a prompt first.", error=True)
-    if session.export_dir is None:
-        session.export_dir = Path(tempfile.mkdtemp(prefix="afloc-demo-"))
-    session.export_dir.mkdir(parents=True, exist_ok=True)
+    folder = session.folder()
     stem = f"{_slug(Path(session.image_name).stem)}__{_slug(view.prompt)}__{uuid.uuid4().hex[:6]}"
-    png, npy, record = (session.export_dir / f"{stem}{suffix}" for suffix in (".png", ".npy", ".json"))
+    png, npy, record = (folder / f"{stem}{suffix}" for suffix in (".png", ".npy", ".json"))
     save_png(png, view.figure)
     np.save(npy, view.heatmap)
     record_data = {
@@ -306,4 +276,5 @@ def export(session: Session, selected: str | None, threshold: float, opacity: fl
         "notice": NOTICE,
     }
     record.write_text(json.dumps(record_data, indent=2))
+    session.add_export([png, npy, record])
     return [png, npy, record], Status(f"Exported {png.name}, {npy.name} and {record.name}.")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -177,16 +176,23 @@ def test_bad_inputs_get_messages_and_the_server_keeps_serving(server, tmp_path):
     assert Path(figure).is_file() and "No ground truth" in metrics
 
 
-def test_exports_are_deleted_when_the_session_ends(server, tmp_path):
+def test_session_files_are_deleted_when_the_session_ends(server, tmp_path):
     import httpx
+    from gradio.utils import get_upload_folder
 
     c = client(server, tmp_path)
-    c.predict(gradio_client.handle_file(str(EXAMPLES / "phantom_edema.png")), api_name="/load_image")
+    image = tmp_path / "film.png"
+    image.write_bytes((EXAMPLES / "phantom_edema.png").read_bytes())
+    loaded = c.predict(gradio_client.handle_file(str(image)), api_name="/load_image")
     localize(c, server, "edema")
     assert c.predict(None, 0.3, 0.5, api_name="/export")[-1].startswith("Exported")
     session_id = "".join(ch for ch in c.session_hash if ch.isalnum())  # the demo's safe folder name
-    session_dirs = list(Path(tempfile.gettempdir()).glob(f"afloc-demo-*/{session_id}"))
-    assert len(session_dirs) == 1 and len(list(session_dirs[0].iterdir())) == 3
+    session_dirs = list(Path(get_upload_folder()).glob(f"afloc-sessions/*/{session_id}"))
+    assert len(session_dirs) == 1
+    assert len(list(session_dirs[0].glob("film-*.png"))) == 1 and list(session_dirs[0].glob("figure-*.png"))
+    assert len(list(session_dirs[0].glob("film__edema__*"))) == 3 and Path(loaded[0]).is_file()  # the exports
+    uploads = [p for p in Path(get_upload_folder()).rglob("film.png") if "afloc-sessions" not in p.parts]
+    assert uploads == []  # the upload itself was deleted as soon as it was decoded
     # What a browser tab does: hold the heartbeat stream open, then go away (the demo's unload event fires).
     with pytest.raises(httpx.ReadTimeout):
         with httpx.stream("GET", f"{server['url']}gradio_api/heartbeat/{c.session_hash}", timeout=2) as stream:
@@ -197,3 +203,11 @@ def test_exports_are_deleted_when_the_session_ends(server, tmp_path):
             break
         time.sleep(0.1)
     assert not session_dirs[0].exists()
+
+
+def test_html_in_prompts_is_escaped_in_the_status(server, tmp_path):
+    c = client(server, tmp_path)
+    c.predict(gradio_client.handle_file(str(EXAMPLES / "phantom_edema.png")), api_name="/load_image")
+    html = "<img src=x onerror=alert(1)> [x](http://evil.example) " + "a" * 1000
+    status = localize(c, server, html)[-1]
+    assert "characters long" in status and "<img" not in status and "](http" not in status

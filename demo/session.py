@@ -1,0 +1,151 @@
+"""One user's state in the demo, with bounded memory and files that are deleted when the session ends.
+
+Memory: the decoded image, its encoding (whose heatmap cache is bounded in bytes, at model resolution), the
+current prompts' heatmaps at model resolution, and the one heatmap on display upsampled to the original pixels.
+Nothing grows with the number of Localize calls (``tests/test_demo_hardening.py`` measures it).
+
+Files: everything this session shows or offers for download is written into its own folder (inside Gradio's
+cache folder, so Gradio serves it in place instead of copying it). Only the last :data:`KEEP_VIEWS` rendered
+images per kind and the last :data:`KEEP_EXPORTS` exports are kept; :meth:`Session.close` deletes the folder.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import shutil
+import threading
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from afloc.visualize import save_png
+
+KEEP_VIEWS = 3  # a browser may still be fetching the previous image when the next one is written
+KEEP_EXPORTS = 5
+ENCODED_CACHE_BYTES = 8 << 20  # model-space heatmaps kept per image (40 prompts at 224 px)
+# what can open emphasis, links, images, code or tables (an underscore inside a word cannot: max_pixels stays)
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]#|~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
+
+
+def escape_markdown(text: str) -> str:
+    """``text`` shown literally in Gradio Markdown: no HTML, links, images, emphasis or code from it.
+
+    HTML special characters become entities, the Markdown characters that open links, images, emphasis, code
+    and tables are backslash-escaped, and ``://`` is broken up so that no bare URL becomes a link.
+    """
+    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", str(text)).replace("://", ":\\/\\/")
+    return html.escape(escaped, quote=False)
+
+
+def escape_html(text: str) -> str:
+    """``text`` shown literally where Gradio renders HTML (toasts)."""
+    return html.escape(str(text), quote=True)
+
+
+@dataclass(eq=False)
+class Session:
+    """One user's state: the image, its encoding (per model), heatmaps per prompt, ground truth, files.
+
+    ``encoded`` is the predictor's :class:`afloc.EncodedImage`; ``heatmaps`` holds the current prompts' heatmaps
+    at model resolution (``S x S``); :meth:`heatmap` upsamples one to the original pixels and keeps only that
+    one. A redraw (threshold, opacity, prompt selector, ground truth) never runs the model.
+    """
+
+    export_dir: Path | None = None
+    image: np.ndarray | None = None
+    image_name: str = ""
+    modality: str = "cxr"
+    model_key: str | None = None
+    model_name: str = ""
+    encoded: object | None = None
+    prompts: list[str] = field(default_factory=list)
+    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)
+    probabilities: dict[str, float] = field(default_factory=dict)
+    boxes: list = field(default_factory=list)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    closed: bool = False
+    _shown: tuple[str, np.ndarray] | None = field(default=None, repr=False)
+    _views: dict[str, deque] = field(default_factory=dict, repr=False)
+    _exports: deque = field(default_factory=deque, repr=False)
+
+    def reset_results(self) -> None:
+        self.prompts, self.heatmaps, self.probabilities, self._shown = [], {}, {}, None
+
+    def set_encoded(self, encoded) -> None:
+        """A new encoding (new image or model): its heatmap cache is bounded by :data:`ENCODED_CACHE_BYTES`."""
+        if encoded is not None and hasattr(encoded, "heatmap_cache_bytes"):
+            encoded.heatmap_cache_bytes = ENCODED_CACHE_BYTES
+        self.encoded = encoded
+        self.reset_results()
+
+    def heatmap(self, prompt: str) -> np.ndarray:
+        """The heatmap of ``prompt`` on the original pixels ``[H, W]`` (upsampled once, kept while shown)."""
+        if self._shown is None or self._shown[0] != prompt:
+            self._shown = (prompt, self.encoded.mapping.heatmap_to_original(self.heatmaps[prompt]))
+        return self._shown[1]
+
+    def memory_bytes(self) -> int:
+        """Bytes of the arrays this session holds (image, heatmaps, the encoding's cache)."""
+        arrays = [self.image, *self.heatmaps.values(), self._shown[1] if self._shown else None]
+        total = sum(a.nbytes for a in arrays if a is not None)
+        return total + (getattr(self.encoded, "cached_heatmap_bytes", 0) if self.encoded is not None else 0)
+
+    # ------------------------------------------------------------------ files
+    def folder(self) -> Path:
+        if self.export_dir is None:
+            import tempfile
+
+            self.export_dir = Path(tempfile.mkdtemp(prefix="afloc-demo-"))
+        self.export_dir.mkdir(parents=True, exist_ok=True)
+        return self.export_dir
+
+    def save_view(self, kind: str, image: np.ndarray | None) -> str | None:
+        """Write a rendered RGB image as PNG into the session folder; older ones of the same kind are deleted."""
+        if image is None or self.closed:
+            return None
+        path = self.folder() / f"{kind}-{uuid.uuid4().hex[:10]}.png"
+        save_png(path, image)
+        kept = self._views.setdefault(kind, deque())
+        kept.append(path)
+        while len(kept) > KEEP_VIEWS:
+            kept.popleft().unlink(missing_ok=True)
+        return str(path)
+
+    def add_export(self, files: list[Path]) -> None:
+        """Remember an export's files; the oldest exports beyond :data:`KEEP_EXPORTS` are deleted."""
+        self._exports.append(files)
+        while len(self._exports) > KEEP_EXPORTS:
+            for path in self._exports.popleft():
+                path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Free the arrays and delete the session's folder (rendered images and exports)."""
+        with self.lock:
+            self.closed = True
+            self.image = None
+            self.set_encoded(None)
+            self.boxes = []
+            if self.export_dir is not None:
+                shutil.rmtree(self.export_dir, ignore_errors=True)
+
+
+def discard_upload(path: str | Path | None, upload_root: Path) -> None:
+    """Delete an uploaded file once it has been read (and its folder if now empty); only inside ``upload_root``."""
+    if not path:
+        return
+    try:
+        file, root = Path(path).resolve(), upload_root.resolve()
+    except (OSError, RuntimeError):
+        return
+    if root not in file.parents or not file.is_file():
+        return
+    file.unlink(missing_ok=True)
+    try:
+        if file.parent != root:
+            file.parent.rmdir()  # fails (and is skipped) unless empty
+    except OSError:
+        pass

@@ -1,0 +1,197 @@
+"""Hostile sessions (issue #14): bounded heatmap memory, files deleted, huge boxes, deep JSON, HTML in text."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import afloc
+from demo import callbacks as cb
+from demo.annotations import read_annotations
+from demo.models import LoadedModel
+from demo.session import KEEP_EXPORTS, KEEP_VIEWS, discard_upload, escape_html, escape_markdown
+
+HTML = '<img src=x onerror="alert(1)"> [click](http://evil.example) **bold**'
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def model(tiny_model, tiny_tokenizer):
+    predictor = afloc.AFLocPredictor(tiny_model, tiny_tokenizer, afloc.Preprocessing(image_size=64), device="cpu")
+    return LoadedModel("tiny", "tiny test model", predictor, "# tiny")
+
+
+@pytest.fixture
+def film(tmp_path) -> Path:
+    path = tmp_path / "film.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (1200, 1000), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_session_memory_is_bounded_and_released(tmp_path, model, film, monkeypatch):
+    bound = 20 * 64 * 64 * 4  # 20 model-space maps of the tiny model, so that the bound is reached here
+    monkeypatch.setattr("demo.session.ENCODED_CACHE_BYTES", bound)
+    session = cb.Session(export_dir=tmp_path / "s")
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        assert not cb.load_image(session, film, "film.png")[1].error
+        image_bytes = session.image.nbytes
+        sizes = []
+        for round_ in range(12):  # 96 distinct prompts: the unbounded cache kept 96 full-size heatmaps
+            prompts = ", ".join(f"finding {round_} number {k}" for k in range(cb.MAX_PROMPTS))
+            assert not cb.localize(session, model, prompts).error
+            cb.render(session, session.prompts[-1], 0.3, 0.5)
+            sizes.append(session.memory_bytes())
+        full_map = 1200 * 1000 * 4
+        # image + one upsampled heatmap + the encoding's bounded cache + 8 model-space maps (64 px here)
+        assert max(sizes) <= image_bytes + full_map + bound + 8 * 64 * 64 * 4
+        assert sizes[-1] == sizes[-4]  # a plateau: no growth with the number of Localize calls
+        assert session.encoded.cached_heatmap_bytes <= bound
+        held = tracemalloc.get_traced_memory()[0] - baseline
+        session.close()
+        released = tracemalloc.get_traced_memory()[0] - baseline
+    finally:
+        tracemalloc.stop()
+    assert session.memory_bytes() == 0 and not (tmp_path / "s").exists()
+    assert held > image_bytes and released < image_bytes / 4, (held, released)
+
+
+def test_heatmap_cache_evicts_by_bytes_and_upsamples_on_demand(model, film):
+    predictor = model.predictor
+    encoded = predictor.encode_image(afloc.io.load_image(film))
+    encoded.heatmap_cache_bytes = 5 * 64 * 64 * 4
+    first = predictor.localize("left effusion", image=encoded)
+    for k in range(10):
+        predictor.localize(f"prompt {k}", image=encoded)
+    assert len(encoded._heatmaps) == 5 and encoded.cached_heatmap_bytes == 5 * 64 * 64 * 4
+    assert first.shape == (1200, 1000)
+    np.testing.assert_array_equal(predictor.localize("left effusion", image=encoded), first)  # recomputed: same
+
+
+def test_session_files_are_bounded_and_deleted(tmp_path, model, film):
+    session = cb.Session(export_dir=tmp_path / "s")
+    cb.load_image(session, film, "film.png")
+    cb.localize(session, model, "edema")
+    paths = [session.save_view("figure", cb.render(session, None, t, 0.5).figure) for t in (0.1, 0.2, 0.3, 0.4, 0.5)]
+    assert [Path(p).exists() for p in paths] == [False] * (5 - KEEP_VIEWS) + [True] * KEEP_VIEWS
+    exports = [cb.export(session, None, 0.3, 0.5)[0] for _ in range(KEEP_EXPORTS + 2)]
+    assert not any(f.exists() for f in exports[0] + exports[1]) and all(f.exists() for f in exports[-1])
+    assert len(list((tmp_path / "s").iterdir())) == KEEP_VIEWS + 3 * KEEP_EXPORTS
+    session.close()
+    assert not (tmp_path / "s").exists() and session.save_view("figure", np.zeros((4, 4, 3), np.uint8)) is None
+
+
+def test_uploads_are_deleted_only_inside_the_upload_folder(tmp_path):
+    root = tmp_path / "uploads"
+    (root / "abc").mkdir(parents=True)
+    upload, outside = root / "abc" / "film.dcm", tmp_path / "keep.png"
+    upload.write_bytes(b"x")
+    outside.write_bytes(b"x")
+    discard_upload(upload, root)
+    discard_upload(outside, root)
+    discard_upload(str(root / ".." / "keep.png"), root)
+    assert not upload.exists() and not (root / "abc").exists() and outside.exists() and root.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("-1e12, -1e12, 2e12, 2e12, huge", "at most 1e\\+07 pixels"),
+        ("1" * 400 + ", 1, 10, 10", "at most 1e\\+07 pixels"),
+        ("5000, 5000, 10, 10", "outside the 1000x1200 image"),
+    ],
+)
+def test_huge_boxes_are_refused_and_the_session_keeps_working(tmp_path, model, film, text, pattern):
+    session = cb.Session(export_dir=tmp_path / "s")
+    cb.load_image(session, film, "film.png")
+    cb.localize(session, model, "edema")
+    status = cb.set_boxes_text(session, text)
+    assert status.error and pattern.replace("\\", "") in status.message.replace("\\", ""), status.message
+    assert cb.render(session, None, 0.3, 0.5).figure is not None  # still drawable
+
+
+def test_boxes_partly_outside_are_clipped(tmp_path, model, film):
+    session = cb.Session(export_dir=tmp_path / "s")
+    cb.load_image(session, film, "film.png")
+    cb.localize(session, model, "edema")
+    status = cb.set_boxes_text(session, "-100, -50, 300, 250, edema\n900, 1100, 5000, 5000")
+    assert not status.error and "2 box(es) clipped to the 1000x1200 image" in status.message
+    assert [tuple(b[:4]) for b in session.boxes] == [(0, 0, 200, 200), (900, 1100, 100, 100)]
+    view = cb.render(session, "edema", 0.3, 0.5)
+    assert view.figure is not None and view.metrics is not None
+
+
+def test_oversized_numbers_and_deep_json_get_readable_errors():
+    coco = {"images": [{"id": 1, "file_name": "film.png"}], "annotations": [{"image_id": 1, "bbox": [1, 1, 5, 5]}]}
+    big = json.dumps(coco).replace("[1, 1, 5, 5]", "[" + "9" * 400 + ", 1, 5, 5]").encode()
+    with pytest.raises(ValueError, match="too large"):
+        read_annotations(big, "film.png", (100, 100))
+    huge = json.dumps(coco).replace("[1, 1, 5, 5]", "[" + "9" * 5000 + ", 1, 5, 5]").encode()
+    with pytest.raises(ValueError, match="thousands of digits"):
+        read_annotations(huge, "film.png", (100, 100))
+    deep = b'{"images": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(ValueError, match="nested more than 64 levels"):
+        read_annotations(deep, "film.png", (100, 100))
+    tricky = json.dumps({**coco, "note": "[" * 200}).encode()  # brackets inside strings do not count
+    assert read_annotations(tricky, "film.png", (100, 100))[0][:4] == (1, 1, 5, 5)
+
+
+def test_user_text_is_escaped_where_rendered(tmp_path, model, film):
+    assert "<img" not in escape_html(HTML) and "&lt;img" in escape_html(HTML)
+    shown = escape_markdown(HTML)
+    assert "<img" not in shown and "\\[click\\]" in shown and "[click](" not in shown and "\\*\\*bold" in shown
+    assert (
+        "://" not in shown and escape_markdown("multi-frame (NumberOfFrames=2).") == "multi-frame (NumberOfFrames=2)."
+    )
+    session = cb.Session(export_dir=tmp_path / "s")
+    cb.load_image(session, film, "film.png")
+    assert not cb.localize(session, model, HTML.replace(",", " ")).error
+    cb.set_boxes_text(session, "10, 10, 100, 100, " + HTML.replace(",", " "))
+    metrics = cb.render(session, None, 0.3, 0.5).metrics_text
+    assert "<img" not in metrics and "[click](" not in metrics
+
+
+def test_status_markdown_and_toast_are_escaped(monkeypatch):
+    from demo import app as demo_app
+
+    toasts = []
+    monkeypatch.setattr(demo_app.gr, "Warning", lambda message: toasts.append(message))
+    markdown = demo_app._status(cb.Status(f"Could not read {HTML}.png", error=True))
+    assert "<img" not in markdown and "<img" not in toasts[0] and "&lt;img" in toasts[0]
+
+
+def test_launcher_warns_without_a_login_and_reads_credentials_from_a_file_or_the_environment(tmp_path, monkeypatch):
+    import app
+
+    monkeypatch.delenv(app.AUTH_ENV, raising=False)
+    args = app.parse_args(["--host", "0.0.0.0"])
+    exposed = {"server_name": args.host, "share": False, "auth": args.auth}
+    assert len(app.security_warnings(exposed)) == 1 and "0.0.0.0 without a login" in app.security_warnings(exposed)[0]
+    assert app.security_warnings({"server_name": "127.0.0.1", "share": False, "auth": None}) == []
+    secret = tmp_path / "auth.txt"
+    secret.write_text("\nalice:s3cret:with:colons\n")
+    args = app.parse_args(["--host", "0.0.0.0", "--auth-file", str(secret)])
+    assert args.auth == ("alice", "s3cret:with:colons")
+    assert app.security_warnings({"server_name": "0.0.0.0", "share": False, "auth": args.auth}) == []
+    monkeypatch.setenv(app.AUTH_ENV, "bob:pw")
+    assert app.parse_args([]).auth == ("bob", "pw")
+    assert app.parse_args(["--auth", "carol:x"]).auth == ("carol", "x")  # the command line wins
+    for bad in (["--auth-file", str(tmp_path / "missing")], ["--auth", "nopassword"]):
+        with pytest.raises(SystemExit):
+            app.parse_args(bad)
