@@ -81,6 +81,16 @@ class TextEncoderConfig:
             (all-MiniLM-L6-v2: report vectors of different findings at cosine 0.54-0.78); removing it leaves the
             part that tells findings apart (cosine -0.05-0.45; ``benchmarks/text_similarity.py``), which a
             from-scratch image encoder can match sooner.
+        context: ``"caption"`` (reference) encodes a caption's sentences together in one BERT pass;
+            ``"sentence"`` encodes each sentence on its own (``[CLS] sentence [SEP]``) and assembles the caption
+            from the pieces (see :meth:`afloc.text_encoder.TextEncoder.forward`). Not in the reference. A
+            one-sentence prompt gets the same vectors either way; with a frozen encoder the sentence pieces can
+            be cached, which removes the BERT from most training steps.
+        adapter: a small trainable map applied to every word vector (after centring) before sentences and the
+            report are formed: ``"none"`` (reference), ``"linear"`` (a D x D matrix initialised to the identity)
+            or ``"mlp"`` (residual two-layer MLP with a zero-initialised output, i.e. the identity at start).
+            Lets a frozen text encoder's word vectors be re-weighted (e.g. "left" vs "right") while only the
+            adapter is trained and exported. Not in the reference.
     """
 
     name_or_path: str | None = None
@@ -90,8 +100,14 @@ class TextEncoderConfig:
     frozen: bool = False
     external_weights_sha256: str | None = None
     center_words: bool = False
+    context: Literal["caption", "sentence"] = "caption"
+    adapter: Literal["none", "linear", "mlp"] = "none"
 
     def __post_init__(self) -> None:
+        if self.context not in ("caption", "sentence"):
+            raise ValueError(f"context must be 'caption' or 'sentence', got {self.context!r}")
+        if self.adapter not in ("none", "linear", "mlp"):
+            raise ValueError(f"adapter must be 'none', 'linear' or 'mlp', got {self.adapter!r}")
         if self.last_n_layers < 1:
             raise ValueError(f"last_n_layers must be >= 1, got {self.last_n_layers}")
         if self.max_length < 4:

@@ -8,7 +8,7 @@ from torch import nn
 from .config import AFLocConfig
 from .image_encoder import ImageEncoder, ImageEncoderOutput
 from .text import TokenizedText
-from .text_encoder import TextEncoder, TextEncoderOutput
+from .text_encoder import TextAdapter, TextEncoder, TextEncoderOutput
 
 
 class AFLoc(nn.Module):
@@ -38,6 +38,10 @@ class AFLoc(nn.Module):
             self.register_buffer("word_center", torch.zeros(self.text_encoder.hidden_size))
         else:
             self.word_center = None
+        # also outside ``text_encoder``: with a frozen encoder only the adapter is trained and exported
+        self.text_adapter = (
+            TextAdapter(config.text.adapter, self.text_encoder.hidden_size) if config.text.adapter != "none" else None
+        )
 
     @property
     def embedding_dim(self) -> int:
@@ -49,7 +53,7 @@ class AFLoc(nn.Module):
 
     def encode_text(self, text: TokenizedText) -> TextEncoderOutput:
         """Encode a tokenised batch (see :class:`afloc.text.ReportTokenizer`)."""
-        return self.text_encoder(text, self.word_center)
+        return self.text_encoder(text, self.word_center, self.text_adapter)
 
     @torch.no_grad()
     def set_word_center(self, texts: list[TokenizedText]) -> torch.Tensor:

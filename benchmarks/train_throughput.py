@@ -8,6 +8,12 @@ CPU (smoke-sized model, the offline MiniLM)::
 
     python benchmarks/train_throughput.py --manifest CORPUS/manifest.csv
 
+The CPU speed-ups of the phantom recipe, each added to the previous one and measured side by side in one run
+(issue #13; ResNet-18 @ 128 px, batch 32, frozen MiniLM, PhantomCXR)::
+
+    python benchmarks/train_throughput.py --manifest data/phantom20k/manifest.csv --image-size 128 --batch 32 \
+        --ladder --steps 20
+
 GPU, reference configuration (ResNet-50 at 224 -> 299, BERT-sized text encoder, bf16)::
 
     python benchmarks/train_throughput.py --device cuda --backbone resnet50 --image-size 224 \\
@@ -47,7 +53,27 @@ def _to(batch: dict, device: torch.device) -> dict:
     }
 
 
-def measure(args: argparse.Namespace, batch_size: int) -> dict:
+# The speed-up ladder (--ladder): each row adds one change to the row before; the first row is the recipe the
+# bundled model had before issue #13 (frozen MiniLM, fp32, one loader worker).
+LADDER = (
+    ("before #13: frozen text, fp32, 1 worker", {"freeze_text": True, "workers": 1}),
+    ("+ sentence-wise text, cached", {"text_context": "sentence", "cache_text": True}),
+    ("+ channels_last", {"channels_last": True}),
+    ("+ bf16 autocast", {"precision": "bf16"}),
+    ("+ 0 loader workers", {"workers": 0}),
+)
+
+
+def measure(args: argparse.Namespace, batch_size: int, options: dict | None = None) -> dict:
+    options = {
+        "freeze_text": False,
+        "text_context": "caption",
+        "cache_text": False,
+        "channels_last": False,
+        "precision": args.precision,
+        "workers": args.workers,
+        **(options or {}),
+    }
     device = torch.device(args.device)
     torch.manual_seed(0)
     system = AFLocPretraining(
@@ -56,6 +82,10 @@ def measure(args: argparse.Namespace, batch_size: int) -> dict:
         internal_size=args.internal_size,
         text_model=args.text_model,
         recompute=args.recompute,
+        freeze_text=options["freeze_text"],
+        text_context=options["text_context"],
+        cache_text=options["cache_text"],
+        channels_last=options["channels_last"],
     ).to(device)
     system.log = lambda *a, **k: None  # no trainer attached: logging is a no-op here
     optimizer = system.configure_optimizers()["optimizer"]
@@ -64,11 +94,16 @@ def measure(args: argparse.Namespace, batch_size: int) -> dict:
         text_model=args.text_model,
         image_size=args.image_size,
         batch_size=batch_size,
-        num_workers=args.workers,
+        num_workers=options["workers"],
     )
     data.setup("fit")
     loader = data.train_dataloader()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    warm_s = float("nan")
+    if options["cache_text"]:  # what fitting does first: every distinct training sentence encoded once
+        start = time.perf_counter()
+        system.warm_text_cache([s for r in data.datasets["train"].sentences for s in r], data.tokenizer)
+        warm_s = time.perf_counter() - start
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=options["precision"] == "bf16")
 
     def step(batch: dict) -> None:
         with autocast:
@@ -106,7 +141,13 @@ def measure(args: argparse.Namespace, batch_size: int) -> dict:
         done += batch["images"].shape[0]
     _sync(device)
     loader_rate = done / (time.perf_counter() - start)
-    return {"batch": batch_size, "step_img_s": step_rate, "loader_img_s": loader_rate, "peak_gib": peak}
+    return {
+        "batch": batch_size,
+        "step_img_s": step_rate,
+        "loader_img_s": loader_rate,
+        "peak_gib": peak,
+        "warm_s": warm_s,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -123,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--ladder", action="store_true", help="the cumulative CPU speed-ups of issue #13")
     args = parser.parse_args(argv)
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(
@@ -130,6 +172,21 @@ def main(argv: list[str] | None = None) -> None:
         f"device={args.device} ({name}) threads={torch.get_num_threads()} {args.backbone}@{args.image_size} "
         f"internal={args.internal_size} {args.precision} workers={args.workers}, median of {args.steps} steps"
     )
+    if args.ladder:
+        print("| configuration | step img/s (no loading) | with data loading img/s | vs first row | cache warm-up s |")
+        print("|---|---|---|---|---|")
+        options: dict = {}
+        first = None
+        for name, change in LADDER:
+            options = {**options, **change}
+            r = measure(args, args.batch[0], options)
+            first = first or r["loader_img_s"]
+            print(
+                f"| {name} | {r['step_img_s']:.1f} | {r['loader_img_s']:.1f} | {r['loader_img_s'] / first:.2f}x "
+                f"| {r['warm_s']:.0f} |",
+                flush=True,
+            )
+        return
     print("| batch | step img/s (no loading) | with data loading img/s | peak GPU GiB |")
     print("|---|---|---|---|")
     for batch in args.batch:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from typing import Literal
 
 import pytorch_lightning as pl
@@ -38,6 +39,16 @@ class AFLocPretraining(pl.LightningModule):
             running statistics as the plain average over this many training batches (0 = off, reference). With
             a from-scratch encoder the running averages lag the fast-moving weights and eval-mode outputs (what
             inference uses) drift from train-mode ones; recalibrated statistics remove that gap.
+        text_context: ``caption`` (reference) or ``sentence``: each sentence encoded on its own by the BERT
+            (:attr:`afloc.config.TextEncoderConfig.context`). Not in the reference.
+        text_adapter: ``none`` (reference), ``linear`` or ``mlp``: a small trainable map on word vectors
+            (:attr:`afloc.config.TextEncoderConfig.adapter`), trained even when the BERT is frozen and exported
+            without it. Not in the reference.
+        cache_text: with a frozen BERT and ``text_context: sentence``, cache every distinct sentence's token
+            vectors in memory (the BERT then runs once per distinct sentence instead of once per step). The loss
+            is the same as without the cache (tested).
+        channels_last: image batches and the image encoder in channels-last memory layout (faster convolutions
+            on CPUs with oneDNN). Numerically equivalent.
         last_n_layers: hidden layers summed into token vectors (4).
         max_length: word pieces per caption (97).
         report_weight, sentence_weight, word_weight: loss weights; 0 skips a term (ablations).
@@ -61,6 +72,10 @@ class AFLocPretraining(pl.LightningModule):
         center_words: bool = False,
         center_captions: int = 1024,
         recalibrate_bn_batches: int = 0,
+        text_context: Literal["caption", "sentence"] = "caption",
+        text_adapter: Literal["none", "linear", "mlp"] = "none",
+        cache_text: bool = False,
+        channels_last: bool = False,
         last_n_layers: int = 4,
         max_length: int = 97,
         report_weight: float = 1.0,
@@ -87,6 +102,8 @@ class AFLocPretraining(pl.LightningModule):
             raise ValueError("center_words needs freeze_text: the centre is computed once from the frozen encoder")
         if center_captions < 1:
             raise ValueError(f"center_captions must be >= 1, got {center_captions}")
+        if cache_text and not (freeze_text and text_context == "sentence"):
+            raise ValueError("cache_text needs freeze_text: true and text_context: sentence")
         if recalibrate_bn_batches < 0:
             raise ValueError(f"recalibrate_bn_batches must be >= 0, got {recalibrate_bn_batches}")
         self.save_hyperparameters()
@@ -104,7 +121,13 @@ class AFLocPretraining(pl.LightningModule):
         config = AFLocConfig(
             image=ImageEncoderConfig(backbone, image_size, internal_size, image_weights),
             text=TextEncoderConfig(
-                text_model, last_n_layers, max_length, frozen=freeze_text, center_words=center_words
+                text_model,
+                last_n_layers,
+                max_length,
+                frozen=freeze_text,
+                center_words=center_words,
+                context=text_context,
+                adapter=text_adapter,
             ),
             loss=loss,
         )
@@ -112,6 +135,11 @@ class AFLocPretraining(pl.LightningModule):
         self.loss = AFLocLoss(loss)
         if freeze_text:
             self.model.text_encoder.requires_grad_(False)
+            self.model.text_encoder.eval()
+        if cache_text:
+            self.model.text_encoder.enable_cache()
+        if channels_last:
+            self.model.image_encoder.to(memory_format=torch.channels_last)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -119,12 +147,22 @@ class AFLocPretraining(pl.LightningModule):
             self.model.text_encoder.eval()  # a frozen encoder keeps dropout off
         return self
 
+    def on_train_batch_start(self, batch, batch_index: int) -> None:
+        # Lightning restores the submodules' training flags as they were when fitting started; a frozen text
+        # encoder must stay in eval mode (no dropout, and its sentence cache is only valid there)
+        if self.hparams.freeze_text and self.model.text_encoder.training:
+            self.model.text_encoder.eval()
+
     # ------------------------------------------------------------------ steps
     def _step(self, batch: dict, stage: str) -> torch.Tensor | None:
         if "images" not in batch or batch["images"].shape[0] < 2:
             return None  # every sample of the batch was unreadable, or a last batch of one
-        image_out: ImageEncoderOutput = self.model.encode_image(batch["images"])
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.hparams.freeze_text):
+        images = batch["images"]
+        if self.hparams.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        image_out: ImageEncoderOutput = self.model.encode_image(images)
+        text_trainable = not self.hparams.freeze_text or self.model.text_adapter is not None
+        with torch.set_grad_enabled(torch.is_grad_enabled() and text_trainable):
             text_out: TextEncoderOutput = self.model.encode_text(batch["text"])
         if self.hparams.gather_across_ranks and self.trainer.world_size > 1:
             image_out, text_out = gather_image_outputs(image_out), gather_text_outputs(text_out)
@@ -152,6 +190,7 @@ class AFLocPretraining(pl.LightningModule):
         return terms["total"]
 
     def training_step(self, batch: dict, batch_index: int) -> torch.Tensor | None:
+        self.log("elapsed_s", self.elapsed_seconds(), on_step=True, on_epoch=False)
         return self._step(batch, "train")
 
     def validation_step(self, batch: dict, batch_index: int) -> None:
@@ -170,7 +209,32 @@ class AFLocPretraining(pl.LightningModule):
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=self.hparams.lr_gamma)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
+    @torch.no_grad()
+    def warm_text_cache(self, sentences: list[str], tokenizer, batch_size: int = 256) -> int:
+        """Encode every distinct sentence once into the text cache (``cache_text``); returns the cache size."""
+        encoder = self.model.text_encoder
+        encoder.eval()
+        unique = sorted(set(sentences))
+        for start in range(0, len(unique), batch_size):
+            encoder(tokenizer(unique[start : start + batch_size]).to(self.device))
+        return len(encoder._sentence_cache or {})
+
     def on_fit_start(self) -> None:
+        if self.hparams.cache_text:
+            dataset = self.trainer.datamodule.datasets["train"]
+            start = time.perf_counter()
+            sentences = [s for report in dataset.sentences for s in report]
+            size = self.warm_text_cache(sentences, self.trainer.datamodule.tokenizer)
+            logger.info("text cache: %d distinct sentences encoded in %.1f s", size, time.perf_counter() - start)
+        self._fit_start_time = time.perf_counter() - getattr(self, "_elapsed_before", 0.0)
+        self._set_word_center()
+
+    def elapsed_seconds(self) -> float:
+        """Wall-clock seconds of fitting so far (across resumes; logged as ``elapsed_s``)."""
+        start = getattr(self, "_fit_start_time", None)
+        return 0.0 if start is None else time.perf_counter() - start
+
+    def _set_word_center(self) -> None:
         model = self.model
         if model.word_center is None or bool(model.word_center.any()):
             return  # no centring, or already set (resumed run)
@@ -196,11 +260,13 @@ class AFLocPretraining(pl.LightningModule):
             "model_config": self.model.config.to_dict(),
             "preprocessing": {"image_size": self.hparams.image_size},
         }
+        checkpoint["afloc_elapsed_s"] = self.elapsed_seconds()
         checkpoint["afloc_rng"] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
         if torch.cuda.is_available():
             checkpoint["afloc_rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._elapsed_before = float(checkpoint.get("afloc_elapsed_s", 0.0))
         states = checkpoint.get("afloc_rng")
         if states:
             torch.set_rng_state(states["torch"])

@@ -1,0 +1,150 @@
+"""Diagnostic: how well can this image encoder localize at all, at this size and budget, WITH box supervision?
+
+Trains the same image encoder as the recipe (ResNet @ image size, the deep map that feeds AFLoc's heatmaps) on
+the PhantomCXR train split with the ground-truth boxes: a 1x1 head on the deep map predicts, per grid cell, the
+covered fraction of each (finding kind, side) class (8 kinds x {patient's right, left, both/central}; the side
+is read off the boxes). The heatmap of a test phrase is its class's map, turned into a heatmap by the same
+smoothing / upsampling / scaling and scored by the same protocol as ``training evaluate`` (the prompt's meaning
+is given: this measures the image side only). A diagnostic, never shipped and never called AFLoc::
+
+    python benchmarks/supervised_upper_bound.py --corpus data/phantom20k --image-size 128 --minutes 12 \\
+        --threads 1 --out runs/upper_bound
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from afloc.config import ImageEncoderConfig  # noqa: E402
+from afloc.image_encoder import ImageEncoder  # noqa: E402
+from afloc.io import load_image  # noqa: E402
+from afloc.localization import LocalizationConfig, heatmaps_from_embeddings  # noqa: E402
+from afloc.transforms import Preprocessing  # noqa: E402
+from training.callbacks import summarize_scores  # noqa: E402
+from training.evaluation.protocol import HeatmapSource, ProtocolConfig, evaluate_localization  # noqa: E402
+from training.evaluation.readers import read_phantom  # noqa: E402
+
+KINDS = ("consolidation", "atelectasis", "pleural_effusion", "pneumothorax", "cardiomegaly", "nodule", "mass", "edema")
+SIDES = ("right", "left", "both")
+
+
+def class_of(sample, width: int) -> int:
+    """(kind, side) class index; side from the boxes: all on the image's left half = patient's right."""
+    centres = sample.boxes[:, 0] + sample.boxes[:, 2] / 2
+    if len(centres) and (centres < width / 2).all():
+        side = 0
+    elif len(centres) and (centres >= width / 2).all():
+        side = 1
+    else:
+        side = 2
+    return KINDS.index(sample.category) * len(SIDES) + side
+
+
+class SupervisedSource(HeatmapSource):
+    """Heatmaps from the supervised head: the map of the sample's class, through the model's heatmap pipeline."""
+
+    def __init__(self, encoder, head, preprocessing, classes: dict[str, int], sigma: float) -> None:
+        self.predictor, self.baseline, self.name = None, None, "supervised"
+        self.encoder, self.head, self.preprocessing, self.classes = encoder, head, preprocessing, classes
+        self.localization = LocalizationConfig(smoothing_sigma=sigma)
+
+    def encode(self, tensors):
+        with torch.inference_mode():
+            return list(self.head(self.encoder(tensors).patch_embeddings).float())
+
+    def heatmaps(self, encoded, prompts, sample_id, margin):
+        one_hot = torch.zeros(1, encoded.shape[0])
+        one_hot[0, self.classes[sample_id]] = 1.0
+        config = LocalizationConfig(smoothing_sigma=self.localization.smoothing_sigma, margin=margin or 0)
+        return heatmaps_from_embeddings(encoded, one_hot, self.preprocessing.image_size, config)
+
+
+def targets(samples, preprocessing, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``[N, 3, S, S]`` and per-cell covered fractions ``[N, C, grid, grid]`` of the training studies."""
+    by_image: dict[str, list] = {}
+    for sample in samples:
+        by_image.setdefault(str(sample.image_path), []).append(sample)
+    images, maps = [], []
+    for path, group in by_image.items():
+        tensor, mapping = preprocessing(load_image(path))
+        target = np.zeros((len(KINDS) * len(SIDES), preprocessing.image_size, preprocessing.image_size), np.float32)
+        for sample in group:
+            truth = sample.gt_mask(mapping.original_height, mapping.original_width)
+            target[class_of(sample, mapping.original_width)] += mapping.mask_to_model(truth).astype(np.float32)
+        images.append(tensor)
+        maps.append(F.adaptive_avg_pool2d(torch.from_numpy(np.clip(target, 0, 1)), grid))
+    return torch.stack(images), torch.stack(maps)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", required=True, type=Path)
+    parser.add_argument("--backbone", default="resnet18")
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--minutes", type=float, default=12.0, help="training wall-clock budget")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--train-images", type=int, default=6000, help="training studies with findings loaded")
+    parser.add_argument("--test", type=int, default=1000, help="test samples scored (held-out phrasings)")
+    parser.add_argument("--sigma", type=float, default=0.6)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="write summary.json here")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    preprocessing = Preprocessing(image_size=args.image_size)
+    encoder = ImageEncoder(ImageEncoderConfig(args.backbone, args.image_size), embedding_dim=384)
+    grid = encoder(torch.zeros(1, 3, args.image_size, args.image_size)).patch_embeddings.shape[-1]
+    head = torch.nn.Conv2d(384, len(KINDS) * len(SIDES), kernel_size=1)
+    train = [s for s in read_phantom(args.corpus, "train").samples if s.category in KINDS]
+    paths = list(dict.fromkeys(str(s.image_path) for s in train))[: args.train_images]
+    keep = set(paths)
+    start = time.perf_counter()
+    images, maps = targets([s for s in train if str(s.image_path) in keep], preprocessing, grid)
+    print(f"loaded {len(images)} training images in {time.perf_counter() - start:.0f} s (not counted)", flush=True)
+
+    parameters = [*encoder.parameters(), *head.parameters()]
+    optimizer = torch.optim.Adam(parameters, lr=args.lr, betas=(0.5, 0.999), weight_decay=1e-6)
+    encoder.train()
+    steps, start = 0, time.perf_counter()
+    generator = torch.Generator().manual_seed(0)
+    while time.perf_counter() - start < args.minutes * 60:
+        index = torch.randint(len(images), (args.batch,), generator=generator)
+        logits = head(encoder(images[index]).patch_embeddings)
+        loss = F.binary_cross_entropy_with_logits(logits, maps[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 0.25)
+        optimizer.step()
+        steps += 1
+        if steps % 50 == 0:
+            print(f"step {steps} loss {loss.item():.4f} {time.perf_counter() - start:.0f} s", flush=True)
+    encoder.eval()
+
+    test = [s for s in read_phantom(args.corpus, "test").samples if s.category in KINDS][: args.test]
+    classes = {s.sample_id: class_of(s, s.image_size[1] if s.image_size else 256) for s in test}
+    source = SupervisedSource(encoder, head, preprocessing, classes, args.sigma)
+    records, _ = evaluate_localization(test, source, ProtocolConfig(space="native"), workers=0, progress=False)
+    scores = summarize_scores(records)
+    result = {"steps": steps, "train_seconds": args.minutes * 60, "samples": len(records), **scores, **vars(args)}
+    result = {k: (str(v) if isinstance(v, Path) else v) for k, v in result.items()}
+    print(json.dumps(result, indent=1))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "summary.json").write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""The CPU recipe's options (issue #13): off by default, and exact where they claim to be."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import afloc
+from afloc import AFLocLoss, LossConfig
+
+CAPTIONS = [
+    "right lower lobe consolidation. no pleural effusion",
+    "small left pleural effusion",
+    "left upper lobe nodule measuring 1 cm. heart size is normal. no pneumothorax",
+    "the lungs are clear",
+]
+
+# Loss terms of the seeded tiny model below, computed by the code as it was before the recipe options existed
+# (commit d79b151, torch 2.14.1, CPU, one thread). With every new option off they must come out identical.
+GOLDEN = {
+    "report": 3.196483612060547,
+    "sentence": 8.318290710449219,
+    "word": 10.413551330566406,
+    "total": 21.928325653076172,
+}
+
+
+def _reference_inputs(tiny_config, tiny_tokenizer):
+    torch.manual_seed(0)
+    model = afloc.AFLoc(tiny_config).train()
+    images = torch.randn(len(CAPTIONS), 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    return model, images, tiny_tokenizer(CAPTIONS)
+
+
+def _terms(model, images, text):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(2)  # dropout in the (trainable) text encoder
+        image_out, text_out = model(images, text)
+        return {k: float(v.detach()) for k, v in AFLocLoss(LossConfig())(image_out, text_out).items()}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_options_off_reproduce_the_previous_loss_exactly(tiny_config, tiny_tokenizer):
+    model, images, text = _reference_inputs(tiny_config, tiny_tokenizer)
+    terms = _terms(model, images, text)
+    assert terms == GOLDEN
+
+
+def _frozen(tiny_config, **text_options):
+    import dataclasses
+
+    config = dataclasses.replace(tiny_config, text=dataclasses.replace(tiny_config.text, **text_options))
+    torch.manual_seed(0)
+    model = afloc.AFLoc(config).eval()
+    model.text_encoder.requires_grad_(False)
+    return model
+
+
+def test_sentence_context_equals_caption_context_for_one_sentence(tiny_config, tiny_tokenizer):
+    caption = _frozen(tiny_config)
+    sentence = _frozen(tiny_config, context="sentence")
+    text = tiny_tokenizer(["small left pleural effusion", "the lungs are clear"])
+    with torch.no_grad():
+        a, b = caption.encode_text(text), sentence.encode_text(text)
+    torch.testing.assert_close(a.word_embeddings, b.word_embeddings)
+    torch.testing.assert_close(a.report_embedding, b.report_embedding)
+
+
+def test_sentence_context_encodes_each_sentence_alone(tiny_config, tiny_tokenizer):
+    """A two-sentence caption gets, word for word, the vectors of its sentences encoded on their own; [CLS] is
+    their mean [CLS] and the "." takes the first sentence's [SEP] (independent derivation with two BERT calls)."""
+    model = _frozen(tiny_config, context="sentence")
+    first, second = "right lower lobe consolidation", "no pleural effusion"
+    with torch.no_grad():
+        both = model.encode_text(tiny_tokenizer([f"{first}. {second}"]))
+        alone = [model.encode_text(tiny_tokenizer([s])) for s in (first, second)]
+    n1 = int(alone[0].word_mask.sum()) - 1  # words of the first sentence ([CLS] excluded)
+    n2 = int(alone[1].word_mask.sum()) - 1
+    words = both.word_embeddings[0]
+    torch.testing.assert_close(words[0], (alone[0].word_embeddings[0, 0] + alone[1].word_embeddings[0, 0]) / 2)
+    torch.testing.assert_close(words[1 : 1 + n1], alone[0].word_embeddings[0, 1 : 1 + n1])
+    torch.testing.assert_close(words[1 + n1], alone[0].word_embeddings[0, 1 + n1])  # "." <- [SEP] of sentence 1
+    torch.testing.assert_close(words[2 + n1 : 2 + n1 + n2], alone[1].word_embeddings[0, 1 : 1 + n2])
+    torch.testing.assert_close(words[2 + n1 + n2], alone[1].word_embeddings[0, 1 + n2])  # final [SEP]
+    # the sentence vectors are each sentence's own mean word vector
+    torch.testing.assert_close(both.sentence_embeddings[0, 1], alone[0].sentence_embeddings[0, 1])
+    torch.testing.assert_close(both.sentence_embeddings[0, 2], alone[1].sentence_embeddings[0, 1])
+
+
+def test_cached_text_gives_the_same_loss_as_uncached(tiny_config, tiny_tokenizer):
+    uncached = _frozen(tiny_config, context="sentence", adapter="linear")
+    cached = _frozen(tiny_config, context="sentence", adapter="linear")
+    cached.text_encoder.enable_cache()
+    images = torch.randn(len(CAPTIONS), 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    loss = AFLocLoss(LossConfig())
+    for round_ in range(2):  # the first call fills the cache, the second reads only from it
+        texts = tiny_tokenizer(CAPTIONS if round_ == 0 else CAPTIONS[::-1])
+        picture = images if round_ == 0 else images.flip(0)
+        expected = loss(*uncached(picture, texts))
+        got = loss(*cached(picture, texts))
+        for name in expected:
+            torch.testing.assert_close(got[name], expected[name], rtol=1e-6, atol=1e-6)
+    assert len(cached.text_encoder._sentence_cache) == 7  # distinct sentences of CAPTIONS
+    cached.text_encoder.train()
+    with pytest.raises(RuntimeError, match="eval mode"):
+        cached.encode_text(tiny_tokenizer(CAPTIONS))
+
+
+def test_cache_needs_sentence_context(tiny_config):
+    with pytest.raises(ValueError, match="context='sentence'"):
+        _frozen(tiny_config).text_encoder.enable_cache()
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp"])
+def test_adapter_starts_as_the_identity_and_learns(tiny_config, tiny_tokenizer, kind):
+    plain = _frozen(tiny_config)
+    adapted = _frozen(tiny_config, adapter=kind)
+    adapted.load_state_dict(plain.state_dict(), strict=False)
+    text = tiny_tokenizer(CAPTIONS)
+    with torch.no_grad():
+        a, b = plain.encode_text(text), adapted.encode_text(text)
+    for name in ("word_embeddings", "sentence_embeddings", "report_embedding"):
+        torch.testing.assert_close(getattr(b, name), getattr(a, name), rtol=1e-5, atol=1e-5)
+    # gradients reach the adapter (not the frozen BERT), and a step changes the report vectors
+    out = adapted.encode_text(text)
+    out.report_embedding.square().sum().backward()
+    grads = [p.grad for p in adapted.text_adapter.parameters() if p.grad is not None]
+    assert grads and sum(float(g.abs().sum()) for g in grads) > 0  # (the MLP's hidden layer waits for its output)
+    assert all(p.grad is None for p in adapted.text_encoder.parameters())
+
+
+def test_bad_text_options_are_refused():
+    from afloc.config import TextEncoderConfig
+
+    with pytest.raises(ValueError, match="context"):
+        TextEncoderConfig(context="report")
+    with pytest.raises(ValueError, match="adapter"):
+        TextEncoderConfig(adapter="lora")
