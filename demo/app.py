@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import shutil
+import threading
 import traceback
 import uuid
 import weakref
@@ -25,7 +26,7 @@ from gradio.utils import get_upload_folder  # noqa: E402
 
 from . import callbacks as cb  # noqa: E402
 from .models import EXAMPLES_DIR, UNTRAINED_KEY, LoadedModel, ModelStore, model_banner  # noqa: E402
-from .session import discard_upload, escape_html, escape_markdown  # noqa: E402
+from .session import discard_upload, escape_html, escape_markdown, sweep_empty_temp_files  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -350,6 +351,11 @@ def build_demo(
                 session.close()
             if session_id:
                 shutil.rmtree(export_root / session_id, ignore_errors=True)
+            sweep_empty_temp_files(upload_root)
+            # and once more later, for what the last uploads before the tab closed left (too young to judge now)
+            later = threading.Timer(15.0, sweep_empty_temp_files, args=(upload_root,))
+            later.daemon = True
+            later.start()
 
         demo.unload(on_unload)
     weakref.finalize(demo, shutil.rmtree, export_root, ignore_errors=True)

@@ -149,3 +149,27 @@ def discard_upload(path: str | Path | None, upload_root: Path) -> None:
             file.parent.rmdir()  # fails (and is skipped) unless empty
     except OSError:
         pass
+
+
+def sweep_empty_temp_files(upload_root: Path, min_age_s: float = 10.0) -> int:
+    """Delete the empty ``tmp*`` files Gradio's upload route leaves in its cache folder (one per upload, 0 bytes).
+
+    Only empty files older than ``min_age_s`` directly in ``upload_root``: an upload in progress has data or is
+    recent. Returns how many were deleted.
+    """
+    import time
+
+    deleted, now = 0, time.time()
+    try:
+        candidates = list(upload_root.glob("tmp*"))
+    except OSError:
+        return 0
+    for path in candidates:
+        try:
+            info = path.lstat()
+            if path.is_file() and not path.is_symlink() and info.st_size == 0 and now - info.st_mtime > min_age_s:
+                path.unlink()
+                deleted += 1
+        except OSError:
+            continue
+    return deleted

@@ -195,3 +195,18 @@ def test_launcher_warns_without_a_login_and_reads_credentials_from_a_file_or_the
     for bad in (["--auth-file", str(tmp_path / "missing")], ["--auth", "nopassword"]):
         with pytest.raises(SystemExit):
             app.parse_args(bad)
+
+
+def test_empty_upload_leftovers_are_swept(tmp_path):
+    import os
+
+    from demo.session import sweep_empty_temp_files
+
+    old_empty, new_empty, old_data = tmp_path / "tmpold", tmp_path / "tmpnew", tmp_path / "tmpdata"
+    old_empty.write_bytes(b"")
+    new_empty.write_bytes(b"")
+    old_data.write_bytes(b"x")
+    for path in (old_empty, old_data):
+        os.utime(path, (0, 0))
+    assert sweep_empty_temp_files(tmp_path) == 1
+    assert not old_empty.exists() and new_empty.exists() and old_data.exists()
