@@ -103,6 +103,7 @@ class PadResizeMapping:
 
 
 SIZE_RULES = ("exact", "reference")
+MODALITIES = ("cxr", "fundus")
 
 
 def pad_resize_mapping(height: int, width: int, size: int, size_rule: str = "exact") -> PadResizeMapping:
@@ -168,6 +169,9 @@ class Preprocessing:
             ``False`` (default) resizes the float image: no quantisation, which keeps 16-bit films' depth.
         size_rule: ``"exact"`` (default) or ``"reference"``, how the short side is computed, see
             :func:`pad_resize_mapping`.
+        modality: what the model was trained on, ``"cxr"`` (default; greyscale films, replicated to three
+            channels) or ``"fundus"`` (colour photographs kept RGB, usually with per-channel ``mean``/``std`` of
+            the training photographs). The demo picks models and prompt presets by it.
 
     Converted authors' models set ``resize_8bit=True, size_rule="reference"`` so that they see exactly the
     pixels the authors' code feeds them; our own models keep the defaults.
@@ -179,8 +183,13 @@ class Preprocessing:
     resize: str = "pad_resize_inter_area"
     resize_8bit: bool = False
     size_rule: str = "exact"
+    modality: str = "cxr"
 
     def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"mean and std need 3 values each, std > 0; got mean {self.mean}, std {self.std}")
         if self.size_rule not in SIZE_RULES:
             raise ValueError(f"size_rule must be one of {SIZE_RULES}, got {self.size_rule!r}")
         if not isinstance(self.resize_8bit, bool):
@@ -191,7 +200,7 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, data: dict) -> Preprocessing:
-        known = {"image_size", "mean", "std", "resize", "resize_8bit", "size_rule"}
+        known = {"image_size", "mean", "std", "resize", "resize_8bit", "size_rule", "modality"}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown preprocessing keys {sorted(unknown)}; expected a subset of {sorted(known)}")
