@@ -36,6 +36,10 @@ class ImageEncoderConfig:
         shallow_head: project layer2 into the joint space (AFLoc's word-level map). ``False`` builds no layer2
             projection (GLoRIA, which has only the deep and global levels); the deep map then stands in for the
             shallow one, and the word-level loss must use ``word_level="deep"``.
+        position_embeddings: add a learned vector per grid cell (zero at start) to the shallow and deep region
+            embeddings, so that region features can say where they are ("right" = the image's left half, "apical"
+            = the top) without having to infer it from the anatomy. Not in the reference (``False``); it fixes
+            the region grids to the input size.
     """
 
     backbone: Literal["resnet18", "resnet34", "resnet50"] = "resnet50"
@@ -43,6 +47,7 @@ class ImageEncoderConfig:
     internal_size: int | None = None
     initial_weights: str | None = None
     shallow_head: bool = True
+    position_embeddings: bool = False
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONE_CHANNELS:
@@ -55,6 +60,16 @@ class ImageEncoderConfig:
     @property
     def channels(self) -> tuple[int, int, int]:
         return BACKBONE_CHANNELS[self.backbone]
+
+    @property
+    def grid_sizes(self) -> tuple[int, int]:
+        """Sides of the shallow (layer2, stride 8) and deep (layer3, stride 16) region grids of a ResNet."""
+        side = self.internal_size or self.image_size
+        sides = []
+        for _ in range(4):  # conv1, maxpool, layer2, layer3: each k3/k7 stride-2 step gives ceil(n / 2)
+            side = (side + 1) // 2
+            sides.append(side)
+        return sides[2], sides[3]
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,12 @@ class ImageEncoder(nn.Module):
         )
         self.deep_projection = nn.Conv2d(deep, embedding_dim, kernel_size=1, bias=False)
         self.global_projection = nn.Linear(final, embedding_dim)
+        if config.position_embeddings:
+            shallow_side, deep_side = config.grid_sizes
+            self.shallow_position = nn.Parameter(torch.zeros(embedding_dim, shallow_side, shallow_side))
+            self.deep_position = nn.Parameter(torch.zeros(embedding_dim, deep_side, deep_side))
+        else:
+            self.shallow_position = self.deep_position = None
 
     def forward(self, images: torch.Tensor) -> ImageEncoderOutput:
         """Encode normalised images ``[B, 3, S, S]`` (mean = std = 0.5, i.e. range [-1, 1])."""
@@ -68,10 +74,18 @@ class ImageEncoder(nn.Module):
         deep = net.layer3(shallow)
         pooled = torch.flatten(net.avgpool(net.layer4(deep)), 1)
         patch_embeddings = self.deep_projection(deep)
+        shallow_embeddings = self.shallow_projection(shallow) if self.shallow_projection is not None else None
+        if self.deep_position is not None:
+            if patch_embeddings.shape[-2:] != self.deep_position.shape[-2:]:
+                raise ValueError(
+                    f"position embeddings were built for a {tuple(self.deep_position.shape[-2:])} grid, the input "
+                    f"gives {tuple(patch_embeddings.shape[-2:])}: images must be {self.config.image_size} px"
+                )
+            patch_embeddings = patch_embeddings + self.deep_position.to(patch_embeddings.dtype)
+            if shallow_embeddings is not None:
+                shallow_embeddings = shallow_embeddings + self.shallow_position.to(shallow_embeddings.dtype)
         return ImageEncoderOutput(
-            shallow_patch_embeddings=(
-                self.shallow_projection(shallow) if self.shallow_projection is not None else patch_embeddings
-            ),
+            shallow_patch_embeddings=shallow_embeddings if shallow_embeddings is not None else patch_embeddings,
             patch_embeddings=patch_embeddings,
             image_embedding=self.global_projection(pooled),
         )

@@ -139,3 +139,24 @@ def test_bad_text_options_are_refused():
         TextEncoderConfig(context="report")
     with pytest.raises(ValueError, match="adapter"):
         TextEncoderConfig(adapter="lora")
+
+
+def test_position_embeddings_start_at_zero_and_fix_the_grid():
+    from afloc.config import ImageEncoderConfig
+    from afloc.image_encoder import ImageEncoder
+
+    torch.manual_seed(0)
+    plain = ImageEncoder(ImageEncoderConfig("resnet18", 64), 16).eval()
+    torch.manual_seed(0)
+    placed = ImageEncoder(ImageEncoderConfig("resnet18", 64, position_embeddings=True), 16).eval()
+    assert tuple(placed.deep_position.shape) == (16, 4, 4) and tuple(placed.shallow_position.shape) == (16, 8, 8)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        a, b = plain(images), placed(images)
+        torch.testing.assert_close(a.patch_embeddings, b.patch_embeddings)
+        placed.deep_position[:, 0, 3] = 1.0  # one cell: the top-right region moves, no other
+        c = placed(images)
+    moved = (c.patch_embeddings - a.patch_embeddings).abs().sum(dim=(0, 1))
+    assert moved[0, 3] > 0 and moved.sum() == moved[0, 3]
+    with pytest.raises(ValueError, match="64 px"):
+        placed(torch.randn(1, 3, 96, 96))

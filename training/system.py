@@ -49,6 +49,8 @@ class AFLocPretraining(pl.LightningModule):
             is the same as without the cache (tested).
         channels_last: image batches and the image encoder in channels-last memory layout (faster convolutions
             on CPUs with oneDNN). Numerically equivalent.
+        position_embeddings: a learned vector per region added to the shallow and deep maps
+            (:attr:`afloc.config.ImageEncoderConfig.position_embeddings`). Not in the reference.
         last_n_layers: hidden layers summed into token vectors (4).
         max_length: word pieces per caption (97).
         report_weight, sentence_weight, word_weight: loss weights; 0 skips a term (ablations).
@@ -57,6 +59,8 @@ class AFLocPretraining(pl.LightningModule):
         text_chunk_size, recompute: memory controls of the local losses.
         learning_rate, betas, weight_decay: Adam (2e-5, (0.5, 0.999), 1e-6 in the reference).
         lr_gamma: StepLR factor per epoch (0.9).
+        warmup_steps: linear learning-rate warm-up over this many optimizer steps, then the per-epoch factor
+            (0 = none, the reference). Not in the reference: a from-scratch encoder at a high learning rate.
         gather_across_ranks: under DDP, compute every loss over the global batch (embeddings gathered with
             gradients) instead of each rank's own batch.
     """
@@ -76,6 +80,7 @@ class AFLocPretraining(pl.LightningModule):
         text_adapter: Literal["none", "linear", "mlp"] = "none",
         cache_text: bool = False,
         channels_last: bool = False,
+        position_embeddings: bool = False,
         last_n_layers: int = 4,
         max_length: int = 97,
         report_weight: float = 1.0,
@@ -91,6 +96,7 @@ class AFLocPretraining(pl.LightningModule):
         betas: tuple[float, float] = (0.5, 0.999),
         weight_decay: float = 1e-6,
         lr_gamma: float = 0.9,
+        warmup_steps: int = 0,
         gather_across_ranks: bool = False,
     ) -> None:
         super().__init__()
@@ -98,6 +104,8 @@ class AFLocPretraining(pl.LightningModule):
             raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
         if not 0 < lr_gamma <= 1:
             raise ValueError(f"lr_gamma must be in (0, 1], got {lr_gamma}")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
         if center_words and not freeze_text:
             raise ValueError("center_words needs freeze_text: the centre is computed once from the frozen encoder")
         if center_captions < 1:
@@ -119,7 +127,9 @@ class AFLocPretraining(pl.LightningModule):
             recompute=recompute,
         )
         config = AFLocConfig(
-            image=ImageEncoderConfig(backbone, image_size, internal_size, image_weights),
+            image=ImageEncoderConfig(
+                backbone, image_size, internal_size, image_weights, position_embeddings=position_embeddings
+            ),
             text=TextEncoderConfig(
                 text_model,
                 last_n_layers,
@@ -206,8 +216,19 @@ class AFLocPretraining(pl.LightningModule):
             betas=tuple(self.hparams.betas),
             weight_decay=self.hparams.weight_decay,
         )
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=self.hparams.lr_gamma)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        warmup, gamma = self.hparams.warmup_steps, self.hparams.lr_gamma
+        if not warmup:
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=gamma)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        # per step: linear warm-up, then the same per-epoch decay as StepLR
+        data = self.trainer.datamodule
+        per_epoch = max(1, len(data.datasets["train"]) // (data.hparams.batch_size * max(1, self.trainer.world_size)))
+
+        def factor(step: int) -> float:
+            return min(1.0, (step + 1) / warmup) * gamma ** (step // per_epoch)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     @torch.no_grad()
     def warm_text_cache(self, sentences: list[str], tokenizer, batch_size: int = 256) -> int:

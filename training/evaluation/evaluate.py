@@ -174,7 +174,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m training evaluate", description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="model directory (save_pretrained) or our .ckpt")
-    source.add_argument("--baseline", choices=BASELINES, help="a no-training heatmap scored by the same protocol")
+    source.add_argument(
+        "--baseline",
+        choices=[*BASELINES, "kind-oracle"],
+        help="a no-training heatmap scored by the same protocol; kind-oracle (phantom only): each finding kind's "
+        "mean training mask, blind to the prompt's side and zone and to the image",
+    )
+    parser.add_argument("--oracle-train", type=int, default=2000, help="training samples the kind oracle averages")
     parser.add_argument("--dataset", required=True, choices=DATASETS)
     parser.add_argument("--annotations", help="annotation file (or YOLO label folder)")
     parser.add_argument("--images", help="image folder (PhantomCXR: the corpus folder)")
@@ -241,6 +247,14 @@ def run(args: argparse.Namespace) -> dict:
         from afloc import AFLocPredictor
 
         source = HeatmapSource(predictor=AFLocPredictor.from_pretrained(args.model, device=args.device))
+    elif args.baseline == "kind-oracle":
+        if args.dataset != "phantom":
+            raise ValueError("--baseline kind-oracle needs --dataset phantom (a corpus with a train split)")
+        from .oracle import KindOracleSource
+        from .readers import read_phantom
+
+        train = read_phantom(args.images, "train").samples[: args.oracle_train]
+        source = KindOracleSource(train, samples, image_size=args.image_size)
     else:
         source = HeatmapSource(baseline=args.baseline, image_size=args.image_size)
     keeper = _Keeper()
