@@ -33,7 +33,9 @@ def test_monitor_numbers_equal_training_evaluate(tmp_path, corpus, tiny_config, 
     scores = monitor.score(trainer, module)["val"]
 
     directory = tmp_path / "model"
-    afloc.save_pretrained(model, directory, tiny_tokenizer, Preprocessing(image_size=64), LocalizationConfig(smoothing_sigma=0.6))
+    afloc.save_pretrained(
+        model, directory, tiny_tokenizer, Preprocessing(image_size=64), LocalizationConfig(smoothing_sigma=0.6)
+    )
     out = tmp_path / "eval"
     args = ["evaluate", "--model", str(directory), "--dataset", "phantom", "--images", str(corpus), "--split", "val"]
     args += ["--protocol", "native", "--limit", "10", "--out", str(out), "--workers", "0", "--quiet"]
