@@ -13,7 +13,17 @@ CXR_FINDINGS = (
     "nodule",
     "mass",
 )
-FUNDUS_FINDINGS = ("haemorrhage", "hard exudates", "optic disc", "microaneurysms")
+FUNDUS_FINDINGS = (
+    "optic disc",
+    "hard exudates",
+    "haemorrhages",
+    "microaneurysms",
+    "cotton wool spots",
+    "drusen",
+)
+"""Fundus presets: the IDRiD box classes (optic disc, hard exudates, haemorrhages) first, then the other
+PhantomFundus lesions, in the words of the PhantomFundus training reports (British spelling, plural)."""
+FINDINGS_BY_MODALITY = {"cxr": CXR_FINDINGS, "fundus": FUNDUS_FINDINGS}
 
 # Reference default prompt for a category ("Findings suggesting {finding}.").
 LOCALIZATION_TEMPLATE = "Findings suggesting {finding}."

@@ -1,6 +1,8 @@
-"""Demo examples: PhantomCXR test films covering every finding, plus DICOM copies, each with ground truth JSON.
+"""Demo examples: PhantomCXR test films covering every finding, plus DICOM copies, each with ground truth JSON;
+and a few PhantomFundus photographs (``--modality fundus``).
 
     python -m training.phantoms examples --out assets/examples
+    python -m training.phantoms examples --out assets/examples --modality fundus
 
 Each example ``NAME.png`` (or ``.dcm``) has ``NAME.json``::
 
@@ -25,16 +27,17 @@ from .schema import FINDING_KINDS
 EXAMPLE_SEED = 2024
 
 
-def _ground_truth(case, report: str, image_name: str, spec: CorpusSpec, index: int) -> dict:
+def _ground_truth(case, report: str, image_name: str, spec: CorpusSpec, index: int, modality: str = "cxr") -> dict:
     findings = [
         {"category": f.kind, "phrase": f.phrase, "boxes": [[round(float(v), 1) for v in b] for b in f.boxes]}
         for f in case.findings
     ]
+    generator = "PhantomFundus synthetic photograph" if modality == "fundus" else "PhantomCXR synthetic film"
     return {
         "image": image_name,
-        "modality": "cxr",
+        "modality": modality,
         "synthetic": True,
-        "source": f"PhantomCXR synthetic film (seed {spec.seed}, case {index}, split {case.split}); not a patient",
+        "source": f"{generator} (seed {spec.seed}, case {index}, split {case.split}); not a patient",
         "suggested_prompt": findings[0]["phrase"] if findings else "no acute cardiopulmonary process",
         "report": report,
         "findings": findings,
@@ -72,4 +75,31 @@ def write_examples(out: str | Path, size: int = 256, seed: int = EXAMPLE_SEED, d
         truth = _ground_truth(case, report, f"{name}{suffix}", spec, index - 1)
         (out / f"{name}.json").write_text(json.dumps(truth, indent=2) + "\n")
         written.append(out / f"{name}{suffix}")
+    return written
+
+
+FUNDUS_EXAMPLE_KINDS = ("hard_exudates", "haemorrhage", "drusen")
+
+
+def write_fundus_examples(out: str | Path, size: int = 256, seed: int = EXAMPLE_SEED) -> list[Path]:
+    """One test-split PhantomFundus photograph per kind of :data:`FUNDUS_EXAMPLE_KINDS` (first found in case
+    order, as ``phantom_fundus_<kind>.png`` + ``.json``)."""
+    from .fundus.generate import generate_fundus_case, write_png
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = CorpusSpec(n=10**6, size=size, seed=seed)
+    wanted, written, index = list(FUNDUS_EXAMPLE_KINDS), [], 0
+    while wanted:
+        case, image, report = generate_fundus_case(index, spec)
+        index += 1
+        if case.split != "test" or not case.findings or case.findings[0].kind not in wanted:
+            continue
+        kind = case.findings[0].kind
+        wanted.remove(kind)
+        name = f"phantom_fundus_{kind}"
+        write_png(out / f"{name}.png", image)
+        truth = _ground_truth(case, report, f"{name}.png", spec, index - 1, modality="fundus")
+        (out / f"{name}.json").write_text(json.dumps(truth, indent=2) + "\n")
+        written.append(out / f"{name}.png")
     return written

@@ -1,4 +1,4 @@
-"""Contact sheet: a grid of PhantomCXR films with their boxes, phrases and a report excerpt."""
+"""Contact sheet: a grid of PhantomCXR films (or PhantomFundus photographs) with boxes, phrases and report excerpts."""
 
 from __future__ import annotations
 
@@ -21,16 +21,22 @@ def _text_block(lines: list[tuple[str, tuple[int, int, int]]], width: int, line_
     return block
 
 
-def contact_sheet(spec: CorpusSpec, count: int = 16, columns: int = 4, start: int = 0, tile: int = 256) -> np.ndarray:
+def contact_sheet(
+    spec: CorpusSpec, count: int = 16, columns: int = 4, start: int = 0, tile: int = 256, case_fn=generate_case
+) -> np.ndarray:
     """RGB uint8 grid of ``count`` cases starting at index ``start``, each with boxes, phrases and a report excerpt.
 
-    The report excerpt is the first characters of the FINDINGS section, wrapped.
+    The report excerpt is the start of the FINDINGS section, wrapped. ``case_fn(index, spec)`` returns
+    ``(case, image, report)``: :func:`~training.phantoms.generate.generate_case` (greyscale films, default) or
+    :func:`~training.phantoms.fundus.generate.generate_fundus_case` (RGB photographs).
     """
     tiles = []
     for index in range(start, start + count):
-        case, image, report = generate_case(index, spec)
+        case, image, report = case_fn(index, spec)
         scale = tile / image.shape[0]
-        rgb = cv2.cvtColor(cv2.resize(np.clip(image * 255, 0, 255).astype(np.uint8), (tile, tile)), cv2.COLOR_GRAY2RGB)
+        rgb = cv2.resize(np.clip(image * 255, 0, 255).astype(np.uint8), (tile, tile))
+        if rgb.ndim == 2:
+            rgb = cv2.cvtColor(rgb, cv2.COLOR_GRAY2RGB)
         lines = [
             (
                 f"{case.case_id[-6:]}  {case.split}  {case.view}" + ("  normal" if not case.findings else ""),
@@ -44,7 +50,7 @@ def contact_sheet(spec: CorpusSpec, count: int = 16, columns: int = 4, start: in
                 p1 = (int(round((x + w) * scale)) - 1, int(round((y + h) * scale)) - 1)
                 cv2.rectangle(rgb, p0, p1, color, 2)
             lines.append((str(finding.phrase)[:44], color))
-        findings_text = report.split("IMPRESSION:")[0].replace("FINDINGS:", "").strip()
+        findings_text = report.split("IMPRESSION:")[0].split("FINDINGS:")[-1].strip()
         for wrapped in textwrap.wrap(findings_text, 46)[:3]:
             lines.append((wrapped, (170, 170, 170)))
         while len(lines) < 7:

@@ -103,13 +103,14 @@ def _work(job: tuple[int, CorpusSpec, str]) -> dict:
     }
 
 
-def _results(jobs: list, workers: int) -> Iterator[dict]:
+def _results(jobs: list, workers: int, work=_work) -> Iterator[dict]:
+    """``work(job)`` for every job, in order (``work`` must be a module-level function: it is pickled)."""
     if workers <= 1:
-        yield from map(_work, jobs)
+        yield from map(work, jobs)
         return
     context = multiprocessing.get_context("spawn")  # no fork-inherited threads or RNG state
     with context.Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
-        yield from pool.imap(_work, jobs, chunksize=32)
+        yield from pool.imap(work, jobs, chunksize=32)
 
 
 def write_dicom(path: Path, image: np.ndarray, monochrome1: bool = False, *, seed: int, index: int) -> None:
@@ -151,11 +152,18 @@ def write_dicom(path: Path, image: np.ndarray, monochrome1: bool = False, *, see
     ds.save_as(str(path), enforce_file_format=True)
 
 
-def _write_coco(path: Path, spool: Path, size: int) -> None:
+def _write_coco(
+    path: Path,
+    spool: Path,
+    size: int,
+    categories: list[dict] = CATEGORIES,
+    description: str = "PhantomCXR synthetic chest X-rays (MS-CXR layout)",
+) -> None:
     """Assemble a COCO JSON from the spooled JSONL records of one split, streaming (no list of all cases)."""
+    category_ids = {c["name"]: c["id"] for c in categories}
     with path.open("w", encoding="utf-8") as out:
-        out.write('{"info": {"description": "PhantomCXR synthetic chest X-rays (MS-CXR layout)"},\n')
-        out.write(f'"categories": {json.dumps(CATEGORIES)},\n"images": [\n')
+        out.write(json.dumps({"info": {"description": description}})[:-1] + ",\n")
+        out.write(f'"categories": {json.dumps(categories)},\n"images": [\n')
         first = True
         if spool.is_file():
             for line in spool.open(encoding="utf-8"):
@@ -173,7 +181,7 @@ def _write_coco(path: Path, spool: Path, size: int) -> None:
                         annotation = {
                             "id": annotation_id,
                             "image_id": record["index"],
-                            "category_id": CATEGORY_IDS[finding["kind"]],
+                            "category_id": category_ids[finding["kind"]],
                             "bbox": [round(float(v), 2) for v in box],
                             "area": round(float(box[2] * box[3]), 2),
                             "iscrowd": 0,
