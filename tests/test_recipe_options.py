@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -160,3 +162,45 @@ def test_position_embeddings_start_at_zero_and_fix_the_grid():
     assert moved[0, 3] > 0 and moved.sum() == moved[0, 3]
     with pytest.raises(ValueError, match="64 px"):
         placed(torch.randn(1, 3, 96, 96))
+
+
+def test_fit_with_the_cpu_recipe_options_and_export_only_the_trained_text_part(tmp_path, vocab_file, tiny_bert_config):
+    """Frozen BERT + sentence cache + adapter + position embeddings: the exported directory holds the adapter but
+    no BERT weight, and loads back to the same embeddings."""
+    from safetensors import safe_open
+    from training_fixtures import write_tiny_bert, write_tiny_corpus
+
+    from afloc import load_model
+    from training.__main__ import main as training_main
+    from training.cli import cli_main
+
+    bert = write_tiny_bert(tmp_path / "bert", vocab_file, tiny_bert_config)
+    manifest = write_tiny_corpus(tmp_path / "corpus")
+    configs = Path(__file__).resolve().parents[1] / "training" / "configs"
+    options = ["--model.freeze_text", "true", "--model.text_context", "sentence", "--model.cache_text", "true"]
+    options += ["--model.text_adapter", "linear", "--model.position_embeddings", "true", "--model.warmup_steps", "2"]
+    cli = cli_main(
+        ["fit", "--config", str(configs / "smoke.yaml"), "--model.text_model", str(bert), "--data.manifest",
+         str(manifest), "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir",
+         str(tmp_path), *options]
+    )  # fmt: skip
+    model = cli.model.model
+    assert len(model.text_encoder._sentence_cache) > 0  # filled at fit start
+    adapter = model.text_adapter.linear.weight.detach()
+    assert not torch.equal(adapter, torch.eye(adapter.shape[0]))  # the adapter was trained
+    out = tmp_path / "compact"
+    last = cli.trainer.checkpoint_callback.last_model_path
+    assert training_main(["export", "--ckpt", last, "--out", str(out), "--external-text"]) == 0
+    keys = set()
+    for path in out.glob("*.safetensors"):
+        with safe_open(str(path), "pt") as handle:
+            keys |= set(handle.keys())
+    assert "text_adapter.linear.weight" in keys and "image_encoder.deep_position" in keys
+    assert not any(k.startswith("text_encoder.") for k in keys)
+    loaded = load_model(out).model
+    text = cli.datamodule.tokenizer(CAPTIONS)
+    with torch.no_grad():
+        expected = model.eval().encode_text(text)
+        got = loaded.encode_text(text)
+    torch.testing.assert_close(got.report_embedding, expected.report_embedding)
+    torch.testing.assert_close(got.sentence_embeddings, expected.sentence_embeddings)
