@@ -59,7 +59,8 @@ def test_dicom_deflate_bomb_is_never_inflated_beyond_its_header():
 
 def test_malformed_luts_are_value_errors_with_readable_messages():
     short_modality = make_dicom(RAMP_12BIT, bits_stored=12, ModalityLUTSequence=[_lut_item(4096, list(range(10)))])
-    with pytest.raises(ValueError, match="Modality LUT Sequence: LUT Data holds 10 entries, its LUT Descriptor says 4096"):
+    expected = "Modality LUT Sequence: LUT Data holds 10 entries, its LUT Descriptor says 4096"
+    with pytest.raises(ValueError, match=expected):
         load_image(short_modality)
     short_voi = make_dicom(RAMP_12BIT, bits_stored=12, VOILUTSequence=[_lut_item(4096, list(range(10)))])
     with pytest.raises(ValueError, match="VOI LUT Sequence: LUT Data holds 10 entries"):
