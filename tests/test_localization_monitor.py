@@ -84,3 +84,19 @@ def test_kind_oracle_is_the_mean_training_mask_of_the_kind(corpus):
     got = source.heatmaps(None, [sample.phrase, "anything else"], sample.sample_id, None)
     np.testing.assert_allclose(got[0], expected, atol=1e-6)
     np.testing.assert_array_equal(got[0], got[1])  # blind to the prompt
+
+
+def test_plot_draws_localization_against_steps_and_wall_clock(tmp_path):
+    from PIL import Image
+
+    from training.plot import plot_run
+
+    rows = ["step,train/total_step,val/total,val/pointing_game,train_loc/pointing_game,val/iou,val/elapsed_s"]
+    rows += [f"{s},{20 - s / 100},{21 - s / 100},{s / 1000},{s / 1200},{s / 2000},{s * 1.5}" for s in (100, 200, 300)]
+    (tmp_path / "with").mkdir()
+    (tmp_path / "with" / "metrics.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "without").mkdir()
+    (tmp_path / "without" / "metrics.csv").write_text("\n".join(",".join(r.split(",")[:3]) for r in rows) + "\n")
+    with_loc = Image.open(plot_run(tmp_path / "with"))
+    without = Image.open(plot_run(tmp_path / "without"))
+    assert with_loc.height == 3 * without.height  # a row against steps and one against seconds

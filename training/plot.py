@@ -1,4 +1,9 @@
-"""``python -m training plot RUN_DIR``: training curves from the run's CSV log (``metrics.csv``)."""
+"""``python -m training plot RUN_DIR``: training curves from the run's CSV log (``metrics.csv``).
+
+The first row shows every loss term (train per step and per epoch, validation); when the run was scored by
+:class:`training.callbacks.LocalizationMonitor`, two more rows show the localization metrics (validation, and
+training studies when monitored) against steps and against wall-clock seconds of fitting.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import csv
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+LOCALIZATION = ("pointing_game", "iou", "cnr", "side_mass")
 
 
 def read_curves(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:
@@ -32,11 +39,17 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         raise ValueError(f"no metrics.csv under {run_dir} (runs log with CSVLogger)")
     curves = read_curves(found[-1])
     terms = sorted({k.split("/", 1)[1].removesuffix("_step").removesuffix("_epoch") for k in curves if "/" in k})
-    terms = [t for t in terms if t != "skipped"]
+    terms = [t for t in terms if t not in ("skipped", "elapsed_s", *LOCALIZATION)]
     if not terms:
         raise ValueError(f"{found[-1]} has no loss columns")
-    fig, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.2), squeeze=False)
-    for ax, term in zip(axes[0], terms, strict=True):
+    localization = [m for m in LOCALIZATION if f"val/{m}" in curves]
+    rows = 3 if localization else 1
+    columns = max(len(terms), len(localization))
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_visible(False)
+    for ax, term in zip(axes[0], terms, strict=False):
+        ax.set_visible(True)
         for key, style in ((f"train/{term}_step", "-"), (f"train/{term}_epoch", "o-"), (f"val/{term}", "s--")):
             if key in curves:
                 steps, values = zip(*curves[key], strict=True)
@@ -44,6 +57,21 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         ax.set_title(term)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
+    seconds = dict(curves.get("val/elapsed_s", []))  # step -> wall-clock seconds at that validation
+    for column, metric in enumerate(localization):
+        for row, xlabel in ((1, "step"), (2, "wall-clock seconds of fitting")):
+            ax = axes[row][column]
+            ax.set_visible(True)
+            for key, style in ((f"val/{metric}", "s-"), (f"train_loc/{metric}", "o--")):
+                points = curves.get(key, [])
+                if row == 2:
+                    points = [(seconds[step], value) for step, value in points if step in seconds]
+                if points:
+                    xs, values = zip(*points, strict=True)
+                    ax.plot(xs, values, style, label=key, markersize=3)
+            ax.set_title(f"{metric} (localization)")
+            ax.set_xlabel(xlabel)
+            ax.legend(fontsize=7)
     fig.tight_layout()
     out = Path(out) if out else found[-1].parent / "curves.png"
     fig.savefig(out, dpi=110)
