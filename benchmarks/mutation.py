@@ -1,0 +1,193 @@
+"""Mutation score of the core modules: how many small, realistic bugs the tests that claim a module catch.
+
+    python benchmarks/mutation.py [--modules losses metrics ...] [--sample 40] [--seed 0] [--workdir DIR]
+                                  [--max-children 2] [--json results.json]
+
+Runs `mutmut <https://pypi.org/project/mutmut/>`_ 3 (``pip install mutmut==3.8.1``; not a CI dependency) once
+per core module, on a **private copy** of the checkout (mutmut writes a mutated tree; the working tree is never
+touched): only that module is mutated, and only the test files mapped to it in :data:`MODULES` are run (mutmut
+then runs, for each mutant, just the tests that call the mutated function). ``--sample N`` draws a seeded random
+subset of N mutants per module (all of them when there are fewer); ``--sample 0`` runs every mutant.
+
+Score = killed / (tested - equivalent). Timeouts count as killed (the mutant changed behaviour); mutants in a
+function no mapped test calls ("no tests") count as survivors. :data:`EQUIVALENT` lists survivors judged
+equivalent (no observable behaviour changes), with the reason; mutant numbers are tied to the source text, so
+the list is only valid for the commit it was written against (a stale entry is reported, not silently used).
+
+The shared data folder (``../shared``) is linked next to the copy, so tests that read it run as they do in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# module name -> (source file, test files that cover it). Behaviour tests (tests/test_behaviour_*.py) written
+# against independent expectations are mapped to the modules whose bugs they catch.
+MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "losses": ("afloc/losses.py", ("tests/test_losses.py", "tests/test_behaviour_training.py")),
+    "metrics": ("afloc/metrics.py", ("tests/test_metrics.py",)),
+    "transforms": ("afloc/transforms.py", ("tests/test_transforms.py", "tests/test_behaviour_geometry.py")),
+    "localization": ("afloc/localization.py", ("tests/test_localization.py", "tests/test_behaviour_heatmaps.py")),
+    "predictor": ("afloc/predictor.py", ("tests/test_predictor.py", "tests/test_behaviour_heatmaps.py")),
+    "text": ("afloc/text.py", ("tests/test_text.py",)),
+    "io": ("afloc/io.py", ("tests/test_io.py", "tests/test_io_hardening.py")),
+    "protocol": (
+        "training/evaluation/protocol.py",
+        ("tests/test_evaluation.py", "tests/test_behaviour_heatmaps.py"),
+    ),
+    "report": ("training/evaluation/report.py", ("tests/test_eval_report.py",)),
+}
+
+# Surviving mutants judged equivalent: {mutant name: one-line reason}. Filled from the survivors' diffs.
+EQUIVALENT: dict[str, str] = {}
+
+KILLED, SURVIVED, NO_TESTS, TIMEOUT, OTHER = "killed", "survived", "no tests", "timeout", "other"
+COPY_IGNORE = shutil.ignore_patterns(".git", "runs", "data", "mutants", "*.egg-info", "__pycache__", ".ruff_cache")
+NO_MATCH = "__mutation_benchmark_lists_mutants__"
+
+
+def status_of(exit_code: int | None) -> str:
+    """mutmut's exit-code convention (``mutmut.stats.status_by_exit_code``) folded into five outcomes."""
+    if exit_code in (1, 3):
+        return KILLED
+    if exit_code == 0:
+        return SURVIVED
+    if exit_code in (5, 33):
+        return NO_TESTS
+    if exit_code in (36, 24, -24, 152, 255):
+        return TIMEOUT
+    return OTHER
+
+
+def mutmut_command() -> list[str]:
+    found = shutil.which("mutmut") or str(Path(sys.executable).with_name("mutmut"))
+    if not Path(found).is_file():
+        raise SystemExit("mutmut is not installed: pip install mutmut==3.8.1")
+    return [found]
+
+
+def prepare_copy(workdir: Path, source: str, tests: list[str]) -> Path:
+    """A fresh copy of the checkout with a ``[tool.mutmut]`` section for one module."""
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    repo = workdir / "repo"
+    shutil.copytree(ROOT, repo, ignore=COPY_IGNORE, symlinks=True)
+    shared = ROOT.parent / "shared"
+    if shared.is_dir():
+        (workdir / "shared").symlink_to(shared)  # tests find ../shared/data as in CI
+    config = {
+        "source_paths": ["afloc", "training", "demo"],
+        "only_mutate": [source],
+        "also_copy": ["app.py", "benchmarks", "assets", "README.md", "docs", "requirements.txt"],
+        "pytest_add_cli_args_test_selection": tests,
+        "pytest_add_cli_args": ["-p", "no:cacheprovider", "-q", "-x"],
+        "process_isolation": "fork",
+        "use_git_change_detection": False,
+    }
+    lines = ["", "[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in config.items()]
+    with (repo / "pyproject.toml").open("a") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return repo
+
+
+def run_module(name: str, args: argparse.Namespace) -> dict:
+    source, mapped = MODULES[name]
+    tests = [t for t in mapped if (ROOT / t).is_file() and not (args.without_behaviour and "behaviour" in t)]
+    repo = prepare_copy(args.workdir / name, source, tests)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    # one thread: forked workers must not inherit a busy OpenMP pool (seen as spurious CPU-time "timeouts")
+    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    command = mutmut_command()
+    started = time.perf_counter()
+    log = (args.workdir / f"{name}.log").open("w")
+    # 1) generate every mutant and collect which test calls which function; the no-match filter then stops it
+    subprocess.run(
+        [*command, "run", "--max-children", str(args.max_children), NO_MATCH],
+        cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT, check=False,
+    )  # fmt: skip
+    meta = repo / "mutants" / f"{source}.meta"
+    if not meta.is_file():
+        raise RuntimeError(f"{name}: mutmut generated no mutants (see {args.workdir / f'{name}.log'})")
+    names = sorted(json.loads(meta.read_text())["exit_code_by_key"])
+    chosen = (
+        names
+        if not args.sample or args.sample >= len(names)
+        else sorted(random.Random(f"{args.seed}:{name}").sample(names, args.sample))
+    )
+    # 2) run the chosen mutants
+    subprocess.run(
+        [*command, "run", "--max-children", str(args.max_children), *chosen],
+        cwd=repo, env=env, stdout=log, stderr=subprocess.STDOUT, check=False,
+    )  # fmt: skip
+    log.close()
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    outcomes = {mutant: status_of(codes.get(mutant)) for mutant in chosen}
+    survivors = [m for m, s in outcomes.items() if s in (SURVIVED, NO_TESTS, OTHER)]
+    diffs = {}
+    for mutant in survivors:
+        shown = subprocess.run([*command, "show", mutant], cwd=repo, env=env, capture_output=True, text=True)
+        diffs[mutant] = shown.stdout.strip()
+    equivalent = [m for m in survivors if m in EQUIVALENT]
+    counts = {s: sum(v == s for v in outcomes.values()) for s in (KILLED, TIMEOUT, SURVIVED, NO_TESTS, OTHER)}
+    detected = counts[KILLED] + counts[TIMEOUT]
+    denominator = len(chosen) - len(equivalent)
+    return {
+        "module": name,
+        "source": source,
+        "tests": tests,
+        "mutants_total": len(names),
+        "sampled": len(chosen),
+        "counts": counts,
+        "equivalent": {m: EQUIVALENT[m] for m in equivalent},
+        "score": detected / denominator if denominator else float("nan"),
+        "survivors": {m: diffs[m] for m in survivors if m not in EQUIVALENT},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--modules", nargs="+", choices=sorted(MODULES), default=list(MODULES))
+    parser.add_argument("--sample", type=int, default=40, help="mutants per module (seeded); 0 = all")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/afloc-mutation"), help="private copies go here")
+    parser.add_argument("--max-children", type=int, default=2)
+    parser.add_argument(
+        "--without-behaviour", action="store_true", help="leave out tests/test_behaviour_*.py (the 'before' score)"
+    )
+    parser.add_argument("--json", type=Path, help="write the per-module results (survivor diffs included)")
+    args = parser.parse_args(argv)
+    args.workdir = args.workdir.resolve()
+    if args.workdir == ROOT or ROOT in args.workdir.parents:
+        parser.error("--workdir must be outside the checkout (mutmut writes a mutated copy there)")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    results = []
+    print(f"{'module':<13} {'mutants':>7} {'sampled':>7} {'killed':>6} {'timeout':>7} {'survived':>8} "
+          f"{'no tests':>8} {'equiv.':>6} {'score':>6} {'s':>6}")  # fmt: skip
+    for name in args.modules:
+        result = run_module(name, args)
+        results.append(result)
+        c = result["counts"]
+        print(
+            f"{name:<13} {result['mutants_total']:>7} {result['sampled']:>7} {c['killed']:>6} {c['timeout']:>7} "
+            f"{c['survived']:>8} {c['no tests'] + c['other']:>8} {len(result['equivalent']):>6} "
+            f"{result['score']:>6.0%} {result['seconds']:>6.0f}",
+            flush=True,
+        )
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
