@@ -25,7 +25,8 @@ import gradio as gr  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
 
 from . import callbacks as cb  # noqa: E402
-from .models import EXAMPLES_DIR, UNTRAINED_KEY, LoadedModel, ModelStore, model_banner  # noqa: E402
+from . import modality as md  # noqa: E402
+from .models import EXAMPLES_DIR, LoadedModel, ModelStore  # noqa: E402
 from .session import discard_upload, escape_html, escape_markdown, sweep_empty_temp_files  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,14 @@ def build_demo(
         store.preloaded["custom"] = LoadedModel("custom", "custom predictor", predictor, "")
         default_model = default_model or "custom"
     default_model = default_model or store.default_key()
+    # The modality switch selects the models, presets and examples; start on the default model's modality.
+    start_modality = md.model_modality(store, default_model) or "cxr"
+    default_model = md.default_model(store, start_modality, default_model)
     examples = cb.list_examples(Path(examples_dir))
+
+    def example_samples(value: str) -> list[list[str]]:
+        return [[e.image_path.name, e.prompt] for e in md.examples_for(examples, value)]
+
     # Inside Gradio's cache folder, so that Gradio serves the session's files in place (no second copy).
     upload_root = Path(get_upload_folder())
     export_root = upload_root / "afloc-sessions" / uuid.uuid4().hex[:12]
@@ -117,26 +125,27 @@ def build_demo(
     with gr.Blocks(title="AFLoc demo", analytics_enabled=False, delete_cache=(300, 1800)) as demo:
         state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=lambda s: s and s.close())
         gr.Markdown(HEADER)
-        banner = gr.Markdown(model_banner(store.card(default_model), default_model == UNTRAINED_KEY), label="warnings")
+        banner = gr.Markdown(md.banner(store, start_modality, default_model), label="warnings")
         with gr.Row():
             with gr.Column(scale=2):
                 with gr.Row():
-                    model = gr.Dropdown(store.discover(), value=default_model, label="Model", scale=4)
+                    choices = md.model_choices(store, start_modality)
+                    model = gr.Dropdown(choices, value=default_model, label="Model", scale=4)
                     refresh = gr.Button("↻ Refresh models", scale=1, size="sm")
                 with gr.Accordion("Model card", open=False):
                     card = gr.Markdown(store.card(default_model), label="model card")
                 upload = gr.File(label="Image: PNG, JPEG or DICOM (recognised by content)", type="filepath")
                 example_list = gr.Dataset(
-                    label="Examples (synthetic films with ground truth)",
+                    label="Examples with ground truth (of the chosen modality)",
                     components=["textbox", "textbox"],
                     headers=["example", "suggested prompt"],
-                    samples=[[e.image_path.name, e.prompt] for e in examples],
+                    samples=example_samples(start_modality),
                     type="index",
                     layout="table",
                 )
                 film = gr.Image(label="Input image", interactive=False, format="png", height=320)
-                modality = gr.Radio([("Chest X-ray", "cxr"), ("Fundus photo", "fundus")], value="cxr", label="Modality")
-                presets = gr.Dropdown(list(cb.CXR_FINDINGS), value=[], multiselect=True, label="Finding presets")
+                modality = gr.Radio([(md.LABELS[m], m) for m in md.MODALITIES], value=start_modality, label="Modality")
+                presets = gr.Dropdown(md.presets(start_modality), value=[], multiselect=True, label="Finding presets")
                 prompt_box = gr.Textbox(
                     label="Findings to localize (comma- or newline-separated)",
                     placeholder="e.g. left lower lobe consolidation, small right pleural effusion",
@@ -177,8 +186,18 @@ def build_demo(
                 status: _status(message),
             }
 
+        def modality_updates(value: str, model_key: str | None) -> dict:
+            """The presets, model list (and model), warnings and examples that go with a modality."""
+            key = md.default_model(store, value, model_key)
+            return {
+                presets: gr.Dropdown(choices=md.presets(value), value=[]),
+                model: gr.Dropdown(choices=md.model_choices(store, value), value=key),
+                banner: md.banner(store, value, key),
+                example_list: gr.Dataset(samples=example_samples(value)),
+            }
+
         @guarded
-        def on_upload(state_value, image_file, request: gr.Request):
+        def on_upload(state_value, image_file, model_key, request: gr.Request):
             session = session_of(state_value, request)
             with session.lock:
                 name = Path(image_file).name if image_file else ""
@@ -187,14 +206,17 @@ def build_demo(
                 display = session.save_view("film", display)
                 if message.error:
                     return {state: session, status: _status(message)}
-                presets_update = gr.Dropdown(choices=list(cb.FINDINGS[session.modality]), value=[])
-                return cleared(session, message, display) | {modality: session.modality, presets: presets_update}
+                updates = modality_updates(session.modality, model_key)  # a colour photo switches to fundus
+                return cleared(session, message, display) | {modality: session.modality} | updates
 
         @guarded
-        def on_example(state_value, example_index, request: gr.Request):
-            if not isinstance(example_index, int) or not 0 <= example_index < len(examples):
-                raise gr.Error(f"There is no example {example_index!r}; choose one of the {len(examples)} listed.")
-            session, example = session_of(state_value, request), examples[example_index]
+        def on_example(state_value, example_index, modality_value, request: gr.Request):
+            shown_examples = md.examples_for(examples, md.checked(modality_value))
+            if not isinstance(example_index, int) or not 0 <= example_index < len(shown_examples):
+                raise gr.Error(
+                    f"There is no example {example_index!r}; choose one of the {len(shown_examples)} listed."
+                )
+            session, example = session_of(state_value, request), shown_examples[example_index]
             with session.lock:
                 display, message = cb.load_example(session, example, max_pixels)
                 display = session.save_view("film", display)
@@ -280,26 +302,27 @@ def build_demo(
                 message = cb.Status(f"Model {loaded.name} ready. Press Localize.")
                 return cleared(session, message, gr.skip()) | {
                     card: loaded.card,
-                    banner: model_banner(loaded.card, loaded.untrained),
+                    banner: md.banner(store, session.modality, loaded.key),
                 }
 
         @guarded
-        def on_refresh(model_key):
-            choices = store.discover()
-            keys = [key for _, key in choices]
-            return gr.Dropdown(choices=choices, value=model_key if model_key in keys else keys[0])
+        def on_refresh(model_key, modality_value):
+            value = md.checked(modality_value)
+            return gr.Dropdown(choices=md.model_choices(store, value), value=md.default_model(store, value, model_key))
 
         @guarded
-        def on_modality(state_value, modality_value, request: gr.Request):
+        def on_modality(state_value, modality_value, model_key, request: gr.Request):
             session = session_of(state_value, request)
-            value = modality_value if modality_value in cb.FINDINGS else "cxr"
+            value = md.checked(modality_value)
             session.modality = value
-            return {state: session, presets: gr.Dropdown(choices=list(cb.FINDINGS[value]), value=[])}
+            return {state: session} | modality_updates(value, model_key)
 
         everything = [state, film, modality, presets, prompt_box, boxes, figure, shown, metrics, probabilities, status]
         redraw_outputs = [state, figure, metrics, status]
-        upload.upload(on_upload, [state, upload], everything, api_name="load_image")
-        example_list.click(on_example, [state, example_list], everything, api_name="load_example").success(
+        switched = [model, banner, example_list]  # what a change of modality also updates
+        upload_outputs = [*everything[:-1], *switched, status]  # the status stays last (clients read [-1])
+        upload.upload(on_upload, [state, upload, model], upload_outputs, api_name="load_image")
+        example_list.click(on_example, [state, example_list, modality], everything, api_name="load_example").success(
             on_localize,
             [state, model, prompt_box, presets, shown, threshold_slider, opacity_slider],
             [state, figure, shown, metrics, probabilities, status],
@@ -337,8 +360,8 @@ def build_demo(
             [state, film, figure, shown, metrics, probabilities, status, card, banner],
             api_name="select_model",
         )
-        refresh.click(on_refresh, [model], [model], api_name="refresh_models")
-        modality.input(on_modality, [state, modality], [state, presets], api_name="set_modality")
+        refresh.click(on_refresh, [model, modality], [model], api_name="refresh_models")
+        modality.input(on_modality, [state, modality, model], [state, presets] + switched, api_name="set_modality")
 
         def on_unload(request: gr.Request):
             """The tab was closed (or the client left): free the session's memory and delete its files now.

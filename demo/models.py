@@ -207,7 +207,7 @@ class ModelStore:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        if key not in {k for _, k in self.discover()}:
+        if key != UNTRAINED_KEY and key not in {k for _, k in self.discover()}:  # untrained: any modality lacking one
             raise ValueError(f"unknown model {key!r}: press refresh and choose one from the list")
         with self._load_lock:
             with self._lock:

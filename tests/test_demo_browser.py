@@ -1,7 +1,8 @@
 """The demo in a real headless Chromium (the ``chromium`` on the PATH, as ``.ci/run`` installs it), via Playwright.
 
 A person's path: open the page, load an example, type a prompt, press Localize, wait for the heatmap and the
-metrics, move the threshold and see both change. Skipped when no Chromium is found (CI installs it).
+metrics, move the threshold and see both change; then switch the modality to fundus photos and back, and see the
+model, the examples and the presets follow. Skipped when no Chromium is found (CI installs it).
 Playwright never downloads its own browser here: it is pointed at the system one.
 """
 
@@ -34,6 +35,7 @@ def find_chromium() -> Path | None:
 
 CHROMIUM = find_chromium()
 EXAMPLE = "phantom_pleural_effusion.png"
+FUNDUS_EXAMPLE = "phantom_fundus_hard_exudates.png"
 PROMPT = "small right pleural effusion"
 TIMEOUT_MS = 30_000
 
@@ -71,6 +73,8 @@ def server(tmp_path_factory, tiny_config, tiny_tokenizer):
     afloc.save_pretrained(
         afloc.AFLoc(tiny_config).eval(), models / "tiny", tiny_tokenizer, afloc.Preprocessing(64), card=card
     )
+    fundus = afloc.Preprocessing(64, (0.5, 0.3, 0.1), (0.3, 0.2, 0.1), modality="fundus")  # chosen by modality
+    afloc.save_pretrained(afloc.AFLoc(tiny_config).eval(), models / "tiny_fundus", tiny_tokenizer, fundus, card=card)
     port = free_port()
     argv = ["--models-dir", str(models), "--model", str(models / "tiny"), "--port", str(port)]
     blocks, launch_kwargs, _, _ = app.create(argv)
@@ -137,4 +141,29 @@ def test_localize_and_move_the_threshold(browser, server, tmp_path):
         target = Path(os.environ["AFLOC_SCREENSHOT"])
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, target)
+    page.close()
+
+
+def test_modality_switch_selects_model_examples_and_presets(browser, server):
+    page = browser.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(server)
+    page.get_by_role("button", name="Localize", exact=True).wait_for()
+    page.get_by_role("gridcell", name=EXAMPLE).wait_for()  # chest X-ray examples first
+    assert page.get_by_role("gridcell", name=FUNDUS_EXAMPLE).count() == 0
+
+    # Fundus photo: the fundus model is chosen (its preprocessing.json says so), fundus examples are listed
+    page.get_by_label("Fundus photo").check()
+    page.get_by_text("Model tiny_fundus ready").wait_for()
+    page.get_by_role("gridcell", name=FUNDUS_EXAMPLE).wait_for()
+    assert page.get_by_role("gridcell", name=EXAMPLE).count() == 0
+    page.get_by_role("gridcell", name=FUNDUS_EXAMPLE).click()  # loads the photo and localizes its prompt
+    page.get_by_text("Localized 1 prompt(s) with tiny_fundus").wait_for()
+    page.get_by_text("at threshold").wait_for()
+
+    # and back: the chest model and examples return
+    page.get_by_label("Chest X-ray").check()
+    page.get_by_text("Model tiny ready").wait_for()
+    page.get_by_role("gridcell", name=EXAMPLE).wait_for()
+    assert page.get_by_role("gridcell", name=FUNDUS_EXAMPLE).count() == 0
     page.close()
