@@ -122,17 +122,20 @@ def test_left_and_right_eyes_are_mirrored():
     """On a right eye (OD) the disc is nasal = on the image's right of the fovea; on a left eye, on its left."""
     from training.phantoms.fundus.anatomy import sample_anatomy
 
+    found = dict.fromkeys(REGIONS, 0)
     for index in range(20):
         rng = np.random.default_rng(index)
         right, left = sample_anatomy(256, "right", 0.3, rng), sample_anatomy(256, "left", 0.3, rng)
         assert right.disc[0] > right.fovea[0] + right.dd and left.disc[0] < left.fovea[0] - left.dd
         for anatomy in (right, left):
             assert anatomy.disc[1] < anatomy.fovea[1]  # the fovea lies slightly below the disc
-            for region in REGIONS:
+            for region in REGIONS:  # None: the region is cut off on this photograph (the renderer picks another)
                 point = anatomy.sample_point(region, rng)
-                assert np.hypot(*(point - anatomy.centre)) < anatomy.radius
+                assert point is None or np.hypot(*(point - anatomy.centre)) < 0.85 * anatomy.radius
+                found[region] += point is not None
             nasal = anatomy.sample_point("nasal_to_disc", rng)
-            assert (nasal[0] - anatomy.disc[0]) * anatomy.nasal > 0
+            assert nasal is None or (nasal[0] - anatomy.disc[0]) * anatomy.nasal > 0
+    assert found["macula"] == found["peripapillary"] == 40 and min(found.values()) >= 10, found
 
 
 def _reports(split: str, count: int, seed: int) -> list[tuple[FundusCase, str]]:
