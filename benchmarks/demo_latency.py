@@ -149,7 +149,7 @@ def measure_browser_protocol(url: str, repeats: int, model_key: str) -> dict[str
         assert "Localized" in json.dumps(status), status
 
     def upload_to_heatmap() -> None:
-        status = client.predict("load_image", client.upload(EXAMPLE))[-1]
+        status = client.predict("load_image", client.upload(EXAMPLE), model_key)[-1]
         assert "Loaded" in json.dumps(status), status
         localize(prompt)
 
