@@ -23,7 +23,6 @@ from benchmarks.machine import CHROMIUM_ARGS
 pytestmark = pytest.mark.browser
 
 
-
 def find_chromium() -> Path | None:
     """The browser ``.ci/run`` installs: any ``chromium`` on the PATH (``command -v chromium``), else Debian's."""
     found = shutil.which("chromium") or shutil.which("chromium-browser")
