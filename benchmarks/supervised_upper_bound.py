@@ -24,6 +24,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from text_probe import attributes  # noqa: E402
 
 from afloc.config import ImageEncoderConfig  # noqa: E402
 from afloc.image_encoder import ImageEncoder  # noqa: E402
@@ -38,16 +41,9 @@ KINDS = ("consolidation", "atelectasis", "pleural_effusion", "pneumothorax", "ca
 SIDES = ("right", "left", "both")
 
 
-def class_of(sample, width: int) -> int:
-    """(kind, side) class index; side from the boxes: all on the image's left half = patient's right."""
-    centres = sample.boxes[:, 0] + sample.boxes[:, 2] / 2
-    if len(centres) and (centres < width / 2).all():
-        side = 0
-    elif len(centres) and (centres >= width / 2).all():
-        side = 1
-    else:
-        side = 2
-    return KINDS.index(sample.category) * len(SIDES) + side
+def class_of(sample) -> int:
+    """(kind, side) class index; the side is read off the boxes as in the text probe (:func:`text_probe.attributes`)."""
+    return KINDS.index(sample.category) * len(SIDES) + SIDES.index(attributes(sample)["side"])
 
 
 class SupervisedSource(HeatmapSource):
@@ -80,7 +76,7 @@ def targets(samples, preprocessing, grid: int) -> tuple[torch.Tensor, torch.Tens
         target = np.zeros((len(KINDS) * len(SIDES), preprocessing.image_size, preprocessing.image_size), np.float32)
         for sample in group:
             truth = sample.gt_mask(mapping.original_height, mapping.original_width)
-            target[class_of(sample, mapping.original_width)] += mapping.mask_to_model(truth).astype(np.float32)
+            target[class_of(sample)] += mapping.mask_to_model(truth).astype(np.float32)
         images.append(tensor)
         maps.append(F.adaptive_avg_pool2d(torch.from_numpy(np.clip(target, 0, 1)), grid))
     return torch.stack(images), torch.stack(maps)
@@ -133,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     encoder.eval()
 
     test = [s for s in read_phantom(args.corpus, "test").samples if s.category in KINDS][: args.test]
-    classes = {s.sample_id: class_of(s, s.image_size[1] if s.image_size else 256) for s in test}
+    classes = {s.sample_id: class_of(s) for s in test}
     source = SupervisedSource(encoder, head, preprocessing, classes, args.sigma)
     records, _ = evaluate_localization(test, source, ProtocolConfig(space="native"), workers=0, progress=False)
     scores = summarize_scores(records)
