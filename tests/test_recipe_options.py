@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 import afloc
@@ -204,3 +205,69 @@ def test_fit_with_the_cpu_recipe_options_and_export_only_the_trained_text_part(t
         got = loaded.encode_text(text)
     torch.testing.assert_close(got.report_embedding, expected.report_embedding)
     torch.testing.assert_close(got.sentence_embeddings, expected.sentence_embeddings)
+
+
+class _LearningRates(pl.Callback):
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_index) -> None:
+        self.seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def _annealed_fit(tmp_path, vocab_file, tiny_bert_config, *options):
+    from training_fixtures import write_tiny_bert, write_tiny_corpus
+
+    from training.cli import cli_main
+
+    bert = write_tiny_bert(tmp_path / "bert", vocab_file, tiny_bert_config)
+    manifest = write_tiny_corpus(tmp_path / "corpus")
+    configs = Path(__file__).resolve().parents[1] / "training" / "configs"
+    cli = cli_main(
+        ["--config", str(configs / "smoke.yaml"), "--model.text_model", str(bert), "--data.manifest",
+         str(manifest), "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir",
+         str(tmp_path), "--model.lr_gamma", "1.0", "--trainer.limit_val_batches", "0", *options],
+        run=False,
+    )  # fmt: skip
+    rates = _LearningRates()
+    cli.trainer.callbacks.extend([rates, *getattr(rates, "extra", [])])
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return rates.seen, cli.model.hparams.learning_rate
+
+
+def test_anneal_falls_linearly_to_zero_over_the_last_share_of_the_step_budget(tmp_path, vocab_file, tiny_bert_config):
+    seen, base = _annealed_fit(
+        tmp_path, vocab_file, tiny_bert_config, "--model.anneal_fraction", "0.5", "--trainer.max_steps", "4",
+        "--trainer.max_epochs", "4", "--trainer.limit_train_batches", "2",
+    )  # fmt: skip
+    assert seen == pytest.approx([base, base, base, base * 0.5])
+
+
+def test_anneal_follows_the_wall_clock_budget(tmp_path, vocab_file, tiny_bert_config, monkeypatch):
+    """Under ``max_time`` the fall follows the Timer's clock: a fake clock that advances a quarter of the 100 s
+    budget per batch gives the same rates as the step budget above."""
+    from pytorch_lightning.callbacks import Timer
+
+    batches = {"started": 0}
+
+    class Clock(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_index) -> None:
+            batches["started"] += 1
+
+    monkeypatch.setattr(Timer, "time_elapsed", lambda self, stage="train": 25.0 * batches["started"])
+    monkeypatch.setattr(Timer, "_check_time_remaining", lambda self, trainer: None)
+    monkeypatch.setattr(_LearningRates, "extra", [Clock()], raising=False)
+    seen, base = _annealed_fit(
+        tmp_path, vocab_file, tiny_bert_config, "--model.anneal_fraction", "0.5", "--trainer.max_time",
+        "00:00:01:40", "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2",
+    )  # fmt: skip
+    assert seen == pytest.approx([base, base, base, base * 0.5])
+
+
+def test_anneal_without_a_budget_is_refused(tmp_path, vocab_file, tiny_bert_config):
+    with pytest.raises(ValueError, match="anneal_fraction needs a training budget"):
+        _annealed_fit(tmp_path, vocab_file, tiny_bert_config, "--model.anneal_fraction", "0.3")
+    from training.system import AFLocPretraining
+
+    with pytest.raises(ValueError, match="anneal_fraction must be in"):
+        AFLocPretraining(anneal_fraction=1.5)

@@ -32,8 +32,8 @@ def write_tiny_bert(directory: Path, vocab_file: Path, bert_config: dict) -> Pat
     return directory
 
 
-def write_tiny_corpus(directory: Path, n: int = 24, size: int = 48, corrupt: int = 0) -> Path:
-    """Random greyscale images with varied reports; ``corrupt`` of them are garbage bytes."""
+def write_tiny_corpus(directory: Path, n: int = 24, size: int = 48, corrupt: int = 0, colour: bool = False) -> Path:
+    """Random greyscale (or ``colour``: RGB) images with varied reports; ``corrupt`` of them are garbage bytes."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     rows = []
@@ -42,7 +42,8 @@ def write_tiny_corpus(directory: Path, n: int = 24, size: int = 48, corrupt: int
         if i < corrupt:
             (directory / name).write_bytes(b"not a png at all")
         else:
-            Image.fromarray((rng.random((size, size + i % 5)) * 255).astype(np.uint8)).save(directory / name)
+            shape = (size, size + i % 5, 3) if colour else (size, size + i % 5)
+            Image.fromarray((rng.random(shape) * 255).astype(np.uint8)).save(directory / name)
         split = "train" if i < int(0.7 * n) else ("val" if i < int(0.85 * n) else "test")
         rows.append({"image": name, "report": REPORTS[i % len(REPORTS)], "split": split})
     with (directory / "manifest.csv").open("w", newline="") as handle:

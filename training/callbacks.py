@@ -111,7 +111,10 @@ class LocalizationMonitor(pl.Callback):
 
     def _predictor(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> AFLocPredictor:
         tokenizer = trainer.datamodule.tokenizer
-        preprocessing = Preprocessing(image_size=pl_module.model.config.image.image_size)
+        # the training images' preprocessing (modality, mean, std), else the default at the model's size
+        preprocessing = getattr(trainer.datamodule, "preprocessing", None)
+        if preprocessing is None:
+            preprocessing = Preprocessing(image_size=pl_module.model.config.image.image_size)
         # the live model on its own device; the predictor puts it in eval mode, restored by the caller
         return AFLocPredictor(pl_module.model, tokenizer, preprocessing, self.localization, device=pl_module.device)
 

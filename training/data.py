@@ -132,6 +132,10 @@ class ImageReportDataModule(pl.LightningDataModule):
             of the images seen (after at least ``min_seen_for_bad_check`` of them) were bad, the run stops with
             an error instead of silently training on what is left.
         min_seen_for_bad_check: images to see before the bad-image fraction is enforced.
+        modality: ``cxr`` (greyscale films, replicated to three channels) or ``fundus`` (colour photographs kept
+            RGB); saved with every checkpoint and export, so that the demo picks the right presets.
+        mean, std: per-channel normalisation of [0, 1] pixels (default 0.5 / 0.5, the reference's [-1, 1]); for
+            colour photographs, the training set's channel statistics.
     """
 
     def __init__(
@@ -148,6 +152,9 @@ class ImageReportDataModule(pl.LightningDataModule):
         max_bad_fraction: float = 0.01,
         min_seen_for_bad_check: int = 16,
         caption_word_limit: int | None = None,
+        modality: str = "cxr",
+        mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
+        std: tuple[float, float, float] = (0.5, 0.5, 0.5),
     ) -> None:
         super().__init__()
         if batch_size < 2:
@@ -157,6 +164,11 @@ class ImageReportDataModule(pl.LightningDataModule):
         if not 0.0 <= max_bad_fraction <= 1.0:
             raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
         self.save_hyperparameters()
+        # checked now, so that a bad modality, mean or std stops the run before any data is read
+        self.preprocessing = Preprocessing(
+            image_size=image_size, mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std),
+            modality=modality,
+        )  # fmt: skip
         self.manifest = Path(manifest).expanduser()
         self.images_seen = 0
         self.images_skipped = 0
@@ -166,7 +178,7 @@ class ImageReportDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        preprocessing = Preprocessing(image_size=self.hparams.image_size)
+        preprocessing = self.preprocessing
         for split in ("train", "val", "test"):
             records = read_manifest(self.manifest, split=split)
             kept = [r for r in records if report_sentences(r.report)]

@@ -9,6 +9,7 @@ from typing import Literal
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import Timer
 
 from afloc import AFLocConfig, AFLocLoss, ImageEncoderConfig, LossConfig, TextEncoderConfig, build_model
 from afloc.image_encoder import ImageEncoderOutput
@@ -61,6 +62,10 @@ class AFLocPretraining(pl.LightningModule):
         lr_gamma: StepLR factor per epoch (0.9).
         warmup_steps: linear learning-rate warm-up over this many optimizer steps, then the per-epoch factor
             (0 = none, the reference). Not in the reference: a from-scratch encoder at a high learning rate.
+        anneal_fraction: over this last fraction of the training budget (``trainer.max_steps`` or
+            ``trainer.max_time``, whichever runs out first), the learning rate falls linearly to zero, on top of
+            warm-up and the per-epoch factor (0 = off, the reference). A budget-aware schedule for runs that stop
+            on wall-clock time. Not in the reference.
         gather_across_ranks: under DDP, compute every loss over the global batch (embeddings gathered with
             gradients) instead of each rank's own batch.
     """
@@ -97,6 +102,7 @@ class AFLocPretraining(pl.LightningModule):
         weight_decay: float = 1e-6,
         lr_gamma: float = 0.9,
         warmup_steps: int = 0,
+        anneal_fraction: float = 0.0,
         gather_across_ranks: bool = False,
     ) -> None:
         super().__init__()
@@ -106,6 +112,8 @@ class AFLocPretraining(pl.LightningModule):
             raise ValueError(f"lr_gamma must be in (0, 1], got {lr_gamma}")
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if not 0 <= anneal_fraction <= 1:
+            raise ValueError(f"anneal_fraction must be in [0, 1], got {anneal_fraction}")
         if center_words and not freeze_text:
             raise ValueError("center_words needs freeze_text: the centre is computed once from the frozen encoder")
         if center_captions < 1:
@@ -217,18 +225,39 @@ class AFLocPretraining(pl.LightningModule):
             weight_decay=self.hparams.weight_decay,
         )
         warmup, gamma = self.hparams.warmup_steps, self.hparams.lr_gamma
-        if not warmup:
+        anneal = self.hparams.get("anneal_fraction", 0.0)
+        if not warmup and not anneal:
             scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=gamma)
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
-        # per step: linear warm-up, then the same per-epoch decay as StepLR
+        if anneal and self._budget_progress() is None:
+            raise ValueError("anneal_fraction needs a training budget: set trainer.max_steps or trainer.max_time")
+        # per step: linear warm-up, the same per-epoch decay as StepLR, then the linear fall to zero
         data = self.trainer.datamodule
         per_epoch = max(1, len(data.datasets["train"]) // (data.hparams.batch_size * max(1, self.trainer.world_size)))
 
         def factor(step: int) -> float:
-            return min(1.0, (step + 1) / warmup) * gamma ** (step // per_epoch)
+            value = min(1.0, (step + 1) / warmup) if warmup else 1.0
+            value *= gamma ** (step // per_epoch)
+            if anneal:
+                value *= min(1.0, max(0.0, (1.0 - self._budget_progress()) / anneal))
+            return value
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _budget_progress(self) -> float | None:
+        """The share of the training budget used so far (steps or wall-clock, whichever is further), or None
+        when the trainer has neither ``max_steps`` nor ``max_time``."""
+        trainer = self.trainer
+        shares = []
+        if trainer.max_steps is not None and trainer.max_steps > 0:
+            shares.append(trainer.global_step / trainer.max_steps)
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        if timer is not None and timer.time_remaining() is not None:
+            elapsed = timer.time_elapsed()
+            total = elapsed + timer.time_remaining()
+            shares.append(elapsed / total if total > 0 else 1.0)
+        return min(1.0, max(shares)) if shares else None
 
     @torch.no_grad()
     def warm_text_cache(self, sentences: list[str], tokenizer, batch_size: int = 256) -> int:
@@ -277,9 +306,11 @@ class AFLocPretraining(pl.LightningModule):
         # What afloc.load_model needs to rebuild the network offline (plain types only: the checkpoint stays
         # loadable with torch.load(weights_only=True)), plus RNG states for an exact resume.
         # (kept out of hyper_parameters, which LightningCLI replays as arguments when resuming)
+        data = self.trainer.datamodule if self._trainer is not None else None
+        preprocessing = getattr(data, "preprocessing", None)  # modality, mean and std of the training images
         checkpoint["afloc"] = {
             "model_config": self.model.config.to_dict(),
-            "preprocessing": {"image_size": self.hparams.image_size},
+            "preprocessing": preprocessing.to_dict() if preprocessing else {"image_size": self.hparams.image_size},
         }
         checkpoint["afloc_elapsed_s"] = self.elapsed_seconds()
         checkpoint["afloc_rng"] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
