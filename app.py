@@ -15,6 +15,7 @@ from pathlib import Path
 
 MAX_FILE_SIZE = "50mb"  # uploads above this are refused by the server before they reach the demo
 AUTH_ENV = "AFLOC_DEMO_AUTH"
+MAX_SESSIONS = 200  # Gradio keeps per-session state (config copies, ~2 MB each) for at most this many sessions
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 logger = logging.getLogger("app")
@@ -42,6 +43,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--max-pixels", type=int, default=None, help="largest image (width x height) accepted")
     parser.add_argument("--max-file-size", default=MAX_FILE_SIZE, help="largest upload, e.g. 50mb")
+    parser.add_argument(
+        "--max-sessions",
+        type=int,
+        default=MAX_SESSIONS,
+        help=f"sessions whose state the server keeps at most; the oldest beyond go (default {MAX_SESSIONS})",
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
     args = parser.parse_args(argv)
     credentials, source = args.auth, "--auth"
@@ -59,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not user or not password:
             parser.error(f"{source} must hold user:password")
         args.auth = (user, password)
+    if args.max_sessions < 1:
+        parser.error(f"--max-sessions must be >= 1, got {args.max_sessions}")
     if args.model is not None and not (args.model.expanduser() / "config.json").is_file():
         parser.error(f"--model {args.model} is not a model directory (no config.json)")
     return args
@@ -90,6 +99,7 @@ def create(argv: list[str] | None = None):
         "share": args.share,
         "auth": args.auth,
         "max_file_size": args.max_file_size,
+        "state_session_capacity": args.max_sessions,
     }
     return blocks, launch_kwargs, store, default
 

@@ -135,7 +135,19 @@ def client_loop(url: str, deadline: float, rec: Recorder, bad: dict[str, Path], 
 
             upload = workdir / f"film_{seed}_{visits}.png"
             upload.write_bytes(_unique_png(rng.choice(EXAMPLES), f"{seed}-{visits}-{rng.random()}"))
-            run("load", handle_file(str(upload)), api="/load_image")
+
+            shown = {"modality": "cxr"}
+
+            def load(model, client=client, upload=upload, shown=shown):
+                """Upload the film; a colour photo switches the session to fundus, whose model list differs:
+                take the model the page would now show, as a browser does."""
+                result = run("load", handle_file(str(upload)), model, api="/load_image")
+                if result and result[1] in ("cxr", "fundus"):
+                    shown["modality"] = result[1]
+                    return client.predict(None, result[1], api_name="/refresh_models")["value"]
+                return model
+
+            model = load(model)
             has_heatmap = False  # export needs one: without it the (correct) answer is a warning
             for _ in range(rng.randint(3, 8)):
                 if time.monotonic() > deadline:
@@ -156,14 +168,16 @@ def client_loop(url: str, deadline: float, rec: Recorder, bad: dict[str, Path], 
                 elif action == "export":
                     run("export", None, 0.3, 0.5, api="/export")
                 elif action == "example":
-                    run("example", rng.randrange(4), api="/load_example")
+                    # the examples listed for the page's modality (3 or more of each)
+                    run("example", rng.randrange(3), shown["modality"], api="/load_example")
                     has_heatmap = False  # its suggested prompt is localized by a chained event
                 else:
                     kind = rng.choice(["truncated.png", "figure.eps", "bomb.dcm", "deep.json", "digits", "huge box",
                                        "html"])  # fmt: skip
                     if kind in ("truncated.png", "figure.eps", "bomb.dcm"):
-                        run(f"bad {kind}", handle_file(str(bad[kind])), api="/load_image", expect_warning=True)
-                        run("load", handle_file(str(upload)), api="/load_image")
+                        run(f"bad {kind}", handle_file(str(bad[kind])), model, api="/load_image",
+                            expect_warning=True)  # fmt: skip
+                        model = load(model)
                         has_heatmap = False
                     elif kind == "deep.json":
                         run("bad deep.json", handle_file(str(bad[kind])), None, 0.3, 0.5, api="/load_annotations",
@@ -254,7 +268,9 @@ def main(argv: list[str] | None = None) -> dict:
         for thread in threads:
             thread.join()
         ran_s = time.monotonic() - start
-        time.sleep(3 * args.heartbeat + 20)  # the server notices the closed heartbeats and runs the unload events
+        # the server notices the closed heartbeats, runs the unload events and, a minute later, the last sweep of
+        # uploads that no event consumed (demo.session.ORPHAN_UPLOAD_AGE_S)
+        time.sleep(3 * args.heartbeat + 20 + 75)
         stop.set()
         rss.append((time.monotonic() - start, rss_mib(server.pid)))
         left = files_in(cache)

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 import traceback
 import uuid
 import weakref
@@ -27,7 +28,14 @@ from gradio.utils import get_upload_folder  # noqa: E402
 from . import callbacks as cb  # noqa: E402
 from . import modality as md  # noqa: E402
 from .models import EXAMPLES_DIR, LoadedModel, ModelStore  # noqa: E402
-from .session import discard_upload, escape_html, escape_markdown, sweep_empty_temp_files  # noqa: E402
+from .session import (  # noqa: E402
+    ORPHAN_UPLOAD_AGE_S,
+    discard_upload,
+    escape_html,
+    escape_markdown,
+    sweep_empty_temp_files,
+    sweep_orphan_uploads,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +58,23 @@ def _status(status: cb.Status) -> str:
         gr.Warning(escape_html(status.message))
         return f"**⚠️ {escape_markdown(status.message)}**"
     return escape_markdown(status.message)
+
+
+def forget_gradio_session(blocks, session_hash: str | None) -> bool:
+    """Drop Gradio's state of a closed session: its ``gr.State`` values and its copy of every component's config.
+
+    Gradio keeps a closed session's ``SessionState`` (an hour for ``gr.State`` values, and the config copies until
+    ``state_session_capacity`` newer sessions evict it), so memory grows with the number of sessions served.
+    Returns whether anything was dropped; a Gradio without this holder is left alone.
+    """
+    holder = getattr(blocks, "state_holder", None)
+    data, lock = getattr(holder, "session_data", None), getattr(holder, "lock", None)
+    if not session_hash or data is None or lock is None:
+        return False
+    with lock:
+        dropped = data.pop(session_hash, None) is not None
+        getattr(holder, "time_last_used", {}).pop(session_hash, None)
+    return dropped
 
 
 def build_demo(
@@ -93,6 +118,12 @@ def build_demo(
     export_root = upload_root / "afloc-sessions" / uuid.uuid4().hex[:12]
     export_root.mkdir(parents=True, exist_ok=True)
     live: weakref.WeakValueDictionary[str, cb.Session] = weakref.WeakValueDictionary()
+
+    started = time.time()
+
+    def sweep_uploads() -> None:
+        sweep_empty_temp_files(upload_root)
+        sweep_orphan_uploads(upload_root, since=started)
 
     def session_id_of(request: gr.Request | None) -> str:
         return "".join(c for c in str(getattr(request, "session_hash", "") or "") if c.isalnum())[:64]
@@ -203,6 +234,7 @@ def build_demo(
                 name = Path(image_file).name if image_file else ""
                 display, message = cb.load_image(session, image_file, name, max_pixels)
                 discard_upload(image_file, upload_root)  # decoded: the upload (a DICOM's header too) goes now
+                sweep_uploads()  # and any earlier upload that no event consumed
                 display = session.save_view("film", display)
                 if message.error:
                     return {state: session, status: _status(message)}
@@ -366,17 +398,19 @@ def build_demo(
         def on_unload(request: gr.Request):
             """The tab was closed (or the client left): free the session's memory and delete its files now.
 
-            Gradio itself drops the state an hour later; the closed session is not used again.
+            Gradio would keep its per-session copy of the page's configuration (about 2 MB here) until 10,000
+            sessions had passed; it is dropped now, as the closed session is not used again.
             """
             session_id = session_id_of(request)
+            forget_gradio_session(demo, getattr(request, "session_hash", None))
             session = live.pop(session_id, None) if session_id else None
             if session is not None:
                 session.close()
             if session_id:
                 shutil.rmtree(export_root / session_id, ignore_errors=True)
-            sweep_empty_temp_files(upload_root)
+            sweep_uploads()
             # and once more later, for what the last uploads before the tab closed left (too young to judge now)
-            later = threading.Timer(15.0, sweep_empty_temp_files, args=(upload_root,))
+            later = threading.Timer(ORPHAN_UPLOAD_AGE_S + 5.0, sweep_uploads)
             later.daemon = True
             later.start()
 

@@ -173,3 +173,44 @@ def sweep_empty_temp_files(upload_root: Path, min_age_s: float = 10.0) -> int:
         except OSError:
             continue
     return deleted
+
+
+ORPHAN_UPLOAD_AGE_S = 60.0  # an upload is decoded (and deleted) at once; one still there after this was never used
+
+
+def sweep_orphan_uploads(upload_root: Path, since: float, min_age_s: float = ORPHAN_UPLOAD_AGE_S) -> int:
+    """Delete uploads that no event consumed: Gradio stores a file before the event runs, and an event refused
+    before the demo's code sees it (e.g. a stale model choice) leaves the file in ``upload_root/<hash>/``.
+
+    Only regular files one folder below ``upload_root`` (Gradio's upload layout), outside the demo's own
+    ``afloc-sessions`` folder, created after ``since`` (the server's start, so files Gradio cached when the page
+    was built stay) and untouched for ``min_age_s``. Empty folders left behind go too. Returns how many files
+    were deleted.
+    """
+    import time
+
+    deleted, now = 0, time.time()
+    try:
+        folders = [p for p in upload_root.iterdir() if p.name != "afloc-sessions" and p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return 0
+    for folder in folders:
+        try:
+            files = list(folder.iterdir())
+        except OSError:
+            continue
+        for path in files:
+            try:
+                info = path.lstat()
+                if not path.is_file() or path.is_symlink():
+                    continue
+                if info.st_ctime >= since and now - info.st_mtime > min_age_s:
+                    path.unlink()
+                    deleted += 1
+            except OSError:
+                continue
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            pass
+    return deleted

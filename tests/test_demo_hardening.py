@@ -210,3 +210,41 @@ def test_empty_upload_leftovers_are_swept(tmp_path):
         os.utime(path, (0, 0))
     assert sweep_empty_temp_files(tmp_path) == 1
     assert not old_empty.exists() and new_empty.exists() and old_data.exists()
+
+
+def test_uploads_no_event_consumed_are_swept_but_nothing_else(tmp_path):
+    """An upload refused before the demo's code ran stays in ``<root>/<hash>/``: it goes once it is a minute old.
+    Files cached before the server started, fresh uploads and the sessions' own folder stay."""
+    import os
+    import time
+
+    from demo.session import sweep_orphan_uploads
+
+    before = tmp_path / "cachedatstart" / "example.png"
+    before.parent.mkdir()
+    before.write_bytes(b"x")
+    os.utime(before, (0, 0))  # (this sets its ctime to now, before the server's start below)
+    since = time.time() + 0.01
+    time.sleep(0.05)
+    orphan, fresh = tmp_path / "abc" / "film.png", tmp_path / "def" / "film.png"
+    session_file = tmp_path / "afloc-sessions" / "run" / "s1" / "figure.png"
+    for path in (orphan, fresh, session_file):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"y")
+    for path in (orphan, session_file):
+        os.utime(path, (0, 0))  # untouched for a long time
+    (tmp_path / "link").mkdir()
+    (tmp_path / "link" / "to-orphan").symlink_to(orphan)
+    assert sweep_orphan_uploads(tmp_path, since=since, min_age_s=60) == 1
+    assert not orphan.exists() and not orphan.parent.exists()  # its emptied folder went too
+    assert before.exists() and fresh.exists() and session_file.exists()
+    assert (tmp_path / "link" / "to-orphan").is_symlink()  # links are never followed nor removed
+
+
+def test_max_sessions_bounds_gradio_state_and_is_checked():
+    import app
+
+    _, launch_kwargs, _, _ = app.create(["--max-sessions", "7"])
+    assert launch_kwargs["state_session_capacity"] == 7
+    with pytest.raises(SystemExit):
+        app.parse_args(["--max-sessions", "0"])

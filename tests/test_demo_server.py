@@ -53,7 +53,8 @@ def server(tmp_path_factory, tiny_config, tiny_tokenizer):
     blocks.launch(**launch_kwargs, prevent_thread_lock=True, quiet=True)
     predictor = afloc.AFLocPredictor.from_pretrained(models / "tiny", device="cpu")
     try:
-        yield {"url": f"http://127.0.0.1:{port}/", "models": models, "tiny": default, "predictor": predictor}
+        yield {"url": f"http://127.0.0.1:{port}/", "models": models, "tiny": default, "predictor": predictor,
+               "blocks": blocks}  # fmt: skip
     finally:
         blocks.close()
         torch.set_num_threads(threads)
@@ -217,6 +218,8 @@ def test_session_files_are_deleted_when_the_session_ends(server, tmp_path):
             break
         time.sleep(0.1)
     assert not session_dirs[0].exists()
+    # and Gradio's own per-session state (config copies of every component) is gone, not kept for an hour
+    assert c.session_hash not in server["blocks"].state_holder.session_data
 
 
 def test_html_in_prompts_is_escaped_in_the_status(server, tmp_path):
