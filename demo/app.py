@@ -33,6 +33,7 @@ from .session import (  # noqa: E402
     discard_upload,
     escape_html,
     escape_markdown,
+    release_freed_memory,
     sweep_empty_temp_files,
     sweep_orphan_uploads,
 )
@@ -409,6 +410,7 @@ def build_demo(
             if session_id:
                 shutil.rmtree(export_root / session_id, ignore_errors=True)
             sweep_uploads()
+            release_freed_memory()
             # and once more later, for what the last uploads before the tab closed left (too young to judge now)
             later = threading.Timer(ORPHAN_UPLOAD_AGE_S + 5.0, sweep_uploads)
             later.daemon = True

@@ -214,3 +214,22 @@ def sweep_orphan_uploads(upload_root: Path, since: float, min_age_s: float = ORP
         except OSError:
             pass
     return deleted
+
+
+def release_freed_memory() -> bool:
+    """Hand memory that Python and numpy have freed back to the operating system (glibc's ``malloc_trim``).
+
+    The server's request threads each get a glibc arena; freed images and heatmaps leave free pages there that
+    count as resident memory until trimmed. Returns False where there is no glibc (nothing is done).
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True

@@ -44,8 +44,8 @@ def test_bad_preprocessing_options_stop_before_any_data_is_read(tmp_path, option
 
 def test_fit_export_and_demo_know_a_fundus_model(tmp_path, vocab_file, tiny_bert_config):
     from afloc import load_model
-    from demo.models import ModelStore
     from demo.modality import model_choices
+    from demo.models import ModelStore
     from training.__main__ import main as training_main
     from training.cli import cli_main
 
@@ -66,3 +66,20 @@ def test_fit_export_and_demo_know_a_fundus_model(tmp_path, vocab_file, tiny_bert
     store = ModelStore([tmp_path / "models"])
     assert [key for _, key in model_choices(store, "fundus")] == [str(out.resolve())]
     assert str(out.resolve()) not in [key for _, key in model_choices(store, "cxr")]
+
+
+def test_channel_stats_prints_the_training_images_statistics(tmp_path, capsys):
+    import numpy as np
+    import yaml
+
+    from training.__main__ import main as training_main
+
+    manifest = write_tiny_corpus(tmp_path / "corpus", colour=True)
+    assert training_main(["channel-stats", "--manifest", str(manifest), "--n", "1000"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)["data"]
+    from training.manifest import read_manifest
+
+    pixels = np.concatenate([load_image(r.image).reshape(-1, 3) for r in read_manifest(manifest, split="train")])
+    assert printed["mean"] == pytest.approx(pixels.mean(axis=0), abs=1e-4)
+    assert printed["std"] == pytest.approx(pixels.std(axis=0), abs=1e-4)
+    assert training_main(["channel-stats", "--manifest", str(tmp_path / "none.csv")]) == 2

@@ -1,7 +1,7 @@
 """Entry point: ``python -m training COMMAND ...``.
 
 Commands: ``fit``, ``validate``, ``test`` (LightningCLI, see ``--help``), ``prepare-mimic``, ``export``,
-``plot``, ``evaluate``, ``compare`` and ``card`` (each with ``--help``).
+``plot``, ``evaluate``, ``compare``, ``card`` and ``channel-stats`` (each with ``--help``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ TOOLS = {
     "evaluate": "evaluation.evaluate",
     "compare": "evaluation.compare",
     "card": "card",
+    "channel-stats": "channel_stats",
 }
 
 

@@ -1,0 +1,64 @@
+"""Per-channel mean and std of a corpus's training images, for ``data.mean`` / ``data.std`` (colour photographs).
+
+    python -m training channel-stats --manifest data/fundus12k/manifest.csv [--n 2000] [--split train]
+
+Prints a config overlay (``data: {mean: [...], std: [...]}``). Pixels are the decoded images scaled to [0, 1]
+(greyscale counts as three equal channels), all pixels of every sampled image weighted equally, the black
+surround of a fundus photograph included (it is part of what the model sees).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+
+import numpy as np
+
+from afloc.io import load_image
+
+from .manifest import read_manifest
+
+
+def channel_stats(paths: list[str]) -> tuple[tuple[float, float, float], tuple[float, float, float], int]:
+    """``(mean, std, images read)`` over the pixels of ``paths``; unreadable images are skipped."""
+    total, total_sq, count, read = np.zeros(3), np.zeros(3), 0, 0
+    for path in paths:
+        try:
+            image = load_image(path)
+        except ValueError:
+            continue
+        pixels = np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image[..., :3]
+        pixels = pixels.reshape(-1, 3).astype(np.float64)
+        total += pixels.sum(axis=0)
+        total_sq += (pixels**2).sum(axis=0)
+        count += pixels.shape[0]
+        read += 1
+    if read == 0:
+        raise ValueError("no readable image among the sampled records")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std), read
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training channel-stats", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--manifest", required=True)
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--n", type=int, default=2000, help="images sampled (seeded), all when fewer")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error("--n must be >= 1")
+    try:
+        records = read_manifest(args.manifest, split=args.split)
+        if not records:
+            raise ValueError(f"{args.manifest} has no '{args.split}' records")
+        chosen = random.Random(args.seed).sample(records, min(args.n, len(records)))
+        mean, std, read = channel_stats([r.image for r in chosen])
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"# {read} '{args.split}' images of {args.manifest}")
+    print(f"data:\n  mean: [{', '.join(map(str, mean))}]\n  std: [{', '.join(map(str, std))}]")
+    return 0
