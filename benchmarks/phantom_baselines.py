@@ -17,6 +17,9 @@ A localizer must beat all of these to show that it reads the image *and* the pro
 no baseline above 0.35 pointing game over all findings. Also reports the generation speed (sample_case +
 render_case, one thread).
 
+``benchmarks/phantom_fundus_baselines.py`` reuses this script's functions (case generation, oracle, scores,
+tables, command line) with PhantomFundus's generator.
+
 Usage::
 
     python benchmarks/phantom_baselines.py [--n 1000] [--size 256] [--seed 0] [--out baselines.md|.json]
@@ -28,7 +31,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import cv2
@@ -46,32 +49,62 @@ BASELINES = ("random", "centre prior", "brightest region", "darkest region", "ki
 METRICS = ("pointing_game", "iou_mean", "cnr")
 
 
-def generate(n: int, size: int, seed: int, split: str, desc: str) -> Iterator[tuple[int, Case, np.ndarray, float]]:
-    """``(index, case, image, cpu seconds of sample_case + render_case)`` for ``n`` cases of ``split``."""
+def generate(
+    n: int, size: int, seed: int, split: str, desc: str, sample=sample_case, render=render_case
+) -> Iterator[tuple[int, Case, np.ndarray, float]]:
+    """``(index, case, image, cpu seconds of sample + render)`` for ``n`` cases of ``split``.
+
+    ``sample(rng, case_id, split)`` and ``render(case, size, rng)`` make a case and its image: PhantomCXR's
+    ``sample_case`` and ``render_case`` by default (``phantom_fundus_baselines.py`` passes PhantomFundus's).
+    """
     for index in tqdm(range(n), desc=desc, leave=False):
         start = time.process_time()
         rng = np.random.default_rng([seed, index])
-        case = sample_case(rng, f"{split}_{index:06d}", split)
-        image = render_case(case, size, rng)
+        case = sample(rng, f"{split}_{index:06d}", split)
+        image = render(case, size, rng)
         yield index, case, image, time.process_time() - start
 
 
-def kind_oracle(n: int, size: int, seed: int) -> tuple[dict[str, np.ndarray], float]:
-    """Mean mask per finding kind over ``n`` train cases (``[size, size]`` each) and the generation CPU time."""
-    sums = {kind: np.zeros((size, size)) for kind in FINDING_KINDS}
-    counts = dict.fromkeys(FINDING_KINDS, 0)
+def kind_oracle(
+    n: int,
+    size: int,
+    seed: int,
+    kinds: tuple[str, ...] = FINDING_KINDS,
+    mask: Callable[[object], np.ndarray] = lambda finding: finding.mask,
+    desc: str = "train cases (oracle)",
+    **generator,
+) -> tuple[dict[str, np.ndarray], float]:
+    """The ``kind oracle`` heatmap of each kind and the generation CPU time.
+
+    The heatmap is the mean ``mask(finding)`` (``[size, size]``) of the kind's findings over ``n`` train cases
+    (``generator``: ``sample`` and ``render`` for :func:`generate`), min-maxed to ``[-1, 1]``.
+    """
+    sums = {kind: np.zeros((size, size)) for kind in kinds}
+    counts = dict.fromkeys(kinds, 0)
     seconds = 0.0
-    for _, case, _, cpu in generate(n, size, seed + 1_000_003, "train", "train cases (oracle)"):
+    for _, case, _, cpu in generate(n, size, seed + 1_000_003, "train", desc, **generator):
         seconds += cpu
         for finding in case.findings:
-            sums[finding.kind] += finding.mask
+            sums[finding.kind] += mask(finding)
             counts[finding.kind] += 1
-    return {kind: sums[kind] / max(counts[kind], 1) for kind in FINDING_KINDS}, seconds
+    stacked = np.stack([sums[k] / max(counts[k], 1) for k in kinds])
+    return dict(zip(kinds, scale_to_unit_range(stacked), strict=True)), seconds
 
 
 def centre_prior(size: int) -> np.ndarray:
     coords = np.arange(size) - (size - 1) / 2
     return np.exp(-(coords[:, None] ** 2 + coords[None, :] ** 2) / (2 * (size / 6) ** 2))
+
+
+def blind_maps(grey: np.ndarray, centre: np.ndarray, seed: int, index: int) -> dict[str, np.ndarray]:
+    """The image-only baselines (all but ``kind oracle``) for a ``[size, size]`` greyscale image, in ``[-1, 1]``.
+
+    ``centre`` is the centre prior already min-maxed; the noise is seeded by ``(seed, index)``.
+    """
+    size = grey.shape[0]
+    noise = np.random.default_rng([seed, index, 7]).random((size, size))
+    blurred = cv2.GaussianBlur(grey, (0, 0), size / 32)
+    return dict(zip(BASELINES[:4], scale_to_unit_range(np.stack([noise, centre, blurred, -blurred])), strict=True))
 
 
 def score(heatmap: np.ndarray, mask: np.ndarray) -> dict[str, float]:
@@ -82,12 +115,21 @@ def score(heatmap: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     }
 
 
+def summarize(values: dict[str, dict[str, list[float]]], kinds: list[str]) -> dict[str, dict]:
+    """Per baseline and metric: the mean over findings, the macro average over kinds and the per-kind means."""
+    summary = {}
+    for baseline in BASELINES:
+        entry = {}
+        for metric in METRICS:
+            per_kind, macro = macro_average(np.array(values[baseline][metric]), kinds)
+            entry[metric] = {"mean": float(np.nanmean(values[baseline][metric])), "macro": macro, "per_kind": per_kind}
+        summary[baseline] = entry
+    return summary
+
+
 def evaluate(n: int, size: int, seed: int) -> dict:
     """Scores of every baseline on every finding of ``n`` test cases, and the generation speed."""
-    oracle_maps, train_seconds = kind_oracle(n, size, seed)
-    oracle = dict(
-        zip(FINDING_KINDS, scale_to_unit_range(np.stack([oracle_maps[k] for k in FINDING_KINDS])), strict=True)
-    )
+    oracle, train_seconds = kind_oracle(n, size, seed)
     centre = scale_to_unit_range(centre_prior(size)[None])[0]
     kinds: list[str] = []
     values = {b: {m: [] for m in METRICS} for b in BASELINES}
@@ -96,9 +138,7 @@ def evaluate(n: int, size: int, seed: int) -> dict:
         test_seconds += cpu
         if not case.findings:
             continue
-        noise = np.random.default_rng([seed, index, 7]).random((size, size))
-        blurred = cv2.GaussianBlur(image, (0, 0), size / 32)
-        maps = dict(zip(BASELINES[:4], scale_to_unit_range(np.stack([noise, centre, blurred, -blurred])), strict=True))
+        maps = blind_maps(image, centre, seed, index)
         for finding in case.findings:
             kinds.append(finding.kind)
             for baseline in BASELINES:
@@ -108,14 +148,25 @@ def evaluate(n: int, size: int, seed: int) -> dict:
     results = {"n_cases": n, "size": size, "seed": seed, "n_findings": len(kinds)}
     results["findings_per_kind"] = {k: kinds.count(k) for k in FINDING_KINDS}
     results["images_per_second_per_core"] = 2 * n / (train_seconds + test_seconds)
-    results["baselines"] = {}
-    for baseline in BASELINES:
-        entry = {}
-        for metric in METRICS:
-            per_kind, macro = macro_average(np.array(values[baseline][metric]), kinds)
-            entry[metric] = {"mean": float(np.nanmean(values[baseline][metric])), "macro": macro, "per_kind": per_kind}
-        results["baselines"][baseline] = entry
+    results["baselines"] = summarize(values, kinds)
     return results
+
+
+def metric_cells(entry: dict) -> list[str]:
+    """``mean | macro`` table cells of a baseline's :data:`METRICS`."""
+    return [f"{entry[m]['mean']:.3f} | {entry[m]['macro']:.3f}" for m in METRICS]
+
+
+def kind_table(results: dict, all_kinds: Iterable[str]) -> list[str]:
+    """Markdown lines: the pointing game of every baseline per kind (the kinds with findings)."""
+    kinds = [k for k in all_kinds if results["findings_per_kind"][k]]
+    lines = ["", "Pointing game per kind:", "", "| baseline | " + " | ".join(kinds) + " |"]
+    lines.append("|---" * (len(kinds) + 1) + "|")
+    lines.append("| findings | " + " | ".join(str(results["findings_per_kind"][k]) for k in kinds) + " |")
+    for baseline, entry in results["baselines"].items():
+        per_kind = entry["pointing_game"]["per_kind"]
+        lines.append(f"| {baseline} | " + " | ".join(f"{per_kind[k]:.3f}" for k in kinds) + " |")
+    return lines
 
 
 def markdown(results: dict) -> str:
@@ -128,21 +179,21 @@ def markdown(results: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for baseline, entry in results["baselines"].items():
-        cells = [f"{entry[m]['mean']:.3f} | {entry[m]['macro']:.3f}" for m in METRICS]
-        lines.append(f"| {baseline} | " + " | ".join(cells) + " |")
-    kinds = [k for k in FINDING_KINDS if results["findings_per_kind"][k]]
-    lines += ["", "Pointing game per kind:", "", "| baseline | " + " | ".join(kinds) + " |"]
-    lines.append("|---" * (len(kinds) + 1) + "|")
-    lines.append("| findings | " + " | ".join(str(results["findings_per_kind"][k]) for k in kinds) + " |")
-    for baseline, entry in results["baselines"].items():
-        per_kind = entry["pointing_game"]["per_kind"]
-        lines.append(f"| {baseline} | " + " | ".join(f"{per_kind[k]:.3f}" for k in kinds) + " |")
+        lines.append(f"| {baseline} | " + " | ".join(metric_cells(entry)) + " |")
+    lines += kind_table(results, FINDING_KINDS)
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=1000, help="test cases (and train cases for the oracle)")
+def run(
+    argv: list[str] | None,
+    description: str,
+    evaluate: Callable[[int, int, int], dict],
+    markdown: Callable[[dict], str],
+    n_help: str,
+) -> dict:
+    """The command line of a baselines script: parse ``argv``, evaluate, print the Markdown, write ``--out``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--n", type=int, default=1000, help=n_help)
     parser.add_argument("--size", type=int, default=256, help="image size in pixels")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="also write the results: .json (all numbers) or Markdown")
@@ -156,6 +207,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.out is not None:
         args.out.write_text(json.dumps(results, indent=2) if args.out.suffix == ".json" else text + "\n")
     return results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run(argv, __doc__.split("\n\n")[0], evaluate, markdown, "test cases (and train cases for the oracle)")
 
 
 if __name__ == "__main__":

@@ -20,33 +20,33 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from afloc.localization import scale_to_unit_range  # noqa: E402
-from afloc.metrics import macro_average, pointing_game  # noqa: E402
-from benchmarks.phantom_baselines import BASELINES, METRICS, centre_prior, score  # noqa: E402
+from afloc.metrics import pointing_game  # noqa: E402
+from benchmarks.phantom_baselines import (  # noqa: E402
+    BASELINES,
+    METRICS,
+    blind_maps,
+    centre_prior,
+    generate,
+    kind_oracle,
+    kind_table,
+    metric_cells,
+    run,
+    score,
+    summarize,
+)
 from training.phantoms.fundus.render import render_fundus_case  # noqa: E402
 from training.phantoms.fundus.schema import LESION_KINDS, sample_fundus_case  # noqa: E402
 
-
-def generate(n: int, size: int, seed: int, split: str, desc: str):
-    """``(index, case, image, cpu seconds of sample + render)`` for ``n`` photographs of ``split``."""
-    for index in tqdm(range(n), desc=desc, leave=False):
-        start = time.process_time()
-        rng = np.random.default_rng([seed, index])
-        case = sample_fundus_case(rng, f"{split}_{index:06d}", split)
-        image = render_fundus_case(case, size, rng)
-        yield index, case, image, time.process_time() - start
+FUNDUS = {"sample": sample_fundus_case, "render": render_fundus_case}  # generate() PhantomFundus photographs
 
 
 def cxr_speed(n: int, size: int, seed: int) -> float:
@@ -70,27 +70,24 @@ def box_mask(boxes: list[list[float]], size: int) -> np.ndarray:
 
 
 def evaluate(n: int, size: int, seed: int) -> dict:
-    sums = {kind: np.zeros((size, size)) for kind in LESION_KINDS}
-    counts = dict.fromkeys(LESION_KINDS, 0)
-    seconds = 0.0
-    for _, case, _, cpu in generate(n, size, seed + 1_000_003, "train", "train photographs (oracle)"):
-        seconds += cpu
-        for lesion in case.findings:
-            sums[lesion.kind] += box_mask(lesion.boxes, size)
-            counts[lesion.kind] += 1
-    stacked = np.stack([sums[k] / max(counts[k], 1) for k in LESION_KINDS])
-    oracle = dict(zip(LESION_KINDS, scale_to_unit_range(stacked), strict=True))
+    oracle, seconds = kind_oracle(
+        n,
+        size,
+        seed,
+        LESION_KINDS,
+        lambda lesion: box_mask(lesion.boxes, size),
+        "train photographs (oracle)",
+        **FUNDUS,
+    )
     centre = scale_to_unit_range(centre_prior(size)[None])[0]
     kinds, regions = [], []
     values = {b: {m: [] for m in METRICS} for b in BASELINES}
     pixel_hits = {b: [] for b in BASELINES}
     disc = {b: {m: [] for m in METRICS} for b in BASELINES[:4]}
-    for index, case, image, cpu in generate(n, size, seed, "test", "test photographs"):
+    for index, case, image, cpu in generate(n, size, seed, "test", "test photographs", **FUNDUS):
         seconds += cpu
-        noise = np.random.default_rng([seed, index, 7]).random((size, size))
         luminance = image @ np.array([0.299, 0.587, 0.114], np.float32)
-        blurred = cv2.GaussianBlur(luminance, (0, 0), size / 32)
-        maps = dict(zip(BASELINES[:4], scale_to_unit_range(np.stack([noise, centre, blurred, -blurred])), strict=True))
+        maps = blind_maps(luminance, centre, seed, index)
         disc_mask = box_mask([case.disc_box], size)
         for baseline in BASELINES[:4]:
             for metric, value in score(maps[baseline], disc_mask).items():
@@ -107,14 +104,9 @@ def evaluate(n: int, size: int, seed: int) -> dict:
     results["findings_per_kind"] = {k: kinds.count(k) for k in LESION_KINDS}
     results["images_per_second_per_core"] = 2 * n / seconds
     results["cxr_images_per_second_per_core"] = cxr_speed(min(n, 200), size, seed)
-    results["baselines"], results["optic_disc"] = {}, {}
-    for baseline in BASELINES:
-        entry = {}
-        for metric in METRICS:
-            per_kind, macro = macro_average(np.array(values[baseline][metric]), kinds)
-            entry[metric] = {"mean": float(np.nanmean(values[baseline][metric])), "macro": macro, "per_kind": per_kind}
+    results["baselines"], results["optic_disc"] = summarize(values, kinds), {}
+    for baseline, entry in results["baselines"].items():
         entry["pointing_game_on_lesion_pixels"] = float(np.nanmean(pixel_hits[baseline]))
-        results["baselines"][baseline] = entry
     for baseline in BASELINES[:4]:
         results["optic_disc"][baseline] = {m: float(np.nanmean(disc[baseline][m])) for m in METRICS}
     return results
@@ -132,16 +124,9 @@ def markdown(results: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for baseline, entry in results["baselines"].items():
-        cells = [f"{entry[m]['mean']:.3f} | {entry[m]['macro']:.3f}" for m in METRICS]
-        cells.append(f"{entry['pointing_game_on_lesion_pixels']:.3f}")
+        cells = [*metric_cells(entry), f"{entry['pointing_game_on_lesion_pixels']:.3f}"]
         lines.append(f"| {baseline} | " + " | ".join(cells) + " |")
-    kinds = [k for k in LESION_KINDS if results["findings_per_kind"][k]]
-    lines += ["", "Pointing game per kind:", "", "| baseline | " + " | ".join(kinds) + " |"]
-    lines.append("|---" * (len(kinds) + 1) + "|")
-    lines.append("| findings | " + " | ".join(str(results["findings_per_kind"][k]) for k in kinds) + " |")
-    for baseline, entry in results["baselines"].items():
-        per_kind = entry["pointing_game"]["per_kind"]
-        lines.append(f"| {baseline} | " + " | ".join(f"{per_kind[k]:.3f}" for k in kinds) + " |")
+    lines += kind_table(results, LESION_KINDS)
     lines += ["", "Optic disc (anatomy, its box; not a lesion):", "", "| baseline | pointing game | IoU mean | CNR |"]
     lines.append("|---|---|---|---|")
     for baseline, entry in results["optic_disc"].items():
@@ -150,21 +135,8 @@ def markdown(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=1000, help="test photographs (and train photographs for the oracle)")
-    parser.add_argument("--size", type=int, default=256, help="image size in pixels")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, help="also write the results: .json (all numbers) or Markdown")
-    args = parser.parse_args(argv)
-    if args.n < 1:
-        parser.error(f"--n must be >= 1, got {args.n}")
-    cv2.setNumThreads(1)  # speed is reported per core
-    results = evaluate(args.n, args.size, args.seed)
-    text = markdown(results)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(json.dumps(results, indent=2) if args.out.suffix == ".json" else text + "\n")
-    return results
+    n_help = "test photographs (and train photographs for the oracle)"
+    return run(argv, __doc__.split("\n\n")[0], evaluate, markdown, n_help)
 
 
 if __name__ == "__main__":
