@@ -68,18 +68,41 @@ def split_of(rng: np.random.Generator, fractions: tuple[float, float, float]) ->
     return SPLITS[int(np.searchsorted(cumulative, rng.random(), side="right"))]
 
 
-def generate_case(index: int, spec: CorpusSpec) -> tuple[Case, np.ndarray, str]:
-    """Case ``index`` of the corpus: ``(case, image float32 [size, size] in [0, 1], report)``."""
+def _generate(index: int, spec: CorpusSpec, prefix: str, sample, render, write) -> tuple:
+    """Case ``index`` of a corpus: ``(case, image, report)`` from ``np.random.default_rng([seed, index])``.
+
+    The split, ``sample(rng, case_id, split)``, ``render(case, size, rng)`` and ``write(case, rng)`` draw on that
+    one stream in this order; the case id is ``{prefix}_{seed}_{index:06d}``. Shared with PhantomFundus.
+    """
     rng = np.random.default_rng([spec.seed, index])
     split = split_of(rng, spec.split_fractions)
-    case = sample_case(rng, f"phantom_{spec.seed}_{index:06d}", split)
-    image = render_case(case, spec.size, rng)
-    report = write_report(case, rng)
+    case = sample(rng, f"{prefix}_{spec.seed}_{index:06d}", split)
+    image = render(case, spec.size, rng)
+    report = write(case, rng)
     return case, image, report
+
+
+def generate_case(index: int, spec: CorpusSpec) -> tuple[Case, np.ndarray, str]:
+    """Case ``index`` of the corpus: ``(case, image float32 [size, size] in [0, 1], report)``."""
+    return _generate(index, spec, "phantom", sample_case, render_case, write_report)
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+
+
+def _record(index: int, case, relative: str, report: str, findings: list[dict]) -> dict:
+    """A worker's result for a case (a manifest row and its annotations); ``relative`` is the image path."""
+    return {
+        "index": index,
+        "case_id": case.case_id,
+        "image": relative,
+        "report": report,
+        "split": case.split,
+        "labels": ";".join(case.labels),
+        "view": case.view,
+        "findings": findings,
+    }
 
 
 def _work(job: tuple[int, CorpusSpec, str]) -> dict:
@@ -91,16 +114,7 @@ def _work(job: tuple[int, CorpusSpec, str]) -> dict:
         {"kind": f.kind, "side": f.side, "zone": f.zone, "severity": f.severity, "phrase": f.phrase, "boxes": f.boxes}
         for f in case.findings
     ]
-    return {
-        "index": index,
-        "case_id": case.case_id,
-        "image": relative,
-        "report": report,
-        "split": case.split,
-        "labels": ";".join(case.labels),
-        "view": case.view,
-        "findings": findings,
-    }
+    return _record(index, case, relative, report, findings)
 
 
 def _results(jobs: list, workers: int, work=_work) -> Iterator[dict]:
@@ -192,14 +206,27 @@ def _write_coco(
         out.write("\n]}\n")
 
 
-def generate_corpus(out: str | Path, spec: CorpusSpec, workers: int = 1, dicom_samples: int = 4) -> dict:
-    """Write the corpus (see the module docstring) and return counts per split."""
+def _prepare(out: str | Path) -> Path:
+    """``out`` as a path, with its image and annotation folders; refused if it already holds a corpus."""
     out = Path(out)
     if (out / "manifest.csv").exists():
         raise ValueError(f"{out} already holds a corpus (manifest.csv); choose an empty folder")
     for split in SPLITS:
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
     (out / "annotations").mkdir(exist_ok=True)
+    return out
+
+
+def _manifest_row(record: dict) -> dict:
+    """The manifest.csv row of a worker's record: its findings reduced to kind and phrase, as JSON."""
+    row = {k: record[k] for k in MANIFEST_COLUMNS if k != "findings"}
+    row["findings"] = json.dumps([{k: f[k] for k in ("kind", "phrase")} for f in record["findings"]])
+    return row
+
+
+def generate_corpus(out: str | Path, spec: CorpusSpec, workers: int = 1, dicom_samples: int = 4) -> dict:
+    """Write the corpus (see the module docstring) and return counts per split."""
+    out = _prepare(out)
     counts = dict.fromkeys(SPLITS, 0)
     jobs = [(i, spec, str(out)) for i in range(spec.n)]
     with tempfile.TemporaryDirectory(dir=out) as tmp:
@@ -210,9 +237,7 @@ def generate_corpus(out: str | Path, spec: CorpusSpec, workers: int = 1, dicom_s
             writer.writeheader()
             for record in tqdm(_results(jobs, workers), total=spec.n, desc="PhantomCXR", unit="img"):
                 counts[record["split"]] += 1
-                row = {k: record[k] for k in MANIFEST_COLUMNS if k != "findings"}
-                row["findings"] = json.dumps([{k: f[k] for k in ("kind", "phrase")} for f in record["findings"]])
-                writer.writerow(row)
+                writer.writerow(_manifest_row(record))
                 handles[record["split"]].write(json.dumps(record) + "\n")
         for handle in handles.values():
             handle.close()

@@ -23,7 +23,17 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..generate import MANIFEST_COLUMNS, CorpusSpec, _results, _write_coco, split_of
+from ..generate import (
+    MANIFEST_COLUMNS,
+    CorpusSpec,
+    _generate,
+    _manifest_row,
+    _prepare,
+    _record,
+    _results,
+    _to_uint8,
+    _write_coco,
+)
 from ..schema import SPLITS
 from .render import render_fundus_case
 from .reports import write_fundus_report
@@ -37,21 +47,12 @@ DISC_PHRASE = "optic disc"
 
 def generate_fundus_case(index: int, spec: CorpusSpec) -> tuple[FundusCase, np.ndarray, str]:
     """Case ``index`` of the corpus: ``(case, image float32 [size, size, 3] RGB in [0, 1], report)``."""
-    rng = np.random.default_rng([spec.seed, index])
-    split = split_of(rng, spec.split_fractions)
-    case = sample_fundus_case(rng, f"fundus_{spec.seed}_{index:06d}", split)
-    image = render_fundus_case(case, spec.size, rng)
-    report = write_fundus_report(case, rng)
-    return case, image, report
-
-
-def to_uint8_rgb(image: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+    return _generate(index, spec, "fundus", sample_fundus_case, render_fundus_case, write_fundus_report)
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
     """Write an RGB float [0, 1] image as an 8-bit RGB PNG."""
-    if not cv2.imwrite(str(path), cv2.cvtColor(to_uint8_rgb(image), cv2.COLOR_RGB2BGR)):
+    if not cv2.imwrite(str(path), cv2.cvtColor(_to_uint8(image), cv2.COLOR_RGB2BGR)):
         raise ValueError(f"could not write {path}")
 
 
@@ -71,16 +72,9 @@ def _work(job: tuple[int, CorpusSpec, str]) -> dict:
         }
         for f in case.findings
     ]
-    pixels = to_uint8_rgb(image).reshape(-1, 3).astype(np.float64) / 255.0
+    pixels = _to_uint8(image).reshape(-1, 3).astype(np.float64) / 255.0
     return {
-        "index": index,
-        "case_id": case.case_id,
-        "image": relative,
-        "report": report,
-        "split": case.split,
-        "labels": ";".join(case.labels),
-        "view": case.view,
-        "findings": findings,
+        **_record(index, case, relative, report, findings),
         "disc": [{"kind": "optic_disc", "phrase": DISC_PHRASE, "boxes": [case.disc_box]}],
         "channel_sums": [pixels.sum(axis=0).tolist(), (pixels**2).sum(axis=0).tolist(), len(pixels)],
     }
@@ -88,12 +82,7 @@ def _work(job: tuple[int, CorpusSpec, str]) -> dict:
 
 def generate_fundus_corpus(out: str | Path, spec: CorpusSpec, workers: int = 1) -> dict:
     """Write the corpus (see the module docstring) and return counts per split."""
-    out = Path(out)
-    if (out / "manifest.csv").exists():
-        raise ValueError(f"{out} already holds a corpus (manifest.csv); choose an empty folder")
-    for split in SPLITS:
-        (out / "images" / split).mkdir(parents=True, exist_ok=True)
-    (out / "annotations").mkdir(exist_ok=True)
+    out = _prepare(out)
     counts = dict.fromkeys(SPLITS, 0)
     sums, squares, pixels = np.zeros(3), np.zeros(3), 0
     jobs = [(i, spec, str(out)) for i in range(spec.n)]
@@ -110,9 +99,7 @@ def generate_fundus_corpus(out: str | Path, spec: CorpusSpec, workers: int = 1) 
                 if split == "train":
                     channel_sum, channel_squares, count = record["channel_sums"]
                     sums, squares, pixels = sums + channel_sum, squares + channel_squares, pixels + count
-                row = {k: record[k] for k in MANIFEST_COLUMNS if k != "findings"}
-                row["findings"] = json.dumps([{k: f[k] for k in ("kind", "phrase")} for f in record["findings"]])
-                writer.writerow(row)
+                writer.writerow(_manifest_row(record))
                 handles[spools[split]].write(json.dumps(record) + "\n")
                 handles[discs[split]].write(json.dumps({**record, "findings": record["disc"]}) + "\n")
         for handle in handles.values():
