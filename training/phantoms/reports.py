@@ -224,13 +224,7 @@ def write_report(case: Case, rng: np.random.Generator) -> str:
     Raises:
         ValueError: for an unknown split, finding kind or location.
     """
-    if case.split not in SPLITS:
-        raise ValueError(f"case.split must be one of {SPLITS}, got {case.split!r}")
-    held_out = case.split == "test"
-    plurals = []
-    for finding in case.findings:
-        finding.phrase, plural = _phrase(finding, rng, held_out)
-        plurals.append(plural)
+    plurals = set_phrases(case, rng, _phrase)
 
     # Busy reports get fewer optional sentences so that most fit in 97 word pieces.
     load = len(case.findings) + len(case.devices)
@@ -267,6 +261,24 @@ def held_out_terms() -> tuple[str, ...]:
     for places in TEST_ONLY_PLACES.values():
         terms.update(place.core.format(side=side) for place in places for side in place.sides)
     return tuple(sorted(terms))
+
+
+def set_phrases(case, rng: np.random.Generator, phrase) -> list[bool]:
+    """Set ``phrase`` on each finding of ``case`` (``phrase(finding, rng, held_out)`` -> ``(phrase, plural)``).
+
+    Returns whether each phrase is plural. The ``test`` split is held out; shared with PhantomFundus's reports.
+
+    Raises:
+        ValueError: for an unknown ``case.split``.
+    """
+    if case.split not in SPLITS:
+        raise ValueError(f"case.split must be one of {SPLITS}, got {case.split!r}")
+    held_out = case.split == "test"
+    plurals = []
+    for finding in case.findings:
+        finding.phrase, plural = phrase(finding, rng, held_out)
+        plurals.append(plural)
+    return plurals
 
 
 def _pick(rng: np.random.Generator, options: tuple[str, ...] | list[str]) -> str:

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..schema import SPLITS
+from ..reports import _pick, set_phrases
 from .schema import LESION_KINDS, REGIONS, FundusCase, Lesion
 
 
@@ -111,13 +111,7 @@ def write_fundus_report(case: FundusCase, rng: np.random.Generator) -> str:
     Raises:
         ValueError: for an unknown split, lesion kind or region.
     """
-    if case.split not in SPLITS:
-        raise ValueError(f"case.split must be one of {SPLITS}, got {case.split!r}")
-    held_out = case.split == "test"
-    plurals = []
-    for lesion in case.findings:
-        lesion.phrase, plural = _phrase(lesion, rng, held_out)
-        plurals.append(plural)
+    plurals = set_phrases(case, rng, _phrase)
     eye = {"right": "Right eye (OD).", "left": "Left eye (OS)."}[case.eye]
     lines = [f"EYE: {eye}"]
     if rng.random() < 0.3:
@@ -151,10 +145,6 @@ def held_out_terms() -> tuple[str, ...]:
     terms.update(TEST_ONLY_PATTERN_WORDS)
     terms.update(place.text for places in TEST_ONLY_PLACES.values() for place in places)
     return tuple(sorted(terms))
-
-
-def _pick(rng: np.random.Generator, options) -> str:
-    return options[int(rng.integers(len(options)))]
 
 
 def _plural(noun: str) -> str:
