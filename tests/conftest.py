@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny offline WordPiece vocabulary, tokenizer, BERT config and AFLoc model."""
+"""Shared fixtures: a tiny offline WordPiece vocabulary, tokenizer, BERT config, AFLoc model and predictor."""
 
 from __future__ import annotations
 
@@ -90,3 +90,23 @@ def tiny_model(tiny_config):
     torch.manual_seed(0)
     model = afloc.AFLoc(tiny_config)
     return model.eval()
+
+
+@pytest.fixture
+def tiny_predictor(tiny_model, tiny_tokenizer):
+    """``AFLocPredictor`` of :func:`tiny_model` and :func:`tiny_tokenizer` on the CPU, 64x64 preprocessing."""
+    import afloc
+
+    return afloc.AFLocPredictor(tiny_model, tiny_tokenizer, afloc.Preprocessing(image_size=64), device="cpu")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread during the test: the tiny model runs faster, a thread pool only adds contention.
+
+    Opt in per module with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

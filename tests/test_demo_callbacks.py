@@ -29,26 +29,12 @@ EXAMPLES = ROOT / "assets" / "examples"
 MASS_PNG = EXAMPLES / "phantom_mass.png"
 MASS_PROMPT = "44 mm lung mass in the right upper lung"
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The tiny model runs faster on one thread; a thread pool only adds contention on a shared CPU."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest
 
 
 @pytest.fixture
-def predictor(tiny_model, tiny_tokenizer):
-    return afloc.AFLocPredictor(tiny_model, tiny_tokenizer, afloc.Preprocessing(image_size=64), device="cpu")
-
-
-@pytest.fixture
-def model(predictor):
-    return LoadedModel("tiny", "tiny test model", predictor, "# tiny\n\nTrained on synthetic images only.")
+def model(tiny_predictor):
+    return LoadedModel("tiny", "tiny test model", tiny_predictor, "# tiny\n\nTrained on synthetic images only.")
 
 
 @pytest.fixture
@@ -88,26 +74,26 @@ def test_rgb_image_is_guessed_fundus(session, tmp_path):
     assert session.modality == "fundus"
 
 
-def test_prompt_gives_overlay_of_input_size_with_colour_bar(session, model, predictor):
+def test_prompt_gives_overlay_of_input_size_with_colour_bar(session, model, tiny_predictor):
     localized(session, model)
     view = cb.render(session, None, 0.3, 0.5)
     assert view.overlay.shape == (256, 256, 3)
     assert view.figure.shape[0] > 256 and view.figure.shape[1] > 256  # legend below, colour bar right
-    reference = predictor.localize(MASS_PROMPT, image=predictor.encode_image(load_image(MASS_PNG)))
+    reference = tiny_predictor.localize(MASS_PROMPT, image=tiny_predictor.encode_image(load_image(MASS_PNG)))
     np.testing.assert_allclose(view.heatmap, reference, atol=1e-6)
     assert set(session.probabilities) == set(CXR_FINDINGS)
 
 
-def test_redraw_never_runs_the_model(session, model, predictor, monkeypatch):
+def test_redraw_never_runs_the_model(session, model, tiny_predictor, monkeypatch):
     calls = {"image": 0, "text": 0}
     for name, key in (("encode_image", "image"), ("encode_text", "text")):
-        original = getattr(predictor.model, name)
+        original = getattr(tiny_predictor.model, name)
 
         def counted(*args, _original=original, _key=key, **kwargs):
             calls[_key] += 1
             return _original(*args, **kwargs)
 
-        monkeypatch.setattr(predictor.model, name, counted)
+        monkeypatch.setattr(tiny_predictor.model, name, counted)
     localized(session, model, "mass, pleural effusion")
     after_localize = dict(calls)
     assert after_localize["image"] == 1 and after_localize["text"] >= 1

@@ -18,21 +18,12 @@ from demo.session import KEEP_EXPORTS, KEEP_VIEWS, discard_upload, escape_html, 
 
 HTML = '<img src=x onerror="alert(1)"> [click](http://evil.example) **bold**'
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest
 
 
 @pytest.fixture
-def model(tiny_model, tiny_tokenizer):
-    predictor = afloc.AFLocPredictor(tiny_model, tiny_tokenizer, afloc.Preprocessing(image_size=64), device="cpu")
-    return LoadedModel("tiny", "tiny test model", predictor, "# tiny")
+def model(tiny_predictor):
+    return LoadedModel("tiny", "tiny test model", tiny_predictor, "# tiny")
 
 
 @pytest.fixture
