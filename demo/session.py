@@ -151,11 +151,12 @@ def discard_upload(path: str | Path | None, upload_root: Path) -> None:
         pass
 
 
-def sweep_empty_temp_files(upload_root: Path, min_age_s: float = 10.0) -> int:
-    """Delete the empty ``tmp*`` files Gradio's upload route leaves in its cache folder (one per upload, 0 bytes).
+def sweep_empty_temp_files(upload_root: Path, min_age_s: float = 10.0, abandoned_age_s: float = 60.0) -> int:
+    """Delete the ``tmp*`` files Gradio's upload route leaves directly in its cache folder.
 
-    Only empty files older than ``min_age_s`` directly in ``upload_root``: an upload in progress has data or is
-    recent. Returns how many were deleted.
+    Empty ones (one per upload, 0 bytes) once older than ``min_age_s``; any other one once untouched for
+    ``abandoned_age_s`` (an upload whose move into its folder failed, or whose client went away mid-upload: one
+    still being written has a fresh modification time). Returns how many were deleted.
     """
     import time
 
@@ -167,7 +168,10 @@ def sweep_empty_temp_files(upload_root: Path, min_age_s: float = 10.0) -> int:
     for path in candidates:
         try:
             info = path.lstat()
-            if path.is_file() and not path.is_symlink() and info.st_size == 0 and now - info.st_mtime > min_age_s:
+            if not path.is_file() or path.is_symlink():
+                continue
+            age = now - info.st_mtime
+            if (info.st_size == 0 and age > min_age_s) or age > abandoned_age_s:
                 path.unlink()
                 deleted += 1
         except OSError:
@@ -184,8 +188,8 @@ def sweep_orphan_uploads(upload_root: Path, since: float, min_age_s: float = ORP
 
     Only regular files one folder below ``upload_root`` (Gradio's upload layout), outside the demo's own
     ``afloc-sessions`` folder, created after ``since`` (the server's start, so files Gradio cached when the page
-    was built stay) and untouched for ``min_age_s``. Empty folders left behind go too. Returns how many files
-    were deleted.
+    was built stay) and untouched for ``min_age_s``. Empty folders go too once untouched for ``min_age_s``.
+    Returns how many files were deleted.
     """
     import time
 
@@ -210,7 +214,10 @@ def sweep_orphan_uploads(upload_root: Path, since: float, min_age_s: float = ORP
             except OSError:
                 continue
         try:
-            folder.rmdir()  # only when empty
+            # only when empty and old: Gradio creates an upload's folder, then moves the file in (a folder removed
+            # in between would lose that upload)
+            if now - folder.lstat().st_mtime > min_age_s:
+                folder.rmdir()
         except OSError:
             pass
     return deleted

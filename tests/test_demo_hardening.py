@@ -199,8 +199,11 @@ def test_empty_upload_leftovers_are_swept(tmp_path):
     old_data.write_bytes(b"x")
     for path in (old_empty, old_data):
         os.utime(path, (0, 0))
-    assert sweep_empty_temp_files(tmp_path) == 1
-    assert not old_empty.exists() and new_empty.exists() and old_data.exists()
+    recent_data = tmp_path / "tmprecent"
+    recent_data.write_bytes(b"x")  # an upload being written
+    # empty after 10 s; with data only once untouched for a minute (its move failed or its client left)
+    assert sweep_empty_temp_files(tmp_path) == 2
+    assert not old_empty.exists() and not old_data.exists() and new_empty.exists() and recent_data.exists()
 
 
 def test_uploads_no_event_consumed_are_swept_but_nothing_else(tmp_path):
@@ -226,10 +229,17 @@ def test_uploads_no_event_consumed_are_swept_but_nothing_else(tmp_path):
         os.utime(path, (0, 0))  # untouched for a long time
     (tmp_path / "link").mkdir()
     (tmp_path / "link" / "to-orphan").symlink_to(orphan)
+    waiting, old_empty = tmp_path / "ghi", tmp_path / "jkl"  # Gradio made it and is about to move a file in
+    waiting.mkdir()
+    old_empty.mkdir()
+    os.utime(old_empty, (0, 0))
     assert sweep_orphan_uploads(tmp_path, since=since, min_age_s=60) == 1
-    assert not orphan.exists() and not orphan.parent.exists()  # its emptied folder went too
+    assert not orphan.exists() and orphan.parent.exists()  # its folder was just touched: it goes next time
+    assert waiting.is_dir() and not old_empty.exists()  # fresh folders stay, old empty ones go
     assert before.exists() and fresh.exists() and session_file.exists()
     assert (tmp_path / "link" / "to-orphan").is_symlink()  # links are never followed nor removed
+    os.utime(orphan.parent, (0, 0))
+    assert sweep_orphan_uploads(tmp_path, since=since, min_age_s=60) == 0 and not orphan.parent.exists()
 
 
 def test_max_sessions_bounds_gradio_state_and_is_checked():
