@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from afloc import AFLocPredictor
-from training.card import evaluation_table
+from training.card import evaluation_table, per_category_table
 
 MODELS = sorted(p.parent for p in (Path(__file__).resolve().parents[1] / "assets" / "models").glob("*/config.json"))
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
@@ -34,6 +34,8 @@ def test_card_matches_evaluation_files(model_dir):
     assert results, "a bundled model ships its evaluation results"
     card = (model_dir / "README.md").read_text()
     assert evaluation_table(results) in card
+    for extra in sorted(model_dir.glob("evaluation_*/")):  # e.g. real photographs: a per-category section
+        assert per_category_table(sorted(p.parent for p in extra.glob("*/summary.json"))) in card
     assert "synthetic" in card.lower() and "not a medical device" in card.lower()
     assert json.loads((model_dir / "config.json").read_text())["storage_dtype"] in ("float16", "float32")
 

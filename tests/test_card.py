@@ -51,3 +51,25 @@ def test_card_table_comes_from_summary_files(tmp_path):
     with pytest.raises(ValueError, match="no summary.json"):
         evaluation_table([tmp_path / "nothing"])
     assert main(["--model", str(model), "--results", str(tmp_path / "nothing")]) == 2
+
+
+def test_per_category_section_comes_from_summary_files(tmp_path):
+    from training.card import per_category_table
+
+    folder = tmp_path / "idrid_model"
+    records = _records(0.2)
+    write_outputs(folder, records, summarize_localization(records, n_resamples=50),
+                  {"model": "m", "dataset": "yolo", "n_samples": len(records)})  # fmt: skip
+    table = per_category_table([folder])
+    rows = [line for line in table.splitlines() if line.startswith("| m |")]
+    assert [row.split(" | ")[1] for row in rows] == ["a", "b", "macro"]
+    # category a: samples 0-2, pointing game 0, 1, 0 -> 1/3; CNR 0.2, 1.2, 2.2 -> 1.20
+    assert rows[0].startswith("| m | a | 3 | 0.333 [") and " | 1.20 [" in rows[0]
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "README.md").write_text(render_model_card("m", synthetic_data=True))
+    argv = ["--model", str(model), "--results", str(folder), "--per-category", str(folder), "--per-category-title",
+            "Real photographs", "--per-category-note", "Per class."]  # fmt: skip
+    assert main(argv) == 0 and main(argv) == 0  # twice: the section is replaced, not repeated
+    card = (model / "README.md").read_text()
+    assert card.count("## Real photographs") == 1 and "Per class.\n\n" + table in card

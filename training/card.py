@@ -2,6 +2,8 @@
 
 The "## Evaluation" section of ``DIR/README.md`` is replaced by a table generated from the ``summary.json`` of each
 result folder (``python -m training evaluate``), so the card always matches the evaluation files kept beside it.
+``--per-category R1 [R2 ...] --per-category-title TITLE`` also writes a section of per-category rows (pointing
+game, IoU, CNR with their CIs), e.g. for a real-data check whose classes differ in size and difficulty.
 """
 
 from __future__ import annotations
@@ -47,6 +49,39 @@ def evaluation_table(result_dirs: list[str | Path]) -> str:
     return "\n".join([header, *rows])
 
 
+def per_category_table(result_dirs: list[str | Path]) -> str:
+    """Markdown table: per result, one row per category and one macro row (pointing game, IoU = each sample's IoU
+    averaged over the thresholds, CNR; means with 95% CIs)."""
+    header = "| model | category | n | pointing game | IoU (mean over 0.1-0.5) | CNR |\n|---|---|---|---|---|---|"
+    rows = []
+    for folder in result_dirs:
+        path = Path(folder) / "summary.json"
+        if not path.is_file():
+            raise ValueError(f"{folder}: no summary.json (run python -m training evaluate first)")
+        data = json.loads(path.read_text())
+        loc, meta = data["localization"], data["meta"]
+        pg, iou, cnr = loc["pointing_game"], loc["iou_mean"], loc["cnr"]
+        for category in sorted(pg.get("per_category", {})):
+            cells = [m.get("per_category", {}).get(category) for m in (pg, iou, cnr)]
+            n = cells[0].get("n", "-") if cells[0] else "-"
+            rows.append(
+                f"| {meta['model']} | {category} | {n} | {_cell(cells[0])} | {_cell(cells[1])} | {_cell(cells[2], 2)} |"
+            )
+        rows.append(
+            f"| {meta['model']} | macro | {meta['n_samples']} | {_cell(pg)} | {_cell(iou)} | {_cell(cnr, 2)} |"
+        )
+    return "\n".join([header, *rows])
+
+
+def replace_section(card_path: Path, title: str, body: str) -> None:
+    """Put ``## title`` with ``body`` into the card, replacing a section of that title if there is one."""
+    section = f"## {title}\n\n{body.strip()}\n"
+    text = card_path.read_text()
+    pattern = re.compile(rf"## {re.escape(title)}\n.*?(?=\n## |\Z)", re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
+    card_path.write_text(text)
+
+
 def update_card(model_dir: str | Path, result_dirs: list[str | Path], note: str = "") -> str:
     card_path = Path(model_dir) / "README.md"
     if not card_path.is_file():
@@ -65,9 +100,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="model directory whose README.md is updated")
     parser.add_argument("--results", nargs="+", required=True, help="evaluation result folders")
     parser.add_argument("--note", default="", help="paragraph placed above the table")
+    parser.add_argument("--per-category", nargs="+", default=[], help="result folders for a per-category section")
+    parser.add_argument("--per-category-title", default="Evaluation per category", help="that section's title")
+    parser.add_argument("--per-category-note", default="", help="paragraph placed above the per-category table")
     args = parser.parse_args(argv)
     try:
         print(update_card(args.model, args.results, args.note))
+        if args.per_category:
+            table = per_category_table(args.per_category)
+            body = f"{args.per_category_note.strip()}\n\n{table}" if args.per_category_note else table
+            replace_section(Path(args.model) / "README.md", args.per_category_title, body)
+            print(table)
     except (ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
