@@ -28,6 +28,15 @@ def _cell(entry: dict | None, digits: int = 3) -> str:
     return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
+def _read_summary(folder: str | Path) -> tuple[dict, dict]:
+    """``(localization, meta)`` of a ``python -m training evaluate`` result folder."""
+    path = Path(folder) / "summary.json"
+    if not path.is_file():
+        raise ValueError(f"{folder}: no summary.json (run python -m training evaluate first)")
+    data = json.loads(path.read_text())
+    return data["localization"], data["meta"]
+
+
 def evaluation_table(result_dirs: list[str | Path]) -> str:
     """Markdown table: one row per result (model or baseline), headline metrics with 95% CIs."""
     header = (
@@ -36,11 +45,7 @@ def evaluation_table(result_dirs: list[str | Path]) -> str:
     )
     rows = []
     for folder in result_dirs:
-        path = Path(folder) / "summary.json"
-        if not path.is_file():
-            raise ValueError(f"{folder}: no summary.json (run python -m training evaluate first)")
-        data = json.loads(path.read_text())
-        loc, meta = data["localization"], data["meta"]
+        loc, meta = _read_summary(folder)
         rows.append(
             f"| {meta['model']} | {meta['n_samples']} | {_cell(loc['pointing_game'])} | "
             f"{_cell(loc['per_threshold_mean']['iou'])} | {_cell(loc['per_threshold_mean']['dice'])} | "
@@ -55,11 +60,7 @@ def per_category_table(result_dirs: list[str | Path]) -> str:
     header = "| model | category | n | pointing game | IoU (mean over 0.1-0.5) | CNR |\n|---|---|---|---|---|---|"
     rows = []
     for folder in result_dirs:
-        path = Path(folder) / "summary.json"
-        if not path.is_file():
-            raise ValueError(f"{folder}: no summary.json (run python -m training evaluate first)")
-        data = json.loads(path.read_text())
-        loc, meta = data["localization"], data["meta"]
+        loc, meta = _read_summary(folder)
         pg, iou, cnr = loc["pointing_game"], loc["iou_mean"], loc["cnr"]
         for category in sorted(pg.get("per_category", {})):
             cells = [m.get("per_category", {}).get(category) for m in (pg, iou, cnr)]
@@ -67,9 +68,7 @@ def per_category_table(result_dirs: list[str | Path]) -> str:
             rows.append(
                 f"| {meta['model']} | {category} | {n} | {_cell(cells[0])} | {_cell(cells[1])} | {_cell(cells[2], 2)} |"
             )
-        rows.append(
-            f"| {meta['model']} | macro | {meta['n_samples']} | {_cell(pg)} | {_cell(iou)} | {_cell(cnr, 2)} |"
-        )
+        rows.append(f"| {meta['model']} | macro | {meta['n_samples']} | {_cell(pg)} | {_cell(iou)} | {_cell(cnr, 2)} |")
     return "\n".join([header, *rows])
 
 
@@ -87,11 +86,7 @@ def update_card(model_dir: str | Path, result_dirs: list[str | Path], note: str 
     if not card_path.is_file():
         raise ValueError(f"{card_path} does not exist")
     table = evaluation_table(result_dirs)
-    section = f"## Evaluation\n\n{note.strip()}\n\n{table}\n\n" if note else f"## Evaluation\n\n{table}\n\n"
-    text = card_path.read_text()
-    pattern = re.compile(r"## Evaluation\n.*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(lambda _: section.rstrip() + "\n", text) if pattern.search(text) else text + "\n" + section
-    card_path.write_text(text)
+    replace_section(card_path, "Evaluation", f"{note.strip()}\n\n{table}" if note else table)
     return table
 
 
