@@ -36,6 +36,8 @@ def load_backbone_weights(model: AFLoc, source: str) -> None:
     if source == "torchvision":
         import torchvision
 
+        if model.config.image.backbone not in torchvision.models.list_models():
+            raise ValueError(f"torchvision has no pretrained weights for {model.config.image.backbone!r}")
         enum = torchvision.models.get_model_weights(model.config.image.backbone)
         state = enum.DEFAULT.get_state_dict(progress=False)
     else:

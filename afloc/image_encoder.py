@@ -29,6 +29,13 @@ class ImageEncoderOutput:
     image_embedding: torch.Tensor
 
 
+def _build_backbone(name: str) -> torchvision.models.ResNet:
+    """A randomly initialised torchvision ResNet; ``resnet10`` = ResNet-18 with one basic block per stage."""
+    if name == "resnet10":
+        return torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1])
+    return getattr(torchvision.models, name)(weights=None)
+
+
 class ImageEncoder(nn.Module):
     """ResNet backbone without ``fc`` and three linear heads (no non-linearity, as in the reference).
 
@@ -43,7 +50,7 @@ class ImageEncoder(nn.Module):
     def __init__(self, config: ImageEncoderConfig, embedding_dim: int) -> None:
         super().__init__()
         self.config = config
-        backbone = getattr(torchvision.models, config.backbone)(weights=None)
+        backbone = _build_backbone(config.backbone)
         backbone.fc = nn.Identity()
         self.backbone = backbone
         shallow, deep, final = config.channels

@@ -52,7 +52,18 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
 EQUIVALENT: dict[str, str] = {}
 
 KILLED, SURVIVED, NO_TESTS, TIMEOUT, OTHER = "killed", "survived", "no tests", "timeout", "other"
-COPY_IGNORE = shutil.ignore_patterns(".git", "runs", "data", "mutants", "*.egg-info", "__pycache__", ".ruff_cache")
+_IGNORE_ANYWHERE = shutil.ignore_patterns(".git", "mutants", "*.egg-info", "__pycache__", ".ruff_cache")
+_IGNORE_AT_TOP = {"runs", "data"}  # generated corpora and runs; tests/data (the test vocabulary) must be copied
+
+
+def copy_ignore(directory: str, names: list[str]) -> set[str]:
+    """``shutil.copytree`` filter: caches everywhere, the checkout's own ``data/`` and ``runs/`` only at its top."""
+    ignored = set(_IGNORE_ANYWHERE(directory, names))
+    if Path(directory).resolve() == ROOT:
+        ignored |= _IGNORE_AT_TOP & set(names)
+    return ignored
+
+
 NO_MATCH = "__mutation_benchmark_lists_mutants__"
 
 
@@ -81,7 +92,7 @@ def prepare_copy(workdir: Path, source: str, tests: list[str]) -> Path:
     if workdir.exists():
         shutil.rmtree(workdir)
     repo = workdir / "repo"
-    shutil.copytree(ROOT, repo, ignore=COPY_IGNORE, symlinks=True)
+    shutil.copytree(ROOT, repo, ignore=copy_ignore, symlinks=True)
     shared = ROOT.parent / "shared"
     if shared.is_dir():
         (workdir / "shared").symlink_to(shared)  # tests find ../shared/data as in CI

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 
@@ -17,6 +18,7 @@ from afloc.image_encoder import ImageEncoder
 @pytest.mark.parametrize(
     ("backbone", "internal_size", "shallow", "deep"),
     [
+        ("resnet10", None, 28, 14),
         ("resnet18", None, 28, 14),
         ("resnet18", 299, 38, 19),
         ("resnet50", None, 28, 14),
@@ -35,6 +37,21 @@ def test_image_encoder_levels(backbone, internal_size, shallow, deep):
     # heads are linear maps without bias on the local levels (reference)
     assert encoder.shallow_projection.bias is None and encoder.deep_projection.bias is None
     assert encoder.global_projection.bias is not None
+
+
+def test_resnet10_is_resnet18_with_one_block_per_stage(tiny_config):
+    small = ImageEncoder(ImageEncoderConfig(backbone="resnet10"), embedding_dim=48).backbone
+    full = ImageEncoder(ImageEncoderConfig(backbone="resnet18"), embedding_dim=48).backbone
+    assert [len(getattr(small, f"layer{i}")) for i in range(1, 5)] == [1, 1, 1, 1]
+    # the same first block of every stage as ResNet-18 (same keys and shapes), the second blocks gone
+    full_first = {k: v.shape for k, v in full.state_dict().items() if not re.match(r"layer\d\.1\.", k)}
+    assert {k: v.shape for k, v in small.state_dict().items()} == full_first
+    n_params = sum(p.numel() for p in small.parameters() if p.requires_grad)
+    assert 4_900_000 < n_params < 5_000_000  # about 10 MB in float16
+    # no ImageNet weights exist for it: a clear error, not a download attempt
+    model = AFLoc(dataclasses.replace(tiny_config, image=ImageEncoderConfig(backbone="resnet10", image_size=64)))
+    with pytest.raises(ValueError, match="no pretrained weights for 'resnet10'"):
+        load_backbone_weights(model, "torchvision")
 
 
 def test_image_encoder_rejects_wrong_shape():

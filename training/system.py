@@ -25,7 +25,7 @@ class AFLocPretraining(pl.LightningModule):
     """Multi-level contrastive pretraining (docs/method.md section 3).
 
     Args:
-        backbone: ``resnet18`` / ``resnet34`` / ``resnet50``.
+        backbone: ``resnet10`` / ``resnet18`` / ``resnet34`` / ``resnet50``.
         image_size: pad-resize side of the input (224).
         internal_size: the reference's internal resize (299) or None.
         image_weights: initial backbone weights: None (random), a state-dict file, or ``"torchvision"``.
@@ -72,7 +72,7 @@ class AFLocPretraining(pl.LightningModule):
 
     def __init__(
         self,
-        backbone: Literal["resnet18", "resnet34", "resnet50"] = "resnet50",
+        backbone: Literal["resnet10", "resnet18", "resnet34", "resnet50"] = "resnet50",
         image_size: int = 224,
         internal_size: int | None = None,
         image_weights: str | None = None,
