@@ -259,3 +259,30 @@ def test_chexlocalize_split_is_honoured_and_datasets_without_splits_refuse_it(tm
     no_splits = [*base, "--dataset", "ms-cxr", "--annotations", str(val_json), "--images", images]
     assert training_main([*no_splits, "--split", "test"]) == 2
     assert "has no splits" in capsys.readouterr().err
+
+
+def test_smoothing_sigma_override(tmp_path, phantom, model_dir):
+    """``--smoothing-sigma`` scores the model's heatmaps at another sigma; the model's own sigma changes nothing."""
+    from afloc import AFLocPredictor
+
+    own = AFLocPredictor.from_pretrained(model_dir).localization.smoothing_sigma
+    common = ["--dataset", "phantom", "--images", str(phantom), "--split", "train", "--limit", "6"]
+    common += ["--workers", "0", "--quiet", "--n-resamples", "20", "--protocol", "native"]
+
+    def scores(name: str, *extra: str) -> tuple[dict, list[str]]:
+        out = tmp_path / name
+        assert training_main(["evaluate", "--model", str(model_dir), *common, "--out", str(out), *extra]) == 0
+        meta = json.loads((out / "summary.json").read_text())["meta"]
+        rows = (out / "samples.csv").read_text().splitlines()
+        return meta, rows
+
+    default_meta, default_rows = scores("default")
+    same_meta, same_rows = scores("same", "--smoothing-sigma", f"{own}")
+    other_meta, other_rows = scores("other", "--smoothing-sigma", f"{own + 3}")
+    assert default_meta["smoothing_sigma"] == same_meta["smoothing_sigma"] == own
+    assert other_meta["smoothing_sigma"] == own + 3
+    assert same_rows == default_rows and other_rows != default_rows
+    baseline = ["evaluate", "--baseline", "center", *common, "--out", str(tmp_path / "b"), "--smoothing-sigma", "1"]
+    assert training_main(baseline) == 2
+    negative = ["evaluate", "--model", str(model_dir), *common, "--out", str(tmp_path / "n"), "--smoothing-sigma", "-1"]
+    assert training_main(negative) == 2

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime
 import json
 import sys
@@ -222,6 +223,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default=None)
     parser.add_argument("--image-size", type=int, default=224, help="model-space size for baselines")
+    parser.add_argument(
+        "--smoothing-sigma",
+        type=float,
+        default=None,
+        help="heatmap smoothing in deep-grid cells instead of the model's own (preprocessing.json); for choosing it "
+        "on a validation split",
+    )
     parser.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples (seeded)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -239,6 +247,8 @@ def run(args: argparse.Namespace) -> dict:
         templates=tuple(args.template or ProtocolConfig().templates),
         ensemble=args.ensemble,
     )
+    if args.smoothing_sigma is not None and not args.model:
+        raise ValueError("--smoothing-sigma changes a model's heatmaps; it needs --model, not --baseline")
     result = read_dataset(args)
     samples = result.samples[: args.limit] if args.limit else result.samples
     if not samples:
@@ -246,7 +256,10 @@ def run(args: argparse.Namespace) -> dict:
     if args.model:
         from afloc import AFLocPredictor
 
-        source = HeatmapSource(predictor=AFLocPredictor.from_pretrained(args.model, device=args.device))
+        predictor = AFLocPredictor.from_pretrained(args.model, device=args.device)
+        if args.smoothing_sigma is not None:
+            predictor.localization = dataclasses.replace(predictor.localization, smoothing_sigma=args.smoothing_sigma)
+        source = HeatmapSource(predictor=predictor)
     elif args.baseline == "kind-oracle":
         if args.dataset != "phantom":
             raise ValueError("--baseline kind-oracle needs --dataset phantom (a corpus with a train split)")
@@ -297,6 +310,7 @@ def run(args: argparse.Namespace) -> dict:
         "dataset": args.dataset,
         "protocol": args.protocol,
         "margin": args.margin if args.margin is not None else _model_margin(source),
+        "smoothing_sigma": predictor.localization.smoothing_sigma if args.model else None,
         "box_rule": args.box_rule,
         "prompt": "ensemble" if args.ensemble else args.prompt,
         "n_samples": len(records),
