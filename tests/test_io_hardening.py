@@ -112,3 +112,38 @@ def test_only_documented_formats_are_opened(monkeypatch):
         Image.new("L", (16, 16), 128).save(buffer, fmt)
         with pytest.raises(ValueError, match="accepted formats"):
             load_image(buffer.getvalue())
+
+
+def test_a_window_after_a_modality_lut_maps_onto_the_lut_output_range():
+    """Identity modality LUT (16-bit entries: output range 0-65535), then a window spanning exactly the 12-bit
+    input: the window maps 0-4095 onto 0-65535, so the film is values / 4095."""
+    ramp = (np.arange(64 * 48, dtype=np.uint16).reshape(64, 48) * 3) % 4096
+    identity = _lut_item(4096, list(range(4096)))
+    data = make_dicom(ramp, bits_stored=12, ModalityLUTSequence=[identity], WindowCenter=2048, WindowWidth=4096)
+    np.testing.assert_allclose(load_image(data), ramp / 4095.0, atol=1e-6)
+
+
+def test_values_within_bits_stored_keep_their_fixed_range():
+    """A 12-bit film that starts at 0 is scaled by 4095, not stretched to its own min-max."""
+    pixels = np.linspace(0, 2000, 64 * 48).astype(np.uint16).reshape(64, 48)
+    np.testing.assert_allclose(load_image(make_dicom(pixels, bits_stored=12)), pixels / 4095.0, atol=1e-6)
+
+
+def test_constant_images_load_as_black_of_their_own_size():
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((5, 7), 5.0, np.float32), mode="F").save(buffer, format="TIFF")
+    image = load_image(buffer.getvalue())
+    assert image.shape == (5, 7) and not image.any()
+
+
+def test_an_image_mode_pillow_cannot_convert_is_named():
+    from afloc.io import _pillow_to_array
+
+    class Unconvertible:
+        mode = "XYZ;99"
+
+        def convert(self, mode):
+            raise ValueError(f"conversion from XYZ;99 to {mode} not supported")
+
+    with pytest.raises(ValueError, match=r"unsupported image mode XYZ;99: conversion from XYZ;99 to RGB"):
+        _pillow_to_array(Unconvertible())

@@ -269,3 +269,42 @@ def test_localization_metrics_equals_the_single_metrics(with_nan, threshold):
             assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
     empty = localization_metrics(heatmap, np.zeros_like(mask), threshold)
     assert all(np.isnan(v) for v in empty.values())
+
+
+def test_summaries_pass_their_seed_and_resample_count_on():
+    values = np.array([0.2, 0.4, NAN, 0.9, 0.1, 0.6, 0.3])
+    categories = ["a", "a", "b", "c", "c", "b", "a"]
+    # the documented default seed is 0, in every entry point
+    assert bootstrap_ci(values) == bootstrap_ci(values, seed=0)
+    plain = summarize(values, n_resamples=50, seed=3)
+    assert (plain["ci_low"], plain["ci_high"]) == bootstrap_ci(values, n_resamples=50, seed=3)
+    assert summarize(values, n_resamples=50, seed=3) == plain  # reproducible, not freshly seeded
+    macro = summarize(values, categories=categories, n_resamples=50, seed=3)
+    assert (macro["ci_low"], macro["ci_high"]) == bootstrap_macro_ci(values, categories, n_resamples=50, seed=3)
+    assert (macro["ci_low"], macro["ci_high"]) != bootstrap_macro_ci(values, categories, n_resamples=50, seed=0)
+
+
+@pytest.mark.parametrize("confidence", [0.0, 1.0, 1.5, -0.2])
+def test_confidence_outside_the_open_unit_interval_is_refused(confidence):
+    with pytest.raises(ValueError, match="confidence"):
+        bootstrap_ci([0.1, 0.2, 0.3], confidence=confidence)
+    with pytest.raises(ValueError, match="confidence"):
+        bootstrap_macro_ci([0.1, 0.2, 0.3], ["a", "a", "b"], confidence=confidence)
+
+
+def test_mask_covering_every_valid_pixel():
+    """No outside region: CNR is undefined (NaN, no division warning), the pointing game always hits."""
+    from afloc.metrics import localization_metrics
+
+    heatmap = np.array([[0.1, 0.7], [NAN, -0.3]])
+    mask = np.array([[True, True], [False, True]])  # every valid pixel
+    got = localization_metrics(heatmap, mask, 0.0)
+    assert math.isnan(got["cnr"]) and math.isnan(cnr(heatmap, mask))
+    assert got["pointing_game"] == 1.0
+    assert got["iou"] == pytest.approx(2 / 3)  # 2 predicted, 3 true, 2 shared
+
+
+def test_a_single_threshold_is_a_sweep_of_one():
+    single = threshold_metrics(HEATMAP, MASK, 0.2)
+    assert single["iou"].shape == (1,) and single["iou_mean"] == pytest.approx(2 / 6)
+    assert single["dice_mean"] == pytest.approx(4 / 8)

@@ -106,3 +106,47 @@ def test_preprocessing_normalises_and_replicates_grey():
     tensor, _ = pre(rgb)
     assert float(tensor[0].mean()) == 1.0 and float(tensor[1].mean()) == -1.0
     assert Preprocessing.from_dict(pre.to_dict()) == pre
+
+
+def test_the_smallest_image_is_two_by_two():
+    assert pad_resize_mapping(2, 2, 8).resized_width == 8
+    assert pad_resize_mapping(3, 2, 8).resized_width == 5  # int(2 * 8 / 3)
+    for height, width in ((1, 2), (2, 1)):
+        with pytest.raises(ValueError, match="too small"):
+            pad_resize_mapping(height, width, 8)
+
+
+def test_mask_to_model_samples_pixel_centres():
+    """Nearest pixel centre: a 2x upscale repeats each pixel as a 2x2 block, a 2x downscale keeps the odd pixels."""
+    checker = (np.indices((4, 4)).sum(axis=0) % 2).astype(bool)
+    up = pad_resize_mapping(4, 4, 8).mask_to_model(checker)
+    np.testing.assert_array_equal(up, np.kron(checker, np.ones((2, 2), dtype=bool)))
+    mask = np.random.default_rng(0).random((8, 8)) > 0.5
+    np.testing.assert_array_equal(pad_resize_mapping(8, 8, 4).mask_to_model(mask), mask[1::2, 1::2])
+
+
+def test_8bit_resize_quantises_and_clips():
+    """``resize_8bit`` sees whole grey levels; values outside [0, 1] clip to black / white instead of wrapping."""
+    rng = np.random.default_rng(1)
+    image = rng.random((16, 12)).astype(np.float32)
+    tensor, _ = Preprocessing(image_size=7, resize_8bit=True)(image)
+    levels = (tensor.numpy() * 0.5 + 0.5) * 255.0
+    np.testing.assert_allclose(levels, np.rint(levels), atol=1e-3)
+    assert not np.allclose(
+        (Preprocessing(image_size=7)(image)[0].numpy() * 0.5 + 0.5) * 255.0,
+        np.rint((Preprocessing(image_size=7)(image)[0].numpy() * 0.5 + 0.5) * 255.0),
+        atol=1e-3,
+    )  # the float path does not quantise
+    out_of_range = np.array([[-0.2, 1.3], [0.5, 0.0]], dtype=np.float32)
+    tensor, _ = Preprocessing(image_size=2, resize_8bit=True)(out_of_range)
+    expected = np.array([[0, 255], [128, 0]]) / 255.0
+    np.testing.assert_allclose(tensor[0].numpy() * 0.5 + 0.5, expected, atol=1e-6)
+
+
+def test_preprocessing_settings_are_checked():
+    with pytest.raises(ValueError, match="std > 0"):
+        Preprocessing(std=(0.5, 0.5, 0.0))
+    # files written before "resize" was recorded load with the default
+    assert Preprocessing.from_dict({"image_size": 64}).resize == "pad_resize_inter_area"
+    with pytest.raises(ValueError, match="unsupported resize 'bilinear'"):
+        Preprocessing.from_dict({"image_size": 64, "resize": "bilinear"})
