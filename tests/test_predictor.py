@@ -142,3 +142,51 @@ def test_concurrent_prompt_embeddings_are_not_mixed(predictor):
         results = list(pool.map(encode, prompts * 10))
     for prompt, vector in results:
         assert np.allclose(vector.detach().numpy(), expected[prompt].detach().numpy(), atol=1e-5), prompt
+
+
+def test_from_pretrained_is_the_saved_model(tiny_model, tiny_tokenizer, tmp_path):
+    """A saved directory loads into a predictor with the saved preprocessing, heatmap settings and weights."""
+    import afloc
+
+    localization = LocalizationConfig(smoothing_sigma=0.0, margin=2)
+    afloc.save_pretrained(tiny_model, tmp_path / "m", tiny_tokenizer, Preprocessing(image_size=64), localization)
+    loaded = AFLocPredictor.from_pretrained(tmp_path / "m", device="cpu")
+    assert loaded.device.type == "cpu" and loaded.localization == localization
+    assert loaded.preprocessing == Preprocessing(image_size=64)
+    direct = AFLocPredictor(tiny_model, tiny_tokenizer, Preprocessing(image_size=64), localization, device="cpu")
+    image = _image(50, 70)
+    np.testing.assert_allclose(
+        loaded.localize("left pleural effusion", image=loaded.encode_image(image)),
+        direct.localize("left pleural effusion", image=direct.encode_image(image)),
+        atol=1e-5,
+        equal_nan=True,
+    )
+
+
+def test_default_device_without_a_gpu(tiny_model, tiny_tokenizer, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert AFLocPredictor(tiny_model, tiny_tokenizer, Preprocessing(image_size=64)).device == torch.device("cpu")
+
+
+def test_16_bit_images_are_scaled_by_their_full_range(predictor):
+    """A uint16 film is its float twin x 65535: same encoding."""
+    levels = (np.random.default_rng(2).random((40, 30)) * 65535).astype(np.uint16)
+    from_uint16 = predictor.encode_image(levels)
+    from_float = predictor.encode_image(levels.astype(np.float32) / 65535.0)
+    np.testing.assert_allclose(from_uint16.image, from_float.image, atol=1e-7)
+    np.testing.assert_allclose(from_uint16.patch_embeddings, from_float.patch_embeddings, atol=1e-5)
+
+
+def test_the_prompt_rule_reaches_the_text_encoder(tiny_model, tiny_tokenizer):
+    """With the reference rule a prompt loses its one-word sentences (as the authors' inference does)."""
+    prompt = "Effusion. Small left pleural effusion."
+    reference = AFLocPredictor(
+        tiny_model, tiny_tokenizer, Preprocessing(64), LocalizationConfig(prompt_rule="reference"), device="cpu"
+    )
+    sentences = AFLocPredictor(tiny_model, tiny_tokenizer, Preprocessing(64), device="cpu")
+    np.testing.assert_allclose(
+        reference.embed_prompts([prompt]).numpy(), sentences.embed_prompts(["small left pleural effusion"]).numpy()
+    )
+    assert not np.allclose(reference.embed_prompts([prompt]).numpy(), sentences.embed_prompts([prompt]).numpy())

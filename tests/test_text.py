@@ -429,3 +429,63 @@ def test_minilm_report_embedding_ranks_paraphrases(minilm):
     paraphrase = (report[0] @ report[1]).item()
     unrelated = max((report[0] @ report[2]).item(), (report[1] @ report[2]).item())
     assert paraphrase > unrelated + 0.1, (paraphrase, unrelated)
+
+
+def test_report_sentences_end_at_section_labels():
+    from afloc.text import report_sentences
+
+    report = "FINDINGS: Small left effusion IMPRESSION: Mild cardiomegaly."
+    assert report_sentences(report) == ["small left effusion", "mild cardiomegaly"]
+    assert split_sentences(report) == ["findings small left effusion impression mild cardiomegaly"]
+
+
+def test_limit_sentences_stops_where_the_word_count_equals_the_limit():
+    from afloc.text import limit_sentences
+
+    sentences = ["a b", "c d e", "f g", "h"]
+    assert limit_sentences(sentences, 5) == ["a b", "c d e"]  # 2 + 3 = 5: stop here
+    assert limit_sentences(sentences, 2) == ["a b"]
+    assert limit_sentences(sentences, 4) == sentences  # 2, 5, ...: never equal to 4, all kept (reference)
+    with pytest.raises(ValueError, match="word_limit must be >= 1"):
+        limit_sentences(sentences, 0)
+
+
+def test_prompt_rules_join_and_errors():
+    assert normalize_prompt("Small left effusion. No pneumothorax.", "reference") == (
+        "small left effusion no pneumothorax"
+    )
+    assert normalize_prompt("Small left effusion. No pneumothorax.", "sentences") == (
+        "small left effusion. no pneumothorax"
+    )
+    with pytest.raises(ValueError, match="prompt rule must be one of"):
+        normalize_prompt("effusion", "bert")
+
+
+def test_text_model_paths(tmp_path, monkeypatch):
+    from afloc.text import resolve_text_model
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "bert").mkdir()
+    assert resolve_text_model("~/bert") == (str(tmp_path / "bert"), True)  # a local directory, expanded
+    # hub ids pass through (the README's emilyalsentzer/Bio_ClinicalBERT once raised "does not exist")
+    assert resolve_text_model("emilyalsentzer/Bio_ClinicalBERT") == ("emilyalsentzer/Bio_ClinicalBERT", False)
+    assert resolve_text_model("bert-base-uncased") == ("bert-base-uncased", False)
+    for missing in (str(tmp_path / "absent" / "bert"), "~/absent", "./absent", "a/b/c"):
+        with pytest.raises(ValueError, match="text encoder directory .* does not exist"):
+            resolve_text_model(missing)
+
+
+def test_tokenizer_without_cls_or_sep_is_refused(tiny_tokenizer):
+    class NoSep:
+        def __init__(self, inner):
+            self.inner = inner
+            self.sep_token_id = None
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def __len__(self):
+            return len(self.inner)
+
+    with pytest.raises(ValueError, match=r"BERT-style tokenizer with \[CLS\] and \[SEP\] tokens is required"):
+        ReportTokenizer(NoSep(tiny_tokenizer.tokenizer))
