@@ -93,3 +93,28 @@ def test_config_validation_and_roundtrip():
             LocalizationConfig(**bad)
     with pytest.raises(ValueError, match="unknown localization keys"):
         LocalizationConfig.from_dict({"sigma": 2})
+
+
+def test_cosine_setting_reaches_the_heatmaps():
+    """Cosine heatmaps equal dot-product heatmaps of unit-length region and prompt vectors (a per-region scale
+    changes a dot-product map but not a cosine one)."""
+    torch.manual_seed(0)
+    patches = torch.randn(8, 5, 5) * torch.rand(1, 5, 5) * 3  # regions of very different lengths
+    text = torch.randn(2, 8)
+    cosine = heatmaps_from_embeddings(patches, text, 20, LocalizationConfig(similarity="cosine", smoothing_sigma=0))
+    unit = heatmaps_from_embeddings(
+        torch.nn.functional.normalize(patches, dim=0),
+        torch.nn.functional.normalize(text, dim=-1),
+        20,
+        LocalizationConfig(similarity="dot", smoothing_sigma=0),
+    )
+    np.testing.assert_allclose(cosine, unit, atol=1e-5)
+    dot = heatmaps_from_embeddings(patches, text, 20, LocalizationConfig(similarity="dot", smoothing_sigma=0))
+    assert not np.allclose(cosine, dot, atol=1e-3)
+
+
+def test_bad_similarity_and_prompt_rule_are_named():
+    with pytest.raises(ValueError, match="similarity must be 'dot' or 'cosine', got 'l2'"):
+        similarity_maps(torch.randn(4, 2, 2), torch.randn(1, 4), "l2")
+    with pytest.raises(ValueError, match="prompt_rule must be 'sentences' or 'reference', got 'x'"):
+        LocalizationConfig(prompt_rule="x")
