@@ -171,8 +171,16 @@ def save_pretrained(
     extras = {"preprocessing": preprocessing.to_dict(), "localization": localization.to_dict()}
     (directory / PREPROCESSING_NAME).write_text(json.dumps(extras, indent=2) + "\n")
     tokenizer.tokenizer.save_pretrained(str(directory))
+    _compact_json(directory / "tokenizer.json")
     (directory / CARD_NAME).write_text(card if card is not None else render_model_card(name=directory.name))
     return directory
+
+
+def _compact_json(path: Path) -> None:
+    """Rewrite a JSON file without indentation (the fast tokenizer's file: 0.71 -> 0.47 MB, same content)."""
+    if path.is_file():
+        data = json.loads(path.read_text(encoding="utf-8"))
+        path.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
 
 
 def _read_json(path: Path) -> dict:

@@ -285,3 +285,15 @@ def test_loading_prints_no_transformers_load_report(capfd, caplog):
     printed = captured.out + captured.err + caplog.text
     for alarming in ("LOAD REPORT", "UNEXPECTED", "MISSING", "Loading weights"):
         assert alarming not in printed
+
+
+def test_tokenizer_file_is_written_compactly_and_reads_back(tmp_path, tiny_model, tiny_tokenizer):
+    import afloc
+    from afloc import Preprocessing
+
+    directory = afloc.save_pretrained(tiny_model, tmp_path / "m", tiny_tokenizer, Preprocessing(image_size=64))
+    text = (directory / "tokenizer.json").read_text(encoding="utf-8")
+    assert "\n" not in text and ": " not in text[:200]
+    loaded = afloc.load_model(directory).tokenizer
+    captions = ["small left pleural effusion. no pneumothorax", "cardiomegaly"]
+    assert torch.equal(loaded(captions).input_ids, tiny_tokenizer(captions).input_ids)
