@@ -28,3 +28,16 @@ def huge_png() -> bytes:
     buffer = io.BytesIO()
     Image.new("L", (3000, 2000)).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def without_bundled_models(empty_dir):
+    """A started ``pytest.MonkeyPatch`` pointing the demo's bundled-models folder at ``empty_dir`` (call ``.undo()``).
+
+    For app tests whose story starts with no model of a modality installed, now that assets/models ships both a
+    chest and a fundus model.
+    """
+    import pytest
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr("demo.models.BUNDLED_MODELS_DIR", empty_dir)
+    return patch

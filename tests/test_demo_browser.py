@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import free_port
+from helpers import free_port, without_bundled_models
 
 import afloc
 from afloc.model_card import render_model_card
@@ -75,6 +75,7 @@ def server(tmp_path_factory, tiny_config, tiny_tokenizer):
     )
     fundus = afloc.Preprocessing(64, (0.5, 0.3, 0.1), (0.3, 0.2, 0.1), modality="fundus")  # chosen by modality
     afloc.save_pretrained(afloc.AFLoc(tiny_config).eval(), models / "tiny_fundus", tiny_tokenizer, fundus, card=card)
+    patch = without_bundled_models(tmp_path_factory.mktemp("no_bundled_models"))  # only the tiny models
     port = free_port()
     argv = ["--models-dir", str(models), "--model", str(models / "tiny"), "--port", str(port)]
     blocks, launch_kwargs, _, _ = app.create(argv)
@@ -83,6 +84,7 @@ def server(tmp_path_factory, tiny_config, tiny_tokenizer):
         yield f"http://127.0.0.1:{port}/"
     finally:
         blocks.close()
+        patch.undo()
         torch.set_num_threads(threads)
 
 

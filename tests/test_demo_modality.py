@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import free_port
+from helpers import free_port, without_bundled_models
 
 import afloc
 from afloc.prompts import CXR_FINDINGS, FUNDUS_FINDINGS
@@ -84,6 +84,7 @@ def server(tmp_path_factory, tiny_config, tiny_tokenizer):
     torch.set_num_threads(1)
     models = tmp_path_factory.mktemp("models")
     _save(models, "tiny", "cxr", tiny_config, tiny_tokenizer)
+    patch = without_bundled_models(tmp_path_factory.mktemp("no_bundled_models"))  # no fundus model at start
     port = free_port()
     blocks, launch_kwargs, _, _ = app.create(["--models-dir", str(models), "--port", str(port)])
     blocks.launch(**launch_kwargs, prevent_thread_lock=True, quiet=True)
@@ -91,6 +92,7 @@ def server(tmp_path_factory, tiny_config, tiny_tokenizer):
         yield {"url": f"http://127.0.0.1:{port}/", "models": models}
     finally:
         blocks.close()
+        patch.undo()
         torch.set_num_threads(threads)
 
 
@@ -109,3 +111,11 @@ def test_the_app_switches_modality(server, tmp_path, tiny_config, tiny_tokenizer
     assert str(fundus) in outputs and "No fundus photo model" not in outputs
     back = json.dumps(client.predict("cxr", str(fundus), api_name="/set_modality"))
     assert "tiny_fundus" not in back and "pleural effusion" in back and "phantom_mass" in back
+
+
+def test_the_bundled_models_serve_both_modalities():
+    store = ModelStore([EXAMPLES.parent / "models"])  # the real folder (a server fixture may patch the constant)
+    fundus = [Path(key).name for _, key in md.model_choices(store, "fundus")]
+    chest = [Path(key).name for _, key in md.model_choices(store, "cxr")]
+    assert fundus == ["afloc_phantomfundus_r10"] and chest == ["afloc_phantomcxr_r18"]
+    assert md.missing_model_message(store, "fundus") == "" == md.missing_model_message(store, "cxr")
