@@ -1,7 +1,7 @@
 """Entry point: ``python -m training COMMAND ...``.
 
-Commands: ``fit``, ``validate``, ``test`` (LightningCLI, see ``--help``), ``prepare-mimic``, ``export``,
-``plot``, ``evaluate``, ``compare``, ``card`` and ``channel-stats`` (each with ``--help``).
+Commands: ``fit``, ``validate``, ``test`` (LightningCLI, see ``--help``), ``prepare-mimic``, ``average``,
+``export``, ``plot``, ``evaluate``, ``compare``, ``card`` and ``channel-stats`` (each with ``--help``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
 TOOLS = {
     "prepare-mimic": "prepare_mimic",
+    "average": "average",
     "export": "export",
     "plot": "plot",
     "evaluate": "evaluation.evaluate",

@@ -103,8 +103,16 @@ def export(
         "recipe": recipe,
         "provenance": f"Exported from `{ckpt.name}` by `python -m training export`. Code: Apache-2.0.",
     }
+    if raw.get("averaged_from"):  # `python -m training average`
+        sources = ", ".join(f"`{s}`" for s in raw["averaged_from"])
+        sections["provenance"] = (
+            f"Exported from `{ckpt.name}`, the mean of the weights of {len(raw['averaged_from'])} checkpoints "
+            f"of one run (`python -m training average`): {sources}. Code: Apache-2.0."
+        )
     if "recipe" in overrides:  # the recorded settings stay, the given text comes first
         overrides["recipe"] = f"{overrides['recipe']}\n\nRecorded in the checkpoint: {recipe}"
+    if "provenance" in overrides and raw.get("averaged_from"):  # the averaging stays named
+        overrides["provenance"] = f"{overrides['provenance']}\n\n{sections['provenance']}"
     sections.update(overrides)
     card = render_model_card(
         name or Path(out).name,
