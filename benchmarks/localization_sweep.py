@@ -3,7 +3,7 @@ heatmaps for each (similarity, smoothing sigma, shallow weight), images encoded 
 
 Used to choose the bundled model's heatmap smoothing on the validation split::
 
-    python benchmarks/localization_sweep.py --model assets/models/afloc_phantomcxr_r18 --corpus data/phantom20k \\
+    python benchmarks/localization_sweep.py --model assets/models/afloc_phantomcxr_r10 --corpus data/phantom20k \\
         --split val --n 200
 """
 

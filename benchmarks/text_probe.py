@@ -7,7 +7,7 @@ left / both, read off the ground-truth boxes) and the same zone (upper / middle 
 the boxes' centre), next to the chance rate of always answering the most frequent value::
 
     python benchmarks/text_probe.py --corpus data/phantom20k                   # the frozen MiniLM
-    python benchmarks/text_probe.py --corpus data/phantom20k --model frozen --model assets/models/afloc_phantomcxr_r18
+    python benchmarks/text_probe.py --corpus data/phantom20k --model frozen --model assets/models/afloc_phantomcxr_r10
 """
 
 from __future__ import annotations

@@ -202,7 +202,7 @@ def _files(directory) -> dict[str, bytes]:
     return {n: (directory / n).read_bytes() for n in names if not n.startswith(("tokenizer", "special_tokens"))}
 
 
-BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "models" / "afloc_phantomcxr_r18"
+BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "models" / "afloc_phantomcxr_r10"
 KINDS = {
     "full text": {},
     "float16": {"storage_dtype": "float16"},
@@ -263,7 +263,7 @@ def test_saving_a_loaded_model_round_trips_exactly(kind, tmp_path, vocab_file, t
 
 
 def test_bundled_model_saves_and_loads_back(tmp_path):
-    """The bundled model (float16, sharded, external MiniLM text) with the issue's exact call."""
+    """The bundled chest model (float16, external MiniLM text) with the issue's exact call."""
     bundle = load_model(BUNDLED)
     out = afloc.save_pretrained(
         bundle.model, tmp_path / "copy", bundle.tokenizer, bundle.preprocessing, bundle.localization
