@@ -21,19 +21,20 @@ same split. Prints a table (markdown) and the chosen folder on the last line.
 from __future__ import annotations
 
 import argparse
-import json
 import math
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.card import _read_summary  # noqa: E402
 
 METRICS = ("pointing_game", "iou_mean", "dice_mean", "cnr", "side_mass")
 
 
 def read_scores(folder: str | Path) -> dict[str, tuple[float, float]]:
     """``{metric: (value, standard error)}`` from an evaluation folder's ``summary.json``."""
-    path = Path(folder) / "summary.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist (not an output folder of `training evaluate`)")
-    localization = json.loads(path.read_text())["localization"]
+    localization, _ = _read_summary(folder)
     scores = {}
     for metric in METRICS:
         entry = localization.get(metric)
@@ -54,7 +55,10 @@ def margins(model: dict, baseline: dict) -> dict[str, float]:
         if metric in model and metric in baseline:
             (m, se_m), (b, se_b) = model[metric], baseline[metric]
             spread = math.hypot(se_m, se_b)
-            out[metric] = (m - b) / spread if spread > 0 else math.copysign(math.inf, m - b) if m != b else 0.0
+            if spread > 0:
+                out[metric] = (m - b) / spread
+            else:  # two exact values (e.g. a constant baseline): any difference is infinitely many errors
+                out[metric] = 0.0 if m == b else math.copysign(math.inf, m - b)
     return out
 
 

@@ -14,7 +14,10 @@ def _summary(folder, pg, iou, half_width=0.01, side=0.6):
     """A minimal `training evaluate` summary: PG and IoU (macro) and side mass (mean), each +- half_width."""
     folder.mkdir(parents=True)
     entry = lambda v, key="macro": {key: v, "ci": [v - half_width, v + half_width]}  # noqa: E731
-    summary = {"localization": {"pointing_game": entry(pg), "iou_mean": entry(iou), "side_mass": entry(side, "mean")}}
+    summary = {
+        "meta": {"model": folder.name},
+        "localization": {"pointing_game": entry(pg), "iou_mean": entry(iou), "side_mass": entry(side, "mean")},
+    }
     (folder / "summary.json").write_text(json.dumps(summary))
     return folder
 
@@ -24,7 +27,7 @@ def test_read_scores_turns_the_ci_into_a_standard_error(tmp_path):
     assert scores["pointing_game"][0] == 0.5 and scores["side_mass"][0] == 0.6
     assert scores["iou_mean"][1] == pytest.approx(0.02)
     assert "cnr" not in scores  # a metric the summary lacks is skipped, not invented
-    with pytest.raises(FileNotFoundError, match="summary.json"):
+    with pytest.raises(ValueError, match="no summary.json"):
         read_scores(tmp_path / "missing")
 
 

@@ -24,11 +24,12 @@ from pathlib import Path
 import torch
 
 
-def _load(path: Path) -> dict:
+def _load(path: Path, mmap: bool = False) -> dict:
+    """A checkpoint read safely; ``mmap`` maps the tensors instead of reading them (for its step alone)."""
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist")
     try:
-        raw = torch.load(str(path), map_location="cpu", weights_only=True)
+        raw = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # a corrupt or hostile file: weights_only refuses code, say which file
         raise ValueError(f"checkpoint {path} could not be read safely: {error}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("state_dict"), dict):
@@ -48,7 +49,7 @@ def run_checkpoints(run: str | Path, last: int) -> list[Path]:
         raise ValueError(f"no checkpoint (*.ckpt) under {run}")
     by_step: dict[int, Path] = {}
     for path in files:
-        step = int(_load(path).get("global_step", -1))
+        step = int(_load(path, mmap=True).get("global_step", -1))
         by_step.setdefault(step, path)
     steps = sorted(by_step)[-last:]
     if len(steps) < last:
