@@ -104,9 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("candidates", nargs="+", help="evaluation folders of the candidate models")
     parser.add_argument("--baseline", action="append", required=True, help="evaluation folder of a baseline")
     args = parser.parse_args(argv)
-    candidates = {c: read_scores(c) for c in args.candidates}
-    baselines = {b: read_scores(b) for b in args.baseline}
-    chosen, rows = choose(candidates, baselines)
+    try:
+        candidates = {c: read_scores(c) for c in args.candidates}
+        baselines = {b: read_scores(b) for b in args.baseline}
+        chosen, rows = choose(candidates, baselines)
+    except ValueError as error:  # a folder without summary.json, or nothing to compare
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print("| candidate | " + " | ".join(METRICS) + " | clears | smallest z (metric vs baseline) |")
     print("|---|" + "---|" * (len(METRICS) + 2))
     for r in rows:

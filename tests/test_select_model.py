@@ -80,3 +80,6 @@ def test_cli_prints_the_table_and_exits_1_when_nothing_clears(tmp_path, capsys):
     assert out.strip().splitlines()[-1] == f"chosen: {good}"
     assert f"| {bad} |" in out and "| no |" in out
     assert main([str(bad), "--baseline", str(oracle)]) == 1
+    capsys.readouterr()
+    assert main([str(tmp_path / "typo"), "--baseline", str(oracle)]) == 2
+    assert "typo: no summary.json" in capsys.readouterr().err
