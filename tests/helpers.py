@@ -4,9 +4,28 @@ from __future__ import annotations
 
 import io
 import socket
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+# The project's development data (real images and annotations), laid beside the checkout as ../shared/data; a
+# clone of this repository alone does not have it, and the tests that read it skip, saying so.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA_HINT = (
+    "the project's development data, laid beside this checkout as ../shared/data (see the README, "
+    "'Running the tests': it is not part of this repository)"
+)
+
+
+def shared_data(relative: str, path: Path | None = None) -> Path:
+    """``../shared/data/<relative>`` (or ``path``), or a pytest skip that names the file and how to get it."""
+    import pytest
+
+    path = SHARED_DATA / relative if path is None else path
+    if not path.exists():
+        pytest.skip(f"needs {path} ({SHARED_DATA_HINT})")
+    return path
 
 
 def free_port() -> int:

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import SHARED_DATA_HINT
 
 from training.evaluation.evaluate import main as evaluate_main
 
@@ -23,7 +24,7 @@ CLASSES = ("optic_disc", "hard_exudates", "haemorrhage")
 
 def idrid_dir() -> Path:
     if not (IDRID / "retinal.names").is_file() or not any(IDRID.glob("*.jpg")):
-        pytest.skip(f"IDRiD photographs with YOLO boxes are not present in {IDRID} (set AFLOC_IDRID_DIR)")
+        pytest.skip(f"needs IDRiD photographs with YOLO boxes in {IDRID} (set AFLOC_IDRID_DIR, or {SHARED_DATA_HINT})")
     return IDRID
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from helpers import SHARED_DATA, shared_data
 from PIL import Image
 from pydicom import uid
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -18,7 +19,6 @@ from pydicom.pixels import apply_voi_lut, get_decoder
 
 from afloc.io import DEFAULT_MAX_PIXELS, ImageInfo, is_dicom, load_image, load_image_with_info
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SIIM_DICOM = SHARED_DATA / "cxr" / "dicom" / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
 PATIENT_NAME = "Doe^Jane"
 PATIENT_ID = "PID-7734-SECRET"
@@ -422,9 +422,7 @@ def test_pillow_decompression_bomb_limit_becomes_value_error(monkeypatch):
 
 
 def _require(path: Path) -> Path:
-    if not path.is_file():
-        pytest.skip(f"shared data file not available: {path.name}")
-    return path
+    return shared_data("", path)
 
 
 def test_real_siim_dicom_and_monochrome1_variant():

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
+from helpers import shared_data
 from PIL import Image
 
 from afloc.transforms import pad_resize_mapping
@@ -28,8 +29,6 @@ from training.evaluation.readers import (
     read_yolo,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 def _image(path: Path, height: int, width: int, mode: str = "L") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,10 +41,7 @@ def _by_id(result) -> dict[str, LocalizationSample]:
 
 
 def _real(relative: str) -> Path:
-    path = SHARED_DATA / relative
-    if not path.exists():
-        pytest.skip(f"shared data not present: {path}")
-    return path
+    return shared_data(relative)
 
 
 # ------------------------------------------------------------------------------------------- data model

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import shared_data
 from training_fixtures import write_tiny_bert, write_tiny_corpus
 
 from afloc import AFLoc, load_model
@@ -176,18 +177,13 @@ def test_resume_continues_exactly(tmp_path, tiny_bert, corpus):
     assert not all(torch.equal(a[k], untouched[k]) for k in a)
 
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
 def test_data_module_on_real_covid_cases_with_notes(tmp_path, tiny_bert):
     """Real radiographs with free-text clinical notes, turned into a manifest, load through the data module."""
     import csv
 
     from training.data import ImageReportDataModule
 
-    source = SHARED / "cxr" / "covid_notes" / "manifest.csv"
-    if not source.is_file():
-        pytest.skip("shared COVID cases not present")
+    source = shared_data("cxr/covid_notes/manifest.csv")
     with source.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))[:40]
     manifest = tmp_path / "manifest.csv"

@@ -1,7 +1,8 @@
 """Entry point: ``python -m training COMMAND ...``.
 
-Commands: ``fit``, ``validate``, ``test`` (LightningCLI, see ``--help``), ``prepare-mimic``, ``average``,
-``export``, ``plot``, ``evaluate``, ``compare``, ``card`` and ``channel-stats`` (each with ``--help``).
+Commands: ``fit``, ``validate``, ``test`` (LightningCLI, see ``--help``), ``prepare-mimic``, ``prepare-fundus``,
+``prepare-cxr``, ``average``, ``export``, ``plot``, ``evaluate``, ``compare``, ``card`` and ``channel-stats``
+(each with ``--help``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
 TOOLS = {
     "prepare-mimic": "prepare_mimic",
+    "prepare-fundus": "realdata.fundus",
+    "prepare-cxr": "realdata.cxr",
     "average": "average",
     "export": "export",
     "plot": "plot",

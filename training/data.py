@@ -8,6 +8,7 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -16,6 +17,7 @@ from afloc.io import load_image
 from afloc.text import ReportTokenizer, limit_sentences, load_tokenizer, report_sentences, sample_caption
 from afloc.transforms import Preprocessing
 
+from .augment import Augmentation
 from .manifest import ManifestRecord, read_manifest
 
 logger = logging.getLogger(__name__)
@@ -38,8 +40,10 @@ class ImageReportDataset(Dataset):
         full_report: bool = False,
         seed: int = 1,
         word_limit: int | None = None,
+        augmentation: Augmentation | None = None,
     ) -> None:
         self.records = records
+        self.augmentation = augmentation
         self.sentences = [report_sentences(r.report) for r in records]
         if word_limit is not None:  # the authors' cap on a report's sentence list (afloc.text.limit_sentences)
             self.sentences = [limit_sentences(s, word_limit) if s else s for s in self.sentences]
@@ -58,6 +62,8 @@ class ImageReportDataset(Dataset):
         except ValueError as error:
             logger.warning("skipping %s: %s", record.image, error)
             return None
+        if self.augmentation is not None:
+            image = self.augmentation(image, np.random.default_rng([self.seed, epoch, position]))
         tensor, _ = self.preprocessing(image)
         rng = random.Random(f"{self.seed}:{epoch}:{position}")
         return {"image": tensor, "caption": sample_caption(self.sentences[position], rng, self.full_report)}
@@ -155,8 +161,10 @@ class ImageReportDataModule(pl.LightningDataModule):
         modality: str = "cxr",
         mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
         std: tuple[float, float, float] = (0.5, 0.5, 0.5),
+        augment: str = "none",
     ) -> None:
         super().__init__()
+        self.augmentation = Augmentation.named(augment)  # checked now: a bad name stops the run before any data
         if batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (contrastive losses need negatives), got {batch_size}")
         if num_workers < 0:
@@ -191,6 +199,7 @@ class ImageReportDataModule(pl.LightningDataModule):
                 self.hparams.full_report,
                 self.hparams.seed,
                 word_limit=self.hparams.get("caption_word_limit"),
+                augmentation=self.augmentation if split == "train" else None,
             )
         if self.dropped_reports["train"]:
             logger.warning("dropped %d training studies with no usable sentence", self.dropped_reports["train"])

@@ -29,6 +29,9 @@ class AFLocPretraining(pl.LightningModule):
         image_size: pad-resize side of the input (224).
         internal_size: the reference's internal resize (299) or None.
         image_weights: initial backbone weights: None (random), a state-dict file, or ``"torchvision"``.
+        init_model: start from a whole trained model (a model directory or a training ``.ckpt``, e.g. the bundled
+            PhantomFundus model): every tensor whose name and shape match is copied; the others keep their
+            initial values and are named in the log (a different image size changes the position embeddings).
         text_model: BERT directory or hub id; None = the offline all-MiniLM-L6-v2.
         freeze_text: keep the text encoder at its pretrained weights (no gradients, dropout off). Faster on a
             CPU, and the exported model can leave the text weights out (``export --external-text``).
@@ -104,6 +107,7 @@ class AFLocPretraining(pl.LightningModule):
         warmup_steps: int = 0,
         anneal_fraction: float = 0.0,
         gather_across_ranks: bool = False,
+        init_model: str | None = None,
     ) -> None:
         super().__init__()
         if learning_rate <= 0:
@@ -150,6 +154,8 @@ class AFLocPretraining(pl.LightningModule):
             loss=loss,
         )
         self.model = build_model(config, pretrained_text=True)
+        if init_model:
+            _copy_matching_weights(self.model, init_model)
         self.loss = AFLocLoss(loss)
         if freeze_text:
             self.model.text_encoder.requires_grad_(False)
@@ -359,3 +365,18 @@ def recalibrate_batchnorm(encoder: torch.nn.Module, loader, batches: int) -> int
                 m.momentum = momentum
             encoder.train(was_training)
     return used
+
+
+def _copy_matching_weights(model: torch.nn.Module, source: str) -> None:
+    """Copy every tensor of the model at ``source`` whose name and shape match ``model``'s (see ``init_model``)."""
+    from afloc.checkpoint import load_pretrained
+
+    theirs = load_pretrained(source).model.state_dict()
+    ours = model.state_dict()
+    copied = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
+    if not copied:
+        raise ValueError(f"init_model {source!r}: no weight matches this model's names and shapes")
+    model.load_state_dict(copied, strict=False)
+    skipped = sorted(set(ours) - set(copied))
+    logger.info("init_model %s: copied %d tensors, kept %d at their initial values: %s",
+                source, len(copied), len(skipped), skipped[:20])  # fmt: skip

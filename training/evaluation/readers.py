@@ -362,7 +362,9 @@ class _Collector:
             else:
                 group["boxes"].append(values)
         if mask is not None:
-            group["mask"] = mask
+            previous = group["mask"]
+            both_arrays = isinstance(previous, np.ndarray) and isinstance(mask, np.ndarray)
+            group["mask"] = previous | mask if both_arrays else mask  # several segmentations of one sample: union
 
     def result(self, reader: str) -> ReadResult:
         samples = []

@@ -76,8 +76,13 @@ def _read_coco_json(annotations: Path, image_root: Path, what: str, keep_missing
     collector = _Collector(keep_missing)
     annotated = set()
     for number, annotation in enumerate(data["annotations"]):
-        if not isinstance(annotation, dict) or "image_id" not in annotation or "bbox" not in annotation:
-            raise ValueError(f"{annotations}: annotation #{number} needs 'image_id' and 'bbox', got {annotation!r}")
+        if not isinstance(annotation, dict) or "image_id" not in annotation or (
+            annotation.get("bbox") is None and annotation.get("segmentation") is None
+        ):
+            raise ValueError(
+                f"{annotations}: annotation #{number} needs 'image_id' and a 'bbox' or 'segmentation', "
+                f"got {annotation!r}"
+            )
         image = images.get(annotation["image_id"])
         if image is None:
             collector.skip("unknown image")
@@ -98,17 +103,35 @@ def _read_coco_json(annotations: Path, image_root: Path, what: str, keep_missing
         if not collector.image_ok(image_path):
             continue
         image_id = Path(file_name).stem if phrases else Path(file_name).with_suffix("").as_posix()
+        size = _size(image.get("height"), image.get("width"))
         collector.add(
             (annotation["image_id"], phrase),
-            annotation["bbox"],
+            annotation.get("bbox"),
+            mask=_segmentation_mask(annotation.get("segmentation"), size, annotations, number),
             image_path=image_path,
             phrase=phrase,
             category=category,
-            image_size=_size(image.get("height"), image.get("width")),
+            image_size=size,
             sample_id=f"{image_id}|{phrase}",
         )
     collector.skip("no box", len(set(images) - annotated))
     return collector.result(what)
+
+
+def _segmentation_mask(value: Any, size: tuple[int, int] | None, path: Path, number: int) -> np.ndarray | None:
+    """A COCO ``segmentation`` (RLE dict, or polygons with the image's size) as a bool mask; ``None`` if absent."""
+    if value is None or (isinstance(value, list) and not value):
+        return None
+    if isinstance(value, dict):
+        rle = _to_rle(value)
+    elif isinstance(value, list) and size is not None:
+        rle = _polygons_to_rle(value, size)
+    else:
+        raise ValueError(f"{path}: annotation #{number}: 'segmentation' must be an RLE object, or polygons with the "
+                         "image's 'height' and 'width'")  # fmt: skip
+    if size is not None and tuple(int(v) for v in rle["size"]) != size:
+        raise ValueError(f"{path}: annotation #{number}: segmentation of size {rle['size']} on a {size} image")
+    return mask_utils.decode(rle).astype(bool)
 
 
 def read_ms_cxr(annotations: str | Path, image_root: str | Path, *, keep_missing: bool = False) -> ReadResult:

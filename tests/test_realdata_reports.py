@@ -1,0 +1,181 @@
+"""Reports written from real images' annotations (training.realdata): hand-written expectations, side rules."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from training.realdata import cxr, fundus
+from training.realdata.common import mask_to_rle
+
+# ------------------------------------------------------------------------------------------------------ fundus
+
+W, H = 1000, 700
+
+
+def _right_eye(*lesions: fundus.Box) -> list[fundus.Box]:
+    """A right eye: the disc (100 px across) on the image's right, at (800, 300); fovea 250 px to its left."""
+    return [fundus.Box("optic_disc", 750, 250, 100, 100), *lesions]
+
+
+def _mirror(boxes: list[fundus.Box]) -> list[fundus.Box]:
+    return [fundus.Box(b.category, W - b.x - b.w, b.y, b.w, b.h) for b in boxes]
+
+
+def test_eye_and_landmarks_from_the_disc():
+    photo = fundus.describe_photo(_right_eye(), W, H)
+    assert photo.eye == "right" and photo.disc == (800, 300) and photo.disc_diameter == 100
+    assert photo.fovea == pytest.approx((550, 330))  # 2.5 disc diameters temporal (image left), 0.3 below
+
+
+def test_regions_a_grader_names():
+    photo = fundus.describe_photo(_right_eye(), W, H)
+    assert fundus.region_of((550, 330), photo) == "macula"
+    assert fundus.region_of((400, 330), photo) == "temporal_to_macula"  # 1.5 DD further from the disc
+    assert fundus.region_of((880, 300), photo) == "peripapillary"
+    assert fundus.region_of((920, 300), photo) == "nasal_to_disc"
+    assert fundus.region_of((920, 150), photo) == "superonasal"
+    assert fundus.region_of((680, 320), photo) == "papillomacular"
+    assert fundus.region_of((600, 120), photo) == "superotemporal_arcade"  # above: smaller y is superior
+    assert fundus.region_of((600, 520), photo) == "inferotemporal_arcade"
+
+
+def test_a_box_temporal_to_the_macula_is_written_so_and_absent_classes_are_negated():
+    exudates = fundus.Box("hard_exudates", 380, 310, 40, 40)  # centre (400, 330)
+    photo = fundus.describe_photo(_right_eye(exudates), W, H)
+    assert photo.lesions["hard_exudates"] == {"temporal_to_macula": [exudates]}
+    for seed in range(20):
+        report, targets = fundus.write_report(photo, np.random.default_rng(seed))
+        assert [t.phrase for t in targets] and all("temporal to the macula" in t.phrase for t in targets)
+        assert targets[0].boxes == [[380, 310, 40, 40]] and targets[0].category == "hard_exudates"
+        assert targets[0].phrase.lower() in report.lower()
+        assert "Right eye" in report or "OD" in report
+        assert "no hard exudates" not in report.lower() and "no exudates" not in report.lower()  # present
+        assert "haemorrhage" not in report.lower() or "no " in report.lower()  # absent: negated or not named
+    negated = [fundus.write_report(photo, np.random.default_rng(s))[0] for s in range(20)]
+    assert sum("No haemorrhages." in r or "No retinal haemorrhages are seen." in r or
+               "There are no haemorrhages." in r for r in negated) >= 10  # fmt: skip
+
+
+def test_a_mirrored_photo_is_the_other_eye_with_the_same_regions():
+    lesions = [fundus.Box("hard_exudates", 380, 310, 40, 40), fundus.Box("haemorrhage", 900, 120, 30, 30)]
+    photo = fundus.describe_photo(_right_eye(*lesions), W, H)
+    mirrored = fundus.describe_photo(_mirror(_right_eye(*lesions)), W, H)
+    assert (photo.eye, mirrored.eye) == ("right", "left")
+    assert photo.fovea[0] == pytest.approx(W - mirrored.fovea[0]) and photo.fovea[1] == mirrored.fovea[1]
+    regions = {k: sorted(v) for k, v in photo.lesions.items()}
+    assert regions == {k: sorted(v) for k, v in mirrored.lesions.items()}
+    assert regions == {"hard_exudates": ["temporal_to_macula"], "haemorrhage": ["superonasal"]}
+    report, _ = fundus.write_report(mirrored, np.random.default_rng(0))
+    assert "Left eye" in report or "OS" in report
+
+
+def test_held_out_phrasing_only_in_the_test_split():
+    photo = fundus.describe_photo(_right_eye(fundus.Box("haemorrhage", 380, 310, 40, 40)), W, H)
+    held_out = fundus.held_out_terms()
+    for seed in range(30):
+        train, _ = fundus.write_report(photo, np.random.default_rng(seed), held_out=False)
+        test, targets = fundus.write_report(photo, np.random.default_rng(seed), held_out=True)
+        assert not any(term in train for term in held_out)
+        assert all(any(term in t.phrase for term in held_out) for t in targets)
+
+
+def test_yolo_boxes_on_a_non_square_photo(tmp_path):
+    label = tmp_path / "a.txt"
+    label.write_text("0 0.8 0.25 0.1 0.2\n1 0.1 0.9 0.02 0.04\n")
+    boxes = fundus.read_yolo_boxes(label, 1000, 500)
+    assert boxes[0] == fundus.Box("optic_disc", 750, 75, 100, 100)
+    assert boxes[1].category == "hard_exudates"
+    assert (boxes[1].x, boxes[1].y, boxes[1].w, boxes[1].h) == pytest.approx((90, 440, 20, 20))
+    label.write_text("7 0.5 0.5 0.1 0.1\n")
+    with pytest.raises(ValueError, match="a.txt, line 1"):
+        fundus.read_yolo_boxes(label, 1000, 500)
+
+
+# ---------------------------------------------------------------------------------------------------- chest
+
+
+def _lungs(height: int = 300, width: int = 240) -> np.ndarray:
+    """Two lungs: the image's left one (the patient's right) at columns 20-100, the other at 140-220."""
+    lung = np.zeros((height, width), dtype=bool)
+    lung[30:270, 20:100] = True
+    lung[30:270, 140:220] = True
+    return lung
+
+
+def test_a_mask_in_the_image_left_lower_lung_is_the_patients_right_lower_zone():
+    lung = _lungs()
+    infection = np.zeros_like(lung)
+    infection[200:260, 40:90] = True  # the image's left lung, its lowest third
+    findings = cxr.describe_infection(infection, lung)
+    assert [(f.side, f.zones) for f in findings] == [("right", ("lower",))]
+    for seed in range(10):
+        report, targets = cxr.covid_report(findings, np.random.default_rng(seed), cxr.Vocabulary())
+        assert len(targets) == 1 and "right" in targets[0].phrase and "left" not in targets[0].phrase
+        assert any(w in targets[0].phrase for w in ("right lower zone", "right lung base", "right lower lung"))
+        assert np.array_equal(targets[0].mask, infection)
+
+
+def test_bilateral_upper_and_extent():
+    lung = _lungs()
+    infection = np.zeros_like(lung)
+    infection[30:110, 20:100] = True  # all of the patient's right upper third: a third of that lung
+    infection[40:70, 150:170] = True  # a little (3%) in the patient's left upper zone
+    findings = cxr.describe_infection(infection, lung)
+    assert [(f.side, f.zones, f.extent) for f in findings] == [("right", ("upper",), "patchy"),
+                                                               ("left", ("upper",), "focal")]  # fmt: skip
+
+
+def test_normal_film_has_negative_sentences_and_no_target():
+    vocabulary = cxr.Vocabulary(normal_lungs=("The lungs are clear.",), context=("No pleural effusion.",))
+    report = cxr.normal_report(np.random.default_rng(0), vocabulary)
+    assert "The lungs are clear." in report and "No pleural effusion." in report
+
+
+def test_tb_box_sides_follow_the_patient():
+    vocabulary = cxr.Vocabulary()
+    boxes = [("active_tb", [60.0, 80.0, 80.0, 60.0])]  # the image's left, high: the patient's right upper zone
+    report, targets = cxr.tb_report(boxes, 512, 512, np.random.default_rng(0), vocabulary)
+    assert cxr.box_place(boxes[0][1], 512, 512) == ("right", "upper")
+    assert "right" in targets[0].phrase and targets[0].boxes == [boxes[0][1]]
+    assert cxr.box_place([400, 400, 50, 50], 512, 512) == ("left", "lower")
+
+
+def test_mined_sentences_from_a_tiny_archive(tmp_path):
+    import io
+    import tarfile
+
+    xml = ('<AbstractText Label="FINDINGS">The lungs are clear. Heart size is normal. Low lung volumes.'
+           "</AbstractText>")  # fmt: skip
+    path = tmp_path / "reports.tgz"
+    with tarfile.open(path, "w:gz") as tar:
+        for k in range(3):
+            data = xml.encode()
+            info = tarfile.TarInfo(f"ecgen-radiology/{k}.xml")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    vocabulary = cxr.mine_iu_sentences(path, min_count=3)
+    assert vocabulary.normal_lungs == ("The lungs are clear.",)  # "Low lung volumes." is a finding, left out
+    assert vocabulary.context == ("Heart size is normal.",)
+
+
+def test_rle_round_trip_through_the_coco_reader(tmp_path):
+    from training.evaluation.readers import read_phantom
+    from training.realdata.common import Target, write_coco
+
+    mask = np.zeros((30, 50), dtype=bool)  # non-square, one corner
+    mask[2:6, 40:47] = True
+    images = [{"id": 0, "file_name": "images/a.png", "height": 30, "width": 50}]
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.png").write_bytes(b"")
+    write_coco(tmp_path / "annotations" / "test.json", images,
+               [(0, Target("covid_opacity", "opacity", mask=mask)), (0, Target("x", "box", boxes=[[1, 2, 3, 4]]))],
+               "test")  # fmt: skip
+    data = json.loads((tmp_path / "annotations" / "test.json").read_text())
+    assert data["annotations"][0]["segmentation"] == mask_to_rle(mask)
+    samples = {s.phrase: s for s in read_phantom(tmp_path, "test").samples}
+    assert np.array_equal(samples["opacity"].gt_mask(30, 50), mask)
+    box = samples["box"].gt_mask(30, 50)
+    assert box.sum() == 12 and box[2:6, 1:4].all()
