@@ -179,3 +179,46 @@ def test_rle_round_trip_through_the_coco_reader(tmp_path):
     assert np.array_equal(samples["opacity"].gt_mask(30, 50), mask)
     box = samples["box"].gt_mask(30, 50)
     assert box.sum() == 12 and box[2:6, 1:4].all()
+
+
+# ----------------------------------------------------------------------------------- readers for these layouts
+
+
+def test_mask_folder_reader_on_non_square_class_folders(tmp_path):
+    import cv2
+
+    from training.evaluation.readers import read_mask_folders
+
+    for klass, shape in (("covid", (300, 500)), ("normal", (500, 300))):
+        (tmp_path / klass / "images").mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / klass / "images" / "a b (1).png"), np.full(shape, 90, np.uint8))
+    masks = tmp_path / "covid" / "infection_masks"
+    masks.mkdir()
+    mask = np.zeros((300, 500), np.uint8)
+    mask[250:290, 10:60] = 255  # bottom-left corner of a wide film
+    cv2.imwrite(str(masks / "a b (1).png"), mask)
+    result = read_mask_folders(tmp_path)
+    assert len(result.samples) == 1  # the normal film has no mask folder: not a sample
+    sample = result.samples[0]
+    assert (sample.category, sample.phrase, sample.image_size) == ("covid", "covid", (300, 500))
+    truth = sample.gt_mask(300, 500)
+    assert truth.sum() == 40 * 50 and truth[250:290, 10:60].all()
+    one = read_mask_folders(tmp_path / "covid" / "images", masks, "ground-glass opacities")
+    assert [s.phrase for s in one.samples] == ["ground-glass opacities"]
+    with pytest.raises(ValueError, match="no class folder"):
+        read_mask_folders(tmp_path / "normal")
+
+
+def test_yolo_reader_takes_an_ultralytics_classes_file(tmp_path):
+    import cv2
+
+    from training.evaluation.readers import read_yolo
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "tb1.jpg"), np.zeros((200, 400), np.uint8))
+    (tmp_path / "labels" / "tb1.txt").write_text("1 0.125 0.75 0.05 0.1\n")
+    (tmp_path / "classes.txt").write_text("ActiveTuberculosis\nObsoletePulmonaryTuberculosis\n")
+    [sample] = read_yolo(tmp_path / "images", tmp_path / "labels").samples
+    assert sample.category == "ObsoletePulmonaryTuberculosis" and sample.image_size == (200, 400)
+    np.testing.assert_allclose(sample.boxes, [[40, 140, 20, 20]])  # x = (0.125 - 0.025) * 400, y = (0.75 - 0.05) * 200

@@ -42,7 +42,7 @@ from .protocol import (
     tune_thresholds,
 )
 
-DATASETS = ("phantom", "ms-cxr", "rsna", "chexlocalize", "covid-rural", "coco", "yolo", "nih", "idrid")
+DATASETS = ("phantom", "ms-cxr", "rsna", "chexlocalize", "covid-rural", "mask-folder", "coco", "yolo", "nih", "idrid")
 SPLIT_DATASETS = ("phantom", "chexlocalize")
 CHEXPERT_SPLITS = {"valid": ("valid", "val"), "val": ("valid", "val"), "test": ("test",)}
 
@@ -86,6 +86,7 @@ def read_dataset(args: argparse.Namespace):
         "rsna": ["annotations", "images"],
         "chexlocalize": ["annotations", "images"],
         "covid-rural": ["images", "masks"],
+        "mask-folder": ["images"],
         "coco": ["annotations", "images"],
         "yolo": ["images"],
         "nih": ["annotations", "images"],
@@ -111,6 +112,8 @@ def read_dataset(args: argparse.Namespace):
         return readers.read_chexlocalize(**{key: args.annotations}, image_root=root)
     if d == "covid-rural":
         return readers.read_covid_rural(args.images, args.masks)
+    if d == "mask-folder":
+        return readers.read_mask_folders(args.images, args.masks, args.phrase)
     if d == "coco":
         return readers.read_coco(args.annotations, args.images)
     if d == "yolo":
@@ -185,7 +188,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dataset", required=True, choices=DATASETS)
     parser.add_argument("--annotations", help="annotation file (or YOLO label folder)")
     parser.add_argument("--images", help="image folder (PhantomCXR: the corpus folder)")
-    parser.add_argument("--masks", help="mask folder (covid-rural, idrid)")
+    parser.add_argument(
+        "--masks", help="mask folder (covid-rural, idrid; mask-folder: optional, else class folders under --images)"
+    )
+    parser.add_argument("--phrase", help="mask-folder: the prompt (default: the class folder's name)")
     parser.add_argument(
         "--split",
         default=None,

@@ -10,6 +10,7 @@ import gzip
 import io
 import re
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -439,3 +440,43 @@ def read_covid_rural(
         sample = {"image_path": path, "phrase": phrase, "category": phrase, "image_size": mask.shape}
         collector.add(stem, mask=_to_rle(mask), sample_id=f"{stem}|{phrase}", **sample)
     return collector.result("COVID Rural")
+
+
+# ------------------------------------------------------------------------------- image + mask folders
+
+
+def read_mask_folders(
+    root: str | Path,
+    mask_dir: str | Path | None = None,
+    phrase: str | None = None,
+    *,
+    mask_name: str = "infection_masks",
+    keep_missing: bool = False,
+) -> ReadResult:
+    """Images with same-named lesion masks, in one folder pair or in class folders (the COVID-QU-Ex layout)::
+
+        root/covid/images/covid_1.png              root/covid/infection_masks/covid_1.png
+        root/normal/images/Normal (1).png          (no mask folder: these films are not samples)
+
+    With ``mask_dir`` given, ``root`` is the image folder and ``mask_dir`` its mask folder (one class). Without
+    it, every ``root/<class>/`` holding ``images/`` and ``<mask_name>/`` is read, with category = the class
+    folder's name. Phrase: ``phrase``, else the category with ``_`` -> space. Masks and images are matched by
+    stem and read as in :func:`read_covid_rural` (empty masks are ``"no finding"``; a size mismatch is skipped).
+    """
+    root = _require_dir(root, "image folder")
+    if mask_dir is not None:
+        pairs = [(root, Path(mask_dir), root.name)]
+    else:
+        pairs = [(c / "images", c / mask_name, c.name) for c in sorted(root.iterdir())
+                 if (c / "images").is_dir() and (c / mask_name).is_dir()]  # fmt: skip
+        if not pairs:
+            raise ValueError(f"{root}: no class folder holds images/ and {mask_name}/ (or give the mask folder)")
+    samples, missing, skipped = [], [], Counter()
+    for images, masks, category in pairs:
+        result = read_covid_rural(images, masks, phrase or category.replace("_", " "), keep_missing=keep_missing)
+        for sample in result.samples:
+            sample.category = category
+        samples += result.samples
+        missing += result.missing
+        skipped.update(result.skipped)
+    return ReadResult(samples, missing, dict(sorted(skipped.items())))

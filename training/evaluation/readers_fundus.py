@@ -63,12 +63,17 @@ def read_yolo(
     label_dir = _require_dir(label_dir if label_dir is not None else image_dir, "YOLO label directory")
     if names_file is None:
         candidates = sorted(label_dir.glob("*.names")) or sorted(image_dir.glob("*.names"))
+        if not candidates:  # the Ultralytics layout (TBX11K's copy): classes.txt beside or above the folders
+            folders = (label_dir, image_dir, label_dir.parent)
+            candidates = list(dict.fromkeys(f / "classes.txt" for f in folders if (f / "classes.txt").is_file()))[:1]
         if len(candidates) != 1:
-            raise ValueError(f"{label_dir}: expected one *.names file with the class names, found {candidates}")
+            raise ValueError(
+                f"{label_dir}: expected one *.names (or classes.txt) file with the class names, found {candidates}"
+            )
         names_file = candidates[0]
     names = _read_names(_require_file(names_file, "YOLO class names file"))
     images = _images_by_stem(image_dir)
-    labels = {path.stem: path for path in sorted(label_dir.glob("*.txt")) if path.stem != "classes"}
+    labels = {path.stem: path for path in sorted(label_dir.glob("*.txt")) if path.name != "classes.txt"}
     collector = _Collector()
     collector.skip("no box", len(set(images) - set(labels)))
     for stem, label_path in labels.items():
