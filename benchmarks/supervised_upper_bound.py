@@ -9,6 +9,14 @@ is given: this measures the image side only). A diagnostic, never shipped and ne
 
     python benchmarks/supervised_upper_bound.py --corpus data/phantom20k --image-size 128 --minutes 12 \\
         --threads 1 --out runs/upper_bound
+
+On a real-data corpus (``training prepare-fundus`` / ``prepare-cxr``), ``--classes category`` makes one class per
+finding category (the prompt-level classes those corpora are scored on); ``--modality fundus --mean ... --std ...``
+preprocess colour photographs as the recipe does, and ``--split`` picks the scored split (``test`` by default: a
+diagnostic, never a choice)::
+
+    python benchmarks/supervised_upper_bound.py --corpus data/realcxr --classes category --backbone resnet10 \\
+        --image-size 224 --minutes 12 --threads 1 --out runs/upper_bound_cxr
 """
 
 from __future__ import annotations
@@ -65,7 +73,7 @@ class SupervisedSource(HeatmapSource):
         return heatmaps_from_embeddings(encoded, one_hot, self.preprocessing.image_size, config)
 
 
-def targets(samples, preprocessing, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
+def targets(samples, preprocessing, grid: int, class_of=class_of, n_classes: int = len(KINDS) * len(SIDES)):
     """Images ``[N, 3, S, S]`` and per-cell covered fractions ``[N, C, grid, grid]`` of the training studies."""
     by_image: dict[str, list] = {}
     for sample in samples:
@@ -73,7 +81,7 @@ def targets(samples, preprocessing, grid: int) -> tuple[torch.Tensor, torch.Tens
     images, maps = [], []
     for path, group in by_image.items():
         tensor, mapping = preprocessing(load_image(path))
-        target = np.zeros((len(KINDS) * len(SIDES), preprocessing.image_size, preprocessing.image_size), np.float32)
+        target = np.zeros((n_classes, preprocessing.image_size, preprocessing.image_size), np.float32)
         for sample in group:
             truth = sample.gt_mask(mapping.original_height, mapping.original_width)
             target[class_of(sample)] += mapping.mask_to_model(truth).astype(np.float32)
@@ -95,19 +103,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sigma", type=float, default=0.6)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="write summary.json here")
+    parser.add_argument(
+        "--classes",
+        choices=("kind-side", "category"),
+        default="kind-side",
+        help="kind-side: PhantomCXR's (kind, side) classes; category: one class per category",
+    )
+    parser.add_argument("--split", default="test", help="the split scored")
+    parser.add_argument("--modality", default="cxr")
+    parser.add_argument("--mean", type=float, nargs=3, default=(0.5, 0.5, 0.5))
+    parser.add_argument("--std", type=float, nargs=3, default=(0.5, 0.5, 0.5))
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    preprocessing = Preprocessing(image_size=args.image_size)
+    preprocessing = Preprocessing(
+        image_size=args.image_size, mean=tuple(args.mean), std=tuple(args.std), modality=args.modality
+    )
     encoder = ImageEncoder(ImageEncoderConfig(args.backbone, args.image_size), embedding_dim=384)
     grid = encoder(torch.zeros(1, 3, args.image_size, args.image_size)).patch_embeddings.shape[-1]
-    head = torch.nn.Conv2d(384, len(KINDS) * len(SIDES), kernel_size=1)
-    train = [s for s in read_phantom(args.corpus, "train").samples if s.category in KINDS]
+    train = read_phantom(args.corpus, "train").samples
+    if args.classes == "category":
+        categories = sorted({s.category for s in train})
+        n_classes, pick_class = len(categories), (lambda sample: categories.index(sample.category))
+    else:
+        train = [s for s in train if s.category in KINDS]
+        n_classes, pick_class = len(KINDS) * len(SIDES), class_of
+    head = torch.nn.Conv2d(384, n_classes, kernel_size=1)
     paths = list(dict.fromkeys(str(s.image_path) for s in train))[: args.train_images]
     keep = set(paths)
     start = time.perf_counter()
-    images, maps = targets([s for s in train if str(s.image_path) in keep], preprocessing, grid)
+    images, maps = targets([s for s in train if str(s.image_path) in keep], preprocessing, grid, pick_class, n_classes)
     print(f"loaded {len(images)} training images in {time.perf_counter() - start:.0f} s (not counted)", flush=True)
 
     parameters = [*encoder.parameters(), *head.parameters()]
@@ -128,11 +154,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"step {steps} loss {loss.item():.4f} {time.perf_counter() - start:.0f} s", flush=True)
     encoder.eval()
 
-    test = [s for s in read_phantom(args.corpus, "test").samples if s.category in KINDS][: args.test]
-    classes = {s.sample_id: class_of(s) for s in test}
+    test = read_phantom(args.corpus, args.split).samples
+    if args.classes == "kind-side":
+        test = [s for s in test if s.category in KINDS]
+    test = [s for s in test if args.classes == "kind-side" or s.category in categories][: args.test]
+    classes = {s.sample_id: pick_class(s) for s in test}
     source = SupervisedSource(encoder, head, preprocessing, classes, args.sigma)
     records, _ = evaluate_localization(test, source, ProtocolConfig(space="native"), workers=0, progress=False)
     scores = summarize_scores(records)
+    by_category = {}
+    for record in records:
+        by_category.setdefault(record["category"], []).append(record)
+    scores["per_category"] = {c: summarize_scores(r) for c, r in sorted(by_category.items())}
     result = {"steps": steps, "train_seconds": args.minutes * 60, "samples": len(records), **scores, **vars(args)}
     result = {k: (str(v) if isinstance(v, Path) else v) for k, v in result.items()}
     print(json.dumps(result, indent=1))

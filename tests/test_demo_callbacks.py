@@ -380,3 +380,28 @@ def test_model_selector_shows_names_and_the_card_the_source(tmp_path, tiny_model
     assert loaded.card == texts["tiny_a"] and loaded.name == "tiny_a"
     for text in [*texts.values(), loaded.card]:
         assert str(tmp_path) not in text and str(BUNDLED_MODELS_DIR) not in text
+
+
+# ------------------------------------------------------------------ every control reaches what the user gets
+def test_opacity_slider_changes_the_overlay_and_zero_shows_the_film(session, model):
+    localized(session, model)
+    image = to_rgb_uint8(load_image(MASS_PNG))
+    faint, strong = (cb.render(session, None, -1.0, opacity).overlay.astype(int) for opacity in (0.2, 0.8))
+    assert faint.shape == strong.shape == image.shape
+    assert np.abs(faint - image).mean() < np.abs(strong - image).mean()  # more colour, further from the film
+    zero = cb.render(session, None, -1.0, 0.0).overlay.astype(int)
+    assert (zero == image).all(axis=2).mean() > 0.95  # the film itself, but for the threshold's contour line
+
+
+def test_threshold_slider_reaches_the_metrics_and_the_export(session, model):
+    localized(session, model)
+    cb.set_boxes_text(session, "53, 69, 34, 29, mass")
+    low, high = cb.render(session, None, -0.5, 0.5), cb.render(session, None, 0.5, 0.5)
+    mask = cb.boxes_to_mask(low.scored_boxes, *low.heatmap.shape)
+    assert low.metrics == localization_metrics(low.heatmap, mask, -0.5)
+    assert high.metrics == localization_metrics(high.heatmap, mask, 0.5)
+    assert low.metrics["iou"] != high.metrics["iou"]
+    files, _ = cb.export(session, None, 0.5, 0.35)
+    record = json.loads(files[2].read_text())
+    assert (record["threshold"], record["opacity"]) == (0.5, 0.35)
+    assert record["metrics"]["iou"] == pytest.approx(high.metrics["iou"])

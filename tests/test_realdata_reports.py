@@ -222,3 +222,17 @@ def test_yolo_reader_takes_an_ultralytics_classes_file(tmp_path):
     [sample] = read_yolo(tmp_path / "images", tmp_path / "labels").samples
     assert sample.category == "ObsoletePulmonaryTuberculosis" and sample.image_size == (200, 400)
     np.testing.assert_allclose(sample.boxes, [[40, 140, 20, 20]])  # x = (0.125 - 0.025) * 400, y = (0.75 - 0.05) * 200
+
+
+def test_phrase_sensitivity_swaps_sides_and_keeps_only_one_sided_phrases():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from phrase_sensitivity import swap_sides, unilateral
+
+    swapped = swap_sides("opacities in the right lower zone and left apex")
+    assert swapped == "opacities in the left lower zone and right apex"
+    assert unilateral("patchy consolidation in the left mid zone")
+    assert not unilateral("bilateral opacities in the right and left lower zones")
+    assert not unilateral("bilateral patchy opacities") and not unilateral("consolidation")

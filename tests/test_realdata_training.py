@@ -1,0 +1,68 @@
+"""Training on real images: augmentation reaches the training images only, never flips; init_model copies weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from training_fixtures import write_tiny_bert, write_tiny_corpus
+
+from training.augment import Augmentation
+from training.data import ImageReportDataModule
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory, vocab_file, tiny_bert_config):
+    return write_tiny_bert(tmp_path_factory.mktemp("bert"), vocab_file, tiny_bert_config)
+
+
+def _module(corpus, tiny_bert, augment: str) -> ImageReportDataModule:
+    module = ImageReportDataModule(str(corpus), text_model=str(tiny_bert), image_size=48, batch_size=4,
+                                   num_workers=0, augment=augment)  # fmt: skip
+    module.setup("fit")
+    return module
+
+
+def test_augment_changes_training_images_only_and_reproducibly(tmp_path, tiny_bert):
+    corpus = write_tiny_corpus(tmp_path / "corpus", colour=True)
+    plain, augmented = _module(corpus, tiny_bert, "none"), _module(corpus, tiny_bert, "fundus")
+    a, b = plain.datasets["train"][0]["image"], augmented.datasets["train"][0]["image"]
+    assert not torch.equal(a, b)  # the setting reaches the images the model trains on
+    assert torch.equal(b, augmented.datasets["train"][0]["image"])  # same (seed, epoch, sample): same image
+    assert not torch.equal(b, augmented.datasets["train"][len(augmented.datasets["train"])]["image"])  # next epoch
+    for split in ("val", "test"):
+        if len(plain.datasets[split]):
+            assert torch.equal(plain.datasets[split][0]["image"], augmented.datasets[split][0]["image"])
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        ImageReportDataModule(str(corpus), augment="flip")
+
+
+def test_augmentation_never_mirrors_the_sides():
+    """A bright left half stays on the left under every draw (no horizontal flip: the report names sides)."""
+    image = np.zeros((64, 96), np.float32)
+    image[:, :48] = 0.8
+    for name in ("cxr", "fundus"):
+        augmentation = Augmentation.named(name)
+        for seed in range(30):
+            out = augmentation(image, np.random.default_rng(seed))
+            assert out.shape == image.shape and out.dtype == np.float32
+            assert out[:, :30].mean() > out[:, 66:].mean() + 0.2, (name, seed)
+    assert Augmentation.named("none") is None
+
+
+def test_init_model_copies_matching_weights(tmp_path, tiny_config, tiny_tokenizer):
+    from afloc import AFLoc
+    from training.system import _copy_matching_weights
+
+    torch.manual_seed(0)
+    source = AFLoc(tiny_config)
+    folder = tmp_path / "source"
+    from afloc.checkpoint import save_pretrained
+
+    save_pretrained(source, folder, tokenizer=tiny_tokenizer)
+    torch.manual_seed(1)
+    target = AFLoc(tiny_config)
+    key = next(k for k in target.state_dict() if k.startswith("image_encoder"))
+    assert not torch.equal(target.state_dict()[key], source.state_dict()[key])
+    _copy_matching_weights(target, str(folder))
+    assert torch.equal(target.state_dict()[key], source.state_dict()[key])
