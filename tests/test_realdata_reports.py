@@ -236,3 +236,19 @@ def test_phrase_sensitivity_swaps_sides_and_keeps_only_one_sided_phrases():
     assert unilateral("patchy consolidation in the left mid zone")
     assert not unilateral("bilateral opacities in the right and left lower zones")
     assert not unilateral("bilateral patchy opacities") and not unilateral("consolidation")
+
+
+def test_class_only_text_names_the_finding_without_where():
+    lung = _lungs()
+    infection = np.zeros_like(lung)
+    infection[200:260, 40:90] = True
+    infection[40:100, 150:200] = True
+    findings = cxr.describe_infection(infection, lung)
+    for seed in range(10):
+        report, targets = cxr.covid_report(findings, np.random.default_rng(seed), cxr.Vocabulary(), class_only=True)
+        assert len(targets) == 1 and np.array_equal(targets[0].mask, infection)
+        assert not cxr.LOCATION_WORDS.search(report.split("IMPRESSION")[0]), report
+    boxes = [("active_tb", [60.0, 80.0, 80.0, 60.0]), ("active_tb", [400.0, 400.0, 50.0, 50.0])]
+    report, targets = cxr.tb_report(boxes, 512, 512, np.random.default_rng(0), cxr.Vocabulary(), class_only=True)
+    assert len(targets) == 1 and len(targets[0].boxes) == 2 and not cxr.LOCATION_WORDS.search(targets[0].phrase)
+    assert cxr.strip_location_words("Patchy opacities in the right lower zone.") == "opacities in the ."

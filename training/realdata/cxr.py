@@ -228,11 +228,20 @@ def _sentence(phrase: str, rng: np.random.Generator, noun: str) -> str:
 
 
 def covid_report(
-    findings: list[LungFinding], rng: np.random.Generator, vocabulary: Vocabulary, held_out: bool = False
-) -> tuple[str, list[Target]]:
-    """Report of a COVID-19 film and its phrase targets (one per lung, or one bilateral phrase)."""
+    findings: list[LungFinding], rng: np.random.Generator, vocabulary: Vocabulary, held_out: bool = False,
+    class_only: bool = False,
+) -> tuple[str, list[Target]]:  # fmt: skip
+    """Report of a COVID-19 film and its phrase targets (one per lung, or one bilateral phrase).
+
+    ``class_only``: the ablation's text, the finding without side, zone or extent ("Ground-glass opacities.").
+    """
     targets, sentences = [], []
-    if len(findings) == 2 and rng.random() < 0.35:
+    if class_only and findings:
+        noun = pick(rng, (TEST_ONLY_NOUNS if held_out else TRAIN_NOUNS)["covid_opacity"])
+        union = np.logical_or.reduce([f.mask for f in findings])
+        sentences.append(_sentence(noun, rng, noun))
+        targets.append(Target("covid_opacity", noun, mask=union))
+    elif len(findings) == 2 and rng.random() < 0.35:
         noun = pick(rng, (TEST_ONLY_NOUNS if held_out else TRAIN_NOUNS)["covid_opacity"])
         lower = all("lower" in f.zones for f in findings)
         tail = pick(rng, (", predominantly in the lower zones", ", worse at the bases")) if lower else ""
@@ -250,17 +259,19 @@ def covid_report(
 
 def tb_report(
     boxes: list[tuple[str, list[float]]], width: int, height: int, rng: np.random.Generator, vocabulary: Vocabulary,
-    held_out: bool = False,
+    held_out: bool = False, class_only: bool = False,
 ) -> tuple[str, list[Target]]:  # fmt: skip
-    """Report of a TB film from its ``(class, [x, y, w, h])`` boxes: one phrase per (class, side, zone)."""
+    """Report of a TB film from its ``(class, [x, y, w, h])`` boxes: one phrase per (class, side, zone), or with
+    ``class_only`` one per class without side or zone (the ablation's text)."""
     groups: dict[tuple[str, str, str], list[list[float]]] = {}
     for kind, box in boxes:
-        groups.setdefault((kind, *box_place(box, width, height)), []).append(box)
+        place = ("", "") if class_only else box_place(box, width, height)
+        groups.setdefault((kind, *place), []).append(box)
     sentences, targets = [], []
     for (kind, side, zone), mine in sorted(groups.items()):
         mode = pick(rng, ("noun", "zone", "both")) if held_out else "none"
         noun = pick(rng, (TEST_ONLY_NOUNS if mode in ("noun", "both") else TRAIN_NOUNS)[kind])
-        phrase = f"{noun} {_zone_text(side, (zone,), rng, mode in ('zone', 'both'))}"
+        phrase = noun if class_only else f"{noun} {_zone_text(side, (zone,), rng, mode in ('zone', 'both'))}"
         sentences.append(_sentence(phrase, rng, noun))
         targets.append(Target(kind, phrase, boxes=mine))
     kinds = sorted({kind for kind, _ in boxes})
@@ -305,8 +316,26 @@ def _split(name: str, salt: str, fractions: tuple[float, float]) -> str:
     return "test" if u < fractions[1] else "val" if u < fractions[0] + fractions[1] else "train"
 
 
-def build_corpus(shared: Path, out: Path, seed: int = 0, limit: int | None = None) -> dict[str, dict[str, int]]:
-    """Write the corpus from ``shared`` (``../shared/data/cxr``); returns the film counts per source and split."""
+LOCATION_WORDS = re.compile(
+    r"\b(right|left|bilateral(ly)?|unilateral|upper|lower|mid|middle|zones?|bases?|basal|apex|apices|apical|"
+    r"peripheral|periphery|perihilar|lobes?|focal|patchy|multifocal|diffuse|extensive|lung fields?)\b",
+    re.I,
+)
+
+
+def strip_location_words(text: str) -> str:
+    """Text without side, zone or extent words (the class-only ablation's version of a real note)."""
+    return re.sub(r"\s{2,}", " ", LOCATION_WORDS.sub("", text)).strip()
+
+
+def build_corpus(
+    shared: Path, out: Path, seed: int = 0, limit: int | None = None, class_only: bool = False
+) -> dict[str, dict[str, int]]:
+    """Write the corpus from ``shared`` (``../shared/data/cxr``); returns the film counts per source and split.
+
+    ``class_only``: the ablation's corpus, the same films and splits with text that names the finding only (no
+    side, zone or extent words; the real notes with those words removed). Its targets are the same masks and boxes.
+    """
     import pandas as pd
 
     vocabulary = mine_iu_sentences(shared / "iu_reports" / "NLMCXR_reports.tgz")
@@ -350,7 +379,7 @@ def build_corpus(shared: Path, out: Path, seed: int = 0, limit: int | None = Non
             findings = describe_infection(infection, lung)
             if not findings:  # below the share that a reader names: describe the whole mask in its main lung
                 findings = describe_infection(infection, lung, min_share=0.0)
-            report, targets = covid_report(findings, rng, vocabulary, held_out=split == "test")
+            report, targets = covid_report(findings, rng, vocabulary, split == "test", class_only)
             whole = Target("covid_opacity", CLASS_PHRASES["covid_opacity"], mask=infection)
             add(
                 "covidqu",
@@ -392,7 +421,7 @@ def build_corpus(shared: Path, out: Path, seed: int = 0, limit: int | None = Non
             if fields:
                 k, cx, cy, w, h = int(fields[0]), *(float(v) for v in fields[1:5])
                 boxes.append((TB_CLASSES[k], [(cx - w / 2) * 512, (cy - h / 2) * 512, w * 512, h * 512]))
-        report, targets = tb_report(boxes, 512, 512, rng, vocabulary, held_out=split == "test")
+        report, targets = tb_report(boxes, 512, 512, rng, vocabulary, split == "test", class_only)
         whole = [
             Target(k, CLASS_PHRASES[k], boxes=[b for kk, b in boxes if kk == k]) for k in sorted({k for k, _ in boxes})
         ]
@@ -447,6 +476,7 @@ def build_corpus(shared: Path, out: Path, seed: int = 0, limit: int | None = Non
     summary = {source: dict(c) for source, c in counts.items()}
     (out / "generation.json").write_text(json.dumps(
         {"sources": str(shared), "seed": seed, "counts": summary, "class_phrases": CLASS_PHRASES,
+         "class_only": class_only,
          "mined_sentences": {"normal_lungs": len(vocabulary.normal_lungs), "context": len(vocabulary.context)},
          "reports": "derived from the masks and boxes (notes: real); they stand in for real reports"}, indent=2),
         encoding="utf-8")  # fmt: skip
@@ -459,9 +489,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="corpus folder to write")
     parser.add_argument("--seed", type=int, default=0, help="phrasing seed")
     parser.add_argument("--limit", type=int, default=None, help="at most this many films of each source (tests)")
+    parser.add_argument("--class-only", action="store_true", help="the ablation: text without side/zone/extent words")
     args = parser.parse_args(argv)
     try:
-        counts = build_corpus(args.shared, args.out, args.seed, args.limit)
+        counts = build_corpus(args.shared, args.out, args.seed, args.limit, args.class_only)
     except (ValueError, OSError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
