@@ -18,6 +18,7 @@ Prints one line per plant and the killed / planted count per class; ``--json FIL
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -77,50 +78,50 @@ PLANTS: tuple[Plant, ...] = (
       "annotations of a differently sized image are not rescaled"),
     # --- G: width/height, x/y, rows/columns
     P("G1", "afloc/transforms.py", "(size - new_h) // 2, (size - new_w) // 2)", "(size - new_w) // 2, (size - new_h) // 2)",
-      ("tests/test_transforms.py", "tests/test_behaviour_geometry.py"), "pad offsets swapped"),
+      ("tests/test_slips.py", "tests/test_transforms.py", "tests/test_behaviour_geometry.py"), "pad offsets swapped"),
     P("G2", "afloc/transforms.py", "        target = (self.original_width, self.original_height)",
       "        target = (self.original_height, self.original_width)",
-      ("tests/test_transforms.py", "tests/test_behaviour_geometry.py"), "heatmap back to (H, W) swapped"),
+      ("tests/test_slips.py", "tests/test_transforms.py", "tests/test_behaviour_geometry.py"), "heatmap back to (H, W) swapped"),
     P("G3", "afloc/transforms.py",
       "mask.astype(np.uint8), (self.resized_width, self.resized_height), interpolation=cv2.INTER_NEAREST_EXACT",
       "mask.astype(np.uint8), (self.resized_height, self.resized_width), interpolation=cv2.INTER_NEAREST_EXACT",
-      ("tests/test_transforms.py", "tests/test_behaviour_geometry.py"), "mask to model space swapped"),
+      ("tests/test_slips.py", "tests/test_transforms.py", "tests/test_behaviour_geometry.py"), "mask to model space swapped"),
     P("G4", "training/evaluation/readers_fundus.py",
       "box = [(cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height]",
       "box = [(cx - w / 2) * height, (cy - h / 2) * width, w * height, h * width]",
-      ("tests/test_readers.py", "tests/test_realdata_reports.py"), "YOLO reader scales x by the height"),
+      ("tests/test_slips.py", "tests/test_readers.py", "tests/test_realdata_reports.py"), "YOLO reader scales x by the height"),
     P("G5", "training/evaluation/readers.py", "            row0, row1 = _pixel_span(y, h, height)",
-      "            row0, row1 = _pixel_span(y, h, width)", ("tests/test_readers.py",), "box rows clipped to the width"),
+      "            row0, row1 = _pixel_span(y, h, width)", ("tests/test_slips.py", "tests/test_readers.py",), "box rows clipped to the width"),
     P("G6", "training/evaluation/readers.py", "    return height, width\n\n\ndef _read_mask_file",
-      "    return width, height\n\n\ndef _read_mask_file", ("tests/test_readers.py",), "image size read as (W, H)"),
+      "    return width, height\n\n\ndef _read_mask_file", ("tests/test_slips.py", "tests/test_readers.py",), "image size read as (W, H)"),
     P("G7", "demo/annotations.py",
       "        boxes.append(Box((cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height, label))",
       "        boxes.append(Box((cx - w / 2) * height, (cy - h / 2) * width, w * height, h * width, label))",
-      ("tests/test_demo_callbacks.py", "tests/test_behaviour_geometry.py"), "demo YOLO upload x/y scaled wrongly"),
+      ("tests/test_slips.py", "tests/test_demo_callbacks.py", "tests/test_behaviour_geometry.py"), "demo YOLO upload x/y scaled wrongly"),
     P("G8", "demo/annotations.py", "        sx, sy = shape[1] / float(size[0]), shape[0] / float(size[1])",
       "        sx, sy = shape[0] / float(size[0]), shape[1] / float(size[1])",
-      ("tests/test_demo_callbacks.py", "tests/test_behaviour_geometry.py"), "demo box rescale with H/W swapped"),
+      ("tests/test_slips.py", "tests/test_demo_callbacks.py", "tests/test_behaviour_geometry.py"), "demo box rescale with H/W swapped"),
     P("G9", "afloc/visualize.py", "    image_width = canvas.shape[1]", "    image_width = canvas.shape[0]",
-      ("tests/test_visualize.py",), "box labels placed against the image height"),
+      ("tests/test_slips.py", "tests/test_visualize.py",), "box labels placed against the image height"),
     P("G10", "training/realdata/fundus.py", '    eye = "right" if disc[0] > width / 2 else "left"',
-      '    eye = "right" if disc[0] > height / 2 else "left"', ("tests/test_realdata_reports.py",),
+      '    eye = "right" if disc[0] > height / 2 else "left"', ("tests/test_slips.py", "tests/test_realdata_reports.py",),
       "the eye from the disc compared with the height"),
     P("G11", "training/realdata/cxr.py", '    side = "right" if cx < width / 2 else "left"',
-      '    side = "right" if cy < height / 2 else "left"', ("tests/test_realdata_reports.py",),
+      '    side = "right" if cy < height / 2 else "left"', ("tests/test_slips.py", "tests/test_realdata_reports.py",),
       "a TB box's side read off its row"),
     # --- D: header fields that change pixel values
-    P("D1", "afloc/io.py", "        image = 1.0 - image\n", "        image = image\n", ("tests/test_io.py",),
+    P("D1", "afloc/io.py", "        image = 1.0 - image\n", "        image = image\n", ("tests/test_slips.py", "tests/test_io.py",),
       "MONOCHROME1 not inverted"),
     P("D2", "afloc/io.py", "        signed = int(ds.get(\"PixelRepresentation\") or 0) == 1",
-      "        signed = False", ("tests/test_io.py",), "signed storage read as unsigned"),
+      "        signed = False", ("tests/test_slips.py", "tests/test_io.py",), "signed storage read as unsigned"),
     P("D3", "afloc/io.py",
       "        low, high = low * float(slope) + float(intercept), high * float(slope) + float(intercept)",
-      "        low, high = low + float(intercept), high + float(intercept)", ("tests/test_io.py",),
+      "        low, high = low + float(intercept), high + float(intercept)", ("tests/test_slips.py", "tests/test_io.py",),
       "rescale slope left out of the output range"),
     P("D4", "afloc/io.py", '        low, high = -(2.0 ** (bits_stored - 1)), 2.0 ** (bits_stored - 1) - 1',
-      '        low, high = 0.0, 2.0**bits_stored - 1', ("tests/test_io.py",), "signed range taken as unsigned"),
+      '        low, high = 0.0, 2.0**bits_stored - 1', ("tests/test_slips.py", "tests/test_io.py",), "signed range taken as unsigned"),
     P("D5", "training/evaluation/readers.py", "        return int(dataset.Rows), int(dataset.Columns)",
-      "        return int(dataset.Columns), int(dataset.Rows)", ("tests/test_readers.py",),
+      "        return int(dataset.Columns), int(dataset.Rows)", ("tests/test_slips.py", "tests/test_readers.py",),
       "DICOM size read as Columns x Rows"),
     # --- M: metric sign or convention
     P("M1", "afloc/metrics.py", "    return abs(value) if absolute else value", "    return abs(value)",
@@ -140,9 +141,9 @@ PLANTS: tuple[Plant, ...] = (
       ("tests/test_evaluation.py",), "side mass in the image's frame, not the patient's"),
     # --- C: settings inferred from a checkpoint
     P("C1", "afloc/reference_layouts.py", "        heads = hidden // 64", "        heads = hidden // 32",
-      ("tests/test_convert.py", "tests/test_parity.py"), "attention heads inferred from 32-wide heads"),
+      ("tests/test_slips.py", "tests/test_convert.py", "tests/test_parity.py"), "attention heads inferred from 32-wide heads"),
     P("C2", "afloc/reference_layouts.py", '    heads = num_attention_heads or hints.get("num_attention_heads")',
-      "    heads = num_attention_heads", ("tests/test_convert.py", "tests/test_parity.py"),
+      "    heads = num_attention_heads", ("tests/test_slips.py", "tests/test_convert.py", "tests/test_parity.py"),
       "the head count of the checkpoint's config.json ignored"),
 )  # fmt: skip
 
@@ -205,8 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--tests-from", help="a commit whose tests/ folder replaces the copy's (a 'before' score)")
+    parser.add_argument("--tests", nargs="*", help="run these test files instead of each plant's covering tests")
     args = parser.parse_args(argv)
     plants = [p for p in PLANTS if not args.only or p.id in args.only]
+    if args.tests:
+        plants = [dataclasses.replace(p, tests=tuple(args.tests)) for p in plants]
     for plant in plants:
         check(plant, args.tests_from)
     if args.list:

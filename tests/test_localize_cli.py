@@ -101,3 +101,22 @@ def test_clear_errors(tmp_path, model_dir, capsys):
         == 2
     )
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_opacity_and_threshold_flags_reach_the_overlay(tmp_path, model_dir):
+    """Every drawing flag changes the PNG a user gets; the heatmap (.npy) does not depend on them."""
+    _write_png(tmp_path / "a.png", 60, 100)  # wide, not square
+    outputs = {}
+    for name, flags in {"faint": ["--opacity", "0.1"], "strong": ["--opacity", "0.9"],
+                        "contour": ["--opacity", "0.1", "--threshold", "0.2"]}.items():  # fmt: skip
+        out = tmp_path / name
+        assert main([str(tmp_path / "a.png"), "--prompt", "edema", "--model", str(model_dir), "--out", str(out),
+                     *flags]) == 0  # fmt: skip
+        outputs[name] = (np.asarray(Image.open(out / "a__edema.png").convert("RGB")).astype(int),
+                         np.load(out / "a__edema.npy"))  # fmt: skip
+    film = np.asarray(Image.open(tmp_path / "a.png").convert("RGB")).astype(int)
+    faint, strong, contour = (outputs[k][0][:60, :100] for k in ("faint", "strong", "contour"))
+    assert np.abs(faint - film).mean() < np.abs(strong - film).mean()
+    assert not np.array_equal(faint, contour)  # the contour is drawn
+    for _, heatmap in outputs.values():
+        np.testing.assert_array_equal(heatmap, outputs["faint"][1])
