@@ -134,3 +134,18 @@ def test_dicom_monochrome1_is_inverted(tmp_path):
     pixels = np.array([[0, 4095, 1000]] * 2, np.uint16)
     image = load_image(_dicom(tmp_path, pixels, bits_stored=12, PhotometricInterpretation="MONOCHROME1"))
     np.testing.assert_allclose(image[0], 1 - pixels[0] / 4095, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------- overlays
+
+
+def test_a_box_label_stays_beside_its_box_on_a_wide_image():
+    from afloc.visualize import render_overlay
+
+    image = np.full((100, 400), 0.5, np.float32)
+    heatmap = np.zeros((100, 400), np.float32)
+    box = [[300.0, 50.0, 60.0, 30.0]]
+    plain = render_overlay(image, heatmap, boxes=box).astype(int)
+    labelled = render_overlay(image, heatmap, boxes=box, box_labels=["mass"]).astype(int)
+    rows, cols = np.nonzero(np.abs(labelled - plain).sum(axis=2))
+    assert cols.size and cols.min() >= 290 and cols.max() <= 399 and rows.max() < 50  # the tag above the box
