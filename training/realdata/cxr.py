@@ -452,7 +452,7 @@ def build_corpus(
             path,
             f"images/train/notes_{Path(row.image).stem}.jpg",
             image.shape,
-            row.clinical_notes.strip(),
+            strip_location_words(row.clinical_notes) if class_only else row.clinical_notes.strip(),
             row.finding,
             [],
             [],
