@@ -74,7 +74,7 @@ PLANTS: tuple[Plant, ...] = (
     P("S7", "training/data.py", 'augmentation=self.augmentation if split == "train" else None,',
       "augmentation=None,", ("tests/test_realdata_training.py",), "--data.augment accepted and never applied"),
     P("S8", "demo/annotations.py", "    return [_box((b.x * sx, b.y * sy, b.w * sx, b.h * sy), b.label, \"scaled box\") for b in boxes]",
-      "    return boxes", ("tests/test_demo_callbacks.py", "tests/test_behaviour_geometry.py"),
+      "    return boxes", ("tests/test_slips.py", "tests/test_demo_callbacks.py", "tests/test_behaviour_geometry.py"),
       "annotations of a differently sized image are not rescaled"),
     # --- G: width/height, x/y, rows/columns
     P("G1", "afloc/transforms.py", "(size - new_h) // 2, (size - new_w) // 2)", "(size - new_w) // 2, (size - new_h) // 2)",
@@ -102,7 +102,7 @@ PLANTS: tuple[Plant, ...] = (
       "        sx, sy = shape[0] / float(size[0]), shape[1] / float(size[1])",
       ("tests/test_slips.py", "tests/test_demo_callbacks.py", "tests/test_behaviour_geometry.py"), "demo box rescale with H/W swapped"),
     P("G9", "afloc/visualize.py", "    image_width = canvas.shape[1]", "    image_width = canvas.shape[0]",
-      ("tests/test_slips.py", "tests/test_visualize.py",), "box labels placed against the image height"),
+      ("tests/test_slips.py", "tests/test_visualize.py"), "box labels placed against the image height"),
     P("G10", "training/realdata/fundus.py", '    eye = "right" if disc[0] > width / 2 else "left"',
       '    eye = "right" if disc[0] > height / 2 else "left"', ("tests/test_slips.py", "tests/test_realdata_reports.py",),
       "the eye from the disc compared with the height"),
