@@ -22,6 +22,7 @@ else
     echo "the newest allowed versions are the lock's"
 fi
 status=0
+export PATH="$venv/bin:$PATH"  # the console scripts (afloc-localize, ...) as an activated venv has them
 "$venv/bin/python" -m pytest -q -p no:cacheprovider | tee "$out/pytest.txt" | tail -5 || status=$?
 echo "pytest exit $status (log: $out/pytest.txt)"
 exit "$status"

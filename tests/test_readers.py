@@ -230,7 +230,7 @@ def test_annotation_file_errors_name_the_file(tmp_path):
     with pytest.raises(ValueError, match=r"list\.json: expected a COCO-style JSON object"):
         read_coco(tmp_path / "list.json", tmp_path)
     _coco(tmp_path / "nobox.json", [{"id": 1, "file_name": "a.png"}], [{"image_id": 1}], [])
-    with pytest.raises(ValueError, match=r"annotation #0 needs 'image_id' and 'bbox'"):
+    with pytest.raises(ValueError, match=r"annotation #0 needs 'image_id' and a 'bbox' or 'segmentation'"):
         read_coco(tmp_path / "nobox.json", tmp_path)
     (tmp_path / "ms.csv").write_text("dicom_id,label_text,x,y,w,h,path\n")
     with pytest.raises(ValueError, match=r"ms\.csv: missing column\(s\) \['category_name'\] in the MS-CXR annotations"):
@@ -433,7 +433,7 @@ def test_yolo_boxes(tmp_path):
     (labels / "0001.txt").write_text("0 0.5 0.5 0.1\n")
     with pytest.raises(ValueError, match=r"0001\.txt, line 1: expected 'class cx cy w h'"):
         read_yolo(tmp_path, labels, tmp_path / "retinal.names")
-    with pytest.raises(ValueError, match=r"expected one \*\.names file"):
+    with pytest.raises(ValueError, match=r"expected one \*\.names \(or classes\.txt\) file"):
         read_yolo(labels, labels)
 
 
