@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 DATA_DIR = Path(__file__).parent / "data"
+
+# Property tests (tests/test_properties.py) draw new examples on every local run; under CI they are derandomized
+# (the same examples every run), so that a CI result does not depend on the draw.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from afloc.transforms import pad_resize, pad_resize_mapping
@@ -55,6 +55,7 @@ def test_a_corner_box_lands_in_the_same_corner_of_model_space_and_back(height, w
     truth = LocalizationSample(Path("x.png"), "p", "c", boxes=[[width - w, height - h, w, h]]).gt_mask(height, width)
     assert truth.sum() == w * h and truth[-1, -1] and not truth[0, 0]
     m = pad_resize_mapping(height, width, size)
+    assume(min(m.resized_height, m.resized_width) >= 4)  # a content strip of 1-3 rows has no separate corners
     in_model = m.mask_to_model(truth)
     rows, cols = np.nonzero(in_model)
     if rows.size:  # a box smaller than a model pixel may vanish under nearest-neighbour sampling
