@@ -252,3 +252,107 @@ def test_class_only_text_names_the_finding_without_where():
     report, targets = cxr.tb_report(boxes, 512, 512, np.random.default_rng(0), cxr.Vocabulary(), class_only=True)
     assert len(targets) == 1 and len(targets[0].boxes) == 2 and not cxr.LOCATION_WORDS.search(targets[0].phrase)
     assert cxr.strip_location_words("Patchy opacities in the right lower zone.") == "opacities in the ."
+
+
+# --------------------------------------------------------------------------------- whole corpora, end to end
+
+
+def _tiny_shared(root):
+    """A miniature of ../shared/data/cxr: 3 COVID-QU-Ex classes, 2 TBX11K films, 2 notes, 2 IU reports."""
+    import csv
+    import io
+    import tarfile
+
+    import cv2
+
+    lung = np.zeros((64, 64), np.uint8)
+    lung[8:56, 6:28] = 255
+    lung[8:56, 36:58] = 255
+    rows = []
+    for klass, n in (("covid", 4), ("normal", 2), ("non_covid", 2)):
+        for k in range(n):
+            name = f"{klass} ({k}).png"
+            for folder in ("images", "lung_masks"):
+                (root / "covidqu_train" / klass / folder).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / "covidqu_train" / klass / "images" / name), np.full((64, 64), 90, np.uint8))
+            cv2.imwrite(str(root / "covidqu_train" / klass / "lung_masks" / name), lung)
+            infection = ""
+            if klass == "covid":
+                (root / "covidqu_train" / klass / "infection_masks").mkdir(exist_ok=True)
+                mask = np.zeros((64, 64), np.uint8)
+                mask[40:54, 8:26] = 255  # the image's left lower lung: the patient's right lower zone
+                cv2.imwrite(str(root / "covidqu_train" / klass / "infection_masks" / name), mask)
+                infection = f"{klass}/infection_masks/{name}"
+            rows.append({"image": f"{klass}/images/{name}", "class": klass, "infection_mask": infection,
+                         "lung_mask": f"{klass}/lung_masks/{name}"})  # fmt: skip
+    with (root / "covidqu_train" / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    tb = root / "tbx11k_train"
+    (tb / "images").mkdir(parents=True)
+    (tb / "labels").mkdir()
+    for k in range(2):
+        cv2.imwrite(str(tb / "images" / f"tb{k}.jpg"), np.full((512, 512), 80, np.uint8))
+        (tb / "labels" / f"tb{k}.txt").write_text("0 0.2 0.3 0.1 0.1\n")
+    (tb / "manifest.csv").write_text("image,labels\nimages/tb0.jpg,labels/tb0.txt\nimages/tb1.jpg,labels/tb1.txt\n")
+    notes = root / "covid_notes"
+    notes.mkdir()
+    for name in ("a.jpg", cxr.DEMO_EXAMPLES[0]):
+        cv2.imwrite(str(notes / name), np.full((40, 50), 100, np.uint8))
+    (notes / "manifest.csv").write_text(
+        "image,finding,clinical_notes\na.jpg,COVID-19,Patchy opacities in the right lower zone.\n"
+        f"{cxr.DEMO_EXAMPLES[0]},COVID-19,kept back as a demo example\n"
+    )
+    (root / "iu_reports").mkdir()
+    with tarfile.open(root / "iu_reports" / "NLMCXR_reports.tgz", "w:gz") as tar:
+        data = b'<AbstractText Label="FINDINGS">The lungs are clear. Heart size is normal.</AbstractText>'
+        for k in range(2):
+            info = tarfile.TarInfo(f"ecgen-radiology/{k}.xml")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_prepare_cxr_writes_a_corpus_the_trainer_and_evaluator_read(tmp_path):
+    from training.evaluation.readers import read_phantom
+    from training.manifest import read_manifest
+
+    _tiny_shared(tmp_path / "shared")
+    counts = cxr.build_corpus(tmp_path / "shared", tmp_path / "out")
+    records = read_manifest(tmp_path / "out" / "manifest.csv")
+    assert len(records) == 8 + 2 + 1 and sum(sum(c.values()) for c in counts.values()) == 11
+    assert all(r.image.is_file() for r in records)
+    assert not any(cxr.DEMO_EXAMPLES[0].split(".")[0] in str(r.image) for r in records)  # kept back
+    covid = [r for r in records if r.extra["labels"] == "covid_opacity"]
+    assert covid and all("right" in r.report and "left " not in r.report.split("IMPRESSION")[0] for r in covid)
+    normal = [r for r in records if r.extra["source"].startswith("covidqu") and not r.extra["labels"]]
+    # a 2-report archive has no sentence frequent enough to mine: the fallback normal sentences are used
+    assert normal and all(any(s in r.report for s in cxr.NORMAL_LUNG_FALLBACK) for r in normal)
+    samples = [s for split in ("train", "val", "test") for s in read_phantom(tmp_path / "out", split).samples]
+    masks = [s for s in samples if s.category == "covid_opacity"]
+    assert len(masks) == 4 and all(s.gt_mask(64, 64)[40:54, 8:26].all() and s.gt_mask(64, 64).sum() == 14 * 18
+                                   for s in masks)  # fmt: skip
+    assert {s.category for s in samples} == {"covid_opacity", "active_tb"}
+    cxr.build_corpus(tmp_path / "shared", tmp_path / "classonly", class_only=True)
+    for record in read_manifest(tmp_path / "classonly" / "manifest.csv"):
+        assert not cxr.LOCATION_WORDS.search(record.report.split("IMPRESSION")[0]), record.report
+
+
+def test_prepare_fundus_splits_by_photo_and_keeps_the_test_folder_apart(tmp_path):
+    import cv2
+
+    from training.evaluation.readers import read_phantom
+
+    for folder, stems in (("train", ("0200", "0201", "0202")), ("test", ("0001",))):
+        (tmp_path / folder).mkdir()
+        for stem in stems:
+            cv2.imwrite(str(tmp_path / folder / f"{stem}.jpg"), np.full((68, 102, 3), 60, np.uint8))
+            (tmp_path / folder / f"{stem}.txt").write_text("0 0.8 0.5 0.1 0.15\n1 0.3 0.5 0.05 0.05\n")
+    counts = fundus.build_corpus(tmp_path / "train", tmp_path / "test", tmp_path / "out", val_fraction=0.5)
+    assert counts["test"] == 1 and counts["train"] + counts["val"] == 3
+    [disc] = [s for s in read_phantom(tmp_path / "out", "test").samples if s.category == "optic_disc"]
+    np.testing.assert_allclose(disc.boxes, [[0.75 * 102, 0.425 * 68, 0.1 * 102, 0.15 * 68]])
+    (tmp_path / "test" / "0200.jpg").write_bytes((tmp_path / "train" / "0200.jpg").read_bytes())
+    (tmp_path / "test" / "0200.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    with pytest.raises(ValueError, match="both the training pool and the test set"):
+        fundus.build_corpus(tmp_path / "train", tmp_path / "test", tmp_path / "again")
