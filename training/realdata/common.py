@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,3 +101,14 @@ def write_manifest(path: Path, rows: list[dict]) -> None:
 
 def pick(rng: np.random.Generator, options) -> str:
     return options[int(rng.integers(len(options)))]
+
+
+def run_command(build: Callable[[], object], out: Path) -> int:
+    """Run a corpus build for a command line: print what was written, or a one-line error and exit status 2."""
+    try:
+        counts = build()
+    except (ValueError, OSError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}: {counts}")
+    return 0

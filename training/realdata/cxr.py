@@ -41,7 +41,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .common import Target, pick, stable_fraction, write_coco, write_manifest
+from .common import Target, pick, run_command, stable_fraction, write_coco, write_manifest
 
 ZONES = ("upper", "mid", "lower")
 SIDES = ("right", "left")  # the patient's
@@ -491,13 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="at most this many films of each source (tests)")
     parser.add_argument("--class-only", action="store_true", help="the ablation: text without side/zone/extent words")
     args = parser.parse_args(argv)
-    try:
-        counts = build_corpus(args.shared, args.out, args.seed, args.limit, args.class_only)
-    except (ValueError, OSError, KeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out}: {counts}")
-    return 0
+    return run_command(lambda: build_corpus(args.shared, args.out, args.seed, args.limit, args.class_only), args.out)
 
 
 if __name__ == "__main__":
