@@ -161,6 +161,10 @@ class LossConfig:
         text_chunk_size: captions processed at once by the local losses (memory bound); ``None`` = automatic.
         recompute: recompute each chunk's activations in the backward pass instead of storing them
             (lower peak memory, ~1 extra forward).
+        null_attention: each region's softmax over the caption's tokens also has a "no token" slot of logit 0,
+            so a region whose dot product with every token is negative attends to none of them (not in the
+            reference, where every region must attend to some token). It ties the losses to the sign of the
+            region-text dot product that the heatmap reads. Default off (the reference).
     """
 
     attention_temperature: float = 4.0
@@ -172,6 +176,7 @@ class LossConfig:
     word_level: Literal["shallow", "deep"] = "shallow"
     text_chunk_size: int | None = None
     recompute: bool = False
+    null_attention: bool = False
 
     def __post_init__(self) -> None:
         for name in ("report_weight", "sentence_weight", "word_weight"):

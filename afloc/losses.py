@@ -59,6 +59,7 @@ def _chunk_region_token_scores(
     token_mask: torch.Tensor,
     attention_temperature: float,
     aggregation_temperature: float,
+    null_attention: bool = False,
 ) -> torch.Tensor:
     """``R(i, j)`` for a chunk of texts against all images.
 
@@ -69,6 +70,7 @@ def _chunk_region_token_scores(
         regions: ``[Bi, N, D]`` region features of every image.
         tokens: ``[c, T, D]`` token features of ``c`` texts.
         token_mask: ``[c, T]`` bool.
+        null_attention: a "no token" slot of logit 0 in step 2's softmax (see :class:`LossConfig`).
 
     Returns:
         ``[c, Bi]`` log-sum-exp aggregated similarities.
@@ -80,7 +82,14 @@ def _chunk_region_token_scores(
     attention = torch.matmul(regions, tokens.reshape(num_texts * num_tokens, dim).t())  # [Bi, N, c*T]
     attention = attention.view(num_images, num_regions, num_texts, num_tokens)
     # 2. softmax over the tokens of each region (padding excluded); fp32 like autocast does for softmax
-    attention = attention.to(accumulate).masked_fill(~token_mask[None, None], float("-inf")).softmax(dim=-1)
+    attention = attention.to(accumulate).masked_fill(~token_mask[None, None], float("-inf"))
+    if null_attention:
+        # softmax over the tokens plus one slot of logit 0: exp(a_t - m) / (sum_t exp(a_t - m) + exp(-m))
+        top = attention.amax(dim=-1, keepdim=True).clamp(min=0.0)
+        attention = (attention - top).exp()
+        attention = attention / (attention.sum(dim=-1, keepdim=True) + (-top).exp())
+    else:
+        attention = attention.softmax(dim=-1)
     # 3. softmax over regions of the sharpened token-normalised scores, per token
     attention = (attention_temperature * attention).softmax(dim=1).to(regions.dtype)
     # 4. attended visual context of every token: [Bi, c*T, N] @ [Bi, N, D]
@@ -105,6 +114,7 @@ def local_contrastive_loss(
     logit_scale: float = 10.0,
     text_chunk_size: int | None = None,
     recompute: bool = False,
+    null_attention: bool = False,
 ) -> torch.Tensor:
     """Region <-> token loss (used for words on the shallow map and for sentences on the deep map).
 
@@ -126,6 +136,7 @@ def local_contrastive_loss(
         logit_scale: gamma3 (``temp3``), 10.
         text_chunk_size: texts per chunk; ``None`` picks one from the tensor sizes.
         recompute: activation recomputation per chunk.
+        null_attention: a "no token" slot of logit 0 in each region's softmax over tokens (not in the reference).
     """
     if patch_embeddings.ndim != 4 or token_embeddings.ndim != 3:
         raise ValueError(
@@ -164,6 +175,7 @@ def local_contrastive_loss(
             token_mask[index, :crop],
             attention_temperature,
             aggregation_temperature,
+            null_attention,
         )
         if recompute and torch.is_grad_enabled():
             chunks.append(checkpoint(_chunk_region_token_scores, *args, use_reentrant=False))
@@ -195,6 +207,7 @@ class AFLocLoss(nn.Module):
             c.logit_scale,
             c.text_chunk_size,
             c.recompute,
+            c.null_attention,
         )
 
     def forward(self, image: ImageEncoderOutput, text: TextEncoderOutput) -> dict[str, torch.Tensor]:

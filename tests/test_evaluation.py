@@ -289,6 +289,35 @@ def test_smoothing_sigma_override(tmp_path, phantom, model_dir):
     assert training_main(negative) == 2
 
 
+def test_similarity_and_shallow_weight_overrides(tmp_path, phantom, model_dir, capsys):
+    """``--similarity`` and ``--shallow-weight`` change the scored heatmaps and are recorded; bad values exit 2."""
+    from afloc import AFLocPredictor
+
+    own = AFLocPredictor.from_pretrained(model_dir).localization
+    assert own.similarity == "dot" and own.shallow_weight == 0.0
+    common = ["--dataset", "phantom", "--images", str(phantom), "--split", "train", "--limit", "6"]
+    common += ["--workers", "0", "--quiet", "--n-resamples", "20", "--protocol", "native"]
+
+    def scores(name: str, *extra: str) -> tuple[dict, list[str]]:
+        out = tmp_path / name
+        assert training_main(["evaluate", "--model", str(model_dir), *common, "--out", str(out), *extra]) == 0
+        return json.loads((out / "summary.json").read_text())["meta"], (out / "samples.csv").read_text().splitlines()
+
+    default_meta, default_rows = scores("default")
+    cosine_meta, cosine_rows = scores("cosine", "--similarity", "cosine")
+    shallow_meta, shallow_rows = scores("shallow", "--shallow-weight", "0.5")
+    assert (default_meta["similarity"], default_meta["shallow_weight"]) == ("dot", 0.0)
+    assert cosine_meta["similarity"] == "cosine" and shallow_meta["shallow_weight"] == 0.5
+    assert cosine_rows != default_rows and shallow_rows != default_rows
+    capsys.readouterr()
+    baseline = ["evaluate", "--baseline", "center", *common, "--out", str(tmp_path / "b"), "--similarity", "cosine"]
+    assert training_main(baseline) == 2
+    assert "--similarity" in capsys.readouterr().err
+    too_heavy = ["evaluate", "--model", str(model_dir), *common, "--out", str(tmp_path / "w"), "--shallow-weight", "2"]
+    assert training_main(too_heavy) == 2
+    assert "shallow_weight" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------ behaviours found by mutation
 
 

@@ -41,10 +41,19 @@ def _symmetric_ce(similarity: torch.Tensor) -> torch.Tensor:
     return image_to_text + text_to_image
 
 
-def reference_local_score(regions: torch.Tensor, tokens: torch.Tensor, gamma1: float, gamma2: float) -> torch.Tensor:
-    """``R(i, j)`` of image (``regions`` = V_j, ``[D, N]``) and text (``tokens`` = Q_i, ``[D, T_i]``)."""
+def reference_local_score(
+    regions: torch.Tensor, tokens: torch.Tensor, gamma1: float, gamma2: float, null: bool = False
+) -> torch.Tensor:
+    """``R(i, j)`` of image (``regions`` = V_j, ``[D, N]``) and text (``tokens`` = Q_i, ``[D, T_i]``).
+
+    ``null``: step 2's softmax also has a "no token" column of logit 0, dropped after the softmax.
+    """
     attention = regions.t() @ tokens  # 1. A = V^T Q, [N, T_i]
+    if null:
+        attention = torch.cat([attention, attention.new_zeros(attention.shape[0], 1)], dim=1)
     attention = torch.softmax(attention, dim=1)  # 2. softmax over tokens, per region
+    if null:
+        attention = attention[:, :-1]
     alpha = torch.softmax(gamma1 * attention, dim=0)  # 3. softmax over regions, per token
     similarities = []
     for t in range(tokens.shape[1]):
@@ -60,6 +69,7 @@ def reference_local_loss(
     gamma1: float = 4.0,
     gamma2: float = 5.0,
     gamma3: float = 10.0,
+    null: bool = False,
 ) -> torch.Tensor:
     """Spec section 2, local loss, evaluated pair by pair in the dtype of the inputs."""
     num_images, num_texts = patches.shape[0], tokens.shape[0]
@@ -70,7 +80,7 @@ def reference_local_loss(
         for i in range(num_texts):
             valid = [t for t in range(tokens.shape[1]) if bool(mask[i, t])]
             text = torch.stack([tokens[i, t] for t in valid], dim=1)  # Q_i, [D, T_i], valid tokens only
-            row.append(gamma3 * reference_local_score(regions, text, gamma1, gamma2))  # 7. S[j, i]
+            row.append(gamma3 * reference_local_score(regions, text, gamma1, gamma2, null))  # 7. S[j, i]
         rows.append(torch.stack(row))
     return _symmetric_ce(torch.stack(rows))
 
@@ -191,6 +201,36 @@ def test_local_loss_auto_chunking_matches_oracle(monkeypatch):
         torch.testing.assert_close(actual.double(), expected.detach(), rtol=1e-5, atol=1e-6)
         for g, g_ref in zip(grads, grads_ref, strict=True):
             torch.testing.assert_close(g, g_ref, rtol=1e-4, atol=1e-5 * g_ref.abs().max().item())
+
+
+@pytest.mark.parametrize("chunk", [None, 2])
+@pytest.mark.parametrize("recompute", [False, True])
+def test_null_attention_matches_oracle(chunk, recompute):
+    """The "no token" slot (LossConfig.null_attention): loss and gradients equal the oracle's, padding included."""
+    patches, tokens, mask = _random_inputs(5, 4, 6, (3, 2), 5, contiguous=False)
+    p, t = _leaf(patches * 0.7, torch.float64), _leaf(tokens, torch.float64)
+    expected = reference_local_loss(p, t, mask, null=True)
+    grads_ref = torch.autograd.grad(expected, (p, t))
+    actual = local_contrastive_loss(p, t, mask, text_chunk_size=chunk, recompute=recompute, null_attention=True)
+    grads = torch.autograd.grad(actual, (p, t))
+    torch.testing.assert_close(actual, expected.detach(), rtol=1e-6, atol=1e-8)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-7 * g_ref.abs().max().item())
+    # the slot changes the loss: with it off, the oracle without the slot is matched instead
+    plain = local_contrastive_loss(p, t, mask, text_chunk_size=chunk)
+    assert not torch.isclose(plain, actual, rtol=1e-4)
+    torch.testing.assert_close(plain, reference_local_loss(p, t, mask).detach(), rtol=1e-6, atol=1e-8)
+
+
+def test_null_attention_is_finite_for_negative_regions():
+    """Regions whose dot with every token is very negative (the slot takes all attention) stay finite."""
+    patches, tokens, mask = _random_inputs(9, 3, 4, (2, 2), 3, contiguous=True)
+    tokens = tokens.abs()
+    patches = -patches.abs() * 50  # every region-token dot product strongly negative: the slot takes it all
+    value = local_contrastive_loss(patches.requires_grad_(), tokens, mask, null_attention=True)
+    (grad,) = torch.autograd.grad(value, patches)
+    assert torch.isfinite(value) and torch.isfinite(grad).all()
+    assert LossConfig().null_attention is False  # the reference is the default
 
 
 def test_local_loss_default_temperatures_match_spec():
@@ -536,7 +576,12 @@ def test_afloc_loss_forwards_chunking_and_recompute(monkeypatch):
     monkeypatch.setattr(losses_module, "local_contrastive_loss", spy)
     image, text = _encoder_outputs(seed=5)
     config = LossConfig(
-        attention_temperature=2.0, aggregation_temperature=3.0, logit_scale=7.0, text_chunk_size=2, recompute=True
+        attention_temperature=2.0,
+        aggregation_temperature=3.0,
+        logit_scale=7.0,
+        text_chunk_size=2,
+        recompute=True,
+        null_attention=True,
     )
     AFLocLoss(config)(image, text)
     assert len(calls) == 2  # sentence and word
@@ -552,6 +597,7 @@ def test_afloc_loss_forwards_chunking_and_recompute(monkeypatch):
                     "logit_scale",
                     "text_chunk_size",
                     "recompute",
+                    "null_attention",
                 ],
                 args,
                 strict=False,
@@ -563,3 +609,4 @@ def test_afloc_loss_forwards_chunking_and_recompute(monkeypatch):
         assert bound["logit_scale"] == 7.0
         assert bound["text_chunk_size"] == 2
         assert bound["recompute"] is True
+        assert bound["null_attention"] is True

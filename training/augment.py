@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-AUGMENTATIONS = ("none", "cxr", "fundus")
+AUGMENTATIONS = ("none", "cxr", "cxr_wide", "fundus")
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,10 @@ class Augmentation:
             return None
         if name == "cxr":
             return Augmentation(rotate_deg=7.0, shift=0.05, zoom=0.1, gamma=0.3, contrast=0.2, brightness=0.05)
+        if name == "cxr_wide":
+            # larger shifts and zooms, so that the film's edges (collimation, labels, the neck) land at varying
+            # places of the input; about the reference's crop-and-affine range
+            return Augmentation(rotate_deg=10.0, shift=0.1, zoom=0.2, gamma=0.3, contrast=0.2, brightness=0.05)
         if name == "fundus":
             return Augmentation(
                 rotate_deg=10.0, shift=0.04, zoom=0.08, gamma=0.25, contrast=0.15, brightness=0.04,

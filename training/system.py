@@ -61,6 +61,8 @@ class AFLocPretraining(pl.LightningModule):
         word_level: ``shallow`` (AFLoc) or ``deep`` (GLoRIA-like) map for the word loss.
         attention_temperature, aggregation_temperature, logit_scale: gamma1, gamma2, gamma3 (4, 5, 10).
         text_chunk_size, recompute: memory controls of the local losses.
+        null_attention: a "no token" slot in the local losses' attention
+            (:attr:`afloc.config.LossConfig.null_attention`). Not in the reference.
         learning_rate, betas, weight_decay: Adam (2e-5, (0.5, 0.999), 1e-6 in the reference).
         lr_gamma: StepLR factor per epoch (0.9).
         warmup_steps: linear learning-rate warm-up over this many optimizer steps, then the per-epoch factor
@@ -100,6 +102,7 @@ class AFLocPretraining(pl.LightningModule):
         logit_scale: float = 10.0,
         text_chunk_size: int | None = None,
         recompute: bool = False,
+        null_attention: bool = False,
         learning_rate: float = 2e-5,
         betas: tuple[float, float] = (0.5, 0.999),
         weight_decay: float = 1e-6,
@@ -137,6 +140,7 @@ class AFLocPretraining(pl.LightningModule):
             word_level=word_level,
             text_chunk_size=text_chunk_size,
             recompute=recompute,
+            null_attention=null_attention,
         )
         config = AFLocConfig(
             image=ImageEncoderConfig(

@@ -236,6 +236,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="heatmap smoothing in deep-grid cells instead of the model's own (preprocessing.json); for choosing it "
         "on a validation split",
     )
+    parser.add_argument(
+        "--similarity",
+        choices=("dot", "cosine"),
+        default=None,
+        help="region-prompt similarity instead of the model's own; for choosing it on a validation split",
+    )
+    parser.add_argument(
+        "--shallow-weight",
+        type=float,
+        default=None,
+        help="weight in [0, 1] of the shallow (word-level) map fused with the deep map, instead of the model's own",
+    )
     parser.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples (seeded)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -253,8 +265,15 @@ def run(args: argparse.Namespace) -> dict:
         templates=tuple(args.template or ProtocolConfig().templates),
         ensemble=args.ensemble,
     )
-    if args.smoothing_sigma is not None and not args.model:
-        raise ValueError("--smoothing-sigma changes a model's heatmaps; it needs --model, not --baseline")
+    overrides = {
+        "smoothing_sigma": args.smoothing_sigma,
+        "similarity": args.similarity,
+        "shallow_weight": args.shallow_weight,
+    }
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    if overrides and not args.model:
+        flags = ", ".join("--" + key.replace("_", "-") for key in overrides)
+        raise ValueError(f"{flags} changes a model's heatmaps; it needs --model, not --baseline")
     result = read_dataset(args)
     samples = result.samples[: args.limit] if args.limit else result.samples
     if not samples:
@@ -263,8 +282,9 @@ def run(args: argparse.Namespace) -> dict:
         from afloc import AFLocPredictor
 
         predictor = AFLocPredictor.from_pretrained(args.model, device=args.device)
-        if args.smoothing_sigma is not None:
-            predictor.localization = dataclasses.replace(predictor.localization, smoothing_sigma=args.smoothing_sigma)
+        if overrides:
+            # LocalizationConfig validates the values (e.g. a shallow weight outside [0, 1])
+            predictor.localization = dataclasses.replace(predictor.localization, **overrides)
         source = HeatmapSource(predictor=predictor)
     elif args.baseline == "kind-oracle":
         if args.dataset != "phantom":
@@ -317,6 +337,8 @@ def run(args: argparse.Namespace) -> dict:
         "protocol": args.protocol,
         "margin": args.margin if args.margin is not None else _model_margin(source),
         "smoothing_sigma": predictor.localization.smoothing_sigma if args.model else None,
+        "similarity": predictor.localization.similarity if args.model else None,
+        "shallow_weight": predictor.localization.shallow_weight if args.model else None,
         "box_rule": args.box_rule,
         "prompt": "ensemble" if args.ensemble else args.prompt,
         "n_samples": len(records),
