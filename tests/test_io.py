@@ -119,6 +119,45 @@ def test_dicom_window_after_rescale_with_monochrome1():
     np.testing.assert_allclose(image, [[1.0, 0.5], [0.0, 0.5]], atol=1e-3)
 
 
+def test_dicom_sigmoid_window_by_hand():
+    # VOI LUT Function SIGMOID (PS3.3 C.11.2.1.3.1): y = 1 / (1 + exp(-4 (x - c) / w)) on [0, 1]; centre 2048,
+    # width 1024. A LINEAR reading would give 0 and 1 at x = 1024 and 3072, the sigmoid 0.018 and 0.982.
+    pixels = np.array([[1024, 2048, 2304], [3072, 0, 4095]], dtype=np.uint16)
+    image = load_image(
+        make_dicom(pixels, bits_stored=12, WindowCenter=2048, WindowWidth=1024, VOILUTFunction="SIGMOID")
+    )
+    expected = [[1 / (1 + np.exp(4.0)), 0.5, 1 / (1 + np.exp(-1.0))], [1 / (1 + np.exp(-4.0)), 0.0, 1.0]]
+    np.testing.assert_allclose(image, expected, atol=2e-3)  # 0 and 4095 are 8 widths out: 1e-3.5 from 0 or 1
+
+
+def test_dicom_linear_exact_window_by_hand():
+    # LINEAR_EXACT (C.11.2.1.3.2): x <= c - w/2 -> 0, x > c + w/2 -> 1, else (x - c) / w + 0.5; no half-pixel
+    # offsets, unlike LINEAR: x = 2304 gives 0.75 exactly (LINEAR: (2304 - 2047.5) / 1023 + 0.5 = 0.7507).
+    pixels = np.array([[1536, 2048, 2304], [2560, 2561, 1000]], dtype=np.uint16)
+    image = load_image(
+        make_dicom(pixels, bits_stored=12, WindowCenter=2048, WindowWidth=1024, VOILUTFunction="LINEAR_EXACT")
+    )
+    np.testing.assert_allclose(image, [[0.0, 0.5, 0.75], [1.0, 1.0, 0.0]], atol=1e-6)
+
+
+def test_dicom_first_of_several_windows_is_used():
+    # Two windows (centre 1024 width 512, centre 3072 width 2048): the first is the default view (pydicom's
+    # index 0). Under the second, 1300 and 2048 would both be black; under the first both are white.
+    pixels = np.array([[0, 1300], [2048, 4095]], dtype=np.uint16)
+    image = load_image(make_dicom(pixels, bits_stored=12, WindowCenter=[1024, 3072], WindowWidth=[512, 2048]))
+    np.testing.assert_allclose(image, [[0.0, 1.0], [1.0, 1.0]], atol=1e-6)
+
+
+def test_dicom_rows_and_columns_are_not_swapped():
+    # 3 rows x 5 columns with one bright pixel in the top-right corner and a mid-grey one bottom-left.
+    pixels = np.zeros((3, 5), dtype=np.uint16)
+    pixels[0, 4], pixels[2, 0] = 4095, 2048
+    image, info = load_image_with_info(make_dicom(pixels, bits_stored=12))
+    assert image.shape == (3, 5) and (info.height, info.width) == (3, 5)
+    assert image[0, 4] == 1.0 and image[2, 0] == pytest.approx(2048 / 4095, abs=1e-6)
+    assert np.count_nonzero(image) == 2
+
+
 def _voi_lut_item(table: np.ndarray, first_mapped: int, entry_bits: int, encoding: str) -> Dataset:
     item = Dataset()
     item.add_new("LUTDescriptor", "US", [len(table) % 65536, first_mapped, entry_bits])
