@@ -68,6 +68,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.auth = (user, password)
     if args.max_sessions < 1:
         parser.error(f"--max-sessions must be >= 1, got {args.max_sessions}")
+    if args.device is not None:
+        from afloc.predictor import resolve_device
+
+        try:
+            resolve_device(args.device)
+        except ValueError as error:
+            parser.error(f"--device: {error}")
     if args.model is not None and not (args.model.expanduser() / "config.json").is_file():
         parser.error(f"--model {args.model} is not a model directory (no config.json)")
     return args

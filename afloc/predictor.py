@@ -24,6 +24,28 @@ HEATMAP_CACHE_BYTES = 32 << 20
 """Default bound of an :class:`EncodedImage`'s heatmap cache (model-space maps: 160 prompts at 224 px)."""
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """A user's device string as a ``torch.device`` (None: CUDA when available, else the CPU).
+
+    Raises:
+        ValueError: naming the string, when torch does not know it or when it asks for a GPU this machine lacks
+            (instead of torch's RuntimeError or a failure deep inside the first forward pass).
+    """
+    if device is None or device == "":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"unknown device {str(device)!r}: expected cpu, cuda, cuda:N, mps, ... ({error})") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} asks for a CUDA GPU, but none is available here; use cpu")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {str(device)!r} asks for Apple's MPS, which is not available here; use cpu")
+    return resolved
+
+
 @dataclass
 class EncodedImage:
     """One image's embeddings and geometry, produced by :meth:`AFLocPredictor.encode_image`.
@@ -108,7 +130,7 @@ class AFLocPredictor:
         device: str | torch.device | None = None,
         text_cache_size: int = 512,
     ) -> None:
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.preprocessing = preprocessing or Preprocessing(image_size=model.config.image.image_size)

@@ -309,6 +309,9 @@ def test_cli_options_and_help(released, tokenizer_with_config, tmp_path, capsys)
     # a non-empty output directory is not overwritten by accident
     assert main(["gloria", str(path), "--tokenizer", str(tokenizer_dir), "--out", str(out)]) == 1
     assert "not an empty directory" in capsys.readouterr().err
+    # ... and is with "--overwrite": the second conversion's settings replace the first's
+    assert main(["gloria", str(path), "--tokenizer", str(tokenizer_dir), "--out", str(out), "--overwrite"]) == 0
+    assert afloc.load_model(out).localization.similarity == "dot"
     with pytest.raises(SystemExit) as exit_info:
         main(["authors", "--help"])
     assert exit_info.value.code == 0
