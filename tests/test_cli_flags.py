@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from test_evaluation are requested by name as arguments)
 """Every flag of the commands a user types, moved and checked: ``afloc-evaluate`` (``python -m training evaluate``),
 ``afloc-localize``, ``afloc-convert`` and ``afloc-demo``. The first test keeps it that way: a flag that no test
 names fails it (``--overwrite`` of afloc-convert is moved in ``test_convert.py``, most others in the tests of each
@@ -14,10 +15,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_evaluation import model_dir, phantom  # noqa: F401 (the same fixtures: a PhantomCXR corpus, a tiny model)
 
-from afloc.transforms import Preprocessing
 from training.__main__ import main as training_main
-from training.phantoms.generate import CorpusSpec, generate_corpus
 
 TESTS = Path(__file__).resolve().parent
 
@@ -66,18 +66,6 @@ def test_every_flag_of_every_command_is_named_by_a_test(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------- afloc-evaluate
-
-
-@pytest.fixture(scope="module")
-def phantom(tmp_path_factory):
-    out = tmp_path_factory.mktemp("phantom_flags")
-    generate_corpus(out, CorpusSpec(n=40, size=128, seed=3), workers=1, dicom_samples=0)
-    return out
-
-
-@pytest.fixture
-def model_dir(tmp_path, tiny_model, tiny_tokenizer):
-    return tiny_model.save_pretrained(tmp_path / "model", tiny_tokenizer, preprocessing=Preprocessing(image_size=64))
 
 
 def _evaluate(out: Path, *args: str) -> tuple[int, list[dict], dict]:
