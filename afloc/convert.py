@@ -10,7 +10,7 @@ from the tensor shapes, and a :func:`afloc.save_pretrained` directory is written
 resize to 299, mean = std = 0.5, prompts joined as the authors' inference joins them, heatmaps from the raw dot
 product of the deep map with the report vector (sum of word vectors / 97), Gaussian sigma 1.5, the 14-pixel NaN
 margin of the authors' inference. The directory then works in the demo (``python app.py --model DIR``), the evaluation
-toolkit (``python -m training evaluate --model DIR``) and :func:`afloc.load_model`.
+toolkit (``python -m training evaluate --model DIR``) and :func:`afloc.load_pretrained`.
 """
 
 from __future__ import annotations

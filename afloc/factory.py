@@ -8,9 +8,10 @@ from pathlib import Path
 
 import torch
 
-from .config import AFLocConfig
+from .config import AFLocConfig, TextEncoderConfig
 from .model import AFLoc
 from .text import resolve_text_model
+from .text_encoder import TextEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,27 @@ def load_backbone_weights(model: AFLoc, source: str) -> None:
         raise ValueError(f"backbone weights do not match: missing keys {missing}, unexpected keys {unexpected}")
 
 
+def pretrained_text_backbone(text: TextEncoderConfig) -> tuple[torch.nn.Module, TextEncoderConfig]:
+    """The BERT named by ``text.name_or_path`` with its pretrained weights, and ``text`` with ``bert_config`` filled
+    from it (so that a saved model rebuilds offline)."""
+    from .pretrained_bert import load_pretrained_bert  # imports transformers: only when needed
+
+    path, local = resolve_text_model(text.name_or_path)
+    backbone = load_pretrained_bert(path, local)
+    bert_config = backbone.config.to_diff_dict()
+    bert_config = {k: v for k, v in bert_config.items() if k not in ("_name_or_path", "transformers_version")}
+    bert_config["hidden_size"] = backbone.config.hidden_size
+    bert_config["num_hidden_layers"] = backbone.config.num_hidden_layers
+    return backbone, dataclasses.replace(text, bert_config=bert_config)
+
+
+def pretrained_text_encoder(text: TextEncoderConfig) -> TextEncoder:
+    """Only the text encoder of :func:`build_model` (no image encoder): for checking text weights against their
+    source."""
+    backbone, filled = pretrained_text_backbone(text)
+    return TextEncoder(filled, backbone)
+
+
 def build_model(config: AFLocConfig | None = None, pretrained_text: bool = True) -> AFLoc:
     """Build an :class:`AFLoc` with pretrained text weights and optional initial image weights.
 
@@ -69,15 +91,7 @@ def build_model(config: AFLocConfig | None = None, pretrained_text: bool = True)
     config = config or AFLocConfig()
     text_backbone = None
     if pretrained_text:
-        from .pretrained_bert import load_pretrained_bert  # imports transformers: only when needed
-
-        path, local = resolve_text_model(config.text.name_or_path)
-        text_backbone = load_pretrained_bert(path, local)
-        bert_config = text_backbone.config.to_diff_dict()
-        bert_config = {k: v for k, v in bert_config.items() if k not in ("_name_or_path", "transformers_version")}
-        bert_config["hidden_size"] = text_backbone.config.hidden_size
-        bert_config["num_hidden_layers"] = text_backbone.config.num_hidden_layers
-        text = dataclasses.replace(config.text, bert_config=bert_config)
+        text_backbone, text = pretrained_text_backbone(config.text)
         config = dataclasses.replace(config, text=text)
     model = AFLoc(config, text_backbone)
     if config.image.initial_weights:

@@ -83,21 +83,5 @@ class AFLoc(nn.Module):
         self.word_center.copy_((total / count).to(self.word_center.dtype))
         return self.word_center
 
-    def save_pretrained(self, directory, tokenizer, **kwargs):
-        """Write a model directory; see :func:`afloc.checkpoint.save_pretrained` for the arguments."""
-        from .checkpoint import save_pretrained
-
-        return save_pretrained(self, directory, tokenizer, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, path, device: str | torch.device = "cpu") -> AFLoc:
-        """Load the network of a model directory (strict, safetensors, CPU by default).
-
-        Use :func:`afloc.load_model` to also get the tokenizer, preprocessing and model card.
-        """
-        from .checkpoint import load_pretrained
-
-        return load_pretrained(path, device=device).model
-
     def forward(self, images: torch.Tensor, text: TokenizedText) -> tuple[ImageEncoderOutput, TextEncoderOutput]:
         return self.encode_image(images), self.encode_text(text)

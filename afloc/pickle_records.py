@@ -69,7 +69,7 @@ class Budget:
         return min(self.max_total_bytes, self.expansion_allowance + int(self.max_expansion * file_size))
 
 
-class _Clock:
+class Clock:
     """Opcode and wall-time accounting shared by the pickles of one file."""
 
     def __init__(self, budget: Budget) -> None:
@@ -84,17 +84,17 @@ class _Clock:
 
 # Modules whose mere mention marks an attack: they run commands or code, load code, or open connections. Anything
 # else unknown only becomes an inert placeholder, so this list decides "refuse" versus "ignore", not safety.
-_DANGEROUS_MODULES = frozenset(
+DANGEROUS_MODULES = frozenset(
     "os posix nt subprocess _posixsubprocess sys importlib runpy shutil socket pty code codeop ctypes "
     "multiprocessing pickle _pickle marshal webbrowser pdb platform signal asyncio _thread pydoc "
     "urllib http ftplib smtplib telnetlib".split()
 )
-_DANGEROUS_BUILTINS = frozenset(
+DANGEROUS_BUILTINS = frozenset(
     "eval exec compile open __import__ getattr setattr delattr globals locals vars input breakpoint "
     "exit quit help memoryview".split()
 )
-_SCALAR_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "complex": complex}
-_CONTAINER_TYPES = {"dict": dict, "list": list, "tuple": tuple, "set": set, "frozenset": frozenset}
+SCALAR_TYPES = {"int": int, "float": float, "str": str, "bool": bool, "complex": complex}
+CONTAINER_TYPES = {"dict": dict, "list": list, "tuple": tuple, "set": set, "frozenset": frozenset}
 _STORAGE_DTYPES = {
     "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
     "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
@@ -240,7 +240,7 @@ def _copy(function: types.FunctionType) -> types.FunctionType:
     return types.FunctionType(function.__code__, function.__globals__, function.__name__, function.__defaults__)
 
 
-def _global_table() -> dict[tuple[str, str], Any]:
+def global_table() -> dict[tuple[str, str], Any]:
     """The whitelist, built anew for every load (fresh markers and function copies)."""
     table: dict[tuple[str, str], Any] = {
         ("collections", "OrderedDict"): OrderedDict,
@@ -254,7 +254,7 @@ def _global_table() -> dict[tuple[str, str], Any]:
         ("torch.nn.parameter", "Parameter"): "torch.nn.Parameter",
         ("torch.storage", "UntypedStorage"): StorageType(torch.uint8),
     }
-    table.update({("builtins", name): value for name, value in {**_SCALAR_TYPES, **_CONTAINER_TYPES}.items()})
+    table.update({("builtins", name): value for name, value in {**SCALAR_TYPES, **CONTAINER_TYPES}.items()})
     table.update({("torch", name): StorageType(dtype) for name, dtype in _STORAGE_DTYPES.items()})
     table.update({("torch", name): dtype for name, dtype in _DTYPE_NAMES.items()})
     return table
@@ -284,9 +284,9 @@ def _flat(value: Any, what: str) -> list | tuple | set | frozenset:
     return value
 
 
-def _construct(cls: type, args: tuple) -> Any:
+def construct(cls: type, args: tuple) -> Any:
     """``cls(*args)`` for a whitelisted builtin type, with only arguments that make it cheap."""
-    if cls in _SCALAR_TYPES.values():
+    if cls in SCALAR_TYPES.values():
         if len(args) > 2 or not all(type(a) in _ATOMS for a in args):
             raise CorruptCheckpointError(f"{cls.__name__}() of {', '.join(map(type_name, args))} is not accepted")
         return cls(*args)
@@ -322,7 +322,7 @@ def _children(obj: Any) -> tuple | list:
     return ()
 
 
-def check_nesting(root: Any, clock: _Clock) -> None:
+def check_nesting(root: Any, clock: Clock) -> None:
     """Refuse an object graph nested deeper than the budget; visits each object once (iterative, no recursion).
 
     Depth is the longest chain of containers, not counting edges back to an object being visited (cycles).

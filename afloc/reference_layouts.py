@@ -114,7 +114,7 @@ def _layout_error(path: Path, layout: Layout, keys: list[str], problem: str) -> 
         if other is not layout and all(any(key.startswith(g) for key in keys) for g in other.groups())
     ]
     if any(key.startswith("model.image_encoder.") for key in keys):
-        hints.append("it looks like a checkpoint of this project's training: load it directly (afloc.load_model)")
+        hints.append("it looks like a checkpoint of this project's training: load it directly (afloc.load_pretrained)")
     return ConversionError(
         f"{path} is not a {layout.name} checkpoint ({problem}).\n  expected key groups: {expected}\n"
         f"  found key groups: {_group_summary(keys, known)}" + "".join(f"\n  hint: {h}" for h in hints)

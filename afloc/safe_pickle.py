@@ -41,6 +41,7 @@ import torch
 from .pickle_records import (
     Budget,
     BudgetExceededError,
+    Clock,
     CorruptCheckpointError,
     Inert,
     LazyTensor,
@@ -48,9 +49,8 @@ from .pickle_records import (
     StorageType,
     UnsafeCheckpointError,
     UnsupportedCheckpointError,
-    _Clock,
-    _global_table,
     check_nesting,
+    global_table,
     type_name,
 )
 from .safe_unpickler import RestrictedUnpickler
@@ -146,7 +146,7 @@ class Checkpoint:
         Raises:
             CorruptCheckpointError: truncated data, a tensor outside its storage, a cycle, or a budget exceeded.
         """
-        clock = _Clock(self.budget)
+        clock = Clock(self.budget)
         storages: dict[str, torch.Tensor] = {}
         done: dict[int, Any] = {}
         try:
@@ -156,7 +156,7 @@ class Checkpoint:
         except MemoryError:
             raise self._corrupt("out of memory while reading tensors") from None
 
-    def _walk(self, obj: Any, storages: dict, done: dict, active: set, depth: int, clock: _Clock) -> Any:
+    def _walk(self, obj: Any, storages: dict, done: dict, active: set, depth: int, clock: Clock) -> Any:
         if type(obj) not in (dict, OrderedDict, list, tuple) and not isinstance(obj, LazyTensor):
             return obj
         key = id(obj)
@@ -238,7 +238,7 @@ def load_checkpoint(path: str | Path, budget: Budget | None = None) -> Checkpoin
         raise ValueError(f"checkpoint {str(path)!r} does not exist")
     with path.open("rb") as handle:
         head = handle.read(4)
-    clock = _Clock(budget)
+    clock = Clock(budget)
     try:
         if head.startswith(b"PK"):
             checkpoint = _load_zip(path, clock)
@@ -269,7 +269,7 @@ def load_checkpoint(path: str | Path, budget: Budget | None = None) -> Checkpoin
         ) from None
 
 
-def _load_zip(path: Path, clock: _Clock) -> Checkpoint:
+def _load_zip(path: Path, clock: Clock) -> Checkpoint:
     archive = zipfile.ZipFile(path)  # BadZipFile when truncated: the central directory is at the end
     try:
         return _read_zip_pickle(path, archive, clock)
@@ -287,7 +287,7 @@ def _read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, nbytes: int) ->
     return data
 
 
-def _read_zip_pickle(path: Path, archive: zipfile.ZipFile, clock: _Clock) -> Checkpoint:
+def _read_zip_pickle(path: Path, archive: zipfile.ZipFile, clock: Clock) -> Checkpoint:
     budget = clock.budget
     names = archive.namelist()
     pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
@@ -327,9 +327,9 @@ def _read_zip_pickle(path: Path, archive: zipfile.ZipFile, clock: _Clock) -> Che
     return checkpoint
 
 
-def _load_legacy(path: Path, clock: _Clock) -> Checkpoint:
+def _load_legacy(path: Path, clock: Clock) -> Checkpoint:
     size = path.stat().st_size
-    table = _global_table()
+    table = global_table()
     with path.open("rb") as handle:
 
         def unpickler(storage=None, placeholders=None) -> RestrictedUnpickler:

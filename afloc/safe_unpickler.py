@@ -26,19 +26,19 @@ from collections import OrderedDict
 from typing import Any
 
 from .pickle_records import (
-    _CONTAINER_TYPES,
-    _DANGEROUS_BUILTINS,
-    _DANGEROUS_MODULES,
-    _SCALAR_TYPES,
+    CONTAINER_TYPES,
+    DANGEROUS_BUILTINS,
+    DANGEROUS_MODULES,
+    SCALAR_TYPES,
     Budget,
     BudgetExceededError,
+    Clock,
     CorruptCheckpointError,
     Inert,
     UnsafeCheckpointError,
-    _Clock,
-    _construct,
-    _global_table,
     check_key,
+    construct,
+    global_table,
     type_name,
 )
 
@@ -53,7 +53,7 @@ class RestrictedUnpickler(pickle._Unpickler):
         storage: ``persistent_load`` handler for torch storage records, or ``None`` if none are allowed.
         placeholders: receives the ``module.name`` of every global replaced by an :class:`Inert` class.
         clock: the budget and time accounting of the file (one per file, shared by its pickles).
-        table: the load's whitelist (:func:`_global_table`), shared by the pickles of one file.
+        table: the load's whitelist (:func:`global_table`), shared by the pickles of one file.
     """
 
     dispatch = dict(pickle._Unpickler.dispatch)
@@ -63,14 +63,14 @@ class RestrictedUnpickler(pickle._Unpickler):
         file,
         storage=None,
         placeholders: set[str] | None = None,
-        clock: _Clock | None = None,
+        clock: Clock | None = None,
         table: dict | None = None,
     ) -> None:
         super().__init__(file)
         self._storage = storage
         self.placeholders = placeholders if placeholders is not None else set()
-        self.clock = clock or _Clock(Budget())
-        self.table = table if table is not None else _global_table()
+        self.clock = clock or Clock(Budget())
+        self.table = table if table is not None else global_table()
         self._classes: dict[tuple[str, str], type] = {}
         self._callables = {id(v) for v in self.table.values() if callable(v)}
 
@@ -131,7 +131,7 @@ class RestrictedUnpickler(pickle._Unpickler):
         if (module, name) in self.table:
             return self.table[module, name]
         root = module.split(".")[0]
-        if root in _DANGEROUS_MODULES or (root == "builtins" and name in _DANGEROUS_BUILTINS):
+        if root in DANGEROUS_MODULES or (root == "builtins" and name in DANGEROUS_BUILTINS):
             raise UnsafeCheckpointError(
                 f"refused: the pickle references {module}.{name}, which can run commands or code or access files; "
                 "no checkpoint needs it, so the file was not loaded and nothing in it was executed"
@@ -166,8 +166,8 @@ class RestrictedUnpickler(pickle._Unpickler):
             return func(*args, **(kwargs or {}))
         if kwargs:
             raise CorruptCheckpointError("keyword arguments are only accepted for placeholder classes")
-        if func in (*_SCALAR_TYPES.values(), *_CONTAINER_TYPES.values(), OrderedDict):
-            return _construct(func, args)
+        if func in (*SCALAR_TYPES.values(), *CONTAINER_TYPES.values(), OrderedDict):
+            return construct(func, args)
         if id(func) in self._callables and isinstance(func, types.FunctionType):
             return func(*args)
         raise CorruptCheckpointError(f"the pickle calls a {type_name(func)}, which is not a known constructor")

@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from afloc import AFLocConfig, AFLocPredictor, ImageEncoderConfig, build_model, load_tokenizer  # noqa: E402
+from afloc import AFLocConfig, AFLocPredictor, ImageEncoderConfig, build_model, load_tokenizer, save_pretrained  # noqa: E402
 from training.evaluation.protocol import HeatmapSource, ProtocolConfig, evaluate_localization  # noqa: E402
 from training.evaluation.readers import read_phantom  # noqa: E402
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     model = build_model(AFLocConfig(image=ImageEncoderConfig(backbone=args.backbone)))
     with tempfile.TemporaryDirectory() as tmp:  # through a saved directory, as a user would
-        model.save_pretrained(tmp, load_tokenizer())
+        save_pretrained(model, tmp, load_tokenizer())
         predictor = AFLocPredictor.from_pretrained(tmp, device=args.device)
     source = HeatmapSource(predictor=predictor)
     start = time.perf_counter()

@@ -24,7 +24,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from test_checkpoint_hardening import (  # noqa: E402
     PROTO,
-    _dag,
+    dag_pickle,
     get,
     glob,
     put,
@@ -60,10 +60,10 @@ def cases(folder: Path) -> dict[str, Path]:
             PROTO + glob("torch", "FloatStorage") + b"}" + text("dtype") + glob("torch", "int8") + b"sb.",
         ),  # fmt: skip
         "memo DAG (2**90 leaves) fed to str": write_zip(
-            folder / "dag_str.pt", PROTO + _dag(90) + glob("builtins", "str") + b"(" + top + b"tR."
+            folder / "dag_str.pt", PROTO + dag_pickle(90) + glob("builtins", "str") + b"(" + top + b"tR."
         ),
-        "memo DAG as a dict key": write_zip(folder / "dag_key.pt", PROTO + _dag(90) + b"}" + top + b"\x85K\x01s."),
-        "memo DAG of plain data, 60 levels": write_zip(folder / "dag_data.pt", PROTO + _dag(60) + b"."),
+        "memo DAG as a dict key": write_zip(folder / "dag_key.pt", PROTO + dag_pickle(90) + b"}" + top + b"\x85K\x01s."),
+        "memo DAG of plain data, 60 levels": write_zip(folder / "dag_data.pt", PROTO + dag_pickle(60) + b"."),
         "100,000 nested MARKs": write_zip(folder / "marks.pt", PROTO + b"(" * 100_000 + b"."),
         "opcode loop (500k NONE/POP)": write_zip(folder / "loop.pt", PROTO + b"N0" * 500_000 + b"N."),
         "memo flood (80k entries)": write_zip(

@@ -24,9 +24,9 @@ from training.evaluation import readers  # noqa: E402
 from training.evaluation.protocol import (  # noqa: E402
     HeatmapSource,
     ProtocolConfig,
-    _score,
     iterate_encoded,
     sample_heatmap,
+    score_heatmap,
     side_mass,
 )
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         records = []
         for sample, image, mapping, _ in encoded:
             heatmap, truth = sample_heatmap(source, image, sample, mapping, protocol)
-            record = _score(heatmap, truth, protocol.thresholds)
+            record = score_heatmap(heatmap, truth, protocol.thresholds)
             record["side"] = side_mass(heatmap, sample.phrase, mapping.left + mapping.resized_width / 2)
             records.append(record)
 

@@ -46,6 +46,24 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
         ("tests/test_evaluation.py", "tests/test_behaviour_heatmaps.py"),
     ),
     "report": ("training/evaluation/report.py", ("tests/test_eval_report.py",)),
+    # issue #30: the evaluation readers and the demo's callbacks and annotation parsing
+    "readers": (
+        "training/evaluation/readers.py",
+        ("tests/test_readers.py", "tests/test_realdata_reports.py", "tests/test_properties.py", "tests/test_slips.py"),
+    ),
+    "readers_cxr": (
+        "training/evaluation/readers_cxr.py",
+        ("tests/test_readers.py", "tests/test_properties.py", "tests/test_slips.py"),
+    ),
+    "readers_fundus": ("training/evaluation/readers_fundus.py", ("tests/test_readers.py",)),
+    "demo_callbacks": (
+        "demo/callbacks.py",
+        ("tests/test_demo_callbacks.py", "tests/test_behaviour_demo.py", "tests/test_slips.py"),
+    ),
+    "demo_annotations": (
+        "demo/annotations.py",
+        ("tests/test_demo_callbacks.py", "tests/test_demo_hardening.py", "tests/test_slips.py"),
+    ),
 }
 
 # Surviving mutants judged equivalent: {mutant name: one-line reason}. Filled from the survivors' diffs

@@ -27,14 +27,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.card import _read_summary  # noqa: E402
+from training.card import read_summary  # noqa: E402
 
 METRICS = ("pointing_game", "iou_mean", "dice_mean", "cnr", "side_mass")
 
 
 def read_scores(folder: str | Path) -> dict[str, tuple[float, float]]:
     """``{metric: (value, standard error)}`` from an evaluation folder's ``summary.json``."""
-    localization, _ = _read_summary(folder)
+    localization, _ = read_summary(folder)
     scores = {}
     for metric in METRICS:
         entry = localization.get(metric)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from afloc import AFLocPredictor, load_model  # noqa: E402
+from afloc import AFLocPredictor, load_pretrained  # noqa: E402
 from afloc.localization import LocalizationConfig  # noqa: E402
 from training.callbacks import summarize_scores  # noqa: E402
 from training.evaluation.protocol import HeatmapSource, ProtocolConfig, evaluate_localization  # noqa: E402
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--sigmas", type=float, nargs="+", default=[0.0, 0.6, 1.0])
     args = parser.parse_args(argv)
-    bundle = load_model(args.model)
+    bundle = load_pretrained(args.model)
     samples = read_phantom(args.corpus, args.split).samples[: args.n]
     print("| similarity | sigma | pointing game | IoU | CNR | side mass |\n|---|---|---|---|---|---|")
     for similarity in ("dot", "cosine"):

@@ -1,6 +1,6 @@
 """Print evaluation summaries side by side: macro and per-category pointing game, IoU, Dice and CNR with 95% CIs.
 
-    python benchmarks/summarize.py runs/eval/val_center runs/eval/val_kind-oracle runs/eval/model
+python benchmarks/summarize.py runs/eval/val_center runs/eval/val_kind-oracle runs/eval/model
 """
 
 from __future__ import annotations

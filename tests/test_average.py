@@ -9,7 +9,7 @@ import torch
 import yaml
 from training_fixtures import write_tiny_bert, write_tiny_corpus
 
-from afloc import load_model
+from afloc import load_pretrained
 from training.__main__ import main as training_main
 from training.average import average_checkpoints, run_checkpoints
 from training.cli import cli_main
@@ -79,7 +79,7 @@ def test_average_is_the_mean_and_frozen_weights_stay_bit_identical(run, tmp_path
     assert training_main(["export", "--ckpt", str(out), "--out", str(exported), "--external-text"]) == 0
     card = (exported / "README.md").read_text()
     assert "the mean of the weights of 3 checkpoints" in card and "periodic-step=1.ckpt (step 1)" in card
-    model = load_model(exported).model.state_dict()
+    model = load_pretrained(exported).model.state_dict()
     key = next(k for k in trained if k.startswith("model.image_encoder"))
     torch.testing.assert_close(model[key.removeprefix("model.")], averaged["state_dict"][key])
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import afloc
-from afloc import AFLoc, LocalizationConfig, Preprocessing, load_model
+from afloc import AFLoc, LocalizationConfig, Preprocessing, load_pretrained, save_pretrained
 from afloc.checkpoint import read_state_dict
 
 
@@ -24,7 +24,8 @@ def _state_equal(a: AFLoc, b: AFLoc) -> bool:
 @pytest.fixture
 def saved(tmp_path, tiny_model, tiny_tokenizer):
     directory = tmp_path / "model"
-    tiny_model.save_pretrained(
+    save_pretrained(
+        tiny_model,
         directory,
         tiny_tokenizer,
         preprocessing=Preprocessing(image_size=64),
@@ -37,7 +38,7 @@ def test_round_trip_is_bit_exact(saved, tiny_model, tiny_tokenizer):
     names = {p.name for p in saved.iterdir()}
     assert {"config.json", "model.safetensors", "preprocessing.json", "README.md"} <= names
     assert names & {"tokenizer.json", "vocab.txt"}
-    bundle = load_model(saved)
+    bundle = load_pretrained(saved)
     assert _state_equal(bundle.model, tiny_model)
     assert bundle.model.config == tiny_model.config
     assert bundle.preprocessing == Preprocessing(image_size=64)
@@ -45,7 +46,7 @@ def test_round_trip_is_bit_exact(saved, tiny_model, tiny_tokenizer):
     assert "not a medical device" in bundle.card
     text = "right lower lobe consolidation. no effusion"
     assert torch.equal(bundle.tokenizer([text]).input_ids, tiny_tokenizer([text]).input_ids)
-    assert _state_equal(AFLoc.from_pretrained(saved), tiny_model)
+    assert _state_equal(load_pretrained(saved).model, tiny_model)
     images = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         a = bundle.model.encode_image(images).patch_embeddings
@@ -55,12 +56,12 @@ def test_round_trip_is_bit_exact(saved, tiny_model, tiny_tokenizer):
 
 def test_float16_storage_and_sharding(tmp_path, tiny_model, tiny_tokenizer):
     directory = tmp_path / "compact"
-    tiny_model.save_pretrained(directory, tiny_tokenizer, storage_dtype="float16", max_shard_bytes=6_000_000)
+    save_pretrained(tiny_model, directory, tiny_tokenizer, storage_dtype="float16", max_shard_bytes=6_000_000)
     shards = sorted(directory.glob("model-*.safetensors"))
     assert len(shards) >= 2 and (directory / "model.safetensors.index.json").is_file()
     assert all(p.stat().st_size <= 6_000_000 + 100_000 for p in shards)  # + safetensors header
     assert not (directory / "model.safetensors").exists()
-    loaded = load_model(directory).model
+    loaded = load_pretrained(directory).model
     for key, value in tiny_model.state_dict().items():
         other = loaded.state_dict()[key]
         assert other.dtype == value.dtype
@@ -69,7 +70,7 @@ def test_float16_storage_and_sharding(tmp_path, tiny_model, tiny_tokenizer):
         else:
             assert torch.equal(other, value)
     # saving again unsharded removes the stale shards
-    tiny_model.save_pretrained(directory, tiny_tokenizer)
+    save_pretrained(tiny_model, directory, tiny_tokenizer)
     assert not list(directory.glob("model-*.safetensors")) and (directory / "model.safetensors").is_file()
 
 
@@ -81,7 +82,7 @@ def test_strict_mismatch_lists_keys(saved, tiny_config, tiny_bert_config):
     del state["image_encoder.global_projection.bias"]
     save_file(state, str(saved / "model.safetensors"))
     with pytest.raises(ValueError, match=r"missing keys \['image_encoder.global_projection.bias'\]") as info:
-        load_model(saved)
+        load_pretrained(saved)
     assert "extra.weight" in str(info.value)
 
 
@@ -90,26 +91,26 @@ def test_shape_mismatch_is_reported(saved, tiny_config):
     config["text"]["bert_config"]["intermediate_size"] = 48
     (saved / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="shape mismatches"):
-        load_model(saved)
+        load_pretrained(saved)
 
 
 def test_bad_directories(tmp_path, saved):
     with pytest.raises(ValueError, match="does not exist"):
-        load_model(tmp_path / "nowhere")
+        load_pretrained(tmp_path / "nowhere")
     broken = tmp_path / "broken"
     shutil.copytree(saved, broken)
     (broken / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
-        load_model(broken)
+        load_pretrained(broken)
     os.remove(broken / "config.json")
     with pytest.raises(ValueError, match="missing config.json"):
-        load_model(broken)
+        load_pretrained(broken)
     truncated = tmp_path / "truncated"
     shutil.copytree(saved, truncated)
     data = (truncated / "model.safetensors").read_bytes()
     (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="cannot read weights"):
-        load_model(truncated)
+        load_pretrained(truncated)
 
 
 def _lightning_checkpoint(model, vocab_dir):
@@ -128,12 +129,12 @@ def test_lightning_checkpoint_of_our_training_loads(tmp_path, tiny_model, vocab_
     shutil.copy(vocab_file, vocab_dir / "vocab.txt")
     path = tmp_path / "last.ckpt"
     torch.save(_lightning_checkpoint(tiny_model, vocab_dir), path)
-    bundle = load_model(path)
+    bundle = load_pretrained(path)
     assert _state_equal(bundle.model, tiny_model)
     assert bundle.preprocessing.image_size == 64
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
-        load_model(path)
+        load_pretrained(path)
 
 
 class _Payload:
@@ -147,17 +148,17 @@ def test_checkpoint_with_code_is_refused(tmp_path, tiny_model, vocab_file, monke
     checkpoint["afloc"]["evil"] = _Payload()
     torch.save(checkpoint, tmp_path / "evil.ckpt")
     with pytest.raises(ValueError, match="will not be unpickled"):
-        load_model(tmp_path / "evil.ckpt")
+        load_pretrained(tmp_path / "evil.ckpt")
     assert not (tmp_path / "should_never_exist").exists()
 
 
 def test_foreign_checkpoint_is_named(tmp_path):
     torch.save({"state_dict": {"w": torch.zeros(1)}, "hyper_parameters": {}}, tmp_path / "other.ckpt")
     with pytest.raises(ValueError, match="model_config"):
-        load_model(tmp_path / "other.ckpt")
+        load_pretrained(tmp_path / "other.ckpt")
     torch.save([1, 2], tmp_path / "list.ckpt")
     with pytest.raises(ValueError, match="not a Lightning checkpoint"):
-        load_model(tmp_path / "list.ckpt")
+        load_pretrained(tmp_path / "list.ckpt")
 
 
 def test_storage_dtype_validated(tmp_path, tiny_model, tiny_tokenizer):
@@ -178,22 +179,22 @@ def test_external_text_weights(tmp_path, vocab_file, tiny_bert_config, tiny_toke
     )
     torch.manual_seed(0)
     model = build_model(config)
-    out = model.save_pretrained(tmp_path / "small", tiny_tokenizer, external_text=True)
+    out = save_pretrained(model, tmp_path / "small", tiny_tokenizer, external_text=True)
     saved = read_state_dict(out)
     assert saved and not any(k.startswith("text_encoder.") for k in saved)
-    loaded = load_model(out).model
+    loaded = load_pretrained(out).model
     assert _state_equal(loaded, model)
     assert loaded.config.text.external_weights_sha256
     # a fine-tuned text encoder cannot be left out
     with torch.no_grad():
         model.text_encoder.bert.embeddings.word_embeddings.weight[0] += 1.0
     with pytest.raises(ValueError, match="fine-tuned"):
-        model.save_pretrained(tmp_path / "bad", tiny_tokenizer, external_text=True)
+        save_pretrained(model, tmp_path / "bad", tiny_tokenizer, external_text=True)
     # a different source than the one the model was trained with is refused at load time
     torch.manual_seed(5)
     write_tiny_bert(bert, vocab_file, {**tiny_bert_config, "initializer_range": 0.5})
     with pytest.raises(ValueError, match="digest mismatch"):
-        load_model(out)
+        load_pretrained(out)
 
 
 def _files(directory) -> dict[str, bytes]:
@@ -238,12 +239,12 @@ def test_saving_a_loaded_model_round_trips_exactly(kind, tmp_path, vocab_file, t
     first = afloc.save_pretrained(
         model, tmp_path / "first", tiny_tokenizer, preprocessing, localization, external_text=external, **options
     )
-    bundle = load_model(first)
+    bundle = load_pretrained(first)
     # the call from the issue: no storage options, no external-text flag
     second = afloc.save_pretrained(
         bundle.model, tmp_path / "second", bundle.tokenizer, bundle.preprocessing, bundle.localization
     )
-    again = load_model(second)
+    again = load_pretrained(second)
     assert _state_equal(again.model, bundle.model)
     assert again.model.config == bundle.model.config
     assert (again.preprocessing, again.localization) == (preprocessing, localization)
@@ -258,17 +259,17 @@ def test_saving_a_loaded_model_round_trips_exactly(kind, tmp_path, vocab_file, t
     assert _files(third) == _files(first)
     # an explicit external_text=False writes the text weights and drops the digest
     full = afloc.save_pretrained(bundle.model, tmp_path / "full", bundle.tokenizer, external_text=False)
-    assert not load_model(full).model.config.text.external_weights_sha256
-    assert _state_equal(load_model(full).model, bundle.model)
+    assert not load_pretrained(full).model.config.text.external_weights_sha256
+    assert _state_equal(load_pretrained(full).model, bundle.model)
 
 
 def test_bundled_model_saves_and_loads_back(tmp_path):
     """The bundled chest model (float16, external MiniLM text) with the issue's exact call."""
-    bundle = load_model(BUNDLED)
+    bundle = load_pretrained(BUNDLED)
     out = afloc.save_pretrained(
         bundle.model, tmp_path / "copy", bundle.tokenizer, bundle.preprocessing, bundle.localization
     )
-    copy = load_model(out)
+    copy = load_pretrained(out)
     assert _state_equal(copy.model, bundle.model) and copy.model.config == bundle.model.config
     assert (copy.preprocessing, copy.localization) == (bundle.preprocessing, bundle.localization)
     assert not any(k.startswith("text_encoder.") for k in read_state_dict(out))
@@ -294,6 +295,6 @@ def test_tokenizer_file_is_written_compactly_and_reads_back(tmp_path, tiny_model
     directory = afloc.save_pretrained(tiny_model, tmp_path / "m", tiny_tokenizer, Preprocessing(image_size=64))
     text = (directory / "tokenizer.json").read_text(encoding="utf-8")
     assert "\n" not in text and ": " not in text[:200]
-    loaded = afloc.load_model(directory).tokenizer
+    loaded = afloc.load_pretrained(directory).tokenizer
     captions = ["small left pleural effusion. no pneumothorax", "cardiomegaly"]
     assert torch.equal(loaded(captions).input_ids, tiny_tokenizer(captions).input_ids)

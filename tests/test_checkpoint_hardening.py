@@ -131,7 +131,7 @@ def test_placeholders_are_fresh_per_load_and_built_once(tmp_path):
 # ---------------------------------------------------------------- bombs
 
 
-def _dag(levels: int) -> bytes:
+def dag_pickle(levels: int) -> bytes:
     """A list DAG: level i is [level i-1, level i-1]; 2**levels leaves in ~12 bytes per level."""
     out = b"]" + put(0)
     for level in range(1, levels + 1):
@@ -141,7 +141,7 @@ def _dag(levels: int) -> bytes:
 
 @pytest.mark.parametrize("consumer", ["str", "set", "dict key", "frozenset"])
 def test_memo_dag_bomb_is_refused_quickly(tmp_path, consumer):
-    dag = _dag(90)
+    dag = dag_pickle(90)
     top = get(90)
     tuple_dag = top + b"\x85"  # (dag,) : a tuple holding the DAG
     tail = {
@@ -157,11 +157,11 @@ def test_memo_dag_bomb_is_refused_quickly(tmp_path, consumer):
 
 
 def test_shared_dag_of_data_loads_and_materializes_in_linear_time(tmp_path):
-    path = write_zip(tmp_path / "dag.pt", PROTO + _dag(60) + b".")
+    path = write_zip(tmp_path / "dag.pt", PROTO + dag_pickle(60) + b".")
     with load_checkpoint(path) as checkpoint:
         result = fast(lambda: checkpoint.materialize(checkpoint.data))
     assert result[0] is result[1]  # shared objects stay shared: visited once
-    deep = write_zip(tmp_path / "deep.pt", PROTO + _dag(150) + b".")
+    deep = write_zip(tmp_path / "deep.pt", PROTO + dag_pickle(150) + b".")
     with pytest.raises(BudgetExceededError, match="nest deeper"):
         fast(lambda: load_checkpoint(deep))
     marks = write_zip(tmp_path / "marks.pt", PROTO + b"(" * 100_000 + b".")
@@ -288,7 +288,7 @@ def test_errors_name_types_not_values(tmp_path):
     "payload",
     [
         state_dict_pickle().replace(b"}(us.", b"}(K\x01" + tensor_record("0", 1, (1,), (1,)) + b"us."),
-        PROTO + b"}" + text("state_dict") + b"}" + text("afloc.x") + _dag(40) + b"ss.",
+        PROTO + b"}" + text("state_dict") + b"}" + text("afloc.x") + dag_pickle(40) + b"ss.",
         PROTO + b"(" * 5000 + b".",
         PROTO + glob("os", "system") + b"(" + text("echo hi") + b"tR.",
         b"PK\x03\x04 truncated",

@@ -186,7 +186,7 @@ def released(tmp_path_factory, bert_config, tokenizer_dir, tokenizer_with_config
 @pytest.mark.parametrize("layout", ["authors", "gloria"])
 def test_converted_model_matches_ours_with_the_same_tensors(released, layout, tokenizer_dir):
     reference, _, out = released[layout]
-    bundle = afloc.load_model(out)
+    bundle = afloc.load_pretrained(out)
 
     # the reference preset: the authors' 8-bit resize and short-side rule, their prompt joining, the 14 px margin
     assert bundle.preprocessing == Preprocessing(
@@ -231,7 +231,7 @@ def test_converted_model_matches_ours_with_the_same_tensors(released, layout, to
 
 def test_authors_checkpoint_keeps_all_three_levels(released):
     _, path, out = released["authors"]
-    bundle = afloc.load_model(out)
+    bundle = afloc.load_pretrained(out)
     assert bundle.model.image_encoder.shallow_projection is not None
     assert bundle.model.config.loss == LossConfig()
     card = bundle.card
@@ -243,7 +243,7 @@ def test_authors_checkpoint_keeps_all_three_levels(released):
 
 def test_gloria_has_no_shallow_level(released):
     _, _, out = released["gloria"]
-    bundle = afloc.load_model(out)
+    bundle = afloc.load_pretrained(out)
     model = bundle.model
     assert model.image_encoder.shallow_projection is None
     assert not any("shallow" in key for key in model.state_dict())
@@ -290,7 +290,7 @@ def test_converted_model_applies_the_reference_margin_by_default(released, token
     out = tmp_path / "no_margin"
     argv = ["authors", str(path), "--tokenizer", str(tokenizer_dir), "--out", str(out)]
     assert main([*argv, "--num-attention-heads", "2", "--margin", "0"]) == 0
-    assert afloc.load_model(out).localization.margin == 0
+    assert afloc.load_pretrained(out).localization.margin == 0
 
 
 def test_cli_options_and_help(released, tokenizer_with_config, tmp_path, capsys):
@@ -300,7 +300,7 @@ def test_cli_options_and_help(released, tokenizer_with_config, tmp_path, capsys)
     code = main(["gloria", str(path), "--tokenizer", str(tokenizer_dir), "--out", str(out)]
                 + ["--margin", "14", "--similarity", "cosine"])  # fmt: skip
     assert code == 0
-    localization = afloc.load_model(out).localization
+    localization = afloc.load_pretrained(out).localization
     assert (localization.margin, localization.similarity, localization.classification_similarity) == (
         14,
         "cosine",
@@ -311,7 +311,7 @@ def test_cli_options_and_help(released, tokenizer_with_config, tmp_path, capsys)
     assert "not an empty directory" in capsys.readouterr().err
     # ... and is with "--overwrite": the second conversion's settings replace the first's
     assert main(["gloria", str(path), "--tokenizer", str(tokenizer_dir), "--out", str(out), "--overwrite"]) == 0
-    assert afloc.load_model(out).localization.similarity == "dot"
+    assert afloc.load_pretrained(out).localization.similarity == "dot"
     with pytest.raises(SystemExit) as exit_info:
         main(["authors", "--help"])
     assert exit_info.value.code == 0

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from afloc import Preprocessing
+from afloc import Preprocessing, save_pretrained
 from training.__main__ import main as training_main
 from training.evaluation.protocol import (
     TUNE_GRID,
@@ -31,7 +31,7 @@ def phantom(tmp_path_factory):
 
 @pytest.fixture
 def model_dir(tmp_path, tiny_model, tiny_tokenizer):
-    return tiny_model.save_pretrained(tmp_path / "model", tiny_tokenizer, preprocessing=Preprocessing(image_size=64))
+    return save_pretrained(tiny_model, tmp_path / "model", tiny_tokenizer, preprocessing=Preprocessing(image_size=64))
 
 
 def test_prompts_per_mode():

@@ -43,7 +43,7 @@ def test_bad_preprocessing_options_stop_before_any_data_is_read(tmp_path, option
 
 
 def test_fit_export_and_demo_know_a_fundus_model(tmp_path, vocab_file, tiny_bert_config):
-    from afloc import load_model
+    from afloc import load_pretrained
     from demo.modality import model_choices
     from demo.models import ModelStore
     from training.__main__ import main as training_main
@@ -61,7 +61,7 @@ def test_fit_export_and_demo_know_a_fundus_model(tmp_path, vocab_file, tiny_bert
     assert saved["modality"] == "fundus" and saved["mean"] == pytest.approx(MEAN) and saved["image_size"] == 64
     out = tmp_path / "models" / "tiny_fundus"
     assert training_main(["export", "--ckpt", last, "--out", str(out)]) == 0
-    bundle = load_model(out)
+    bundle = load_pretrained(out)
     assert bundle.preprocessing.modality == "fundus" and bundle.preprocessing.std == pytest.approx(tuple(STD))
     store = ModelStore([tmp_path / "models"])
     assert [key for _, key in model_choices(store, "fundus")] == [str(out.resolve())]

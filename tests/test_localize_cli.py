@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from afloc import Preprocessing
+from afloc import Preprocessing, save_pretrained
 from afloc.localize import main, read_boxes
 
 
 @pytest.fixture
 def model_dir(tmp_path, tiny_model, tiny_tokenizer):
-    return tiny_model.save_pretrained(tmp_path / "model", tiny_tokenizer, preprocessing=Preprocessing(image_size=64))
+    return save_pretrained(tiny_model, tmp_path / "model", tiny_tokenizer, preprocessing=Preprocessing(image_size=64))
 
 
 def _write_png(path, height, width, seed=0):

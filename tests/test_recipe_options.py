@@ -181,7 +181,7 @@ def test_fit_with_the_cpu_recipe_options_and_export_only_the_trained_text_part(t
     from safetensors import safe_open
     from training_fixtures import write_tiny_bert, write_tiny_corpus
 
-    from afloc import load_model
+    from afloc import load_pretrained
     from training.__main__ import main as training_main
     from training.cli import cli_main
 
@@ -208,7 +208,7 @@ def test_fit_with_the_cpu_recipe_options_and_export_only_the_trained_text_part(t
             keys |= set(handle.keys())
     assert "text_adapter.linear.weight" in keys and "image_encoder.deep_position" in keys
     assert not any(k.startswith("text_encoder.") for k in keys)
-    loaded = load_model(out).model
+    loaded = load_pretrained(out).model
     text = cli.datamodule.tokenizer(CAPTIONS)
     with torch.no_grad():
         expected = model.eval().encode_text(text)

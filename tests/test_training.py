@@ -11,7 +11,7 @@ import yaml
 from helpers import shared_data
 from training_fixtures import write_tiny_bert, write_tiny_corpus
 
-from afloc import AFLoc, load_model
+from afloc import AFLoc, load_pretrained
 from afloc.text import sample_caption
 from training.__main__ import main as training_main
 from training.cli import cli_main
@@ -54,7 +54,7 @@ def test_smoke_fit_export_plot(tmp_path, tiny_bert, corpus):
         assert name in metrics
     last = Path(trainer.checkpoint_callback.last_model_path)
     assert last.is_file()
-    bundle = load_model(last)  # our safe loader reads the Lightning checkpoint
+    bundle = load_pretrained(last)  # our safe loader reads the Lightning checkpoint
     for key, value in cli.model.model.state_dict().items():
         assert torch.equal(bundle.model.state_dict()[key], value.cpu()), key
 
@@ -62,7 +62,7 @@ def test_smoke_fit_export_plot(tmp_path, tiny_bert, corpus):
     assert training_main(["export", "--ckpt", str(last), "--out", str(out), "--storage-dtype", "float16"]) == 0
     card = (out / "README.md").read_text()
     assert "train/total" in card and str(corpus) in card and "not a medical device" in card
-    assert load_model(out).model.config == bundle.model.config
+    assert load_pretrained(out).model.config == bundle.model.config
     assert training_main(["plot", str(log_dir)]) == 0
     assert (log_dir / "curves.png").stat().st_size > 1000
 
@@ -91,7 +91,7 @@ def test_centred_frozen_text_fit_and_compact_export(tmp_path, tiny_bert, corpus)
     assert "## Limitations\n\nSees only toy films." in card and "python -m training fit" in card
     sections.write_text("## Results\n\nmade up\n")
     assert training_main([*args[:4], str(tmp_path / "other"), *args[5:]]) == 2
-    bundle = load_model(out)
+    bundle = load_pretrained(out)
     assert bundle.localization.smoothing_sigma == 0.6
     loaded = bundle.model
     assert torch.equal(loaded.word_center, model.word_center.cpu())

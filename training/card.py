@@ -28,7 +28,7 @@ def _cell(entry: dict | None, digits: int = 3) -> str:
     return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def _read_summary(folder: str | Path) -> tuple[dict, dict]:
+def read_summary(folder: str | Path) -> tuple[dict, dict]:
     """``(localization, meta)`` of a ``python -m training evaluate`` result folder."""
     path = Path(folder) / "summary.json"
     if not path.is_file():
@@ -45,7 +45,7 @@ def evaluation_table(result_dirs: list[str | Path]) -> str:
     )
     rows = []
     for folder in result_dirs:
-        loc, meta = _read_summary(folder)
+        loc, meta = read_summary(folder)
         rows.append(
             f"| {meta['model']} | {meta['n_samples']} | {_cell(loc['pointing_game'])} | "
             f"{_cell(loc['per_threshold_mean']['iou'])} | {_cell(loc['per_threshold_mean']['dice'])} | "
@@ -60,7 +60,7 @@ def per_category_table(result_dirs: list[str | Path]) -> str:
     header = "| model | category | n | pointing game | IoU (mean over 0.1-0.5) | CNR |\n|---|---|---|---|---|---|"
     rows = []
     for folder in result_dirs:
-        loc, meta = _read_summary(folder)
+        loc, meta = read_summary(folder)
         pg, iou, cnr = loc["pointing_game"], loc["iou_mean"], loc["cnr"]
         for category in sorted(pg.get("per_category", {})):
             cells = [m.get("per_category", {}).get(category) for m in (pg, iou, cnr)]

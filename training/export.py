@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from afloc import load_model
+from afloc import load_pretrained, save_pretrained
 from afloc.model_card import render_model_card
 
 
@@ -81,7 +81,7 @@ def export(
 ) -> Path:
     ckpt = Path(ckpt)
     overrides = read_card_sections(card_sections) if card_sections else {}
-    bundle = load_model(ckpt)  # safe loader: weights_only, strict
+    bundle = load_pretrained(ckpt)  # safe loader: weights_only, strict
     raw = torch.load(str(ckpt), map_location="cpu", weights_only=True)
     hyper = raw.get("hyper_parameters", {})
     data = raw.get("datamodule_hyper_parameters", {})
@@ -126,10 +126,9 @@ def export(
     localization = bundle.localization
     if smoothing_sigma is not None:
         localization = dataclasses.replace(localization, smoothing_sigma=smoothing_sigma)
-    return bundle.model.save_pretrained(
+    return save_pretrained(
+        bundle,
         out,
-        bundle.tokenizer,
-        preprocessing=bundle.preprocessing,
         localization=localization,
         card=card,
         storage_dtype=storage_dtype,

@@ -313,7 +313,7 @@ class AFLocPretraining(pl.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # What afloc.load_model needs to rebuild the network offline (plain types only: the checkpoint stays
+        # What afloc.load_pretrained needs to rebuild the network offline (plain types only: the checkpoint stays
         # loadable with torch.load(weights_only=True)), plus RNG states for an exact resume.
         # (kept out of hyper_parameters, which LightningCLI replays as arguments when resuming)
         data = self.trainer.datamodule if self._trainer is not None else None

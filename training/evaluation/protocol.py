@@ -186,7 +186,7 @@ class HeatmapSource:
         return heatmaps_from_embeddings(patches, self.predictor.embed_prompts(prompts), size, config, shallow)
 
 
-def _score(heatmap: np.ndarray, truth: np.ndarray, thresholds: Sequence[float]) -> dict[str, float]:
+def score_heatmap(heatmap: np.ndarray, truth: np.ndarray, thresholds: Sequence[float]) -> dict[str, float]:
     record: dict[str, float] = {}
     sweep = threshold_metrics(heatmap, truth, thresholds)
     for t, i, d in zip(thresholds, sweep["iou"], sweep["dice"], strict=True):
@@ -302,7 +302,7 @@ def evaluate_localization(
             "prompt": " | ".join(config.prompts(sample)),
             "image": str(sample.image_path),
         }
-        record.update(_score(heatmap, truth, config.thresholds))
+        record.update(score_heatmap(heatmap, truth, config.thresholds))
         if config.space == "model":
             midline = mapping.left + mapping.resized_width / 2
         else:

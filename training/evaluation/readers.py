@@ -62,7 +62,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".tif", ".tiff", ".bmp")
 # ------------------------------------------------------------------------------------------------ data model
 
 
-def _to_rle(value: Any) -> dict:
+def to_rle(value: Any) -> dict:
     """A mask (``[H, W]`` array, or a COCO RLE dict) -> compressed COCO RLE ``{"size": [H, W], "counts": bytes}``."""
     if isinstance(value, dict):
         if "size" not in value or "counts" not in value:
@@ -99,7 +99,7 @@ class _CompactMask:
             return mask_utils.decode(rle).astype(bool)
 
     def __set__(self, obj: Any, value: Any) -> None:
-        obj.__dict__[self._slot] = None if value is None else _to_rle(value)
+        obj.__dict__[self._slot] = None if value is None else to_rle(value)
 
 
 def _pixel_span(start: float, length: float, limit: int) -> tuple[int, int]:
@@ -231,22 +231,22 @@ class ReadResult:
 # ----------------------------------------------------------------------------------- helpers for the readers
 
 
-def _require_file(path: str | Path, what: str) -> Path:
+def require_file(path: str | Path, what: str) -> Path:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{what} not found: {path} (expected an existing file)")
     return path
 
 
-def _require_dir(path: str | Path, what: str) -> Path:
+def require_dir(path: str | Path, what: str) -> Path:
     path = Path(path)
     if not path.is_dir():
         raise ValueError(f"{what} not found: {path} (expected an existing directory)")
     return path
 
 
-def _load_json(path: str | Path, what: str) -> Any:
-    path = _require_file(path, what)
+def load_json(path: str | Path, what: str) -> Any:
+    path = require_file(path, what)
     try:
         with path.open(encoding="utf-8") as handle:
             return json.load(handle)
@@ -258,7 +258,7 @@ def _load_json(path: str | Path, what: str) -> Any:
         raise ValueError(f"{path}: the {what} is not UTF-8 text ({error})") from None
 
 
-def _read_csv(source: Any, path: Path, what: str, required: tuple[str, ...]) -> pd.DataFrame:
+def read_csv_rows(source: Any, path: Path, what: str, required: tuple[str, ...]) -> pd.DataFrame:
     """Read a CSV (a path or an open binary file from ``path``) as strings; blanks stay ``""``."""
     try:
         frame = pd.read_csv(source, dtype=str, keep_default_na=False)
@@ -273,7 +273,7 @@ def _read_csv(source: Any, path: Path, what: str, required: tuple[str, ...]) -> 
     return frame
 
 
-def _numbers(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+def parse_numbers(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """``[N, len(columns)]`` float64; blanks and non-numbers become NaN (counted later as invalid boxes)."""
     return np.stack([pd.to_numeric(frame[c].str.strip(), errors="coerce").to_numpy(float) for c in columns], 1)
 
@@ -295,7 +295,7 @@ def read_image_size(path: str | Path) -> tuple[int, int]:
     return height, width
 
 
-def _read_mask_file(path: Path, threshold: int | None = None) -> np.ndarray:
+def read_mask_file(path: Path, threshold: int | None = None) -> np.ndarray:
     """A mask image -> ``bool [H, W]``: any channel above ``threshold`` (alpha ignored).
 
     ``threshold=None`` means 0 for lossless files and 127 for JPEG, whose compression ringing would otherwise
@@ -312,7 +312,7 @@ def _read_mask_file(path: Path, threshold: int | None = None) -> np.ndarray:
     return values > threshold
 
 
-def _images_by_stem(directory: Path) -> dict[str, Path]:
+def images_by_stem(directory: Path) -> dict[str, Path]:
     """Image files directly in ``directory`` by file stem (the first in sorted order when stems repeat)."""
     found: dict[str, Path] = {}
     for path in sorted(directory.iterdir()):
@@ -321,7 +321,7 @@ def _images_by_stem(directory: Path) -> dict[str, Path]:
     return found
 
 
-class _Collector:
+class Collector:
     """Groups boxes (and masks) into samples in first-seen order and records missing files and skip reasons."""
 
     def __init__(self, keep_missing: bool = False) -> None:

@@ -20,17 +20,17 @@ import numpy as np
 import pycocotools.mask as mask_utils
 
 from .readers import (
+    Collector,
     ReadResult,
-    _Collector,
-    _images_by_stem,
-    _load_json,
-    _numbers,
-    _read_csv,
-    _read_mask_file,
-    _require_dir,
-    _require_file,
-    _to_rle,
+    images_by_stem,
+    load_json,
+    parse_numbers,
+    read_csv_rows,
     read_image_size,
+    read_mask_file,
+    require_dir,
+    require_file,
+    to_rle,
 )
 
 MS_CXR_CSV_COLUMNS = ("dicom_id", "category_name", "label_text", "x", "y", "w", "h", "path")
@@ -65,7 +65,7 @@ def _size(height: Any, width: Any) -> tuple[int, int] | None:
 
 def _read_coco_json(annotations: Path, image_root: Path, what: str, keep_missing: bool, phrases: bool) -> ReadResult:
     """COCO boxes grouped by (image, ``label_text``) when ``phrases`` else by (image, category name)."""
-    data = _load_json(annotations, what)
+    data = load_json(annotations, what)
     lists = ("images", "annotations", "categories")
     if not isinstance(data, dict) or not all(isinstance(data.get(key), list) for key in lists):
         raise ValueError(f"{annotations}: expected a COCO-style JSON object with the lists {list(lists)}")
@@ -74,11 +74,13 @@ def _read_coco_json(annotations: Path, image_root: Path, what: str, keep_missing
         images = {image["id"]: image for image in data["images"]}
     except (KeyError, TypeError) as error:
         raise ValueError(f"{annotations}: every category needs 'id' and 'name', every image 'id' ({error})") from None
-    collector = _Collector(keep_missing)
+    collector = Collector(keep_missing)
     annotated = set()
     for number, annotation in enumerate(data["annotations"]):
-        if not isinstance(annotation, dict) or "image_id" not in annotation or (
-            annotation.get("bbox") is None and annotation.get("segmentation") is None
+        if (
+            not isinstance(annotation, dict)
+            or "image_id" not in annotation
+            or (annotation.get("bbox") is None and annotation.get("segmentation") is None)
         ):
             raise ValueError(
                 f"{annotations}: annotation #{number} needs 'image_id' and a 'bbox' or 'segmentation', "
@@ -124,7 +126,7 @@ def _segmentation_mask(value: Any, size: tuple[int, int] | None, path: Path, num
     if value is None or (isinstance(value, list) and not value):
         return None
     if isinstance(value, dict):
-        rle = _to_rle(value)
+        rle = to_rle(value)
     elif isinstance(value, list) and size is not None:
         rle = _polygons_to_rle(value, size)
     else:
@@ -154,11 +156,11 @@ def read_ms_cxr(annotations: str | Path, image_root: str | Path, *, keep_missing
         return _read_coco_json(annotations, image_root, "MS-CXR annotations", keep_missing, phrases=True)
     if suffix != ".csv":
         raise ValueError(f"{annotations}: expected an MS-CXR annotation file ending in .json or .csv")
-    path = _require_file(annotations, "MS-CXR annotations")
-    frame = _read_csv(path, path, "MS-CXR annotations", MS_CXR_CSV_COLUMNS)
-    boxes = _numbers(frame, ["x", "y", "w", "h"])
+    path = require_file(annotations, "MS-CXR annotations")
+    frame = read_csv_rows(path, path, "MS-CXR annotations", MS_CXR_CSV_COLUMNS)
+    boxes = parse_numbers(frame, ["x", "y", "w", "h"])
     has_size = "image_width" in frame.columns and "image_height" in frame.columns
-    collector = _Collector(keep_missing)
+    collector = Collector(keep_missing)
     for row, box in zip(frame.itertuples(index=False), boxes, strict=True):
         phrase, dicom_id = str(row.label_text).strip(), str(row.dicom_id).strip()
         if not phrase:
@@ -217,7 +219,7 @@ def read_rsna(
     Patients with only ``Target == 0`` rows are counted as ``"no finding"``. The file does not state the image
     size, so ``image_size`` is ``None`` unless given (``(1024, 1024)`` for the challenge DICOMs).
     """
-    path = _require_file(labels_csv, "RSNA labels")
+    path = require_file(labels_csv, "RSNA labels")
     if path.suffix.lower() == ".zip":
         try:
             with zipfile.ZipFile(path) as archive:
@@ -229,13 +231,13 @@ def read_rsna(
             raise ValueError(f"{path}: not a readable zip file ({error})") from None
     else:
         source = path
-    frame = _read_csv(source, path, "RSNA labels", RSNA_COLUMNS)
-    values = _numbers(frame, ["x", "y", "width", "height", "Target"])
+    frame = read_csv_rows(source, path, "RSNA labels", RSNA_COLUMNS)
+    values = parse_numbers(frame, ["x", "y", "width", "height", "Target"])
     targets = values[:, 4]
     if not np.isin(targets, (0, 1)).all():
         bad = frame["Target"].iloc[int(np.flatnonzero(~np.isin(targets, (0, 1)))[0])]
         raise ValueError(f"{path}: Target must be 0 or 1, found {bad!r}")
-    collector = _Collector(keep_missing)
+    collector = Collector(keep_missing)
     root = Path(dicom_root)
     patients = frame["patientId"].str.strip()
     for patient, box, target in zip(patients, values[:, :4], targets, strict=True):
@@ -264,7 +266,7 @@ def read_nih_bbox(
     Boxes are grouped by (image, label); phrase = the label lower-cased (``"Infiltrate"`` -> ``"infiltrate"``),
     category = the label as written.
     """
-    path = _require_file(bbox_csv, "NIH box list")
+    path = require_file(bbox_csv, "NIH box list")
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     try:
         with opener(path, "rt", encoding="utf-8", newline="") as handle:
@@ -276,7 +278,7 @@ def read_nih_bbox(
             f"{path}: expected the NIH header 'Image Index,Finding Label,Bbox [x,y,w,h],,,' and rows "
             f"{', '.join(NIH_COLUMNS)}; got {rows[0][:6] if rows else 'an empty file'}"
         )
-    collector = _Collector(keep_missing)
+    collector = Collector(keep_missing)
     root = Path(image_root)
     for line, row in enumerate(rows[1:], start=2):
         if len(row) < 6:
@@ -322,7 +324,7 @@ def _polygons_to_rle(polygons: Any, size: tuple[int, int]) -> dict:
         if len(points):
             # one call per polygon: a single fillPoly over several polygons would cut holes where they overlap
             cv2.fillPoly(mask, [points], 1)
-    return _to_rle(mask)
+    return to_rle(mask)
 
 
 def read_chexlocalize(
@@ -355,12 +357,12 @@ def read_chexlocalize(
         raise ValueError("give exactly one of segmentations_json (RLE) and annotations_json (polygons)")
     source = Path(segmentations_json if segmentations_json is not None else annotations_json)
     what = "CheXlocalize segmentations" if segmentations_json is not None else "CheXlocalize annotations"
-    data = _load_json(source, what)
+    data = load_json(source, what)
     if not isinstance(data, dict) or not all(isinstance(entry, dict) for entry in data.values()):
         raise ValueError(f"{source}: expected a JSON object {{image_id: {{task: ...}}}}")
     root = Path(image_root) / split_prefix
     wanted = set(tasks)
-    collector = _Collector(keep_missing)
+    collector = Collector(keep_missing)
     for image_id, entry in data.items():
         path = root / (image_path(image_id) if image_path is not None else chexpert_image_path(image_id))
         if not collector.image_ok(path):
@@ -378,7 +380,7 @@ def read_chexlocalize(
                 collector.skip("unknown category")
                 continue
             try:
-                rle = _to_rle(value) if size is None else _polygons_to_rle(value, size)
+                rle = to_rle(value) if size is None else _polygons_to_rle(value, size)
             except (TypeError, ValueError, KeyError) as error:
                 raise ValueError(f"{source}: image {image_id!r}, task {task!r}: unreadable mask ({error})") from None
             if mask_utils.area(rle) == 0:
@@ -415,13 +417,13 @@ def read_covid_rural(
     counted as ``"missing ground truth"``, empty masks as ``"no finding"``, masks whose size differs from the
     image as ``"mask size mismatch"``; a mask without an image lists ``image_dir/<stem>.*`` in ``missing``.
     """
-    images = _images_by_stem(_require_dir(image_dir, "COVID Rural image directory"))
+    images = images_by_stem(require_dir(image_dir, "COVID Rural image directory"))
     masks = {
         path.stem: path
-        for path in sorted(_require_dir(mask_dir, "COVID Rural mask directory").iterdir())
+        for path in sorted(require_dir(mask_dir, "COVID Rural mask directory").iterdir())
         if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
     }
-    collector = _Collector(keep_missing)
+    collector = Collector(keep_missing)
     collector.skip("missing ground truth", len(set(images) - set(masks)))
     for stem, mask_path in masks.items():
         image = images.get(stem)
@@ -429,7 +431,7 @@ def read_covid_rural(
             collector.note_missing(str(Path(image_dir) / f"{stem}.*"))
             if not keep_missing:
                 continue
-        mask = _read_mask_file(mask_path, mask_threshold)
+        mask = read_mask_file(mask_path, mask_threshold)
         if image is not None and read_image_size(image) != mask.shape:
             collector.skip("mask size mismatch")
             continue
@@ -438,7 +440,7 @@ def read_covid_rural(
             continue
         path = image if image is not None else Path(image_dir) / f"{stem}.jpg"
         sample = {"image_path": path, "phrase": phrase, "category": phrase, "image_size": mask.shape}
-        collector.add(stem, mask=_to_rle(mask), sample_id=f"{stem}|{phrase}", **sample)
+        collector.add(stem, mask=to_rle(mask), sample_id=f"{stem}|{phrase}", **sample)
     return collector.result("COVID Rural")
 
 
@@ -463,7 +465,7 @@ def read_mask_folders(
     folder's name. Phrase: ``phrase``, else the category with ``_`` -> space. Masks and images are matched by
     stem and read as in :func:`read_covid_rural` (empty masks are ``"no finding"``; a size mismatch is skipped).
     """
-    root = _require_dir(root, "image folder")
+    root = require_dir(root, "image folder")
     if mask_dir is not None:
         pairs = [(root, Path(mask_dir), root.name)]
     else:

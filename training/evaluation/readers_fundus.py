@@ -10,14 +10,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .readers import (
+    Collector,
     ReadResult,
-    _Collector,
-    _images_by_stem,
-    _read_mask_file,
-    _require_dir,
-    _require_file,
-    _to_rle,
+    images_by_stem,
     read_image_size,
+    read_mask_file,
+    require_dir,
+    require_file,
+    to_rle,
 )
 
 IDRID_LESIONS = {
@@ -59,8 +59,8 @@ def read_yolo(
     ``"no box"``; a class id outside the names as ``"unknown category"``. A label file whose image is absent
     lists ``image_dir/<stem>.*`` in ``missing`` (its boxes cannot be converted without the image size).
     """
-    image_dir = _require_dir(image_dir, "YOLO image directory")
-    label_dir = _require_dir(label_dir if label_dir is not None else image_dir, "YOLO label directory")
+    image_dir = require_dir(image_dir, "YOLO image directory")
+    label_dir = require_dir(label_dir if label_dir is not None else image_dir, "YOLO label directory")
     if names_file is None:
         candidates = sorted(label_dir.glob("*.names")) or sorted(image_dir.glob("*.names"))
         if not candidates:  # the Ultralytics layout (TBX11K's copy): classes.txt beside or above the folders
@@ -71,10 +71,10 @@ def read_yolo(
                 f"{label_dir}: expected one *.names (or classes.txt) file with the class names, found {candidates}"
             )
         names_file = candidates[0]
-    names = _read_names(_require_file(names_file, "YOLO class names file"))
-    images = _images_by_stem(image_dir)
+    names = _read_names(require_file(names_file, "YOLO class names file"))
+    images = images_by_stem(image_dir)
     labels = {path.stem: path for path in sorted(label_dir.glob("*.txt")) if path.name != "classes.txt"}
-    collector = _Collector()
+    collector = Collector()
     collector.skip("no box", len(set(images) - set(labels)))
     for stem, label_path in labels.items():
         image_path = images.get(stem)
@@ -132,14 +132,14 @@ def read_idrid_masks(
     unknown = [code for code in lesions if code not in IDRID_LESIONS]
     if unknown:
         raise ValueError(f"unknown IDRiD lesion code(s) {unknown}; expected some of {list(IDRID_LESIONS)}")
-    images = _images_by_stem(_require_dir(image_dir, "IDRiD image directory"))
+    images = images_by_stem(require_dir(image_dir, "IDRiD image directory"))
     pattern = re.compile(rf"^(.+)_({'|'.join(lesions)})$")
     masks: dict[tuple[str, str], Path] = {}
-    for path in sorted(_require_dir(mask_root, "IDRiD mask root").rglob("*")):
+    for path in sorted(require_dir(mask_root, "IDRiD mask root").rglob("*")):
         match = pattern.match(path.stem)
         if match and path.suffix.lower() in _MASK_SUFFIXES and path.is_file():
             masks.setdefault((match.group(1), match.group(2)), path)
-    collector = _Collector(keep_missing)
+    collector = Collector(keep_missing)
     for stem in sorted({stem for stem, _ in masks} - set(images)):
         collector.note_missing(str(Path(image_dir) / f"{stem}.*"))
     stems = sorted(set(images) | ({stem for stem, _ in masks} if keep_missing else set()))
@@ -151,7 +151,7 @@ def read_idrid_masks(
             if mask_path is None:
                 collector.skip("no finding")
                 continue
-            mask = _read_mask_file(mask_path, threshold=0)
+            mask = read_mask_file(mask_path, threshold=0)
             if size is not None and mask.shape != size:
                 collector.skip("mask size mismatch")
                 continue
@@ -161,5 +161,5 @@ def read_idrid_masks(
             phrase = IDRID_LESIONS[code]
             path = image_path if image_path is not None else Path(image_dir) / f"{stem}.jpg"
             sample = {"image_path": path, "phrase": phrase, "category": phrase, "image_size": mask.shape}
-            collector.add((stem, code), mask=_to_rle(mask), sample_id=f"{stem}|{phrase}", **sample)
+            collector.add((stem, code), mask=to_rle(mask), sample_id=f"{stem}|{phrase}", **sample)
     return collector.result("IDRiD masks")

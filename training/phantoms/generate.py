@@ -68,7 +68,7 @@ def split_of(rng: np.random.Generator, fractions: tuple[float, float, float]) ->
     return SPLITS[int(np.searchsorted(cumulative, rng.random(), side="right"))]
 
 
-def _generate(index: int, spec: CorpusSpec, prefix: str, sample, render, write) -> tuple:
+def generate_samples(index: int, spec: CorpusSpec, prefix: str, sample, render, write) -> tuple:
     """Case ``index`` of a corpus: ``(case, image, report)`` from ``np.random.default_rng([seed, index])``.
 
     The split, ``sample(rng, case_id, split)``, ``render(case, size, rng)`` and ``write(case, rng)`` draw on that
@@ -84,14 +84,14 @@ def _generate(index: int, spec: CorpusSpec, prefix: str, sample, render, write) 
 
 def generate_case(index: int, spec: CorpusSpec) -> tuple[Case, np.ndarray, str]:
     """Case ``index`` of the corpus: ``(case, image float32 [size, size] in [0, 1], report)``."""
-    return _generate(index, spec, "phantom", sample_case, render_case, write_report)
+    return generate_samples(index, spec, "phantom", sample_case, render_case, write_report)
 
 
-def _to_uint8(image: np.ndarray) -> np.ndarray:
+def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
 
 
-def _record(index: int, case, relative: str, report: str, findings: list[dict]) -> dict:
+def sample_record(index: int, case, relative: str, report: str, findings: list[dict]) -> dict:
     """A worker's result for a case (a manifest row and its annotations); ``relative`` is the image path."""
     return {
         "index": index,
@@ -109,15 +109,15 @@ def _work(job: tuple[int, CorpusSpec, str]) -> dict:
     index, spec, out = job
     case, image, report = generate_case(index, spec)
     relative = f"images/{case.split}/{case.case_id}.png"
-    cv2.imwrite(str(Path(out) / relative), _to_uint8(image))
+    cv2.imwrite(str(Path(out) / relative), to_uint8(image))
     findings = [
         {"kind": f.kind, "side": f.side, "zone": f.zone, "severity": f.severity, "phrase": f.phrase, "boxes": f.boxes}
         for f in case.findings
     ]
-    return _record(index, case, relative, report, findings)
+    return sample_record(index, case, relative, report, findings)
 
 
-def _results(jobs: list, workers: int, work=_work) -> Iterator[dict]:
+def collect_results(jobs: list, workers: int, work=_work) -> Iterator[dict]:
     """``work(job)`` for every job, in order (``work`` must be a module-level function: it is pickled)."""
     if workers <= 1:
         yield from map(work, jobs)
@@ -166,7 +166,7 @@ def write_dicom(path: Path, image: np.ndarray, monochrome1: bool = False, *, see
     ds.save_as(str(path), enforce_file_format=True)
 
 
-def _write_coco(
+def write_coco(
     path: Path,
     spool: Path,
     size: int,
@@ -206,7 +206,7 @@ def _write_coco(
         out.write("\n]}\n")
 
 
-def _prepare(out: str | Path) -> Path:
+def prepare_output(out: str | Path) -> Path:
     """``out`` as a path, with its image and annotation folders; refused if it already holds a corpus."""
     out = Path(out)
     if (out / "manifest.csv").exists():
@@ -217,7 +217,7 @@ def _prepare(out: str | Path) -> Path:
     return out
 
 
-def _manifest_row(record: dict) -> dict:
+def manifest_row(record: dict) -> dict:
     """The manifest.csv row of a worker's record: its findings reduced to kind and phrase, as JSON."""
     row = {k: record[k] for k in MANIFEST_COLUMNS if k != "findings"}
     row["findings"] = json.dumps([{k: f[k] for k in ("kind", "phrase")} for f in record["findings"]])
@@ -226,7 +226,7 @@ def _manifest_row(record: dict) -> dict:
 
 def generate_corpus(out: str | Path, spec: CorpusSpec, workers: int = 1, dicom_samples: int = 4) -> dict:
     """Write the corpus (see the module docstring) and return counts per split."""
-    out = _prepare(out)
+    out = prepare_output(out)
     counts = dict.fromkeys(SPLITS, 0)
     jobs = [(i, spec, str(out)) for i in range(spec.n)]
     with tempfile.TemporaryDirectory(dir=out) as tmp:
@@ -235,14 +235,14 @@ def generate_corpus(out: str | Path, spec: CorpusSpec, workers: int = 1, dicom_s
         with (out / "manifest.csv").open("w", encoding="utf-8", newline="") as manifest:
             writer = csv.DictWriter(manifest, fieldnames=MANIFEST_COLUMNS)
             writer.writeheader()
-            for record in tqdm(_results(jobs, workers), total=spec.n, desc="PhantomCXR", unit="img"):
+            for record in tqdm(collect_results(jobs, workers), total=spec.n, desc="PhantomCXR", unit="img"):
                 counts[record["split"]] += 1
-                writer.writerow(_manifest_row(record))
+                writer.writerow(manifest_row(record))
                 handles[record["split"]].write(json.dumps(record) + "\n")
         for handle in handles.values():
             handle.close()
         for split in SPLITS:
-            _write_coco(out / "annotations" / f"{split}.json", spools[split], spec.size)
+            write_coco(out / "annotations" / f"{split}.json", spools[split], spec.size)
     if dicom_samples:
         (out / "dicom").mkdir(exist_ok=True)
         index, written = 0, 0

@@ -230,7 +230,7 @@ def write_report(case: Case, rng: np.random.Generator) -> str:
     load = len(case.findings) + len(case.devices)
     lines = []
     if load <= 2 and rng.random() < 0.3:
-        lines.append(f"INDICATION: {_pick(rng, _INDICATIONS)}")
+        lines.append(f"INDICATION: {pick(rng, _INDICATIONS)}")
     if case.has_prior:
         days = int(rng.integers(1, 15))
         lines.append(f"COMPARISON: Chest radiograph from {days} day{'s' if days > 1 else ''} prior.")
@@ -249,7 +249,7 @@ def write_report(case: Case, rng: np.random.Generator) -> str:
     if case.has_prior and not case.findings:
         body.append("No significant interval change.")
     if load <= 1 and rng.random() < 0.2:
-        body.append(_pick(rng, _BACKGROUND))
+        body.append(pick(rng, _BACKGROUND))
     lines.append("FINDINGS: " + " ".join(body))
     lines.append("IMPRESSION:" + _impression(case, plurals, rng, max_items=3 if load <= 3 else 2))
     return "\n".join(lines)
@@ -281,7 +281,7 @@ def set_phrases(case, rng: np.random.Generator, phrase) -> list[bool]:
     return plurals
 
 
-def _pick(rng: np.random.Generator, options: tuple[str, ...] | list[str]) -> str:
+def pick(rng: np.random.Generator, options: tuple[str, ...] | list[str]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
@@ -293,11 +293,11 @@ def _phrase(finding: Finding, rng: np.random.Generator, held_out: bool) -> tuple
     held_out_noun = held_out_place = False
     if held_out:
         has_place = finding.zone is not None and bool(_places(finding, TEST_ONLY_PLACES))
-        mode = _pick(rng, ("noun", "place", "both")) if has_place else "noun"
+        mode = pick(rng, ("noun", "place", "both")) if has_place else "noun"
         held_out_noun, held_out_place = mode != "place", mode != "noun"
 
     nouns = (TEST_ONLY_SYNONYMS if held_out_noun else TRAIN_SYNONYMS)[kind]
-    noun = _pick(rng, [n for n in nouns if _fits_pattern(n, finding.pattern)])
+    noun = pick(rng, [n for n in nouns if _fits_pattern(n, finding.pattern)])
     plural = finding.side == "bilateral" and _plural(noun) != noun
     if plural:
         noun = _plural(noun)
@@ -343,7 +343,7 @@ def _modifiers(finding: Finding, noun: str, rng: np.random.Generator) -> list[st
     probability = 1.0 if noun in _AMOUNT_NOUNS else _SEVERITY_PROBABILITY.get(finding.kind, 0.0)
     if finding.severity is not None and rng.random() < probability:
         adverb = noun.startswith("enlarged") and finding.severity in _ADVERBS
-        words.append(_pick(rng, (_ADVERBS if adverb else _ADJECTIVES)[finding.severity]))
+        words.append(pick(rng, (_ADVERBS if adverb else _ADJECTIVES)[finding.severity]))
         if noun in _AMOUNT_NOUNS:
             words.append("amount of")
     if finding.kind == "consolidation" and finding.pattern and rng.random() < 0.5:
@@ -368,12 +368,12 @@ def _hedges(finding: Finding, view: str) -> tuple[str, ...]:
 def _finding_sentence(finding: Finding, plural: bool, case: Case, rng: np.random.Generator) -> str:
     phrase = finding.phrase
     if case.has_prior and rng.random() < 0.6:
-        return _fill(_pick(rng, _COMPARED), phrase, plural, status=_pick(rng, _STATUSES))
+        return _fill(pick(rng, _COMPARED), phrase, plural, status=pick(rng, _STATUSES))
     hedges = _hedges(finding, case.view)
     if hedges and rng.random() < 0.3:
-        return _fill("{P}, " + _pick(rng, hedges) + ".", phrase, plural)
+        return _fill("{P}, " + pick(rng, hedges) + ".", phrase, plural)
     templates = [t for t in _PRESENT if not (t.startswith("There") and phrase[0].isdigit())]
-    return _fill(_pick(rng, templates), phrase, plural)
+    return _fill(pick(rng, templates), phrase, plural)
 
 
 def _negations(case: Case, rng: np.random.Generator, limit: int, minimum: int) -> list[str]:
@@ -382,19 +382,19 @@ def _negations(case: Case, rng: np.random.Generator, limit: int, minimum: int) -
     covered: set[str] = set()
     sentences = []
     if not present & set(_PARENCHYMAL) and rng.random() < 0.5:
-        sentences.append(_pick(rng, _LUNGS_CLEAR))
+        sentences.append(pick(rng, _LUNGS_CLEAR))
         covered.update(("consolidation", "edema"))
     for kinds, templates in _COMBINED_NEGATIONS:
         if not (set(kinds) & (present | covered)) and rng.random() < 0.4:
-            sentences.append(_pick(rng, templates))
+            sentences.append(pick(rng, templates))
             covered.update(kinds)
     for kind in FINDING_KINDS:
         if kind not in present | covered and rng.random() < _NEGATION_PROBABILITY[kind]:
-            sentences.append(_pick(rng, _NEGATIONS[kind]))
+            sentences.append(pick(rng, _NEGATIONS[kind]))
             covered.add(kind)
     for kind in ("pneumothorax", "pleural_effusion", "cardiomegaly", "consolidation"):
         if len(sentences) < minimum and kind not in present | covered:
-            sentences.append(_pick(rng, _NEGATIONS[kind]))
+            sentences.append(pick(rng, _NEGATIONS[kind]))
             covered.add(kind)
     if len(sentences) > max(limit, minimum):
         keep = sorted(rng.choice(len(sentences), size=max(limit, minimum), replace=False).tolist())
@@ -430,23 +430,23 @@ def _device_sentence(device: Device, rng: np.random.Generator) -> str:
         )
     else:
         raise ValueError(f"unknown device kind {device.kind!r}")
-    text = " ".join(_pick(rng, options).split())
+    text = " ".join(pick(rng, options).split())
     return text[0].upper() + text[1:]
 
 
 def _impression(case: Case, plurals: list[bool], rng: np.random.Generator, max_items: int) -> str:
     """Summarise up to ``max_items`` findings (phrase or other words, maybe hedged), or state a normal study."""
     if not case.findings:
-        return " " + _pick(rng, _NORMAL_IMPRESSIONS)
+        return " " + pick(rng, _NORMAL_IMPRESSIONS)
     items = []
     for finding, plural in zip(case.findings[:max_items], plurals[:max_items], strict=True):
         phrase = finding.phrase
         if rng.random() < 0.5:  # name it again in other words
             phrase, plural = _phrase(finding, rng, case.split == "test")
         if finding.kind == "cardiomegaly" and finding.severity in _ADVERBS and rng.random() < 0.25:
-            items.append(f"The heart is {_pick(rng, _ADVERBS[finding.severity])} enlarged.")
+            items.append(f"The heart is {pick(rng, _ADVERBS[finding.severity])} enlarged.")
         elif _hedges(finding, case.view) and rng.random() < 0.4:
-            items.append(_fill("{P}, " + _pick(rng, _hedges(finding, case.view)) + ".", phrase, plural))
+            items.append(_fill("{P}, " + pick(rng, _hedges(finding, case.view)) + ".", phrase, plural))
         else:
             items.append(_fill("{P}.", phrase, plural))
     if len(items) > 1 and rng.random() < 0.5:

@@ -26,13 +26,13 @@ from tqdm import tqdm
 from ..generate import (
     MANIFEST_COLUMNS,
     CorpusSpec,
-    _generate,
-    _manifest_row,
-    _prepare,
-    _record,
-    _results,
-    _to_uint8,
-    _write_coco,
+    collect_results,
+    generate_samples,
+    manifest_row,
+    prepare_output,
+    sample_record,
+    to_uint8,
+    write_coco,
 )
 from ..schema import SPLITS
 from .render import render_fundus_case
@@ -47,12 +47,12 @@ DISC_PHRASE = "optic disc"
 
 def generate_fundus_case(index: int, spec: CorpusSpec) -> tuple[FundusCase, np.ndarray, str]:
     """Case ``index`` of the corpus: ``(case, image float32 [size, size, 3] RGB in [0, 1], report)``."""
-    return _generate(index, spec, "fundus", sample_fundus_case, render_fundus_case, write_fundus_report)
+    return generate_samples(index, spec, "fundus", sample_fundus_case, render_fundus_case, write_fundus_report)
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
     """Write an RGB float [0, 1] image as an 8-bit RGB PNG."""
-    if not cv2.imwrite(str(path), cv2.cvtColor(_to_uint8(image), cv2.COLOR_RGB2BGR)):
+    if not cv2.imwrite(str(path), cv2.cvtColor(to_uint8(image), cv2.COLOR_RGB2BGR)):
         raise ValueError(f"could not write {path}")
 
 
@@ -72,9 +72,9 @@ def _work(job: tuple[int, CorpusSpec, str]) -> dict:
         }
         for f in case.findings
     ]
-    pixels = _to_uint8(image).reshape(-1, 3).astype(np.float64) / 255.0
+    pixels = to_uint8(image).reshape(-1, 3).astype(np.float64) / 255.0
     return {
-        **_record(index, case, relative, report, findings),
+        **sample_record(index, case, relative, report, findings),
         "disc": [{"kind": "optic_disc", "phrase": DISC_PHRASE, "boxes": [case.disc_box]}],
         "channel_sums": [pixels.sum(axis=0).tolist(), (pixels**2).sum(axis=0).tolist(), len(pixels)],
     }
@@ -82,7 +82,7 @@ def _work(job: tuple[int, CorpusSpec, str]) -> dict:
 
 def generate_fundus_corpus(out: str | Path, spec: CorpusSpec, workers: int = 1) -> dict:
     """Write the corpus (see the module docstring) and return counts per split."""
-    out = _prepare(out)
+    out = prepare_output(out)
     counts = dict.fromkeys(SPLITS, 0)
     sums, squares, pixels = np.zeros(3), np.zeros(3), 0
     jobs = [(i, spec, str(out)) for i in range(spec.n)]
@@ -93,22 +93,22 @@ def generate_fundus_corpus(out: str | Path, spec: CorpusSpec, workers: int = 1) 
         with (out / "manifest.csv").open("w", encoding="utf-8", newline="") as manifest:
             writer = csv.DictWriter(manifest, fieldnames=MANIFEST_COLUMNS)
             writer.writeheader()
-            for record in tqdm(_results(jobs, workers, _work), total=spec.n, desc="PhantomFundus", unit="img"):
+            for record in tqdm(collect_results(jobs, workers, _work), total=spec.n, desc="PhantomFundus", unit="img"):
                 split = record["split"]
                 counts[split] += 1
                 if split == "train":
                     channel_sum, channel_squares, count = record["channel_sums"]
                     sums, squares, pixels = sums + channel_sum, squares + channel_squares, pixels + count
-                writer.writerow(_manifest_row(record))
+                writer.writerow(manifest_row(record))
                 handles[spools[split]].write(json.dumps(record) + "\n")
                 handles[discs[split]].write(json.dumps({**record, "findings": record["disc"]}) + "\n")
         for handle in handles.values():
             handle.close()
         for split in SPLITS:
             description = "PhantomFundus synthetic fundus photographs: lesions (MS-CXR layout)"
-            _write_coco(out / "annotations" / f"{split}.json", spools[split], spec.size, CATEGORIES, description)
+            write_coco(out / "annotations" / f"{split}.json", spools[split], spec.size, CATEGORIES, description)
             description = "PhantomFundus synthetic fundus photographs: optic disc (anatomy)"
-            _write_coco(
+            write_coco(
                 out / "annotations" / f"{split}_disc.json", discs[split], spec.size, DISC_CATEGORIES, description
             )
     provenance = {

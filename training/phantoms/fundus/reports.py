@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..reports import _pick, set_phrases
+from ..reports import pick, set_phrases
 from .schema import LESION_KINDS, REGIONS, FundusCase, Lesion
 
 
@@ -115,11 +115,11 @@ def write_fundus_report(case: FundusCase, rng: np.random.Generator) -> str:
     eye = {"right": "Right eye (OD).", "left": "Left eye (OS)."}[case.eye]
     lines = [f"EYE: {eye}"]
     if rng.random() < 0.3:
-        lines.append(f"INDICATION: {_pick(rng, _INDICATIONS)}")
-    disc = _pick(rng, _DISC_CUPPED if case.cup_ratio > 0.6 else _DISC_NORMAL)
+        lines.append(f"INDICATION: {pick(rng, _INDICATIONS)}")
+    disc = pick(rng, _DISC_CUPPED if case.cup_ratio > 0.6 else _DISC_NORMAL)
     positives = [_sentence(lesion, plural, rng) for lesion, plural in zip(case.findings, plurals, strict=True)]
     present = {lesion.kind for lesion in case.findings}
-    negations = [_pick(rng, _NEGATIONS[k]) for k in LESION_KINDS if k not in present and rng.random() < 0.45]
+    negations = [pick(rng, _NEGATIONS[k]) for k in LESION_KINDS if k not in present and rng.random() < 0.45]
     if not present & set(_DR_KINDS) and rng.random() < 0.5:
         negations.append("No signs of diabetic retinopathy.")
     negations = [negations[i] for i in rng.permutation(len(negations))][: max(1, 4 - len(positives))]
@@ -128,11 +128,11 @@ def write_fundus_report(case: FundusCase, rng: np.random.Generator) -> str:
         body = [body[i] for i in rng.permutation(len(body))]
     context = [disc]
     if "macula" not in {lesion.region for lesion in case.findings} and rng.random() < 0.6:
-        context.append(_pick(rng, _MACULA_NORMAL))
+        context.append(pick(rng, _MACULA_NORMAL))
     if rng.random() < 0.5:
-        context.append(_pick(rng, _VESSELS))
+        context.append(pick(rng, _VESSELS))
     if not case.findings and rng.random() < 0.5:
-        context.append(_pick(rng, _PERIPHERY))
+        context.append(pick(rng, _PERIPHERY))
     lines.append("FINDINGS: " + " ".join(context + body))
     lines.append("IMPRESSION: " + _impression(case, rng))
     return "\n".join(lines)
@@ -165,16 +165,16 @@ def _phrase(lesion: Lesion, rng: np.random.Generator, held_out: bool) -> tuple[s
         raise ValueError(f"unknown lesion kind {lesion.kind!r}; expected one of {LESION_KINDS}")
     if lesion.region not in REGIONS:
         raise ValueError(f"unknown region {lesion.region!r}; expected one of {REGIONS}")
-    mode = _pick(rng, ("noun", "place", "both")) if held_out else "none"
+    mode = pick(rng, ("noun", "place", "both")) if held_out else "none"
     nouns = (TEST_ONLY_NOUNS if mode in ("noun", "both") else TRAIN_NOUNS)[lesion.kind]
-    noun = _pick(rng, nouns)
+    noun = pick(rng, nouns)
     words = []
     if lesion.kind == "haemorrhage":
         patterns = PATTERN_WORDS[lesion.pattern]
         if not held_out:
             patterns = tuple(w for w in patterns if w not in TEST_ONLY_PATTERN_WORDS)
         if rng.random() < 0.75:
-            words.append(_pick(rng, patterns))
+            words.append(pick(rng, patterns))
     elif lesion.kind == "drusen" and rng.random() < 0.4:
         words.append(lesion.pattern)
     plural = lesion.count > 1
@@ -183,9 +183,9 @@ def _phrase(lesion: Lesion, rng: np.random.Generator, held_out: bool) -> tuple[s
     elif lesion.kind == "cotton_wool_spots" and not plural:
         noun = _singular(noun)
     if plural and rng.random() < 0.5:
-        words.insert(0, _pick(rng, _AMOUNT_WORDS[lesion.amount]))
+        words.insert(0, pick(rng, _AMOUNT_WORDS[lesion.amount]))
     places = (TEST_ONLY_PLACES if mode in ("place", "both") else TRAIN_PLACES)[lesion.region]
-    place = _pick(rng, places)
+    place = pick(rng, places)
     if place.prenominal:
         return " ".join([*words, place.text, noun]), plural
     return " ".join([*words, noun, place.text]), plural
@@ -199,7 +199,7 @@ def _sentence(lesion: Lesion, plural: bool, rng: np.random.Generator) -> str:
     else:
         article = "" if starts_with_amount else ("an " if phrase[0] in "aeiou" else "a ")
         templates = ["{P} is seen.", "{P} is present.", "{P}.", "There is " + article + "{p}."]
-    text = _pick(rng, templates).format(P=phrase, p=phrase)
+    text = pick(rng, templates).format(P=phrase, p=phrase)
     return text[0].upper() + text[1:]
 
 
@@ -207,7 +207,7 @@ def _impression(case: FundusCase, rng: np.random.Generator) -> str:
     """A grading-style summary that never contradicts the findings."""
     kinds = {lesion.kind for lesion in case.findings}
     if not kinds:
-        return _pick(rng, _NORMAL_IMPRESSIONS) + (
+        return pick(rng, _NORMAL_IMPRESSIONS) + (
             " Enlarged cup: glaucoma review advised." if case.cup_ratio > 0.6 else ""
         )
     items = []
@@ -219,7 +219,7 @@ def _impression(case: FundusCase, rng: np.random.Generator) -> str:
         if "hard_exudates" in dr and any(f.region == "macula" for f in case.findings if f.kind == "hard_exudates"):
             items.append("Exudates involving the macula: refer for macular oedema assessment.")
     if "drusen" in kinds:
-        items.append(_pick(rng, ("Drusen, consistent with early age-related macular degeneration.", "Drusen noted.")))
+        items.append(pick(rng, ("Drusen, consistent with early age-related macular degeneration.", "Drusen noted.")))
     if case.cup_ratio > 0.6:
         items.append("Enlarged cup: glaucoma review advised.")
     return " ".join(items)
