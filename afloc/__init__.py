@@ -10,19 +10,20 @@ The core library. It never imports lightning or gradio. The names here are its p
   :class:`AFLocLoss`, :func:`load_tokenizer`;
 * image and heatmap settings: :class:`Preprocessing`, :class:`LocalizationConfig`.
 
-Everything else lives in the submodules (``afloc.losses``, ``afloc.metrics``, ``afloc.transforms``, ...).
+Everything else lives in the submodules (``afloc.modeling.losses``, ``afloc.localization.metrics``,
+``afloc.imaging.transforms``, ...).
 """
 
-from .checkpoint import ModelBundle, load_pretrained, save_pretrained
-from .config import AFLocConfig, ImageEncoderConfig, LossConfig, TextEncoderConfig
-from .factory import build_model
-from .io import load_image
-from .localization import LocalizationConfig
-from .losses import AFLocLoss
-from .model import AFLoc
+from .hub.building import build_model
+from .hub.format import ModelBundle, load_pretrained, save_pretrained
+from .imaging.io import load_image
+from .imaging.transforms import Preprocessing
+from .localization.heatmaps import LocalizationConfig
+from .modeling.config import AFLocConfig, ImageEncoderConfig, LossConfig, TextEncoderConfig
+from .modeling.losses import AFLocLoss
+from .modeling.network import AFLoc
 from .predictor import AFLocPredictor, EncodedImage
-from .text import load_tokenizer
-from .transforms import Preprocessing
+from .text.tokenizer import load_tokenizer
 
 __all__ = [
     "AFLoc",

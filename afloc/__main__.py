@@ -1,6 +1,6 @@
 """Command line: heatmaps for one image or a folder of images.
 
-    python -m afloc.localize IMAGE_OR_DIR --prompt "left lower lobe pneumonia" [--prompt ...] \\
+    python -m afloc IMAGE_OR_DIR --prompt "left lower lobe pneumonia" [--prompt ...] \\
         --model DIR --out DIR [--boxes FILE] [--threshold 0.3]
 
 For every image and prompt it writes ``<image>__<prompt>.png`` (overlay, colour bar, legend, ground-truth
@@ -15,51 +15,15 @@ readable images are skipped and listed at the end.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import logging
 import re
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
-
-Boxes = dict[str, list[tuple[list[float], str]]]
-
-
-def read_boxes(path: str | Path) -> Boxes:
-    """Ground-truth boxes per image file name (not path): ``{name: [([x, y, w, h], label), ...]}``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"boxes file {str(path)!r} does not exist")
-    text = path.read_text(encoding="utf-8-sig")
-    boxes: Boxes = defaultdict(list)
-    if text.lstrip().startswith("{"):
-        try:
-            data = json.loads(text)
-            names = {img["id"]: Path(img["file_name"]).name for img in data["images"]}
-            categories = {c["id"]: c.get("name", str(c["id"])) for c in data.get("categories", [])}
-            for ann in data["annotations"]:
-                label = ann.get("label_text") or categories.get(ann.get("category_id"), "")
-                boxes[names[ann["image_id"]]].append(([float(v) for v in ann["bbox"]], str(label)))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"{path} is not a COCO-style JSON with images/annotations: {error!r}") from error
-        return dict(boxes)
-    rows = list(csv.DictReader(text.splitlines()))
-    needed = {"image", "x", "y", "w", "h"}
-    if not rows or not needed <= set(rows[0]):
-        raise ValueError(f"{path}: expected a CSV with columns {sorted(needed)} (+ optional label)")
-    for line, row in enumerate(rows, start=2):
-        try:
-            box = [float(row[k]) for k in ("x", "y", "w", "h")]
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"{path}, line {line}: box values must be numbers ({error})") from error
-        boxes[Path(row["image"]).name].append((box, row.get("label") or ""))
-    return dict(boxes)
 
 
 def _slug(text: str, limit: int = 60) -> str:
@@ -76,7 +40,7 @@ def _inputs(path: Path) -> list[Path]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m afloc.localize",
+        prog="python -m afloc.__main__",
         description="Write AFLoc heatmaps (overlay PNG + .npy) for images and text prompts. "
         "Research software, not a medical device.",
     )
@@ -93,13 +57,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from .io import load_image
+    from .imaging.boxes import read_box_file
+    from .imaging.io import load_image
+    from .localization.overlay import render_figure, save_png
     from .predictor import AFLocPredictor
-    from .visualize import render_figure, save_png
 
     try:
         inputs = _inputs(Path(args.input))
-        boxes = read_boxes(args.boxes) if args.boxes else {}
+        boxes = read_box_file(args.boxes) if args.boxes else {}
         predictor = AFLocPredictor.from_pretrained(args.model, device=args.device)
         if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
             raise ValueError(f"--threshold must be in [-1, 1], got {args.threshold}")
@@ -128,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                 title=prompt,
                 opacity=args.opacity,
                 threshold=args.threshold,
-                boxes=[b for b, _ in truth] or None,
-                box_labels=[label for _, label in truth] or None,
+                boxes=[list(box[:4]) for box in truth] or None,
+                box_labels=[box.label for box in truth] or None,
             )
             save_png(out / f"{stem}.png", figure)
             written += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -12,12 +13,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import ModelBundle, load_pretrained
-from .localization import LocalizationConfig, heatmaps_from_embeddings
-from .model import AFLoc
-from .prompts import classification_prompts
-from .text import ReportTokenizer, normalize_prompt
-from .transforms import PadResizeMapping, Preprocessing
+from .hub.format import ModelBundle, load_pretrained
+from .imaging.transforms import PadResizeMapping, Preprocessing
+from .localization.heatmaps import LocalizationConfig, heatmaps_from_embeddings
+from .modeling.network import AFLoc
+from .text.prompts import classification_prompts
+from .text.tokenizer import ReportTokenizer, normalize_prompt
 
 MAX_PROMPT_CHARS = 1000
 HEATMAP_CACHE_BYTES = 32 << 20
@@ -150,11 +151,26 @@ class AFLocPredictor:
         return cls.from_bundle(load_pretrained(path), device)
 
     # ---------------------------------------------------------------- images
+    def with_localization(self, **changes) -> AFLocPredictor:
+        """A predictor with other heatmap settings (``LocalizationConfig`` fields) that shares this one's model and
+        tokenizer; this predictor is left as it is (the demo shares predictors between sessions).
+
+        Raises:
+            ValueError: an unknown field or an invalid value (from :class:`LocalizationConfig`).
+        """
+        unknown = set(changes) - set(LocalizationConfig.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown localization settings {sorted(unknown)}")
+        localization = dataclasses.replace(self.localization, **changes)
+        return AFLocPredictor(
+            self.model, self.tokenizer, self.preprocessing, localization, self.device, self._text_cache_size
+        )
+
     def encode_image(self, image: np.ndarray | str | Path | bytes) -> EncodedImage:
         """Encode an image: an array (float in [0, 1] or uint8; ``[H, W]`` or ``[H, W, 3]``) or anything
-        :func:`afloc.io.load_image` reads (path, bytes, file-like; DICOM detected by content)."""
+        :func:`afloc.imaging.io.load_image` reads (path, bytes, file-like; DICOM detected by content)."""
         if not isinstance(image, np.ndarray):
-            from .io import load_image
+            from .imaging.io import load_image
 
             image = load_image(image)
         image = _as_float_image(image)

@@ -23,8 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from afloc import AFLocConfig, AFLocPredictor, ImageEncoderConfig, build_model, load_tokenizer, save_pretrained  # noqa: E402
+from training.evaluation.datasets import read_phantom  # noqa: E402
 from training.evaluation.protocol import HeatmapSource, ProtocolConfig, evaluate_localization  # noqa: E402
-from training.evaluation.readers import read_phantom  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,9 +23,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from afloc import AFLocPredictor  # noqa: E402
-from afloc.metrics import THRESHOLDS  # noqa: E402
+from afloc.localization.metrics import THRESHOLDS  # noqa: E402
+from training.evaluation.datasets import read_phantom  # noqa: E402
 from training.evaluation.protocol import HeatmapSource, ProtocolConfig, evaluate_localization  # noqa: E402
-from training.evaluation.readers import read_phantom  # noqa: E402
 
 
 def area_statistics(heatmap: np.ndarray, truth: np.ndarray, thresholds=THRESHOLDS) -> np.ndarray:

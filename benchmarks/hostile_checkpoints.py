@@ -36,7 +36,7 @@ from test_checkpoint_hardening import (  # noqa: E402
 
 PROBE = r"""
 import json, resource, sys, time
-from afloc.safe_pickle import load_checkpoint
+from afloc.convert.safe_pickle import load_checkpoint
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 try:
@@ -62,7 +62,9 @@ def cases(folder: Path) -> dict[str, Path]:
         "memo DAG (2**90 leaves) fed to str": write_zip(
             folder / "dag_str.pt", PROTO + dag_pickle(90) + glob("builtins", "str") + b"(" + top + b"tR."
         ),
-        "memo DAG as a dict key": write_zip(folder / "dag_key.pt", PROTO + dag_pickle(90) + b"}" + top + b"\x85K\x01s."),
+        "memo DAG as a dict key": write_zip(
+            folder / "dag_key.pt", PROTO + dag_pickle(90) + b"}" + top + b"\x85K\x01s."
+        ),
         "memo DAG of plain data, 60 levels": write_zip(folder / "dag_data.pt", PROTO + dag_pickle(60) + b"."),
         "100,000 nested MARKs": write_zip(folder / "marks.pt", PROTO + b"(" * 100_000 + b"."),
         "opcode loop (500k NONE/POP)": write_zip(folder / "loop.pt", PROTO + b"N0" * 500_000 + b"N."),

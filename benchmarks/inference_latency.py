@@ -7,8 +7,8 @@ Measures, each as the median over repeats:
   smoothing, upsampling, back-projection to 1024x1024);
 * ``new threshold``: a cached prompt on the cached image with a new threshold: cache lookup, thresholded mask,
   IoU / Dice / CNR / pointing game against a ground-truth box
-  (``afloc.metrics.localization_metrics``) (what the demo recomputes on a slider move);
-* ``render``: the overlay with contour for that threshold (afloc.visualize), for information.
+  (``afloc.localization.metrics.localization_metrics``) (what the demo recomputes on a slider move);
+* ``render``: the overlay with contour for that threshold (afloc.localization.overlay), for information.
 
 Usage::
 
@@ -32,8 +32,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from afloc import AFLocConfig, AFLocPredictor, ImageEncoderConfig, build_model, load_tokenizer  # noqa: E402
-from afloc.metrics import localization_metrics  # noqa: E402
-from afloc.visualize import render_overlay  # noqa: E402
+from afloc.localization.metrics import localization_metrics  # noqa: E402
+from afloc.localization.overlay import render_overlay  # noqa: E402
 
 PROMPT_WORDS = [
     "left",

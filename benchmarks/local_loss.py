@@ -1,9 +1,9 @@
-"""Benchmark: vectorised ``afloc.losses.local_contrastive_loss`` vs a per-caption loop like the reference.
+"""Benchmark: vectorised ``afloc.modeling.losses.local_contrastive_loss`` vs a per-caption loop like the reference.
 
 Both methods compute the same local (region <-> token) loss of docs/method.md section 2, forward + backward
 (gradients w.r.t. the patch and token embeddings):
 
-* ``vectorised``: :func:`afloc.losses.local_contrastive_loss` (batched einsums over all B x B pairs, optional
+* ``vectorised``: :func:`afloc.modeling.losses.local_contrastive_loss` (batched einsums over all B x B pairs, optional
   text chunking / activation recomputation).
 * ``reference``: the same loop with the reference code's memory habits (words repeated per image,
   ``.contiguous()`` copies after every transpose): the baseline the issue names.
@@ -55,7 +55,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from afloc.losses import local_contrastive_loss  # noqa: E402
+from afloc.modeling.losses import local_contrastive_loss  # noqa: E402
 from benchmarks.machine import cpu_name  # noqa: E402
 
 GAMMA1, GAMMA2, GAMMA3 = 4.0, 5.0, 10.0

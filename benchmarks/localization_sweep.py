@@ -19,8 +19,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from afloc import AFLocPredictor  # noqa: E402
-from afloc.localization import LocalizationConfig  # noqa: E402
-from training.evaluation import readers  # noqa: E402
+from afloc.localization.heatmaps import LocalizationConfig  # noqa: E402
+from training.evaluation import datasets  # noqa: E402
 from training.evaluation.protocol import (  # noqa: E402
     HeatmapSource,
     ProtocolConfig,
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     predictor = AFLocPredictor.from_pretrained(args.model, device="cpu")
-    samples = readers.read_phantom(args.corpus, split=args.split).samples[: args.n]
+    samples = datasets.read_phantom(args.corpus, split=args.split).samples[: args.n]
     source = HeatmapSource(predictor)
     encoded = [item for item in iterate_encoded(samples, source, 32, 0, False) if item[3] is None]
     protocol = ProtocolConfig()

@@ -34,13 +34,16 @@ ROOT = Path(__file__).resolve().parents[1]
 # module name -> (source file, test files that cover it). Behaviour tests (tests/test_behaviour_*.py) written
 # against independent expectations are mapped to the modules whose bugs they catch.
 MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "losses": ("afloc/losses.py", ("tests/test_losses.py", "tests/test_behaviour_training.py")),
-    "metrics": ("afloc/metrics.py", ("tests/test_metrics.py",)),
-    "transforms": ("afloc/transforms.py", ("tests/test_transforms.py", "tests/test_behaviour_geometry.py")),
-    "localization": ("afloc/localization.py", ("tests/test_localization.py", "tests/test_behaviour_heatmaps.py")),
+    "losses": ("afloc/modeling/losses.py", ("tests/test_losses.py", "tests/test_behaviour_training.py")),
+    "metrics": ("afloc/localization/metrics.py", ("tests/test_metrics.py",)),
+    "transforms": ("afloc/imaging/transforms.py", ("tests/test_transforms.py", "tests/test_behaviour_geometry.py")),
+    "localization": (
+        "afloc/localization/heatmaps.py",
+        ("tests/test_localization.py", "tests/test_behaviour_heatmaps.py"),
+    ),
     "predictor": ("afloc/predictor.py", ("tests/test_predictor.py", "tests/test_behaviour_heatmaps.py")),
-    "text": ("afloc/text.py", ("tests/test_text.py",)),
-    "io": ("afloc/io.py", ("tests/test_io.py", "tests/test_io_hardening.py")),
+    "text": ("afloc/text/tokenizer.py", ("tests/test_text.py",)),
+    "io": ("afloc/imaging/io.py", ("tests/test_io.py", "tests/test_io_hardening.py")),
     "protocol": (
         "training/evaluation/protocol.py",
         ("tests/test_evaluation.py", "tests/test_behaviour_heatmaps.py"),
@@ -48,14 +51,14 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     "report": ("training/evaluation/report.py", ("tests/test_eval_report.py",)),
     # issue #30: the evaluation readers and the demo's callbacks and annotation parsing
     "readers": (
-        "training/evaluation/readers.py",
+        "training/evaluation/datasets/base.py",
         ("tests/test_readers.py", "tests/test_realdata_reports.py", "tests/test_properties.py", "tests/test_slips.py"),
     ),
     "readers_cxr": (
-        "training/evaluation/readers_cxr.py",
+        "training/evaluation/datasets/cxr.py",
         ("tests/test_readers.py", "tests/test_properties.py", "tests/test_slips.py"),
     ),
-    "readers_fundus": ("training/evaluation/readers_fundus.py", ("tests/test_readers.py",)),
+    "readers_fundus": ("training/evaluation/datasets/fundus.py", ("tests/test_readers.py",)),
     "demo_callbacks": (
         "demo/callbacks.py",
         ("tests/test_demo_callbacks.py", "tests/test_behaviour_demo.py", "tests/test_slips.py"),
@@ -69,41 +72,41 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
 # Surviving mutants judged equivalent: {mutant name: one-line reason}. Filled from the survivors' diffs
 # (2026-11-30, session 5); a name stays valid while its function's source is unchanged.
 EQUIVALENT: dict[str, str] = {
-    "afloc.metrics.x__float_map__mutmut_4": "integer maps stay integer; every metric casts to float64 before "
+    "afloc.localization.metrics.x__float_map__mutmut_4": "integer maps stay integer; every metric casts to float64 before "
     "arithmetic (var(dtype=float64), astype), so the scores are identical",
-    "afloc.metrics.x__float_map__mutmut_5": "np.issubdtype(None, floating) is True (dtype(None) is float64): "
+    "afloc.localization.metrics.x__float_map__mutmut_5": "np.issubdtype(None, floating) is True (dtype(None) is float64): "
     "same as mutant 4",
-    "afloc.metrics.x__overlap_scores__mutmut_13": "numpy treats any negative size in reshape as the unknown "
+    "afloc.localization.metrics.x__overlap_scores__mutmut_13": "numpy treats any negative size in reshape as the unknown "
     "one: reshape(-2) == reshape(-1)",
-    "afloc.metrics.x_bootstrap_ci__mutmut_10": 'float("NAN") is NaN',
-    "afloc.metrics.x_localization_metrics__mutmut_63": "astype(None) is astype(float64)",
-    "afloc.transforms.xǁPadResizeMappingǁpoints_to_original__mutmut_11": "reshape(-2, 2) == reshape(-1, 2) in numpy",
-    "afloc.io.x__pillow_to_array__mutmut_58": "without the 'L' branch a greyscale image goes RGB -> channel "
+    "afloc.localization.metrics.x_bootstrap_ci__mutmut_10": 'float("NAN") is NaN',
+    "afloc.localization.metrics.x_localization_metrics__mutmut_63": "astype(None) is astype(float64)",
+    "afloc.imaging.transforms.xǁPadResizeMappingǁpoints_to_original__mutmut_11": "reshape(-2, 2) == reshape(-1, 2) in numpy",
+    "afloc.imaging.io.x__pillow_to_array__mutmut_58": "without the 'L' branch a greyscale image goes RGB -> channel "
     "spread 0 -> the mean of three equal channels: the same values and bit depth",
-    "afloc.io.x__pillow_to_array__mutmut_59": "same as mutant 58",
-    "afloc.io.x__pillow_to_array__mutmut_90": "the channel spread of uint8 values is the same in float64 as in int16",
-    "afloc.localization.x_apply_margin__mutmut_10": "heatmaps are square S x S: shape[-2] == shape[-1] in the message",
-    "afloc.localization.x_apply_margin__mutmut_13": "assigning None to a float array stores NaN",
-    "afloc.localization.x_heatmaps_from_embeddings__mutmut_39": "region grids are square: shape[-2] == shape[-1]",
-    "afloc.localization.x_heatmaps_from_embeddings__mutmut_41": "region grids are square: shape[-2] == shape[-1]",
-    "afloc.losses.x_local_contrastive_loss__mutmut_67": "torch.arange(device=None) is the CPU, where the mask "
+    "afloc.imaging.io.x__pillow_to_array__mutmut_59": "same as mutant 58",
+    "afloc.imaging.io.x__pillow_to_array__mutmut_90": "the channel spread of uint8 values is the same in float64 as in int16",
+    "afloc.localization.heatmaps.x_apply_margin__mutmut_10": "heatmaps are square S x S: shape[-2] == shape[-1] in the message",
+    "afloc.localization.heatmaps.x_apply_margin__mutmut_13": "assigning None to a float array stores NaN",
+    "afloc.localization.heatmaps.x_heatmaps_from_embeddings__mutmut_39": "region grids are square: shape[-2] == shape[-1]",
+    "afloc.localization.heatmaps.x_heatmaps_from_embeddings__mutmut_41": "region grids are square: shape[-2] == shape[-1]",
+    "afloc.modeling.losses.x_local_contrastive_loss__mutmut_67": "torch.arange(device=None) is the CPU, where the mask "
     "is: the same on the CPU machines this benchmark runs on (a GPU run would catch it)",
     "afloc.predictor.xǁAFLocPredictorǁembed_prompts__mutmut_14": "tokens.to(None) leaves them on the CPU, the "
     "predictor's device here (a GPU run would catch it)",
     "afloc.predictor.xǁAFLocPredictorǁembed_prompts__mutmut_28": "the vectors are computed from `missing`, so "
     "the lengths always match: strict only guards",
     "afloc.predictor.xǁAFLocPredictorǁembed_prompts__mutmut_31": "same as mutant 28",
-    "afloc.text.x_split_sentences__mutmut_11": "the word pattern and the list-marker pattern treat newlines as "
+    "afloc.text.tokenizer.x_split_sentences__mutmut_11": "the word pattern and the list-marker pattern treat newlines as "
     "whitespace already",
-    "afloc.text.x_split_sentences__mutmut_13": "the same for carriage returns",
-    "afloc.text.x_split_sentences__mutmut_26": "codec names are case-insensitive: 'ASCII' is 'ascii'",
-    "afloc.text.x_word_and_sentence_ids__mutmut_7": "every tokenized text holds [CLS] and [SEP], so valid[:, 1] "
+    "afloc.text.tokenizer.x_split_sentences__mutmut_13": "the same for carriage returns",
+    "afloc.text.tokenizer.x_split_sentences__mutmut_26": "codec names are case-insensitive: 'ASCII' is 'ascii'",
+    "afloc.text.tokenizer.x_word_and_sentence_ids__mutmut_7": "every tokenized text holds [CLS] and [SEP], so valid[:, 1] "
     "== valid[:, 0]",
-    "afloc.text.x_word_and_sentence_ids__mutmut_31": "cumsum + is_period differs from cumsum - is_period only on "
+    "afloc.text.tokenizer.x_word_and_sentence_ids__mutmut_31": "cumsum + is_period differs from cumsum - is_period only on "
     "'.' tokens, which belong to no sentence",
-    "afloc.text.x_word_and_sentence_ids__mutmut_36": "sentence numbers are renumbered densely afterwards, so the "
+    "afloc.text.tokenizer.x_word_and_sentence_ids__mutmut_36": "sentence numbers are renumbered densely afterwards, so the "
     "offset (1 or 2) cancels",
-    "afloc.text.x_resolve_text_model__mutmut_13": "only hub ids reach the else branch, and str(Path(id)"
+    "afloc.text.tokenizer.x_resolve_text_model__mutmut_13": "only hub ids reach the else branch, and str(Path(id)"
     ".expanduser()) == id for the 'org/name' ids the pattern admits",
     "afloc.predictor.xǁAFLocPredictorǁfrom_bundle__mutmut_5": "device None picks the CPU on a machine without a "
     "GPU, as 'cpu' does (a GPU run would catch it)",

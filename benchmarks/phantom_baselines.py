@@ -1,9 +1,10 @@
 """Benchmark: how far trivial, prompt-blind heatmaps get on PhantomCXR localization (difficulty check).
 
 Generates ``--n`` test cases in memory (``sample_case(split="test")`` + ``render_case``) and scores, for every
-finding, heatmaps that ignore the prompt, with the evaluation metrics of :mod:`afloc.metrics` (pointing game,
+finding, heatmaps that ignore the prompt, with the evaluation metrics of :mod:`afloc.localization.metrics`
+(pointing game,
 IoU averaged over the thresholds 0.1-0.5, signed CNR); each heatmap is min-maxed to ``[-1, 1]`` with
-``afloc.localization.scale_to_unit_range`` first:
+``afloc.localization.heatmaps.scale_to_unit_range`` first:
 
 * ``random``: uniform noise (seeded per case);
 * ``centre prior``: a Gaussian at the image centre (sigma = size / 6);
@@ -40,8 +41,8 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from afloc.localization import scale_to_unit_range  # noqa: E402
-from afloc.metrics import cnr, macro_average, pointing_game, threshold_metrics  # noqa: E402
+from afloc.localization.heatmaps import scale_to_unit_range  # noqa: E402
+from afloc.localization.metrics import cnr, macro_average, pointing_game, threshold_metrics  # noqa: E402
 from training.phantoms.render import render_case  # noqa: E402
 from training.phantoms.schema import FINDING_KINDS, Case, sample_case  # noqa: E402
 

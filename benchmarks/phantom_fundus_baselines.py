@@ -28,8 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from afloc.localization import scale_to_unit_range  # noqa: E402
-from afloc.metrics import pointing_game  # noqa: E402
+from afloc.localization.heatmaps import scale_to_unit_range  # noqa: E402
+from afloc.localization.metrics import pointing_game  # noqa: E402
 from benchmarks.phantom_baselines import (  # noqa: E402
     BASELINES,
     METRICS,

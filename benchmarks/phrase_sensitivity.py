@@ -24,10 +24,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from afloc.metrics import bootstrap_ci  # noqa: E402
+from afloc.localization.metrics import bootstrap_ci  # noqa: E402
 from afloc.predictor import AFLocPredictor  # noqa: E402
+from training.evaluation.datasets import read_ms_cxr  # noqa: E402
 from training.evaluation.protocol import side_mass  # noqa: E402
-from training.evaluation.readers import read_ms_cxr  # noqa: E402
 
 SIDE = re.compile(r"\b(right|left)\b")
 

@@ -13,10 +13,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from afloc import AFLocPredictor, load_pretrained  # noqa: E402
-from afloc.localization import LocalizationConfig  # noqa: E402
+from afloc.localization.heatmaps import LocalizationConfig  # noqa: E402
 from training.callbacks import summarize_scores  # noqa: E402
+from training.evaluation.datasets import read_phantom  # noqa: E402
 from training.evaluation.protocol import HeatmapSource, ProtocolConfig, evaluate_localization  # noqa: E402
-from training.evaluation.readers import read_phantom  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,14 +36,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from text_probe import attributes  # noqa: E402
 
-from afloc.config import ImageEncoderConfig  # noqa: E402
-from afloc.image_encoder import ImageEncoder  # noqa: E402
-from afloc.io import load_image  # noqa: E402
-from afloc.localization import LocalizationConfig, heatmaps_from_embeddings  # noqa: E402
-from afloc.transforms import Preprocessing  # noqa: E402
+from afloc.imaging.io import load_image  # noqa: E402
+from afloc.imaging.transforms import Preprocessing  # noqa: E402
+from afloc.localization.heatmaps import LocalizationConfig, heatmaps_from_embeddings  # noqa: E402
+from afloc.modeling.config import ImageEncoderConfig  # noqa: E402
+from afloc.modeling.image_encoder import ImageEncoder  # noqa: E402
 from training.callbacks import summarize_scores  # noqa: E402
+from training.evaluation.datasets import read_phantom  # noqa: E402
 from training.evaluation.protocol import HeatmapSource, ProtocolConfig, evaluate_localization  # noqa: E402
-from training.evaluation.readers import read_phantom  # noqa: E402
 
 KINDS = ("consolidation", "atelectasis", "pleural_effusion", "pneumothorax", "cardiomegaly", "nodule", "mass", "edema")
 SIDES = ("right", "left", "both")

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from afloc import AFLocPredictor, build_model  # noqa: E402
-from afloc.config import AFLocConfig, ImageEncoderConfig  # noqa: E402
-from afloc.text import load_tokenizer  # noqa: E402
-from training.evaluation.readers import read_phantom  # noqa: E402
+from afloc.modeling.config import AFLocConfig, ImageEncoderConfig  # noqa: E402
+from afloc.text.tokenizer import load_tokenizer  # noqa: E402
+from training.evaluation.datasets import read_phantom  # noqa: E402
 
 
 def attributes(sample) -> dict[str, str]:

@@ -17,8 +17,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from afloc import AFLocConfig, build_model  # noqa: E402
-from afloc.config import TextEncoderConfig  # noqa: E402
-from afloc.text import load_tokenizer, report_sentences, sample_caption  # noqa: E402
+from afloc.modeling.config import TextEncoderConfig  # noqa: E402
+from afloc.text.tokenizer import load_tokenizer, report_sentences, sample_caption  # noqa: E402
 from training.manifest import read_manifest  # noqa: E402
 
 PROMPTS = [

@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from afloc.metrics import bootstrap_auc_ci, roc_auc  # noqa: E402
+from afloc.localization.metrics import bootstrap_auc_ci, roc_auc  # noqa: E402
 from afloc.predictor import AFLocPredictor  # noqa: E402
 from training.manifest import read_manifest  # noqa: E402
 

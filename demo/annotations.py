@@ -11,26 +11,16 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
-from afloc.text import split_sentences
+from afloc.imaging.boxes import Box, parse_yolo_line
+from afloc.text.tokenizer import split_sentences
 
 MAX_ANNOTATION_BYTES = 5_000_000
 MAX_JSON_DEPTH = 64  # COCO needs 4 levels; deeper nesting is refused before parsing (json recurses)
 MAX_COORDINATE = 1e7  # pixels; anything larger is an error in the file, not a film
 IMAGE_COLUMNS = ("image", "file_name", "path", "dicom_id")
-
-
-class Box(NamedTuple):
-    """A ground-truth box in original pixels; ``label`` is ``"category: phrase"``, either part optional."""
-
-    x: float
-    y: float
-    w: float
-    h: float
-    label: str = ""
 
 
 def _words(text: str) -> set[str]:
@@ -49,25 +39,6 @@ def boxes_for_prompt(boxes: list[Box], prompt: str) -> tuple[list[Box], bool]:
         if any((part := _words(p)) and (part <= words or words <= part) for p in box.label.split(":"))
     ]
     return (matched, True) if matched else (list(boxes), False)
-
-
-def _pixel_span(start: float, length: float, limit: int) -> tuple[int, int]:
-    """Pixels whose centres lie in ``[start, start + length)``; a box thinner than a pixel keeps its centre pixel.
-    Same rule as ``training.evaluation.readers.LocalizationSample.gt_mask`` (tested against it)."""
-    first, stop = math.ceil(start - 0.5), math.ceil(start + length - 0.5)
-    if stop <= first:
-        first = math.floor(start + length / 2)
-        stop = first + 1
-    return min(max(first, 0), limit), min(max(stop, 0), limit)
-
-
-def boxes_to_mask(boxes: list[Box], height: int, width: int) -> np.ndarray:
-    """Union of the boxes as ``bool [height, width]`` (pixel centres inside the box, clipped to the image)."""
-    mask = np.zeros((height, width), dtype=bool)
-    for box in boxes:
-        (row0, row1), (col0, col1) = _pixel_span(box.y, box.h, height), _pixel_span(box.x, box.w, width)
-        mask[row0:row1, col0:col1] = True
-    return mask
 
 
 def _box(values, label: str, where: str) -> Box:
@@ -152,16 +123,14 @@ def _coco_boxes(data: dict, image_name: str, shape) -> list[Box]:
 
 def _yolo_boxes(lines: list[str], shape) -> list[Box]:
     boxes = []
+    height, width = shape
     for number, line in enumerate(lines, start=1):
-        parts = line.split()
-        if len(parts) != 5:
-            raise ValueError(f"YOLO line {number}: expected 'class cx cy w h', got {line.strip()[:60]!r}")
-        cx, cy, w, h = _box(parts[1:], "", f"YOLO line {number}")[:4]
-        if not all(0.0 <= v <= 1.0 for v in (cx, cy, w, h)):
-            raise ValueError(f"YOLO line {number}: cx, cy, w, h must be normalised to [0, 1], got {parts[1:]}")
-        label = f"class {parts[0]}" if parts[0].isdigit() else parts[0].replace("_", " ")
-        height, width = shape
-        boxes.append(Box((cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height, label))
+        parsed = parse_yolo_line(line, width, height, f"YOLO line {number}")
+        if parsed is None:
+            continue
+        token, box = parsed
+        label = f"class {token}" if token.isdigit() else token.replace("_", " ")
+        boxes.append(box._replace(label=label))
     return boxes
 
 

@@ -17,17 +17,24 @@ from pathlib import Path
 
 import numpy as np
 
-from afloc.io import load_image_with_info
-from afloc.metrics import localization_metrics
+from afloc.imaging.boxes import Box, boxes_to_mask
+from afloc.imaging.io import load_image_with_info
+from afloc.localization.metrics import localization_metrics
+from afloc.localization.overlay import (
+    BOX_COLOR,
+    CONTOUR_COLOR,
+    add_colorbar,
+    add_legend,
+    render_overlay,
+    save_png,
+    to_rgb_uint8,
+)
 from afloc.predictor import MAX_PROMPT_CHARS
-from afloc.prompts import CXR_FINDINGS, FUNDUS_FINDINGS
-from afloc.text import normalize_prompt, split_sentences
-from afloc.visualize import BOX_COLOR, CONTOUR_COLOR, add_colorbar, add_legend, render_overlay, save_png, to_rgb_uint8
+from afloc.text.prompts import CXR_FINDINGS, FUNDUS_FINDINGS
+from afloc.text.tokenizer import normalize_prompt, split_sentences
 
 from .annotations import (
-    Box,
     boxes_for_prompt,
-    boxes_to_mask,
     boxes_to_text,
     check_boxes,
     example_boxes,

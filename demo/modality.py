@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from afloc.prompts import FINDINGS_BY_MODALITY
+from afloc.text.prompts import FINDINGS_BY_MODALITY
 
 from .models import UNTRAINED_KEY, ModelStore, model_banner
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from afloc.visualize import save_png
+from afloc.localization.overlay import save_png
 
 KEEP_VIEWS = 3  # a browser may still be fetching the previous image when the next one is written
 KEEP_EXPORTS = 5

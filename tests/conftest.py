@@ -56,7 +56,7 @@ def tiny_tokenizer(vocab_file, _vocab_size, tmp_path_factory):
     """
     from transformers import BertTokenizerFast
 
-    from afloc.text import ReportTokenizer
+    from afloc.text.tokenizer import ReportTokenizer
 
     directory = tmp_path_factory.mktemp("tiny_vocab")
     shutil.copy(vocab_file, directory / "vocab.txt")
@@ -81,7 +81,7 @@ def tiny_bert_config(_vocab_size) -> dict:
 @pytest.fixture(scope="session")
 def tiny_config(tiny_bert_config):
     """ResNet-18 at 64x64 + the tiny BERT (D = 32, max_length = 32, sum of the last 4 layers)."""
-    from afloc.config import AFLocConfig, ImageEncoderConfig, TextEncoderConfig
+    from afloc.modeling.config import AFLocConfig, ImageEncoderConfig, TextEncoderConfig
 
     return AFLocConfig(
         image=ImageEncoderConfig(backbone="resnet18", image_size=64),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from afloc.transforms import Preprocessing, pad_resize, pad_resize_mapping
+from afloc.imaging.transforms import Preprocessing, pad_resize, pad_resize_mapping
 
 # (height, width, size, rule) -> (resized_height, resized_width, top, left), worked by hand:
 HAND_WORKED = [

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 import afloc
-from afloc.image_encoder import ImageEncoderOutput
-from afloc.localization import LocalizationConfig
-from afloc.transforms import Preprocessing
+from afloc.imaging.transforms import Preprocessing
+from afloc.localization.heatmaps import LocalizationConfig
+from afloc.modeling.types import ImageEncoderOutput
 from training.evaluation.evaluate import main as evaluate_main
 
 SIZE, GRID = 64, 16  # model input and region grid of the planted model (4-pixel regions)

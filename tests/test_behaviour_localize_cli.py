@@ -14,7 +14,7 @@ from PIL import Image
 from scipy import ndimage
 
 import afloc
-from afloc.localize import main as localize_main
+from afloc.__main__ import main as localize_main
 
 GREEN, YELLOW = (0, 255, 0), (255, 255, 0)
 HEIGHT, WIDTH = 120, 90

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from afloc.model_card import render_model_card
+from afloc.hub.cards import render_model_card
 from training.card import evaluation_table, main, update_card
 from training.evaluation.report import summarize_localization, write_outputs
 

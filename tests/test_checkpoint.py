@@ -13,7 +13,7 @@ import torch
 
 import afloc
 from afloc import AFLoc, LocalizationConfig, Preprocessing, load_pretrained, save_pretrained
-from afloc.checkpoint import read_state_dict
+from afloc.hub.format import read_state_dict
 
 
 def _state_equal(a: AFLoc, b: AFLoc) -> bool:

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from afloc.convert import main
-from afloc.safe_pickle import (
+from afloc.convert.safe_pickle import (
     Budget,
     BudgetExceededError,
     CorruptCheckpointError,

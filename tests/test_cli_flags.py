@@ -50,7 +50,8 @@ def _parser_of(main, monkeypatch) -> argparse.ArgumentParser:
 
 def test_every_flag_of_every_command_is_named_by_a_test(monkeypatch):
     import app
-    from afloc import convert, localize
+    from afloc import __main__ as localize
+    from afloc import convert
     from training.evaluation import evaluate
 
     text = "\n".join(path.read_text() for path in TESTS.glob("test_*.py"))
@@ -177,7 +178,7 @@ def test_evaluate_tuned_thresholds_from_a_val_run(tmp_path, model_dir):
 
 
 def test_localize_device_flag(tmp_path, model_dir, capsys):
-    from afloc.localize import main as localize_main
+    from afloc.__main__ import main as localize_main
 
     film = tmp_path / "film.png"
     Image.fromarray((np.arange(4800).reshape(60, 80) % 256).astype(np.uint8)).save(film)

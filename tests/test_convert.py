@@ -19,12 +19,12 @@ import pytest
 import torch
 
 import afloc
-from afloc.config import AFLocConfig, ImageEncoderConfig, LossConfig, TextEncoderConfig
 from afloc.convert import ConversionError, convert_checkpoint, main
-from afloc.localization import LocalizationConfig
+from afloc.convert.safe_pickle import CorruptCheckpointError, Inert, UnsafeCheckpointError, load_checkpoint
+from afloc.imaging.transforms import Preprocessing
+from afloc.localization.heatmaps import LocalizationConfig
+from afloc.modeling.config import AFLocConfig, ImageEncoderConfig, LossConfig, TextEncoderConfig
 from afloc.predictor import AFLocPredictor
-from afloc.safe_pickle import CorruptCheckpointError, Inert, UnsafeCheckpointError, load_checkpoint
-from afloc.transforms import Preprocessing
 
 PROMPTS = ["findings suggesting pneumonia", "left lower lobe opacity", "edema"]
 PREFIXES = {"authors": "afloc", "gloria": "gloria"}
@@ -474,7 +474,7 @@ def test_config_switch_is_backward_compatible():
 def test_backbone_is_inferred_from_the_keys():
     import torchvision
 
-    from afloc.reference_layouts import infer_backbone
+    from afloc.convert.layouts import infer_backbone
 
     for name in ("resnet18", "resnet34", "resnet50", "resnet101"):
         with torch.device("meta"):

@@ -18,7 +18,7 @@ import torch
 from helpers import free_port, without_bundled_models
 
 import afloc
-from afloc.model_card import render_model_card
+from afloc.hub.cards import render_model_card
 from benchmarks.machine import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser

@@ -16,11 +16,11 @@ from pydicom.encaps import encapsulate
 from test_io import RAMP_12BIT, _undecodable_syntax, make_dicom
 
 import afloc
-from afloc.io import load_image
-from afloc.metrics import localization_metrics
-from afloc.model_card import render_model_card
-from afloc.prompts import CXR_FINDINGS
-from afloc.visualize import to_rgb_uint8
+from afloc.hub.cards import render_model_card
+from afloc.imaging.io import load_image
+from afloc.localization.metrics import localization_metrics
+from afloc.localization.overlay import to_rgb_uint8
+from afloc.text.prompts import CXR_FINDINGS
 from demo import callbacks as cb
 from demo.models import UNTRAINED_KEY, LoadedModel, ModelStore, find_model_dirs, model_banner
 
@@ -60,7 +60,7 @@ def localized(session, model, text=MASS_PROMPT, presets=()):
 def test_upload_examples_gives_state_and_display(session, name):
     display = loaded(session, EXAMPLES / name)
     expected = load_image(EXAMPLES / name)
-    np.testing.assert_array_equal(display, to_rgb_uint8(expected))  # DICOMs windowed by afloc.io
+    np.testing.assert_array_equal(display, to_rgb_uint8(expected))  # DICOMs windowed by afloc.imaging.io
     assert display.dtype == np.uint8 and display.shape == (256, 256, 3)
     assert session.image_name == name and session.modality == "cxr" and session.boxes == []
 
@@ -136,7 +136,7 @@ def test_example_ground_truth_and_metrics(session, model):
 
 
 def test_boxes_to_mask_follows_the_reader_rounding_rule():
-    from training.evaluation.readers import LocalizationSample
+    from training.evaluation.datasets import LocalizationSample
 
     rng = np.random.default_rng(0)
     boxes = [cb.Box(*rng.uniform(-5, 40, 2), *rng.uniform(0.1, 20, 2)) for _ in range(30)] + [cb.Box(10, 20, 5, 4)]

@@ -15,8 +15,8 @@ from helpers import free_port
 from PIL import Image
 
 import afloc
-from afloc.io import load_image
-from afloc.model_card import render_model_card
+from afloc.hub.cards import render_model_card
+from afloc.imaging.io import load_image
 from demo import callbacks as cb
 
 gradio_client = pytest.importorskip("gradio_client")

@@ -65,7 +65,7 @@ def test_session_memory_is_bounded_and_released(tmp_path, model, film, monkeypat
 
 def test_heatmap_cache_evicts_by_bytes_and_upsamples_on_demand(model, film):
     predictor = model.predictor
-    encoded = predictor.encode_image(afloc.io.load_image(film))
+    encoded = predictor.encode_image(afloc.imaging.io.load_image(film))
     encoded.heatmap_cache_bytes = 5 * 64 * 64 * 4
     first = predictor.localize("left effusion", image=encoded)
     for k in range(10):

@@ -11,7 +11,7 @@ import torch
 from helpers import free_port, without_bundled_models
 
 import afloc
-from afloc.prompts import CXR_FINDINGS, FUNDUS_FINDINGS
+from afloc.text.prompts import CXR_FINDINGS, FUNDUS_FINDINGS
 from demo import callbacks as cb
 from demo import modality as md
 from demo.models import UNTRAINED_KEY, LoadedModel, ModelStore

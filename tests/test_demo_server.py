@@ -18,9 +18,9 @@ from pydicom.pixels import get_decoder
 from test_io import RAMP_12BIT, make_dicom
 
 import afloc
-from afloc.io import load_image
-from afloc.metrics import localization_metrics
-from afloc.model_card import render_model_card
+from afloc.hub.cards import render_model_card
+from afloc.imaging.io import load_image
+from afloc.localization.metrics import localization_metrics
 from demo import callbacks as cb
 from demo.models import BUNDLED_MODELS_DIR, find_model_dirs
 
@@ -99,7 +99,7 @@ def test_parallel_sessions_get_their_own_results(server, tmp_path):
     examples = [e for e in cb.list_examples(EXAMPLES) if e.modality == "cxr"][:8]  # the server's model is a CXR one
     jobs = [
         (example.image_path, f"{example.prompt}, {finding}", cb.boxes_to_text(example.boxes))
-        for example, finding in zip(examples, afloc.prompts.CXR_FINDINGS, strict=False)
+        for example, finding in zip(examples, afloc.text.prompts.CXR_FINDINGS, strict=False)
     ]
     with ThreadPoolExecutor(max_workers=8) as pool:
         futures = [pool.submit(_session, server, tmp_path / str(k), *job) for k, job in enumerate(jobs)]

@@ -12,8 +12,7 @@ import torch.multiprocessing as mp
 from helpers import free_port
 
 from afloc import AFLocLoss
-from afloc.image_encoder import ImageEncoderOutput
-from afloc.text_encoder import TextEncoderOutput
+from afloc.modeling.types import ImageEncoderOutput, TextEncoderOutput
 from training.distributed import gather_image_outputs, gather_text_outputs
 
 WORLD = 2

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from afloc.metrics import THRESHOLDS, bootstrap_ci, bootstrap_macro_ci
+from afloc.localization.metrics import THRESHOLDS, bootstrap_ci, bootstrap_macro_ci
 from training.evaluation import compare as compare_module
 from training.evaluation.report import (
     summarize_classification,
@@ -136,7 +136,8 @@ def test_bootstrap_intervals_are_seeded_and_use_afloc_metrics():
 
 
 def test_paper_rule_interval_with_one_threshold_equals_bootstrap_macro_ci():
-    """The vectorised threshold-macro bootstrap against afloc.metrics' per-threshold one (same index draw)."""
+    """The vectorised threshold-macro bootstrap against afloc.localization.metrics' per-threshold one (same
+    index draw)."""
     single = summarize_localization(RECORDS, thresholds=(0.3,), n_resamples=N_RESAMPLES, seed=7)
     values = np.array([r["iou@0.3"] for r in RECORDS])
     expected = bootstrap_macro_ci(values, [r["category"] for r in RECORDS], N_RESAMPLES, seed=7)

@@ -9,6 +9,7 @@ import pytest
 
 from afloc import Preprocessing, save_pretrained
 from training.__main__ import main as training_main
+from training.evaluation.datasets import LocalizationSample, read_phantom
 from training.evaluation.protocol import (
     TUNE_GRID,
     HeatmapSource,
@@ -18,7 +19,6 @@ from training.evaluation.protocol import (
     reference_box_mask,
     tune_thresholds,
 )
-from training.evaluation.readers import LocalizationSample, read_phantom
 from training.phantoms.generate import CorpusSpec, generate_corpus
 
 
@@ -346,7 +346,7 @@ def test_reference_box_rule_hand_computed():
 
 
 def test_reference_rule_truth_is_the_union_of_boxes_and_mask(tmp_path):
-    from afloc.transforms import pad_resize_mapping
+    from afloc.imaging.transforms import pad_resize_mapping
     from training.evaluation.protocol import sample_heatmap
 
     mask = np.zeros((100, 50), bool)

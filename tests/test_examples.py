@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from afloc.io import load_image_with_info
+from afloc.imaging.io import load_image_with_info
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
 TRUTHS = sorted(EXAMPLES.glob("*.json"))

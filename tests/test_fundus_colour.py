@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import afloc
-from afloc.io import load_image, load_image_with_info
-from afloc.transforms import Preprocessing, pad_resize
+from afloc.imaging.io import load_image, load_image_with_info
+from afloc.imaging.transforms import Preprocessing, pad_resize
 
 FUNDUS_MEAN = (0.52, 0.27, 0.09)
 FUNDUS_STD = (0.27, 0.15, 0.06)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from training_fixtures import write_tiny_bert, write_tiny_corpus
 
-from afloc.io import load_image
-from afloc.transforms import Preprocessing
+from afloc.imaging.io import load_image
+from afloc.imaging.transforms import Preprocessing
 
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
 MEAN, STD = [0.4, 0.3, 0.2], [0.25, 0.2, 0.15]

@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = {
     "afloc-demo": "app:main",
-    "afloc-localize": "afloc.localize:main",
+    "afloc-localize": "afloc.__main__:main",
     "afloc-convert": "afloc.convert:main",
     "afloc-training": "training.__main__:main",
     "afloc-evaluate": "training.evaluation.evaluate:main",
@@ -61,3 +61,16 @@ def test_console_commands_are_installed(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run([script, "--help"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.returncode == 0 and "usage" in result.stdout
+
+
+def test_readme_library_example_runs(tmp_path):
+    """The README's first Python block ("The library") runs as written, in a fresh interpreter, offline."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The library") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    code += '\nassert set(losses) == {"report", "sentence", "word", "total"}\nprint("ok")\n'
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]

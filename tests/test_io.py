@@ -1,4 +1,5 @@
-"""Tests for ``afloc.io``: DICOM fixtures are written with pydicom into ``tmp_path``; real files are optional."""
+"""Tests for ``afloc.imaging.io``: DICOM fixtures are written with pydicom into ``tmp_path``; real files are
+optional."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_voi_lut, get_decoder
 
-from afloc.io import DEFAULT_MAX_PIXELS, ImageInfo, is_dicom, load_image, load_image_with_info
+from afloc.imaging.io import DEFAULT_MAX_PIXELS, ImageInfo, is_dicom, load_image, load_image_with_info
 
 SIIM_DICOM = SHARED_DATA / "cxr" / "dicom" / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
 PATIENT_NAME = "Doe^Jane"

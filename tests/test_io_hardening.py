@@ -15,7 +15,7 @@ from pydicom import uid
 from pydicom.dataset import Dataset
 from test_io import PATIENT_NAME, RAMP_12BIT, make_dicom
 
-from afloc.io import load_image, load_image_with_info
+from afloc.imaging.io import load_image, load_image_with_info
 
 
 def _lut_item(entries: int, data: list[int]) -> Dataset:
@@ -137,7 +137,7 @@ def test_constant_images_load_as_black_of_their_own_size():
 
 
 def test_an_image_mode_pillow_cannot_convert_is_named():
-    from afloc.io import _pillow_to_array
+    from afloc.imaging.io import _pillow_to_array
 
     class Unconvertible:
         mode = "XYZ;99"

@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from afloc.localization import (
+from afloc.localization.heatmaps import (
     LocalizationConfig,
     heatmaps_from_embeddings,
     scale_to_unit_range,

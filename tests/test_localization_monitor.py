@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import afloc
-from afloc.localization import LocalizationConfig
-from afloc.transforms import Preprocessing
+from afloc.imaging.transforms import Preprocessing
+from afloc.localization.heatmaps import LocalizationConfig
 from training.__main__ import main as training_main
 from training.callbacks import LocalizationMonitor
 from training.phantoms.__main__ import main as phantoms_main
@@ -66,10 +66,10 @@ def test_kind_oracle_is_the_mean_training_mask_of_the_kind(corpus):
     """Independent derivation: average the pad-resized training masks of one category by hand."""
     import numpy as np
 
-    from afloc.localization import scale_to_unit_range
-    from afloc.transforms import pad_resize_mapping
+    from afloc.imaging.transforms import pad_resize_mapping
+    from afloc.localization.heatmaps import scale_to_unit_range
+    from training.evaluation.datasets import read_phantom
     from training.evaluation.oracle import KindOracleSource
-    from training.evaluation.readers import read_phantom
 
     train = read_phantom(corpus, "train").samples
     test = read_phantom(corpus, "test").samples

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from afloc import Preprocessing, save_pretrained
-from afloc.localize import main, read_boxes
+from afloc.__main__ import main
+from afloc.imaging.boxes import Box, read_box_file
 
 
 @pytest.fixture
@@ -67,17 +68,17 @@ def test_read_boxes_coco_and_errors(tmp_path):
     }
     path = tmp_path / "coco.json"
     path.write_text(json.dumps(coco))
-    assert read_boxes(path) == {"x.png": [([1.0, 2.0, 3.0, 4.0], "ActiveTuberculosis")]}
+    assert read_box_file(path) == {"x.png": [Box(1.0, 2.0, 3.0, 4.0, "ActiveTuberculosis")]}
     path.write_text('{"images": []')
     with pytest.raises(ValueError, match="COCO"):
-        read_boxes(path)
+        read_box_file(path)
     bad = tmp_path / "bad.csv"
     bad.write_text("file,left,top\n")
     with pytest.raises(ValueError, match="columns"):
-        read_boxes(bad)
+        read_box_file(bad)
     bad.write_text("image,x,y,w,h\na.png,1,2,three,4\n")
     with pytest.raises(ValueError, match="line 2"):
-        read_boxes(bad)
+        read_box_file(bad)
 
 
 def test_clear_errors(tmp_path, model_dir, capsys):

@@ -8,11 +8,10 @@ import math
 import pytest
 import torch
 
-import afloc.losses as losses_module
-from afloc.config import LossConfig
-from afloc.image_encoder import ImageEncoderOutput
-from afloc.losses import AFLocLoss, global_contrastive_loss, local_contrastive_loss
-from afloc.text_encoder import TextEncoderOutput
+import afloc.modeling.losses as losses_module
+from afloc.modeling.config import LossConfig
+from afloc.modeling.losses import AFLocLoss, global_contrastive_loss, local_contrastive_loss
+from afloc.modeling.types import ImageEncoderOutput, TextEncoderOutput
 
 
 @pytest.fixture(autouse=True, scope="module")

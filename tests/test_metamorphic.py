@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 import afloc
-from afloc.image_encoder import ImageEncoderOutput
-from afloc.localization import LocalizationConfig
-from afloc.transforms import Preprocessing
+from afloc.imaging.transforms import Preprocessing
+from afloc.localization.heatmaps import LocalizationConfig
+from afloc.modeling.types import ImageEncoderOutput
 
 SIZE, GRID = 64, 16
 

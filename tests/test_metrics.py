@@ -1,4 +1,5 @@
-"""Tests of afloc.metrics against tiny hand-computed arrays (docs/method.md section 5) and naive oracles."""
+"""Tests of afloc.localization.metrics against tiny hand-computed arrays (docs/method.md section 5) and naive
+oracles."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from afloc.metrics import (
+from afloc.localization.metrics import (
     THRESHOLDS,
     bootstrap_auc_ci,
     bootstrap_ci,
@@ -247,7 +248,7 @@ def test_summarize_plain_and_macro():
 @pytest.mark.parametrize("with_nan", [False, True])
 @pytest.mark.parametrize("threshold", [-0.5, 0.2, 0.9, 1.5])
 def test_localization_metrics_equals_the_single_metrics(with_nan, threshold):
-    from afloc.metrics import cnr, dice, iou, localization_metrics, pointing_game
+    from afloc.localization.metrics import cnr, dice, iou, localization_metrics, pointing_game
 
     rng = np.random.default_rng(4)
     heatmap = rng.uniform(-1, 1, size=(37, 53)).astype(np.float32)
@@ -294,7 +295,7 @@ def test_confidence_outside_the_open_unit_interval_is_refused(confidence):
 
 def test_mask_covering_every_valid_pixel():
     """No outside region: CNR is undefined (NaN, no division warning), the pointing game always hits."""
-    from afloc.metrics import localization_metrics
+    from afloc.localization.metrics import localization_metrics
 
     heatmap = np.array([[0.1, 0.7], [NAN, -0.3]])
     mask = np.array([[True, True], [False, True]])  # every valid pixel

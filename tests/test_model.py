@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from afloc import AFLoc, AFLocConfig, ImageEncoderConfig, LossConfig, TextEncoderConfig
-from afloc.factory import load_backbone_weights
-from afloc.image_encoder import ImageEncoder
+from afloc.hub.building import load_backbone_weights
+from afloc.modeling.image_encoder import ImageEncoder
 
 
 @pytest.mark.parametrize(

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from afloc import AFLocPredictor, LocalizationConfig, Preprocessing
-from afloc.text import limit_sentences, normalize_prompt, sample_caption
-from afloc.transforms import pad_resize, pad_resize_mapping
+from afloc.imaging.transforms import pad_resize, pad_resize_mapping
+from afloc.text.tokenizer import limit_sentences, normalize_prompt, sample_caption
+from training.evaluation.datasets import LocalizationSample
 from training.evaluation.protocol import HeatmapSource, ProtocolConfig, reference_box_mask, sample_heatmap
-from training.evaluation.readers import LocalizationSample
 
 REFERENCE = Preprocessing(image_size=224, resize_8bit=True, size_rule="reference")
 SQUARE_SIZES = (299, 612, 2544, 3056)  # sizes the issue lists where the authors lose a column
@@ -210,7 +210,7 @@ def test_caption_word_limit_follows_the_authors_rule(sentences):
 def test_data_module_caption_word_limit(tmp_path):
     from training_fixtures import write_tiny_corpus
 
-    from afloc.text import report_sentences
+    from afloc.text.tokenizer import report_sentences
     from training.data import ImageReportDataModule
 
     manifest = write_tiny_corpus(tmp_path / "corpus", n=12, size=32)

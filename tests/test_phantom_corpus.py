@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from afloc.io import load_image
-from afloc.text import split_sentences
+from afloc.imaging.io import load_image
+from afloc.text.tokenizer import split_sentences
 from training.manifest import read_manifest
 from training.phantoms.__main__ import main
 from training.phantoms.generate import CorpusSpec, generate_case, generate_corpus

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from afloc.io import load_image
-from afloc.text import split_sentences
+from afloc.imaging.io import load_image
+from afloc.text.tokenizer import split_sentences
 from training.manifest import read_manifest
 from training.phantoms.__main__ import main
 from training.phantoms.fundus.generate import generate_fundus_case, generate_fundus_corpus
@@ -57,7 +57,7 @@ def test_corpus_is_byte_identical_per_seed_whatever_the_workers(tmp_path, corpus
 
 
 def test_manifest_images_and_coco_files_read_unchanged(corpus):
-    from training.evaluation.readers import read_coco, read_phantom
+    from training.evaluation.datasets import read_coco, read_phantom
 
     out, counts = corpus
     records = read_manifest(out / "manifest.csv")

@@ -12,7 +12,7 @@ import re
 import numpy as np
 import pytest
 
-from afloc.text import split_sentences
+from afloc.text.tokenizer import split_sentences
 from training.phantoms.reports import (
     TEST_ONLY_PLACES,
     TEST_ONLY_SYNONYMS,
@@ -237,7 +237,7 @@ def test_invalid_input_raises():
 
 
 def test_cleaned_reports_mostly_fit_97_word_pieces(reports):
-    from afloc.text import load_tokenizer
+    from afloc.text.tokenizer import load_tokenizer
 
     try:
         tokenizer = load_tokenizer().tokenizer

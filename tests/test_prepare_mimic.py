@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from afloc.transforms import pad_resize
+from afloc.imaging.transforms import pad_resize
 from training.manifest import read_manifest
 from training.prepare_mimic import build_report, extract_sections, is_valid_png, main, prepare_mimic
 

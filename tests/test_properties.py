@@ -8,8 +8,8 @@ import numpy as np
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from afloc.transforms import pad_resize, pad_resize_mapping
-from training.evaluation.readers import LocalizationSample
+from afloc.imaging.transforms import pad_resize, pad_resize_mapping
+from training.evaluation.datasets import LocalizationSample
 
 sides = st.integers(min_value=2, max_value=900)
 model_sizes = st.sampled_from([32, 64, 176, 224])

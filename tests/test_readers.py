@@ -15,8 +15,8 @@ import pytest
 from helpers import shared_data
 from PIL import Image
 
-from afloc.transforms import pad_resize_mapping
-from training.evaluation.readers import (
+from afloc.imaging.transforms import pad_resize_mapping
+from training.evaluation.datasets import (
     LocalizationSample,
     read_chexlocalize,
     read_coco,
@@ -104,10 +104,12 @@ def test_gt_mask_maps_to_the_mapped_box_in_model_space():
         assert model_mask.sum() == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)  # a rectangle
 
 
-def test_readers_module_imports_the_submodules_lazily():
+def test_the_datasets_package_is_one_face_over_its_readers():
+    """Each reader is importable from ``training.evaluation.datasets`` and is the one its module defines."""
     code = (
-        "import training.evaluation.readers_fundus as f, training.evaluation.readers as r\n"
-        "print(r.read_yolo is f.read_yolo)"
+        "import training.evaluation.datasets as d, training.evaluation.datasets.fundus as f, "
+        "training.evaluation.datasets.cxr as c\n"
+        "print(d.read_yolo is f.read_yolo and d.read_coco is c.read_coco)"
     )
     repo = Path(__file__).resolve().parents[1]
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=repo)

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from afloc.imaging.boxes import Box
 from training.realdata import cxr, fundus
 from training.realdata.common import mask_to_rle
 
@@ -17,11 +18,11 @@ W, H = 1000, 700
 
 def _right_eye(*lesions: fundus.Box) -> list[fundus.Box]:
     """A right eye: the disc (100 px across) on the image's right, at (800, 300); fovea 250 px to its left."""
-    return [fundus.Box("optic_disc", 750, 250, 100, 100), *lesions]
+    return [Box(750, 250, 100, 100, "optic_disc"), *lesions]
 
 
 def _mirror(boxes: list[fundus.Box]) -> list[fundus.Box]:
-    return [fundus.Box(b.category, W - b.x - b.w, b.y, b.w, b.h) for b in boxes]
+    return [Box(W - b.x - b.w, b.y, b.w, b.h, b.label) for b in boxes]
 
 
 def test_eye_and_landmarks_from_the_disc():
@@ -43,7 +44,7 @@ def test_regions_a_grader_names():
 
 
 def test_a_box_temporal_to_the_macula_is_written_so_and_absent_classes_are_negated():
-    exudates = fundus.Box("hard_exudates", 380, 310, 40, 40)  # centre (400, 330)
+    exudates = Box(380, 310, 40, 40, "hard_exudates")  # centre (400, 330)
     photo = fundus.describe_photo(_right_eye(exudates), W, H)
     assert photo.lesions["hard_exudates"] == {"temporal_to_macula": [exudates]}
     for seed in range(20):
@@ -60,7 +61,7 @@ def test_a_box_temporal_to_the_macula_is_written_so_and_absent_classes_are_negat
 
 
 def test_a_mirrored_photo_is_the_other_eye_with_the_same_regions():
-    lesions = [fundus.Box("hard_exudates", 380, 310, 40, 40), fundus.Box("haemorrhage", 900, 120, 30, 30)]
+    lesions = [Box(380, 310, 40, 40, "hard_exudates"), Box(900, 120, 30, 30, "haemorrhage")]
     photo = fundus.describe_photo(_right_eye(*lesions), W, H)
     mirrored = fundus.describe_photo(_mirror(_right_eye(*lesions)), W, H)
     assert (photo.eye, mirrored.eye) == ("right", "left")
@@ -73,7 +74,7 @@ def test_a_mirrored_photo_is_the_other_eye_with_the_same_regions():
 
 
 def test_held_out_phrasing_only_in_the_test_split():
-    photo = fundus.describe_photo(_right_eye(fundus.Box("haemorrhage", 380, 310, 40, 40)), W, H)
+    photo = fundus.describe_photo(_right_eye(Box(380, 310, 40, 40, "haemorrhage")), W, H)
     held_out = fundus.held_out_terms()
     for seed in range(30):
         train, _ = fundus.write_report(photo, np.random.default_rng(seed), held_out=False)
@@ -86,8 +87,8 @@ def test_yolo_boxes_on_a_non_square_photo(tmp_path):
     label = tmp_path / "a.txt"
     label.write_text("0 0.8 0.25 0.1 0.2\n1 0.1 0.9 0.02 0.04\n")
     boxes = fundus.read_yolo_boxes(label, 1000, 500)
-    assert boxes[0] == fundus.Box("optic_disc", 750, 75, 100, 100)
-    assert boxes[1].category == "hard_exudates"
+    assert boxes[0] == Box(750, 75, 100, 100, "optic_disc")
+    assert boxes[1].label == "hard_exudates"
     assert (boxes[1].x, boxes[1].y, boxes[1].w, boxes[1].h) == pytest.approx((90, 440, 20, 20))
     label.write_text("7 0.5 0.5 0.1 0.1\n")
     with pytest.raises(ValueError, match="a.txt, line 1"):
@@ -162,7 +163,7 @@ def test_mined_sentences_from_a_tiny_archive(tmp_path):
 
 
 def test_rle_round_trip_through_the_coco_reader(tmp_path):
-    from training.evaluation.readers import read_phantom
+    from training.evaluation.datasets import read_phantom
     from training.realdata.common import Target, write_coco
 
     mask = np.zeros((30, 50), dtype=bool)  # non-square, one corner
@@ -187,7 +188,7 @@ def test_rle_round_trip_through_the_coco_reader(tmp_path):
 def test_mask_folder_reader_on_non_square_class_folders(tmp_path):
     import cv2
 
-    from training.evaluation.readers import read_mask_folders
+    from training.evaluation.datasets import read_mask_folders
 
     for klass, shape in (("covid", (300, 500)), ("normal", (500, 300))):
         (tmp_path / klass / "images").mkdir(parents=True)
@@ -212,7 +213,7 @@ def test_mask_folder_reader_on_non_square_class_folders(tmp_path):
 def test_yolo_reader_takes_an_ultralytics_classes_file(tmp_path):
     import cv2
 
-    from training.evaluation.readers import read_yolo
+    from training.evaluation.datasets import read_yolo
 
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()
@@ -314,7 +315,7 @@ def _tiny_shared(root):
 
 
 def test_prepare_cxr_writes_a_corpus_the_trainer_and_evaluator_read(tmp_path):
-    from training.evaluation.readers import read_phantom
+    from training.evaluation.datasets import read_phantom
     from training.manifest import read_manifest
 
     _tiny_shared(tmp_path / "shared")
@@ -341,7 +342,7 @@ def test_prepare_cxr_writes_a_corpus_the_trainer_and_evaluator_read(tmp_path):
 def test_prepare_fundus_splits_by_photo_and_keeps_the_test_folder_apart(tmp_path):
     import cv2
 
-    from training.evaluation.readers import read_phantom
+    from training.evaluation.datasets import read_phantom
 
     for folder, stems in (("train", ("0200", "0201", "0202")), ("test", ("0001",))):
         (tmp_path / folder).mkdir()

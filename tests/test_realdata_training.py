@@ -57,7 +57,7 @@ def test_init_model_copies_matching_weights(tmp_path, tiny_config, tiny_tokenize
     torch.manual_seed(0)
     source = AFLoc(tiny_config)
     folder = tmp_path / "source"
-    from afloc.checkpoint import save_pretrained
+    from afloc.hub.format import save_pretrained
 
     save_pretrained(source, folder, tokenizer=tiny_tokenizer)
     torch.manual_seed(1)

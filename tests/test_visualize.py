@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from afloc.visualize import (
+from afloc.localization.overlay import (
     add_colorbar,
     add_legend,
     colorize,

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 
-from afloc.localization import LocalizationConfig
+from afloc.imaging.transforms import Preprocessing
+from afloc.localization.heatmaps import LocalizationConfig
 from afloc.predictor import AFLocPredictor
-from afloc.transforms import Preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class LocalizationMonitor(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit" or self._sets:
             return
-        from .evaluation.readers import read_phantom
+        from .evaluation.datasets import read_phantom
 
         corpus = self._corpus(trainer)
         for prefix, split, count in (("val", self.split, self.samples), ("train_loc", "train", self.train_samples)):

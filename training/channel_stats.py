@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from afloc.io import load_image
+from afloc.imaging.io import load_image
 
 from .manifest import read_manifest
 

@@ -13,9 +13,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from afloc.io import load_image
-from afloc.text import ReportTokenizer, limit_sentences, load_tokenizer, report_sentences, sample_caption
-from afloc.transforms import Preprocessing
+from afloc.imaging.io import load_image
+from afloc.imaging.transforms import Preprocessing
+from afloc.text.tokenizer import ReportTokenizer, limit_sentences, load_tokenizer, report_sentences, sample_caption
 
 from .augment import Augmentation
 from .manifest import ManifestRecord, read_manifest
@@ -45,7 +45,9 @@ class ImageReportDataset(Dataset):
         self.records = records
         self.augmentation = augmentation
         self.sentences = [report_sentences(r.report) for r in records]
-        if word_limit is not None:  # the authors' cap on a report's sentence list (afloc.text.limit_sentences)
+        if (
+            word_limit is not None
+        ):  # the authors' cap on a report's sentence list (afloc.text.tokenizer.limit_sentences)
             self.sentences = [limit_sentences(s, word_limit) if s else s for s in self.sentences]
         self.preprocessing = preprocessing
         self.full_report = full_report
@@ -130,7 +132,7 @@ class ImageReportDataModule(pl.LightningDataModule):
         full_report: captions are whole reports instead of the reference's random sentence subsets.
         caption_word_limit: cap each report's sentence list with the authors' rule before sampling: stop at the
             sentence where the cumulative word count equals this number (they use 5; see
-            :func:`afloc.text.limit_sentences`). ``None`` (default) samples from every sentence.
+            :func:`afloc.text.tokenizer.limit_sentences`). ``None`` (default) samples from every sentence.
         max_length: word pieces per caption (97).
         seed: caption sampling and shuffling seed.
         limit_train: use only the first N training records (quick runs).

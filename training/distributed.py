@@ -7,8 +7,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.distributed.nn.functional import all_gather
 
-from afloc.image_encoder import ImageEncoderOutput
-from afloc.text_encoder import TextEncoderOutput
+from afloc.modeling.types import ImageEncoderOutput, TextEncoderOutput
 
 
 def _gather(tensor: torch.Tensor) -> torch.Tensor:

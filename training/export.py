@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from afloc import load_pretrained, save_pretrained
-from afloc.model_card import render_model_card
+from afloc.hub.cards import render_model_card
 
 
 def _final_metrics(run_dir: Path) -> dict[str, float]:

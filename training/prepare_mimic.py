@@ -41,8 +41,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from afloc.text import split_sentences
-from afloc.transforms import pad_resize
+from afloc.imaging.transforms import pad_resize
+from afloc.text.tokenizer import split_sentences
 from training.manifest import SPLIT_ALIASES
 
 logger = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def extract_sections(report: str) -> dict[str, str]:
 def build_report(report: str) -> tuple[str, str | None]:
     """The manifest text ``"FINDINGS: ... IMPRESSION: ..."`` of a raw report, or why it is skipped.
 
-    A section whose body has no sentence left after :func:`~afloc.text.split_sentences` (e.g. only "___.") is
+    A section whose body has no sentence left after :func:`~afloc.text.tokenizer.split_sentences` (e.g. only "___.") is
     left out, so that its header word does not become a sentence of its own downstream.
 
     Returns:

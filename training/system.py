@@ -12,9 +12,8 @@ import torch
 from pytorch_lightning.callbacks import Timer
 
 from afloc import AFLocConfig, AFLocLoss, ImageEncoderConfig, LossConfig, TextEncoderConfig, build_model
-from afloc.image_encoder import ImageEncoderOutput
-from afloc.text import sample_caption
-from afloc.text_encoder import TextEncoderOutput
+from afloc.modeling.types import ImageEncoderOutput, TextEncoderOutput
+from afloc.text.tokenizer import sample_caption
 
 from .distributed import gather_image_outputs, gather_text_outputs
 
@@ -37,16 +36,16 @@ class AFLocPretraining(pl.LightningModule):
             CPU, and the exported model can leave the text weights out (``export --external-text``).
         center_words: subtract the mean word vector of ``center_captions`` training captions from every word
             vector (computed once when fitting starts, saved in the model). Needs ``freeze_text``. Not in the
-            reference; see :attr:`afloc.config.TextEncoderConfig.center_words`.
+            reference; see :attr:`afloc.modeling.config.TextEncoderConfig.center_words`.
         center_captions: how many training captions (the first ones of the manifest) the centre averages.
         recalibrate_bn_batches: before each validation while fitting, recompute the image encoder's BatchNorm
             running statistics as the plain average over this many training batches (0 = off, reference). With
             a from-scratch encoder the running averages lag the fast-moving weights and eval-mode outputs (what
             inference uses) drift from train-mode ones; recalibrated statistics remove that gap.
         text_context: ``caption`` (reference) or ``sentence``: each sentence encoded on its own by the BERT
-            (:attr:`afloc.config.TextEncoderConfig.context`). Not in the reference.
+            (:attr:`afloc.modeling.config.TextEncoderConfig.context`). Not in the reference.
         text_adapter: ``none`` (reference), ``linear`` or ``mlp``: a small trainable map on word vectors
-            (:attr:`afloc.config.TextEncoderConfig.adapter`), trained even when the BERT is frozen and exported
+            (:attr:`afloc.modeling.config.TextEncoderConfig.adapter`), trained even when the BERT is frozen and exported
             without it. Not in the reference.
         cache_text: with a frozen BERT and ``text_context: sentence``, cache every distinct sentence's token
             vectors in memory (the BERT then runs once per distinct sentence instead of once per step). The loss
@@ -54,7 +53,7 @@ class AFLocPretraining(pl.LightningModule):
         channels_last: image batches and the image encoder in channels-last memory layout (faster convolutions
             on CPUs with oneDNN). Numerically equivalent.
         position_embeddings: a learned vector per region added to the shallow and deep maps
-            (:attr:`afloc.config.ImageEncoderConfig.position_embeddings`). Not in the reference.
+            (:attr:`afloc.modeling.config.ImageEncoderConfig.position_embeddings`). Not in the reference.
         last_n_layers: hidden layers summed into token vectors (4).
         max_length: word pieces per caption (97).
         report_weight, sentence_weight, word_weight: loss weights; 0 skips a term (ablations).
@@ -62,7 +61,7 @@ class AFLocPretraining(pl.LightningModule):
         attention_temperature, aggregation_temperature, logit_scale: gamma1, gamma2, gamma3 (4, 5, 10).
         text_chunk_size, recompute: memory controls of the local losses.
         null_attention: a "no token" slot in the local losses' attention
-            (:attr:`afloc.config.LossConfig.null_attention`). Not in the reference.
+            (:attr:`afloc.modeling.config.LossConfig.null_attention`). Not in the reference.
         learning_rate, betas, weight_decay: Adam (2e-5, (0.5, 0.999), 1e-6 in the reference).
         lr_gamma: StepLR factor per epoch (0.9).
         warmup_steps: linear learning-rate warm-up over this many optimizer steps, then the per-epoch factor
@@ -322,10 +321,23 @@ class AFLocPretraining(pl.LightningModule):
             "model_config": self.model.config.to_dict(),
             "preprocessing": preprocessing.to_dict() if preprocessing else {"image_size": self.hparams.image_size},
         }
+        # the heatmap settings the localization monitor scored with (and the checkpoint was selected by) travel
+        # with the weights: export, evaluate and localize on this checkpoint use them
+        monitor = self._localization_monitor()
+        if monitor is not None:
+            checkpoint["afloc"]["localization"] = monitor.localization.to_dict()
         checkpoint["afloc_elapsed_s"] = self.elapsed_seconds()
         checkpoint["afloc_rng"] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
         if torch.cuda.is_available():
             checkpoint["afloc_rng"]["cuda"] = torch.cuda.get_rng_state_all()
+
+    def _localization_monitor(self):
+        from .callbacks import LocalizationMonitor
+
+        if self._trainer is None:
+            return None
+        monitors = [c for c in self.trainer.callbacks if isinstance(c, LocalizationMonitor)]
+        return monitors[0] if monitors else None
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._elapsed_before = float(checkpoint.get("afloc_elapsed_s", 0.0))
@@ -373,7 +385,7 @@ def recalibrate_batchnorm(encoder: torch.nn.Module, loader, batches: int) -> int
 
 def _copy_matching_weights(model: torch.nn.Module, source: str) -> None:
     """Copy every tensor of the model at ``source`` whose name and shape match ``model``'s (see ``init_model``)."""
-    from afloc.checkpoint import load_pretrained
+    from afloc.hub.format import load_pretrained
 
     theirs = load_pretrained(source).model.state_dict()
     ours = model.state_dict()

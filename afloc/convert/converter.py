@@ -3,7 +3,7 @@
     python -m afloc.convert authors Pretrained_CXR.ckpt --tokenizer Bio_ClinicalBERT/ --out models/afloc_cxr
     python -m afloc.convert gloria chexpert_resnet50.ckpt --tokenizer Bio_ClinicalBERT/ --out models/gloria
 
-The checkpoint is read by :mod:`afloc.safe_pickle` (no pickled code runs; the pickled OmegaConf config becomes
+The checkpoint is read by :mod:`afloc.convert.safe_pickle` (no pickled code runs; the pickled OmegaConf config becomes
 inert data and is ignored), its keys are mapped onto :class:`afloc.AFLoc`, the BERT architecture is inferred
 from the tensor shapes, and a :func:`afloc.save_pretrained` directory is written with the reference preset
 (``docs/method.md`` sections 7 and 9): the 8-bit image pad-resized to 224 with the authors' size rule, internal
@@ -25,12 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import load_pretrained, load_state_dict_strict, save_pretrained
-from .config import AFLocConfig, ImageEncoderConfig, LossConfig, TextEncoderConfig
-from .localization import LocalizationConfig
-from .model import AFLoc
-from .model_card import render_model_card
-from .reference_layouts import (
+from ..hub.cards import render_model_card
+from ..hub.format import load_pretrained, load_state_dict_strict, save_pretrained
+from ..imaging.transforms import Preprocessing
+from ..localization.heatmaps import LocalizationConfig
+from ..modeling.config import AFLocConfig, ImageEncoderConfig, LossConfig, TextEncoderConfig
+from ..modeling.network import AFLoc
+from ..text.tokenizer import ReportTokenizer, load_tokenizer
+from .layouts import (
     LAST_N_LAYERS,
     LAYOUTS,
     ConversionError,
@@ -39,8 +41,6 @@ from .reference_layouts import (
     infer_bert_config,
     read_state_dict,
 )
-from .text import ReportTokenizer, load_tokenizer
-from .transforms import Preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -195,8 +195,8 @@ def convert_checkpoint(
 
     Raises:
         ConversionError: wrong layout, missing / mismatching tokenizer, inconsistent shapes.
-        afloc.safe_pickle.UnsafeCheckpointError: the pickle would run code.
-        afloc.safe_pickle.CorruptCheckpointError: truncated or corrupt file.
+        afloc.convert.safe_pickle.UnsafeCheckpointError: the pickle would run code.
+        afloc.convert.safe_pickle.CorruptCheckpointError: truncated or corrupt file.
     """
     if layout not in LAYOUTS:
         raise ConversionError(f"layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
@@ -331,7 +331,3 @@ def main(argv: list[str] | None = None) -> int:
         "--box-rule reference"
     )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

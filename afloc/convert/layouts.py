@@ -126,7 +126,7 @@ def read_state_dict(path: Path, layout: Layout) -> tuple[dict[str, LazyTensor], 
 
     Returns:
         ``(state, dropped_keys, checkpoint)``: our keys -> lazy tensors, the unused keys, and the open
-        :class:`afloc.safe_pickle.Checkpoint` to materialize the tensors from.
+        :class:`afloc.convert.safe_pickle.Checkpoint` to materialize the tensors from.
     """
     checkpoint = load_checkpoint(path)
     try:

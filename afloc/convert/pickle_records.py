@@ -1,4 +1,4 @@
-"""What the restricted unpickler may build, and the limits it works within (see :mod:`afloc.safe_unpickler`).
+"""What the restricted unpickler may build, and the limits it works within (see :mod:`afloc.convert.safe_unpickler`).
 
 The whitelist of globals (made anew for every load), the tensor records that stand for tensors until their
 bytes are read, the inert placeholder for every other class, the rules for dict keys and constructor

@@ -17,7 +17,7 @@ Both serialisation formats are read: the zip archive ``torch.save`` writes since
 stream of pickles written before (or with ``_use_new_zipfile_serialization=False``).
 
 Hostile files (issue #14) cannot change shared objects, hang or exhaust memory: the unpickler
-(:mod:`afloc.safe_unpickler`) builds every load's objects afresh and keeps to a :class:`Budget` (opcodes, memo,
+(:mod:`afloc.convert.safe_unpickler`) builds every load's objects afresh and keeps to a :class:`Budget` (opcodes, memo,
 nesting, wall time); here, every entry's size is checked against the tensor records before it is read or
 inflated, the bytes read and tensors built are counted against the budget (a small file cannot make large
 tensors), traversals visit each object once, and error messages name types and keys, never untrusted values.

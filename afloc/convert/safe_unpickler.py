@@ -1,4 +1,4 @@
-"""A budgeted, restricted unpickler for checkpoints written by others (used by :mod:`afloc.safe_pickle`).
+"""A budgeted, restricted unpickler for checkpoints written by others (used by :mod:`afloc.convert.safe_pickle`).
 
 It is a subclass of Python's pure-Python unpickler, so that every opcode passes through code we control:
 

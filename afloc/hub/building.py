@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from .config import AFLocConfig, TextEncoderConfig
-from .model import AFLoc
-from .text import resolve_text_model
-from .text_encoder import TextEncoder
+from ..modeling.config import AFLocConfig, TextEncoderConfig
+from ..modeling.network import AFLoc
+from ..modeling.text_encoder import TextEncoder
+from ..text.tokenizer import resolve_text_model
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def load_backbone_weights(model: AFLoc, source: str) -> None:
 def pretrained_text_backbone(text: TextEncoderConfig) -> tuple[torch.nn.Module, TextEncoderConfig]:
     """The BERT named by ``text.name_or_path`` with its pretrained weights, and ``text`` with ``bert_config`` filled
     from it (so that a saved model rebuilds offline)."""
-    from .pretrained_bert import load_pretrained_bert  # imports transformers: only when needed
+    from .weights import load_pretrained_bert  # imports transformers: only when needed
 
     path, local = resolve_text_model(text.name_or_path)
     backbone = load_pretrained_bert(path, local)

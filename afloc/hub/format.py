@@ -27,13 +27,13 @@ from pathlib import Path
 
 import torch
 
-from .config import AFLocConfig
-from .factory import build_model, pretrained_text_encoder
-from .localization import LocalizationConfig
-from .model import AFLoc
-from .model_card import render_model_card
-from .text import ReportTokenizer, load_tokenizer
-from .transforms import Preprocessing
+from ..imaging.transforms import Preprocessing
+from ..localization.heatmaps import LocalizationConfig
+from ..modeling.config import AFLocConfig
+from ..modeling.network import AFLoc
+from ..text.tokenizer import ReportTokenizer, load_tokenizer
+from .building import build_model, pretrained_text_encoder
+from .cards import render_model_card
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Guards around pydicom for untrusted DICOM files (used by :mod:`afloc.io`; issue #14).
+"""Guards around pydicom for untrusted DICOM files (used by :mod:`afloc.imaging.io`; issue #14).
 
 - :func:`inflate_deflated` inflates a Deflated Explicit VR Little Endian file ourselves, never beyond what its
   header declares (pydicom would inflate the whole stream before any size is known: a 1 MB file can hold GBs).

@@ -8,7 +8,7 @@ No DICOM header value is ever logged or put into an error message: only technica
 module and transfer syntax (sizes, bit depths, PhotometricInterpretation, TransferSyntaxUID, ...); pydicom's own
 log records and warnings are held back while a file is read. Only PNG, JPEG, TIFF and BMP are handed to Pillow
 (never EPS, which Pillow passes to Ghostscript, or any other plugin), and a deflated DICOM is never inflated
-beyond the size its header declares (:mod:`afloc.dicom_safety`).
+beyond the size its header declares (:mod:`afloc.imaging.dicom_safety`).
 """
 
 from __future__ import annotations

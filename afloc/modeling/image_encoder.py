@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
 
 from .config import ImageEncoderConfig
-
-
-@dataclass
-class ImageEncoderOutput:
-    """Image embeddings at three levels in the joint space of width D.
-
-    Attributes:
-        shallow_patch_embeddings: ``[B, D, h2, w2]`` projected layer2 map (38x38 at 299, 28x28 at 224), used by
-            the word-level loss. Without a shallow head (GLoRIA) this is the deep map itself.
-        patch_embeddings: ``[B, D, h3, w3]`` projected layer3 map (19x19 at 299, 14x14 at 224), used by the
-            sentence-level loss and for heatmaps.
-        image_embedding: ``[B, D]`` projected average-pooled layer4 features (report-level loss, zero-shot).
-    """
-
-    shallow_patch_embeddings: torch.Tensor
-    patch_embeddings: torch.Tensor
-    image_embedding: torch.Tensor
+from .types import ImageEncoderOutput
 
 
 def _build_backbone(name: str) -> torchvision.models.ResNet:

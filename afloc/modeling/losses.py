@@ -12,8 +12,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .config import LossConfig
-from .image_encoder import ImageEncoderOutput
-from .text_encoder import TextEncoderOutput
+from .types import ImageEncoderOutput, TextEncoderOutput
 
 _EPS = 1e-8
 # Auto chunking keeps one chunk's [chunk, B_images, regions, tokens] tensor under this many elements.

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from .config import AFLocConfig
-from .image_encoder import ImageEncoder, ImageEncoderOutput
-from .text import TokenizedText
-from .text_encoder import TextAdapter, TextEncoder, TextEncoderOutput
+from .image_encoder import ImageEncoder
+from .text_encoder import TextAdapter, TextEncoder
+from .types import ImageEncoderOutput, TextEncoderOutput, TokenizedText
 
 
 class AFLoc(nn.Module):
@@ -52,7 +52,7 @@ class AFLoc(nn.Module):
         return self.image_encoder(images)
 
     def encode_text(self, text: TokenizedText) -> TextEncoderOutput:
-        """Encode a tokenised batch (see :class:`afloc.text.ReportTokenizer`)."""
+        """Encode a tokenised batch (see :class:`afloc.text.tokenizer.ReportTokenizer`)."""
         return self.text_encoder(text, self.word_center, self.text_adapter)
 
     @torch.no_grad()

@@ -3,36 +3,12 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .config import TextEncoderConfig
-from .text import TokenizedText
-
-
-@dataclass
-class TextEncoderOutput:
-    """Text embeddings at three granularities (D = BERT hidden size).
-
-    Attributes:
-        word_embeddings: ``[B, T, D]`` word vectors (sum of their word pieces), [CLS] first, [SEP] kept as its
-            own word, zero-padded to the token length T.
-        word_mask: ``[B, T]`` bool, True for [CLS] and the words used by the word-level loss ([SEP] and padding
-            excluded).
-        sentence_embeddings: ``[B, S, D]`` the [CLS] vector followed by one mean word vector per sentence
-            ("." delimiters excluded), zero-padded.
-        sentence_mask: ``[B, S]`` bool.
-        report_embedding: ``[B, D]`` sum of all word vectors ([CLS], [SEP] included) divided by ``max_length``
-            (reference quirk: the scale matters for raw dot products).
-    """
-
-    word_embeddings: torch.Tensor
-    word_mask: torch.Tensor
-    sentence_embeddings: torch.Tensor
-    sentence_mask: torch.Tensor
-    report_embedding: torch.Tensor
+from .types import TextEncoderOutput, TokenizedText
 
 
 def aggregate_granularities(
@@ -49,7 +25,7 @@ def aggregate_granularities(
         text: the tokenised batch with ``word_ids`` / ``sentence_ids``.
         max_length: divisor of the report vector.
         word_center: ``[D]`` subtracted from every word vector (incl. [CLS] and [SEP]) before sentences and the
-            report are formed (:attr:`afloc.config.TextEncoderConfig.center_words`); ``None`` = reference.
+            report are formed (:attr:`afloc.modeling.config.TextEncoderConfig.center_words`); ``None`` = reference.
         word_transform: applied to every word vector (after centring) before sentences and the report are formed
             (:class:`TextAdapter`); ``None`` = reference. Sentences are then means of transformed word vectors.
     """
@@ -133,7 +109,8 @@ def _aggregate_from_words(
 
 
 class TextAdapter(nn.Module):
-    """Small trainable map on word vectors (:attr:`afloc.config.TextEncoderConfig.adapter`); the identity at start.
+    """Small trainable map on word vectors (:attr:`afloc.modeling.config.TextEncoderConfig.adapter`); the
+    identity at start.
 
     Args:
         kind: ``"linear"`` (D x D matrix initialised to the identity, no bias) or ``"mlp"`` (``x + W2 gelu(W1

@@ -10,10 +10,11 @@ import logging
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from ..modeling.types import TokenizedText
 
 logger = logging.getLogger(__name__)
 
@@ -138,31 +139,6 @@ def sample_caption(
         return ". ".join(sentences)
     k = rng.randint(1, len(sentences) - 1)
     return ". ".join(rng.sample(list(sentences), k))
-
-
-@dataclass
-class TokenizedText:
-    """Token ids plus, per token, the index of its word and of its sentence.
-
-    Shapes are ``[B, T]``. ``word_ids`` numbers words from 0 ([CLS]) and is -1 on padding; word pieces
-    starting with ``##`` share the id of the word they continue. ``sentence_ids`` is 0 for [CLS], 1..m for the
-    tokens of the m sentences, and -1 for the "." delimiters, [SEP] and padding.
-    """
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    word_ids: torch.Tensor
-    sentence_ids: torch.Tensor
-
-    def to(self, device: torch.device | str) -> TokenizedText:
-        return TokenizedText(
-            *(t.to(device) for t in (self.input_ids, self.attention_mask, self.word_ids, self.sentence_ids))
-        )
-
-    def __getitem__(self, index: slice | torch.Tensor) -> TokenizedText:
-        return TokenizedText(
-            self.input_ids[index], self.attention_mask[index], self.word_ids[index], self.sentence_ids[index]
-        )
 
 
 def word_and_sentence_ids(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import datetime
 import json
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from afloc.visualize import render_overlay
+from afloc.localization.overlay import render_overlay
 
 from .protocol import (
     BASELINES,
@@ -77,7 +76,7 @@ def chexpert_split_root(images: str, split: str) -> Path:
 
 
 def read_dataset(args: argparse.Namespace):
-    from . import readers
+    from . import datasets
 
     need = {"annotations": args.annotations, "images": args.images, "masks": args.masks}
     required = {
@@ -101,26 +100,26 @@ def read_dataset(args: argparse.Namespace):
             f"--dataset {d} has no splits; drop --split {args.split} (splits exist for {', '.join(SPLIT_DATASETS)})"
         )
     if d == "phantom":
-        return readers.read_phantom(args.images, split=args.split or "test")
+        return datasets.read_phantom(args.images, split=args.split or "test")
     if d == "ms-cxr":
-        return readers.read_ms_cxr(args.annotations, args.images)
+        return datasets.read_ms_cxr(args.annotations, args.images)
     if d == "rsna":
-        return readers.read_rsna(args.annotations, args.images)
+        return datasets.read_rsna(args.annotations, args.images)
     if d == "chexlocalize":
         key = "segmentations_json" if "segmentation" in Path(args.annotations).name else "annotations_json"
         root = chexpert_split_root(args.images, chexlocalize_split(args.annotations, args.split))
-        return readers.read_chexlocalize(**{key: args.annotations}, image_root=root)
+        return datasets.read_chexlocalize(**{key: args.annotations}, image_root=root)
     if d == "covid-rural":
-        return readers.read_covid_rural(args.images, args.masks)
+        return datasets.read_covid_rural(args.images, args.masks)
     if d == "mask-folder":
-        return readers.read_mask_folders(args.images, args.masks, args.phrase)
+        return datasets.read_mask_folders(args.images, args.masks, args.phrase)
     if d == "coco":
-        return readers.read_coco(args.annotations, args.images)
+        return datasets.read_coco(args.annotations, args.images)
     if d == "yolo":
-        return readers.read_yolo(args.images, label_dir=args.annotations)
+        return datasets.read_yolo(args.images, label_dir=args.annotations)
     if d == "nih":
-        return readers.read_nih_bbox(args.annotations, args.images)
-    return readers.read_idrid_masks(args.images, args.masks)
+        return datasets.read_nih_bbox(args.annotations, args.images)
+    return datasets.read_idrid_masks(args.images, args.masks)
 
 
 def best_worst_grid(examples: list[tuple[dict, np.ndarray, np.ndarray]], k: int = 4) -> np.ndarray | None:
@@ -162,8 +161,8 @@ class _Keeper:
             self.items = self.items[: self.k] + self.items[-self.k :]
 
     def examples(self, space: str):
-        from afloc.io import load_image
-        from afloc.transforms import pad_resize
+        from afloc.imaging.io import load_image
+        from afloc.imaging.transforms import pad_resize
 
         out = []
         for record, sample, heatmap, truth in self.items:
@@ -284,13 +283,13 @@ def run(args: argparse.Namespace) -> dict:
         predictor = AFLocPredictor.from_pretrained(args.model, device=args.device)
         if overrides:
             # LocalizationConfig validates the values (e.g. a shallow weight outside [0, 1])
-            predictor.localization = dataclasses.replace(predictor.localization, **overrides)
+            predictor = predictor.with_localization(**overrides)
         source = HeatmapSource(predictor=predictor)
     elif args.baseline == "kind-oracle":
         if args.dataset != "phantom":
             raise ValueError("--baseline kind-oracle needs --dataset phantom (a corpus with a train split)")
+        from .datasets import read_phantom
         from .oracle import KindOracleSource
-        from .readers import read_phantom
 
         train = read_phantom(args.images, "train").samples[: args.oracle_train]
         source = KindOracleSource(train, samples, image_size=args.image_size)
@@ -317,7 +316,7 @@ def run(args: argparse.Namespace) -> dict:
     )
     sides = np.array([r["side_mass"] for r in records], dtype=float)
     if np.isfinite(sides).any():
-        from afloc.metrics import bootstrap_ci
+        from afloc.localization.metrics import bootstrap_ci
 
         summary["side_mass"] = {
             "mean": float(np.nanmean(sides)),
@@ -352,7 +351,7 @@ def run(args: argparse.Namespace) -> dict:
     write_outputs(out, records, summary, meta)
     grid = best_worst_grid(keeper.examples(config.space))
     if grid is not None:
-        from afloc.visualize import save_png
+        from afloc.localization.overlay import save_png
 
         save_png(out / "best_worst.png", grid)
     return {"meta": meta, "summary": summary}
@@ -364,7 +363,7 @@ def _model_margin(source: HeatmapSource) -> int:
 
 def classification_summary(args: argparse.Namespace, source: HeatmapSource, samples) -> dict:
     """Zero-shot AUC per finding on PhantomCXR labels (manifest ``labels`` of the split's images)."""
-    from afloc.io import load_image
+    from afloc.imaging.io import load_image
     from training.manifest import read_manifest
     from training.phantoms.schema import FINDING_KINDS
 

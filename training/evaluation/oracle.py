@@ -13,9 +13,9 @@ from collections import defaultdict
 
 import numpy as np
 
-from afloc.io import load_image
-from afloc.localization import apply_margin, scale_to_unit_range
-from afloc.transforms import Preprocessing, pad_resize_mapping
+from afloc.imaging.io import load_image
+from afloc.imaging.transforms import Preprocessing, pad_resize_mapping
+from afloc.localization.heatmaps import apply_margin, scale_to_unit_range
 
 from .protocol import HeatmapSource
 
@@ -24,7 +24,7 @@ class KindOracleSource(HeatmapSource):
     """Heatmaps = the category's mean training mask (needs each evaluated sample's category).
 
     Args:
-        train_samples: training :class:`~training.evaluation.readers.LocalizationSample` s with ground truth.
+        train_samples: training :class:`~training.evaluation.datasets.base.LocalizationSample` s with ground truth.
         samples: the samples that will be evaluated (their ``sample_id`` -> ``category`` is looked up).
         image_size: model-space side S.
     """

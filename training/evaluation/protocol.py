@@ -26,13 +26,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from afloc.io import load_image
-from afloc.localization import LocalizationConfig, apply_margin, heatmaps_from_embeddings, scale_to_unit_range
-from afloc.metrics import THRESHOLDS, cnr, pointing_game, threshold_metrics
+from afloc.imaging.io import load_image
+from afloc.imaging.transforms import PadResizeMapping, Preprocessing
+from afloc.localization.heatmaps import LocalizationConfig, apply_margin, heatmaps_from_embeddings, scale_to_unit_range
+from afloc.localization.metrics import THRESHOLDS, cnr, pointing_game, threshold_metrics
 from afloc.predictor import AFLocPredictor
-from afloc.transforms import PadResizeMapping, Preprocessing
 
-from .readers import LocalizationSample
+from .datasets import LocalizationSample
 
 TEMPLATE = "Findings suggesting {category}."
 TUNE_GRID = tuple(round(float(t), 2) for t in np.arange(-0.9, 0.95, 0.1))  # CheXlocalize threshold tuning

@@ -14,7 +14,7 @@ Two IoU / Dice headlines are reported, because they differ whenever NaN patterns
   different set of samples. Use this one to compare with the reported numbers.
 
 Without NaN the two are equal (both are linear in the same values). All bootstraps are seeded percentile
-intervals over samples (``afloc.metrics``); the same seed gives the same intervals.
+intervals over samples (``afloc.localization.metrics``); the same seed gives the same intervals.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from afloc.metrics import (
+from afloc.localization.metrics import (
     THRESHOLDS,
     bootstrap_auc_ci,
     bootstrap_ci,
@@ -77,7 +77,8 @@ def _threshold_macro_ci(
     """Bootstrap interval of the paper's rule: mean over thresholds of (per threshold) the macro average.
 
     ``matrix [N, T]``; samples are resampled jointly across thresholds and categories with the index draw of
-    ``afloc.metrics`` (``default_rng(seed).integers(0, N, (n_resamples, N))``), so with one threshold this is
+    ``afloc.localization.metrics`` (``default_rng(seed).integers(0, N, (n_resamples, N))``), so with one
+    threshold this is
     ``bootstrap_macro_ci`` exactly.
     """
     n, n_categories = matrix.shape[0], int(codes.max()) + 1
@@ -199,7 +200,7 @@ def summarize_classification(
         with a single label value has AUC NaN and is left out of ``macro_auc``.
 
     Raises:
-        ValueError: if the classes differ (listed), or on the checks of ``afloc.metrics.roc_auc``.
+        ValueError: if the classes differ (listed), or on the checks of ``afloc.localization.metrics.roc_auc``.
     """
     if set(labels) != set(scores):
         raise ValueError(

@@ -4,7 +4,7 @@
 ``IMPRESSION:`` sections (sometimes with ``INDICATION:`` and ``COMPARISON:`` lines) and sets
 ``finding.phrase``: a short noun phrase naming the finding and where it is ("small right pleural effusion",
 "18 mm nodule in the left upper lobe"). The phrase occurs verbatim in the report, so it survives
-:func:`afloc.text.split_sentences` as contiguous words of one cleaned sentence and serves as the ground-truth
+:func:`afloc.text.tokenizer.split_sentences` as contiguous words of one cleaned sentence and serves as the ground-truth
 prompt for localization.
 
 Conventions:

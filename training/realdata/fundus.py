@@ -36,6 +36,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from afloc.imaging.boxes import Box, parse_yolo_line
+
 from ..phantoms.fundus.reports import TEST_ONLY_NOUNS as PHANTOM_TEST_NOUNS
 from ..phantoms.fundus.reports import TRAIN_NOUNS as PHANTOM_TRAIN_NOUNS
 from .common import Target, pick, run_command, save_resized, stable_fraction, write_coco, write_manifest
@@ -94,21 +96,6 @@ EYE_LINES = {"right": ("Right eye (OD).", "OD.", "Right eye."), "left": ("Left e
 assert set(TRAIN_PLACES) == set(REGIONS) == set(TEST_ONLY_PLACES)
 
 
-@dataclass(frozen=True)
-class Box:
-    """A YOLO box of class ``category`` in pixels: top-left ``x, y``, size ``w, h``."""
-
-    category: str
-    x: float
-    y: float
-    w: float
-    h: float
-
-    @property
-    def centre(self) -> tuple[float, float]:
-        return self.x + self.w / 2, self.y + self.h / 2
-
-
 @dataclass
 class Photo:
     """What a grader sees on one photograph: the eye, the landmarks and each lesion class's boxes by region."""
@@ -121,19 +108,18 @@ class Photo:
 
 
 def read_yolo_boxes(label_file: Path, width: int, height: int) -> list[Box]:
-    """The boxes of a YOLO file (``class cx cy w h`` normalised) in pixels of a ``width x height`` image."""
+    """The boxes of a YOLO file (``class cx cy w h`` normalised) in pixels of a ``width x height`` image; each
+    box's label is its class name."""
     boxes = []
     for number, line in enumerate(label_file.read_text(encoding="utf-8").splitlines(), start=1):
-        fields = line.split()
-        if not fields:
+        where = f"{label_file}, line {number}"
+        parsed = parse_yolo_line(line, width, height, where)
+        if parsed is None:
             continue
-        try:
-            class_id, cx, cy, w, h = int(fields[0]), *(float(v) for v in fields[1:5])
-        except ValueError:
-            raise ValueError(f"{label_file}, line {number}: expected 'class cx cy w h', got {line!r}") from None
-        if len(fields) != 5 or not 0 <= class_id < len(CLASSES):
-            raise ValueError(f"{label_file}, line {number}: expected 'class cx cy w h' with class 0-2, got {line!r}")
-        boxes.append(Box(CLASSES[class_id], (cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height))
+        token, box = parsed
+        if not (token.isdigit() and int(token) < len(CLASSES)):
+            raise ValueError(f"{where}: expected 'class cx cy w h' with class 0-{len(CLASSES) - 1}, got {line!r}")
+        boxes.append(box._replace(label=CLASSES[int(token)]))
     return boxes
 
 
@@ -162,7 +148,7 @@ def region_of(point: tuple[float, float], photo: Photo) -> str:
 
 def describe_photo(boxes: list[Box], width: int, height: int) -> Photo:
     """Landmarks (eye, disc, fovea) and each lesion box's region, from a photo's boxes."""
-    discs = [b for b in boxes if b.category == "optic_disc"]
+    discs = [b for b in boxes if b.label == "optic_disc"]
     if not discs:
         return Photo(None, None, None, 0.0, {k: {} for k in LESIONS})
     disc_box = max(discs, key=lambda b: b.w * b.h)
@@ -173,8 +159,8 @@ def describe_photo(boxes: list[Box], width: int, height: int) -> Photo:
     fovea = (disc[0] - nasal * 2.5 * dd, disc[1] + 0.3 * dd)
     photo = Photo(eye, disc, fovea, dd, {k: {} for k in LESIONS})
     for box in boxes:
-        if box.category in LESIONS:
-            photo.lesions[box.category].setdefault(region_of(box.centre, photo), []).append(box)
+        if box.label in LESIONS:
+            photo.lesions[box.label].setdefault(region_of(box.centre, photo), []).append(box)
     return photo
 
 
@@ -227,7 +213,7 @@ def class_targets(boxes: list[Box]) -> list[Target]:
     """One target per class present (every box of the class): the class-level prompts of the evaluation."""
     out = []
     for kind in CLASSES:
-        mine = [[b.x, b.y, b.w, b.h] for b in boxes if b.category == kind]
+        mine = [[b.x, b.y, b.w, b.h] for b in boxes if b.label == kind]
         if mine:
             out.append(Target(kind, CLASS_PHRASES[kind], mine))
     return out
@@ -266,7 +252,7 @@ def build_corpus(train: Path, test: Path, out: Path, longest: int = 640, val_fra
         photo = describe_photo(boxes, width, height)
         rng = np.random.default_rng([seed, index])
         report, targets = write_report(photo, rng, held_out=split == "test")
-        present = sorted({b.category for b in boxes} - {"optic_disc"})
+        present = sorted({b.label for b in boxes} - {"optic_disc"})
         rows.append(
             {"image": relative, "report": report, "split": split, "labels": ";".join(present),
              "view": {"right": "OD", "left": "OS", None: ""}[photo.eye], "findings": len(targets),

@@ -4,17 +4,18 @@ Every reader returns a :class:`ReadResult`: one :class:`LocalizationSample` per 
 files the annotations name but that do not exist (``missing``) and counts of everything else that was left out
 (``skipped``, e.g. ``{"no box": 3}``). All paths are arguments; nothing is looked up in fixed places.
 
-Conventions (those of :mod:`afloc.transforms`): pixel coordinates with the origin at the top-left corner of the
+Conventions (those of :mod:`afloc.imaging.transforms`): pixel coordinates with the origin at the top-left corner of the
 top-left pixel; boxes are ``[x, y, w, h]`` (COCO) in pixels of the ORIGINAL image; masks are ``bool [H, W]`` in
 original pixels. The evaluation protocol (docs/method.md section 5) sums all boxes of an (image, phrase) pair into one
 mask, so readers group boxes into one sample per pair; :meth:`LocalizationSample.gt_mask` builds that mask, and
-``afloc.transforms.PadResizeMapping.mask_to_model`` maps it to model space like the image.
+``afloc.imaging.transforms.PadResizeMapping.mask_to_model`` maps it to model space like the image.
 
 Missing image files are not fatal: they are listed in ``ReadResult.missing`` and their samples are dropped, unless
 a reader is called with ``keep_missing=True`` (to inspect annotations before the images are downloaded). A missing
 or malformed annotation file, or a table without a needed column, raises ``ValueError`` naming the file.
 
-Readers, defined in :mod:`.readers_cxr` and :mod:`.readers_fundus` and importable from here: ``read_ms_cxr``
+Readers, defined in :mod:`.cxr` and :mod:`.fundus` and importable from :mod:`training.evaluation.datasets`:
+``read_ms_cxr``
 (MS-CXR JSON or CSV), ``read_phantom`` (PhantomCXR), ``read_coco`` (COCO boxes, e.g. TBX11K), ``read_rsna`` (RSNA
 Pneumonia), ``read_nih_bbox`` (NIH ChestX-ray14 boxes), ``read_chexlocalize`` (CheXlocalize RLE or polygons),
 ``read_covid_rural`` (COVID Rural masks), ``read_yolo`` (YOLO boxes, fundus) and ``read_idrid_masks`` (IDRiD).
@@ -22,7 +23,6 @@ Pneumonia), ``read_nih_bbox`` (NIH ChestX-ray14 boxes), ``read_chexlocalize`` (C
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import math
@@ -30,7 +30,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,20 +38,7 @@ import pycocotools.mask as mask_utils
 import pydicom
 from PIL import Image
 
-if TYPE_CHECKING:  # the readers are re-exported lazily, see __getattr__ at the end
-    from .readers_cxr import (
-        CHEXLOCALIZE_TASKS,
-        chexpert_image_path,
-        read_chexlocalize,
-        read_coco,
-        read_covid_rural,
-        read_mask_folders,
-        read_ms_cxr,
-        read_nih_bbox,
-        read_phantom,
-        read_rsna,
-    )
-    from .readers_fundus import IDRID_LESIONS, read_idrid_masks, read_yolo
+from afloc.imaging.boxes import pixel_span
 
 logger = logging.getLogger(__name__)
 
@@ -102,25 +89,12 @@ class _CompactMask:
         obj.__dict__[self._slot] = None if value is None else to_rle(value)
 
 
-def _pixel_span(start: float, length: float, limit: int) -> tuple[int, int]:
-    """Indices ``[first, stop)`` of the pixels whose centres ``i + 0.5`` lie in ``[start, start + length)``.
-
-    A box between two pixel centres (thinner than a pixel) keeps the one pixel holding its own centre, so that
-    no positive box vanishes. The span is clipped to ``[0, limit)``.
-    """
-    first, stop = math.ceil(start - 0.5), math.ceil(start + length - 0.5)
-    if stop <= first:
-        first = math.floor(start + length / 2)
-        stop = first + 1
-    return min(max(first, 0), limit), min(max(stop, 0), limit)
-
-
 @dataclass(eq=False)
 class LocalizationSample:
     """The ground truth of one (image, phrase) pair.
 
     Attributes:
-        image_path: the image file, to be read with :func:`afloc.io.load_image`.
+        image_path: the image file, to be read with :func:`afloc.imaging.io.load_image`.
         phrase: the text prompt for this ground truth (the dataset's phrase, or the category name).
         category: the finding category, for macro averaging over categories.
         boxes: ``[K, 4]`` float64 ``[x, y, w, h]`` boxes in original image pixels (``K`` may be 0).
@@ -184,8 +158,8 @@ class LocalizationSample:
             )
         out = np.zeros((height, width), dtype=bool)
         for x, y, w, h in self.boxes:
-            row0, row1 = _pixel_span(y, h, height)
-            col0, col1 = _pixel_span(x, w, width)
+            row0, row1 = pixel_span(y, h, height)
+            col0, col1 = pixel_span(x, w, width)
             out[row0:row1, col0:col1] = True
         if self.mask_shape is not None:
             if self.mask_shape != (height, width):
@@ -281,7 +255,7 @@ def parse_numbers(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
 def read_image_size(path: str | Path) -> tuple[int, int]:
     """``(height, width)`` of an image from its header only (no pixel decoding).
 
-    Pillow formats give the size after EXIF orientation, as :func:`afloc.io.load_image` returns the image;
+    Pillow formats give the size after EXIF orientation, as :func:`afloc.imaging.io.load_image` returns the image;
     DICOM gives Rows x Columns.
     """
     path = Path(path)
@@ -386,33 +360,4 @@ __all__ = [
     "LocalizationSample",
     "ReadResult",
     "read_image_size",
-    "CHEXLOCALIZE_TASKS",
-    "chexpert_image_path",
-    "read_chexlocalize",
-    "read_coco",
-    "read_covid_rural",
-    "read_mask_folders",
-    "read_ms_cxr",
-    "read_nih_bbox",
-    "read_phantom",
-    "read_rsna",
-    "IDRID_LESIONS",
-    "read_idrid_masks",
-    "read_yolo",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # The readers import the data model from this module; importing them here at the top would be circular, so
-    # they are looked up on first use (PEP 562) and cached in the module namespace.
-    if name in __all__:
-        for submodule in ("readers_cxr", "readers_fundus"):
-            module = importlib.import_module(f".{submodule}", __package__)
-            if hasattr(module, name):
-                globals()[name] = value = getattr(module, name)
-                return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))

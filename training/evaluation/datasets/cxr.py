@@ -1,6 +1,6 @@
 """Chest X-ray localization readers: MS-CXR, PhantomCXR, COCO (TBX11K), RSNA, NIH, CheXlocalize, COVID Rural.
 
-Import them from :mod:`training.evaluation.readers`; the data model and conventions are described there.
+Import them from :mod:`training.evaluation.datasets.base`; the data model and conventions are described there.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_utils
 
-from .readers import (
+from .base import (
     Collector,
     ReadResult,
     images_by_stem,

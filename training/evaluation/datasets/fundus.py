@@ -1,6 +1,6 @@
 """Fundus localization readers: YOLO boxes and IDRiD lesion masks.
 
-Import them from :mod:`training.evaluation.readers`; the data model and conventions are described there.
+Import them from :mod:`training.evaluation.datasets.base`; the data model and conventions are described there.
 """
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from .readers import (
+from afloc.imaging.boxes import parse_yolo_line
+
+from .base import (
     Collector,
     ReadResult,
     images_by_stem,
@@ -84,20 +86,16 @@ def read_yolo(
         height, width = read_image_size(image_path)
         has_box = False
         for line_number, line in enumerate(label_path.read_text(encoding="utf-8").splitlines(), start=1):
-            fields = line.split()
-            if not fields:
+            parsed = parse_yolo_line(line, width, height, f"{label_path}, line {line_number}")
+            if parsed is None:
                 continue
-            try:
-                class_id, cx, cy, w, h = int(fields[0]), *(float(v) for v in fields[1:])
-            except ValueError:
-                raise ValueError(
-                    f"{label_path}, line {line_number}: expected 'class cx cy w h' (5 numbers), got {line!r}"
-                ) from None
+            token, yolo_box = parsed
+            class_id = int(token) if token.isdigit() else -1
             if not 0 <= class_id < len(names):
                 collector.skip("unknown category")
                 continue
             has_box = True
-            box = [(cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height]
+            box = list(yolo_box[:4])
             category = names[class_id]
             phrase = category.replace("_", " ")
             sample = {"image_path": image_path, "phrase": phrase, "category": category, "image_size": (height, width)}

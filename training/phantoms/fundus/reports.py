@@ -3,7 +3,7 @@
 :func:`write_fundus_report` describes a sampled :class:`~training.phantoms.fundus.schema.FundusCase` in ``EYE:``,
 ``FINDINGS:`` and ``IMPRESSION:`` sections and sets ``lesion.phrase``: a short noun phrase naming the lesion and
 its region ("scattered hard exudates at the macula", "flame haemorrhage along the superotemporal arcade"). The
-phrase occurs verbatim in the report, inside one sentence of :func:`afloc.text.split_sentences`, and is the
+phrase occurs verbatim in the report, inside one sentence of :func:`afloc.text.tokenizer.split_sentences`, and is the
 ground-truth prompt for localization.
 
 Conventions (as PhantomCXR's :mod:`training.phantoms.reports`):
