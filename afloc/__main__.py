@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 from pathlib import Path
 
@@ -24,10 +23,6 @@ import numpy as np
 from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
-
-
-def _slug(text: str, limit: int = 60) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit] or "prompt"
 
 
 def _inputs(path: Path) -> list[Path]:
@@ -59,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from .imaging.boxes import read_box_file
     from .imaging.io import load_image
-    from .localization.overlay import render_figure, save_png
+    from .localization.overlay import render_figure, save_png, slug
     from .predictor import AFLocPredictor
 
     try:
@@ -85,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         truth = boxes.get(path.name, [])
         for prompt, heatmap in zip(args.prompt, heatmaps, strict=True):
-            stem = f"{path.stem}__{_slug(prompt)}"
+            stem = f"{path.stem}__{slug(prompt)}"
             np.save(out / f"{stem}.npy", heatmap)
             figure = render_figure(
                 image,

@@ -25,6 +25,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 from gradio.utils import get_upload_folder  # noqa: E402
 
+from afloc.text.prompts import FINDINGS_BY_MODALITY  # noqa: E402
+
 from . import callbacks as cb  # noqa: E402
 from . import modality as md  # noqa: E402
 from .models import EXAMPLES_DIR, LoadedModel, ModelStore  # noqa: E402
@@ -255,7 +257,7 @@ def build_demo(
                 display = session.save_view("film", display)
                 if message.error:
                     raise gr.Error(message.message)
-                presets_update = gr.Dropdown(choices=list(cb.FINDINGS[session.modality]), value=[])
+                presets_update = gr.Dropdown(choices=list(FINDINGS_BY_MODALITY[session.modality]), value=[])
                 return cleared(session, message, display) | {
                     modality: session.modality,
                     presets: presets_update,

@@ -27,10 +27,11 @@ from afloc.localization.overlay import (
     add_legend,
     render_overlay,
     save_png,
+    slug,
     to_rgb_uint8,
 )
 from afloc.predictor import MAX_PROMPT_CHARS
-from afloc.text.prompts import CXR_FINDINGS, FUNDUS_FINDINGS
+from afloc.text.prompts import FINDINGS_BY_MODALITY
 from afloc.text.tokenizer import normalize_prompt, split_sentences
 
 from .annotations import (
@@ -46,7 +47,6 @@ from .session import Session, escape_markdown
 MAX_PIXELS = 50_000_000  # 50 MP: larger films are refused (from the header, before decoding)
 MAX_PROMPTS = 8  # every prompt keeps a float32 heatmap at model resolution in the session
 NOTICE = "Research use only. Not a medical device; not validated for diagnosis or any clinical decision."
-FINDINGS = {"cxr": CXR_FINDINGS, "fundus": FUNDUS_FINDINGS}
 
 
 @dataclass
@@ -162,7 +162,7 @@ def localize(session: Session, model, text: str | None, presets=()) -> Status:
             session.set_encoded(predictor.encode_image(session.image))
             session.model_key, session.model_name = model.key, model.name
         heatmaps = predictor.localize(prompts, image=session.encoded, space="model")  # upsampled when shown
-        probabilities = predictor.classify(list(FINDINGS[session.modality]), image=session.encoded)
+        probabilities = predictor.classify(list(FINDINGS_BY_MODALITY[session.modality]), image=session.encoded)
     except ValueError as error:
         return Status(str(error), error=True)
     session.reset_results()
@@ -256,17 +256,13 @@ def load_annotations(session: Session, source) -> tuple[str | None, Status]:
 
 
 # ------------------------------------------------------------------------------------------------ export
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:50] or "x"
-
-
 def export(session: Session, selected: str | None, threshold: float, opacity: float) -> tuple[list[Path], Status]:
     """Write the figure (PNG), the heatmap (``.npy``, float32 on the original pixels) and a JSON record."""
     view = render(session, selected, threshold, opacity)
     if view.heatmap is None:
         return [], Status("Nothing to export yet: localize a prompt first.", error=True)
     folder = session.folder()
-    stem = f"{_slug(Path(session.image_name).stem)}__{_slug(view.prompt)}__{uuid.uuid4().hex[:6]}"
+    stem = f"{slug(Path(session.image_name).stem, 50)}__{slug(view.prompt, 50)}__{uuid.uuid4().hex[:6]}"
     png, npy, record = (folder / f"{stem}{suffix}" for suffix in (".png", ".npy", ".json"))
     save_png(png, view.figure)
     np.save(npy, view.heatmap)

@@ -13,11 +13,11 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from afloc.imaging.transforms import MODALITIES
 from afloc.text.prompts import FINDINGS_BY_MODALITY
 
 from .models import UNTRAINED_KEY, ModelStore, model_banner
 
-MODALITIES = ("cxr", "fundus")
 LABELS = {"cxr": "Chest X-ray", "fundus": "Fundus photo"}
 UNTRAINED_CHOICE = ("untrained model (random weights)", UNTRAINED_KEY)
 

@@ -20,8 +20,10 @@ ALLOWED = {
     "app": {"afloc", "demo"},
 }
 # inside afloc, the packages of the library (issue #31) by layer: a module may import its own package and the
-# packages of lower layers only; modeling, imaging and localization import no other afloc package
+# packages of lower layers only; modeling, imaging and localization import no other afloc package (but the
+# settings module, the one strict from_dict of every config)
 AFLOC_LAYERS = [
+    {"settings"},
     {"modeling", "imaging", "localization"},
     {"text"},  # imports modeling.types
     {"hub"},  # building models, the model directory format, weights, cards

@@ -13,7 +13,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-LOCALIZATION = ("pointing_game", "iou", "cnr", "side_mass")
+from .callbacks import LocalizationMonitor
+
+LOCALIZATION = LocalizationMonitor.METRICS
 
 
 def read_curves(metrics_csv: Path) -> dict[str, list[tuple[int, float]]]:

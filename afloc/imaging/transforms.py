@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..settings import from_dict
+
 
 @dataclass(frozen=True)
 class PadResizeMapping:
@@ -200,17 +202,13 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, data: dict) -> Preprocessing:
-        known = {"image_size", "mean", "std", "resize", "resize_8bit", "size_rule", "modality"}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown preprocessing keys {sorted(unknown)}; expected a subset of {sorted(known)}")
-        values = dict(data)
+        values = dict(data or {})
         for key in ("mean", "std"):
-            if key in values:
+            if isinstance(values.get(key), list):
                 values[key] = tuple(float(v) for v in values[key])
         if values.get("resize", "pad_resize_inter_area") != "pad_resize_inter_area":
             raise ValueError(f"unsupported resize {values['resize']!r}; only 'pad_resize_inter_area' is defined")
-        return cls(**values)
+        return from_dict(cls, values, "preprocessing")
 
     def __call__(self, image: np.ndarray) -> tuple[torch.Tensor, PadResizeMapping]:
         """``[H, W]`` greyscale or ``[H, W, 3]`` RGB float image in [0, 1] -> normalised ``[3, S, S]`` tensor.

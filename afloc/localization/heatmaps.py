@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
+from ..settings import from_dict
+
 
 @dataclass(frozen=True)
 class LocalizationConfig:
@@ -67,11 +69,7 @@ class LocalizationConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> LocalizationConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown localization keys {sorted(unknown)}; expected a subset of {sorted(known)}")
-        return cls(**data)
+        return from_dict(cls, data, "localization")
 
 
 def similarity_maps(

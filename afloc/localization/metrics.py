@@ -53,7 +53,7 @@ def _samples(values: ArrayLike) -> np.ndarray:
     return values
 
 
-def _nanmean(values: np.ndarray, axis: int | None = None) -> np.ndarray:
+def nanmean(values: np.ndarray, axis: int | None = None) -> np.ndarray:
     """``np.nanmean`` (same sum / count arithmetic) that returns NaN for an all-NaN slice without warning."""
     present = ~np.isnan(values)
     total = np.where(present, values, 0.0).sum(axis=axis)
@@ -143,8 +143,8 @@ def threshold_metrics(
     return {
         "iou": iou_values,
         "dice": dice_values,
-        "iou_mean": float(_nanmean(iou_values)),
-        "dice_mean": float(_nanmean(dice_values)),
+        "iou_mean": float(nanmean(iou_values)),
+        "dice_mean": float(nanmean(dice_values)),
     }
 
 
@@ -201,8 +201,8 @@ def macro_average(values: ArrayLike, categories: Sequence) -> tuple[dict[str, fl
     """
     values = _samples(values)
     names, codes = _encode(categories, values.size)
-    per_category = {name: float(_nanmean(values[codes == k])) for k, name in enumerate(names)}
-    return per_category, float(_nanmean(np.array(list(per_category.values()), dtype=np.float64)))
+    per_category = {name: float(nanmean(values[codes == k])) for k, name in enumerate(names)}
+    return per_category, float(nanmean(np.array(list(per_category.values()), dtype=np.float64)))
 
 
 def bootstrap_ci(
@@ -226,7 +226,7 @@ def bootstrap_ci(
         return float("nan"), float("nan")
     resampled = values[_resample_indices(values.size, n_resamples, confidence, seed)]
     if statistic is np.nanmean:  # vectorised fast path, same arithmetic as np.nanmean on each row
-        statistics = _nanmean(resampled, axis=1)
+        statistics = nanmean(resampled, axis=1)
     else:
         statistics = np.array([statistic(row) for row in resampled], dtype=np.float64)
     return _percentile_interval(statistics, confidence)
@@ -257,7 +257,7 @@ def bootstrap_macro_ci(
     counts = np.bincount(cells, weights=present.reshape(-1).astype(np.float64), minlength=size)
     with np.errstate(invalid="ignore", divide="ignore"):
         category_means = (totals / counts).reshape(n_resamples, n_categories)
-    return _percentile_interval(_nanmean(category_means, axis=1), confidence)
+    return _percentile_interval(nanmean(category_means, axis=1), confidence)
 
 
 def _binary_labels_and_scores(labels: ArrayLike, scores: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -323,7 +323,7 @@ def summarize(
     """
     values = _samples(values)
     if categories is None:
-        mean = float(_nanmean(values))
+        mean = float(nanmean(values))
         low, high = bootstrap_ci(values, n_resamples=n_resamples, seed=seed)
     else:
         mean = macro_average(values, categories)[1]

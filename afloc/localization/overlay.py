@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -333,3 +334,9 @@ def save_png(path: str | Path, rgb: np.ndarray) -> None:
     if not ok:
         raise OSError(f"could not encode {path} as PNG")
     path.write_bytes(encoded.tobytes())  # imencode + write_bytes also handles non-ASCII paths
+
+
+def slug(text: str, limit: int = 60, empty: str = "prompt") -> str:
+    """A file-name part from free text (a prompt, an image name): lower-case letters and digits joined by ``_``,
+    at most ``limit`` characters; ``empty`` when nothing is left."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit] or empty

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..settings import from_dict
+
 BACKBONE_CHANNELS: dict[str, tuple[int, int, int]] = {
     # (layer2, layer3, layer4) output channels of the torchvision ResNets. ``resnet10`` is ResNet-18 with one
     # basic block per stage instead of two (not in torchvision, no pretrained weights): 4.9 M parameters, about
@@ -218,16 +220,4 @@ class AFLocConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AFLocConfig:
         """Rebuild from :meth:`to_dict` output; unknown keys raise ``ValueError`` naming them."""
-        sections = {"image": ImageEncoderConfig, "text": TextEncoderConfig, "loss": LossConfig}
-        unknown = set(data) - set(sections)
-        if unknown:
-            raise ValueError(f"unknown config sections {sorted(unknown)}; expected {sorted(sections)}")
-        kwargs = {}
-        for key, klass in sections.items():
-            values = dict(data.get(key) or {})
-            names = {f.name for f in dataclasses.fields(klass)}
-            bad = set(values) - names
-            if bad:
-                raise ValueError(f"unknown {key} config keys {sorted(bad)}; expected a subset of {sorted(names)}")
-            kwargs[key] = klass(**values)
-        return cls(**kwargs)
+        return from_dict(cls, {key: value or {} for key, value in data.items()}, "config")

@@ -25,14 +25,10 @@ FUNDUS_FINDINGS = (
 PhantomFundus lesions, in the words of the PhantomFundus training reports (British spelling, plural)."""
 FINDINGS_BY_MODALITY = {"cxr": CXR_FINDINGS, "fundus": FUNDUS_FINDINGS}
 
-# Reference default prompt for a category ("Findings suggesting {finding}.").
 LOCALIZATION_TEMPLATE = "Findings suggesting {finding}."
-POSITIVE_TEMPLATES = ("Findings suggesting {finding}.", "There is {finding}.", "{finding} is present.")
+"""The reference's prompt for a finding category (the evaluation's ``--prompt template`` default)."""
+POSITIVE_TEMPLATES = (LOCALIZATION_TEMPLATE, "There is {finding}.", "{finding} is present.")
 NEGATIVE_TEMPLATES = ("No {finding}.", "There is no {finding}.", "No evidence of {finding}.")
-
-
-def localization_prompt(finding: str) -> str:
-    return LOCALIZATION_TEMPLATE.format(finding=finding)
 
 
 def classification_prompts(finding: str) -> tuple[list[str], list[str]]:

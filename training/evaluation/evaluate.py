@@ -395,7 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    from .report import HEADLINE_METRICS
+
     loc = result["summary"]
-    print(json.dumps({k: loc[k]["macro"] for k in ("iou_mean", "dice_mean", "cnr", "pointing_game") if k in loc}))
+    print(json.dumps({k: loc[k]["macro"] for k in HEADLINE_METRICS if k in loc}))
     print(f"wrote {args.out}")
     return 0

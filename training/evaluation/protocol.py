@@ -31,10 +31,11 @@ from afloc.imaging.transforms import PadResizeMapping, Preprocessing
 from afloc.localization.heatmaps import LocalizationConfig, apply_margin, heatmaps_from_embeddings, scale_to_unit_range
 from afloc.localization.metrics import THRESHOLDS, cnr, pointing_game, threshold_metrics
 from afloc.predictor import AFLocPredictor
+from afloc.text.prompts import LOCALIZATION_TEMPLATE
 
 from .datasets import LocalizationSample
 
-TEMPLATE = "Findings suggesting {category}."
+TEMPLATE = LOCALIZATION_TEMPLATE.replace("{finding}", "{category}")  # the reference prompt, per category
 TUNE_GRID = tuple(round(float(t), 2) for t in np.arange(-0.9, 0.95, 0.1))  # CheXlocalize threshold tuning
 BASELINES = ("random", "center", "uniform")
 BOX_RULES = ("centre", "reference")

@@ -35,6 +35,7 @@ from afloc.localization.metrics import (
     bootstrap_ci,
     bootstrap_macro_ci,
     macro_average,
+    nanmean,
     roc_auc,
 )
 
@@ -51,9 +52,8 @@ def threshold_key(metric: str, threshold: float) -> str:
     return f"{metric}@{threshold:g}"
 
 
-def _nanmean(values: np.ndarray) -> float:
-    finite = values[~np.isnan(values)]
-    return float(finite.mean()) if finite.size else float("nan")
+def _mean_of_present(values: np.ndarray) -> float:
+    return float(nanmean(np.asarray(values, dtype=np.float64)))
 
 
 def _column(records: Sequence[Mapping], key: str) -> np.ndarray:
@@ -95,19 +95,13 @@ def _threshold_macro_ci(
         counts = np.bincount(cells, weights=present.astype(np.float64), minlength=size)
         with np.errstate(invalid="ignore", divide="ignore"):
             means = (totals / counts).reshape(n_resamples, n_categories)
-        per_threshold.append(_rowwise_nanmean(means))
-    statistics = _rowwise_nanmean(np.stack(per_threshold, axis=1))
+        per_threshold.append(nanmean(means, axis=1))
+    statistics = nanmean(np.stack(per_threshold, axis=1), axis=1)
     statistics = statistics[~np.isnan(statistics)]
     if statistics.size == 0:
         return [float("nan"), float("nan")]
     alpha = 100.0 * (1.0 - confidence) / 2.0
     return _ci(tuple(np.percentile(statistics, [alpha, 100.0 - alpha])))
-
-
-def _rowwise_nanmean(values: np.ndarray) -> np.ndarray:
-    present = ~np.isnan(values)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(present, values, 0.0).sum(axis=1) / present.sum(axis=1)
 
 
 def summarize_localization(
@@ -166,7 +160,7 @@ def summarize_localization(
         summary[metric] = {
             "macro": macro,
             "ci": _ci(bootstrap_macro_ci(values, categories, n_resamples, confidence, seed)),
-            "micro": _nanmean(values),
+            "micro": _mean_of_present(values),
             "n": int(np.isfinite(values).sum()),
             "per_category": per_category,
         }
@@ -176,7 +170,7 @@ def summarize_localization(
         matrix = np.stack([_column(records, threshold_key(metric, t)) for t in thresholds], axis=1)
         macros = [macro_average(column, categories)[1] for column in matrix.T]
         summary["per_threshold"][metric] = {f"{t:g}": m for t, m in zip(thresholds, macros, strict=True)}
-        mean = _nanmean(np.asarray(macros))  # a threshold where no category is defined is skipped
+        mean = _mean_of_present(np.asarray(macros))  # a threshold where no category is defined is skipped
         ci = _threshold_macro_ci(matrix, codes, n_resamples, confidence, seed)
         summary["per_threshold_mean"][metric] = {"mean": mean, "ci": ci}
         summary[f"{metric}_mean_of_thresholds"] = mean
@@ -218,7 +212,7 @@ def summarize_classification(
         n_positive = int(y.astype(bool).sum())
         per_class[str(name)] = {"auc": auc, "ci": _ci(ci), "n_pos": n_positive, "n_neg": int(y.size - n_positive)}
     aucs = np.array([entry["auc"] for entry in per_class.values()], dtype=np.float64)
-    return {"per_class": per_class, "macro_auc": _nanmean(aucs), "n_classes": len(per_class)}
+    return {"per_class": per_class, "macro_auc": _mean_of_present(aucs), "n_classes": len(per_class)}
 
 
 def to_json_safe(value: Any) -> Any:
