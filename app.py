@@ -75,7 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             resolve_device(args.device)
         except ValueError as error:
             parser.error(f"--device: {error}")
-    if args.model is not None and not (args.model.expanduser() / "config.json").is_file():
+    from afloc.hub.format import is_model_dir
+
+    if args.model is not None and not is_model_dir(args.model.expanduser()):
         parser.error(f"--model {args.model} is not a model directory (no config.json)")
     return args
 

@@ -192,9 +192,9 @@ def build_demo(
                 shown = gr.Dropdown([], label="Show prompt", allow_custom_value=True)
                 with gr.Row():
                     threshold_slider = gr.Slider(
-                        -1, 1, value=0.3, step=0.01, label="Threshold (contour of heatmap > t)"
+                        -1, 1, value=cb.DEFAULT_THRESHOLD, step=0.01, label="Threshold (contour of heatmap > t)"
                     )
-                    opacity_slider = gr.Slider(0, 1, value=0.5, step=0.05, label="Heatmap opacity")
+                    opacity_slider = gr.Slider(0, 1, value=cb.DEFAULT_OPACITY, step=0.05, label="Heatmap opacity")
                 metrics = gr.Markdown(label="metrics")
                 probabilities = gr.Label(label="Zero-shot probability of standard findings", num_top_classes=9)
                 with gr.Accordion("Ground truth", open=False):

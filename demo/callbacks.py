@@ -64,13 +64,18 @@ class Example:
     boxes: list[Box]
 
 
+DEFAULT_THRESHOLD = 0.3
+"""Where the demo's threshold slider starts: the contour of heatmap > t and the IoU/Dice threshold."""
+DEFAULT_OPACITY = 0.5
+
+
 @dataclass
 class View:
     """What the output panel shows for one prompt: figure = overlay + colour bar + legend."""
 
     prompt: str | None = None
-    threshold: float = 0.3
-    opacity: float = 0.5
+    threshold: float = DEFAULT_THRESHOLD
+    opacity: float = DEFAULT_OPACITY
     figure: np.ndarray | None = None
     overlay: np.ndarray | None = None
     heatmap: np.ndarray | None = None
@@ -190,7 +195,7 @@ def render(session: Session, selected: str | None, threshold: float, opacity: fl
         return View()
     prompt = selected if selected in session.heatmaps else session.prompts[0]
     heatmap = session.heatmap(prompt)
-    threshold, opacity = _clamped(threshold, -1.0, 1.0, 0.3), _clamped(opacity, 0.0, 1.0, 0.5)
+    threshold, opacity = _clamped(threshold, -1.0, 1.0, DEFAULT_THRESHOLD), _clamped(opacity, 0.0, 1.0, DEFAULT_OPACITY)
     scored, matched = boxes_for_prompt(session.boxes, prompt)
     overlay = render_overlay(
         session.image,

@@ -9,10 +9,9 @@ fundus model appears automatically (after "refresh") once a directory with ``"mo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 
+from afloc.hub.format import read_model_info
 from afloc.imaging.transforms import MODALITIES
 from afloc.text.prompts import FINDINGS_BY_MODALITY
 
@@ -39,9 +38,8 @@ def model_modality(store: ModelStore, key: str) -> str | None:
         preprocessing = getattr(store.preloaded[key].predictor, "preprocessing", None)
         return checked(getattr(preprocessing, "modality", "cxr"))
     try:
-        data = json.loads((Path(key) / "preprocessing.json").read_text(encoding="utf-8"))
-        return checked(data.get("preprocessing", {}).get("modality", "cxr"))
-    except (OSError, ValueError, AttributeError):
+        return checked(read_model_info(key)[0].modality)
+    except ValueError:
         return "cxr"  # unreadable: listed with the default modality, loading it reports the problem
 
 
@@ -75,7 +73,7 @@ def missing_model_message(store: ModelStore, modality: str) -> str:
 
 def banner(store: ModelStore, modality: str, key: str) -> str:
     """The warnings shown above the demo for this model and modality (without loading the model)."""
-    parts = [missing_model_message(store, modality), model_banner(store.card(key), key == UNTRAINED_KEY)]
+    parts = [missing_model_message(store, modality), model_banner(store.synthetic(key), key == UNTRAINED_KEY)]
     return "\n\n".join(part for part in parts if part)
 
 

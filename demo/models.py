@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from afloc.hub.format import is_model_dir, read_card, read_model_info
 from afloc.predictor import AFLocPredictor
 
 logger = logging.getLogger(__name__)
@@ -43,16 +44,11 @@ def find_model_dirs(folder: Path) -> list[Path]:
     """Model directories in ``folder``: the folder itself if it holds ``config.json``, else its subfolders that
     do (sorted by name); ``[]`` for a missing or unreadable folder."""
     try:
-        if (folder / "config.json").is_file():
+        if is_model_dir(folder):
             return [folder.resolve()]
-        return sorted(p.resolve() for p in folder.iterdir() if p.is_dir() and (p / "config.json").is_file())
+        return sorted(p.resolve() for p in folder.iterdir() if p.is_dir() and is_model_dir(p))
     except OSError:
         return []
-
-
-def is_synthetic_card(card: str) -> bool:
-    """Whether a model card says the model was trained on synthetic data (our cards say so in a banner)."""
-    return "synthetic" in card.lower()
 
 
 @dataclass(frozen=True)
@@ -65,6 +61,7 @@ class LoadedModel:
         predictor: a shared :class:`afloc.AFLocPredictor` (keep per-user data in an ``EncodedImage``).
         card: model card Markdown.
         untrained: random weights: heatmaps are meaningless.
+        synthetic: trained on synthetic images only (the directory's metadata says so).
     """
 
     key: str
@@ -72,18 +69,15 @@ class LoadedModel:
     predictor: object
     card: str
     untrained: bool = False
-
-    @property
-    def synthetic(self) -> bool:
-        return is_synthetic_card(self.card)
+    synthetic: bool = False
 
 
-def model_banner(card: str, untrained: bool) -> str:
+def model_banner(synthetic: bool, untrained: bool) -> str:
     """Markdown warnings for a model: untrained and/or trained on synthetic data; ``""`` for neither."""
     lines = []
     if untrained:
         lines.append("### ⚠️ UNTRAINED MODEL: heatmaps are meaningless (random weights; for trying the demo only)")
-    if is_synthetic_card(card):
+    if synthetic:
         lines.append(
             "### ⚠️ Synthetic-data model: trained on synthetic images only; heatmaps on real films are not meaningful"
         )
@@ -185,11 +179,19 @@ class ModelStore:
             return self.preloaded[key].card
         if key == UNTRAINED_KEY:
             return UNTRAINED_CARD
+        text = read_card(key)
+        return self._with_source(text, key) if text else ""
+
+    def synthetic(self, key: str) -> bool:
+        """Whether a model was trained on synthetic images only, from its metadata (without loading weights)."""
+        if key in self.preloaded:
+            return self.preloaded[key].synthetic
+        if key == UNTRAINED_KEY:
+            return False
         try:
-            text = (Path(key) / "README.md").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return self._with_source(text, key)
+            return read_model_info(key)[1].synthetic_data
+        except ValueError:
+            return False  # unreadable: loading it reports the problem
 
     def _with_source(self, card: str, key: str) -> str:
         return f"{card.rstrip()}\n\n---\n**Source**: {self.source(key)}\n"
@@ -234,4 +236,5 @@ class ModelStore:
             raise ValueError(f"could not load the model in {path.name}: {error}") from error
         predictor = AFLocPredictor.from_bundle(bundle, device=self.device)
         logger.info("loaded model %s", path)
-        return LoadedModel(key, path.name, predictor, self._with_source(bundle.card, key))
+        card = self._with_source(bundle.card, key)
+        return LoadedModel(key, path.name, predictor, card, synthetic=bundle.metadata.synthetic_data)

@@ -17,12 +17,15 @@ from test_io import RAMP_12BIT, _undecodable_syntax, make_dicom
 
 import afloc
 from afloc.hub.cards import render_model_card
+from afloc.hub.format import ModelMetadata
 from afloc.imaging.io import load_image
 from afloc.localization.metrics import localization_metrics
 from afloc.localization.overlay import to_rgb_uint8
 from afloc.text.prompts import CXR_FINDINGS
 from demo import callbacks as cb
 from demo.models import UNTRAINED_KEY, LoadedModel, ModelStore, find_model_dirs, model_banner
+
+SYNTHETIC = ModelMetadata(synthetic_data=True)  # the demo warns about synthetic-data models
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "assets" / "examples"
@@ -34,7 +37,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest
 
 @pytest.fixture
 def model(tiny_predictor):
-    return LoadedModel("tiny", "tiny test model", tiny_predictor, "# tiny\n\nTrained on synthetic images only.")
+    return LoadedModel(
+        "tiny", "tiny test model", tiny_predictor, "# tiny\n\nTrained on synthetic images only.", synthetic=True
+    )
 
 
 @pytest.fixture
@@ -316,7 +321,9 @@ def test_model_store_discovers_caches_and_reports_broken_models(tmp_path, tiny_m
     store = ModelStore([tmp_path / "missing", user])
     assert store.discover() == [("untrained model (random weights)", UNTRAINED_KEY)]
     card = render_model_card("tiny", synthetic_data=True)
-    afloc.save_pretrained(tiny_model, user / "b_tiny", tiny_tokenizer, afloc.Preprocessing(64), card=card)
+    afloc.save_pretrained(
+        tiny_model, user / "b_tiny", tiny_tokenizer, afloc.Preprocessing(64), card=card, metadata=SYNTHETIC
+    )
     (user / "a_broken").mkdir()
     (user / "a_broken" / "config.json").write_text("{not json")
     keys = [key for _, key in store.discover()]  # a model exported after start appears on refresh
@@ -330,7 +337,7 @@ def test_model_store_discovers_caches_and_reports_broken_models(tmp_path, tiny_m
     with pytest.raises(ValueError, match="could not load the model in a_broken"):
         store.get(keys[0])
     first = store.get(keys[1])
-    assert store.get(keys[1]) is first and first.synthetic and "Synthetic-data" in model_banner(first.card, False)
+    assert store.get(keys[1]) is first and first.synthetic and "Synthetic-data" in model_banner(first.synthetic, False)
     with pytest.raises(ValueError, match="unknown model"):
         store.get("/etc")
 
@@ -339,7 +346,7 @@ def test_untrained_fallback_is_flagged():
     from demo.models import build_untrained_model
 
     model = build_untrained_model(image_size=64)
-    assert model.untrained and "UNTRAINED MODEL: heatmaps are meaningless" in model_banner(model.card, True)
+    assert model.untrained and "UNTRAINED MODEL: heatmaps are meaningless" in model_banner(model.synthetic, True)
     heatmap = model.predictor.localize("mass", image=model.predictor.encode_image(load_image(MASS_PNG)))
     assert heatmap.shape == (256, 256)
 
@@ -362,7 +369,9 @@ def test_model_selector_shows_names_and_the_card_the_source(tmp_path, tiny_model
     user, other = tmp_path / "server" / "secret" / "models", tmp_path / "elsewhere"
     card = render_model_card("tiny")
     for folder, name in ((user, "tiny_a"), (user, "shared"), (other, "shared")):
-        afloc.save_pretrained(tiny_model, folder / name, tiny_tokenizer, afloc.Preprocessing(64), card=card)
+        afloc.save_pretrained(
+            tiny_model, folder / name, tiny_tokenizer, afloc.Preprocessing(64), card=card, metadata=SYNTHETIC
+        )
     store = ModelStore([BUNDLED_MODELS_DIR, user, other / "shared"], device="cpu")
     choices = store.discover()
     labels = [label for label, _ in choices]

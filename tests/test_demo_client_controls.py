@@ -16,8 +16,12 @@ from PIL import Image
 
 import afloc
 from afloc.hub.cards import render_model_card
+from afloc.hub.format import ModelMetadata
 from afloc.imaging.io import load_image
+from afloc.text.prompts import FINDINGS_BY_MODALITY
 from demo import callbacks as cb
+
+SYNTHETIC = ModelMetadata(synthetic_data=True)  # the demo warns about synthetic-data models
 
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -39,7 +43,12 @@ def server(tmp_path_factory, tiny_config, tiny_tokenizer):
         torch.manual_seed(seed)
         card = render_model_card(name, synthetic_data=True)
         afloc.save_pretrained(
-            afloc.AFLoc(tiny_config).eval(), models / name, tiny_tokenizer, afloc.Preprocessing(64), card=card
+            afloc.AFLoc(tiny_config).eval(),
+            models / name,
+            tiny_tokenizer,
+            afloc.Preprocessing(64),
+            card=card,
+            metadata=SYNTHETIC,
         )
         paths[name] = str((models / name).resolve())
     port = free_port()
@@ -102,7 +111,7 @@ def test_model_selector_changes_the_heatmap_to_that_models(server, tmp_path):
 def test_presets_and_prompt_box_give_one_heatmap_each_in_order(server, tmp_path):
     """Commas and new lines split the prompt box; ticked presets follow it; a repeated finding is shown once."""
     c = _loaded(server, tmp_path)
-    presets = list(cb.FINDINGS["cxr"])[:2]
+    presets = list(FINDINGS_BY_MODALITY["cxr"])[:2]
     _, shown, _, _, status = _localize(c, server["default"], "mass,\nnodule\n", presets)
     assert status.startswith("Localized"), status
     assert _shown(shown) == ["mass", "nodule", *presets]

@@ -19,10 +19,13 @@ from test_io import RAMP_12BIT, make_dicom
 
 import afloc
 from afloc.hub.cards import render_model_card
+from afloc.hub.format import ModelMetadata
 from afloc.imaging.io import load_image
 from afloc.localization.metrics import localization_metrics
 from demo import callbacks as cb
 from demo.models import BUNDLED_MODELS_DIR, find_model_dirs
+
+SYNTHETIC = ModelMetadata(synthetic_data=True)  # the demo warns about synthetic-data models
 
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -42,7 +45,12 @@ def server(tmp_path_factory, tiny_config, tiny_tokenizer):
     torch.manual_seed(0)
     card = render_model_card("tiny", synthetic_data=True)
     afloc.save_pretrained(
-        afloc.AFLoc(tiny_config).eval(), models / "tiny", tiny_tokenizer, afloc.Preprocessing(64), card=card
+        afloc.AFLoc(tiny_config).eval(),
+        models / "tiny",
+        tiny_tokenizer,
+        afloc.Preprocessing(64),
+        card=card,
+        metadata=SYNTHETIC,
     )
     (models / "broken").mkdir()
     (models / "broken" / "config.json").write_text("{not json")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import re
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 
 from afloc import load_pretrained, save_pretrained
 from afloc.hub.cards import render_model_card
+from afloc.hub.format import ModelMetadata
 
 
 def _final_metrics(run_dir: Path) -> dict[str, float]:
@@ -126,6 +128,7 @@ def export(
     localization = bundle.localization
     if smoothing_sigma is not None:
         localization = dataclasses.replace(localization, smoothing_sigma=smoothing_sigma)
+    metadata = ModelMetadata(synthetic_data=synthetic_data, findings=_manifest_findings(data.get("manifest")))
     return save_pretrained(
         bundle,
         out,
@@ -134,7 +137,26 @@ def export(
         storage_dtype=storage_dtype,
         max_shard_bytes=max_bytes,
         external_text=external_text,
+        metadata=metadata,
     )
+
+
+def _manifest_findings(manifest: str | None) -> tuple[str, ...]:
+    """The finding labels of the training manifest's train rows (its ``labels`` column, ``;``/``,``-separated);
+    ``()`` when the manifest is not readable here or has no labels."""
+    if not manifest:
+        return ()
+    try:
+        with open(manifest, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError:
+        return ()
+    labels = set()
+    for row in rows:
+        if row.get("split", "train") in ("train", "", None):
+            labels.update(part.strip() for part in re.split(r"[;,|]", row.get("labels") or "") if part.strip())
+    labels.discard("normal")
+    return tuple(sorted(labels))
 
 
 def main(argv: list[str] | None = None) -> int:

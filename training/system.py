@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -18,6 +19,15 @@ from afloc.text.tokenizer import sample_caption
 from .distributed import gather_image_outputs, gather_text_outputs
 
 logger = logging.getLogger(__name__)
+
+
+# the network's defaults live in afloc's dataclasses; the flat arguments below take them from there
+_IMAGE, _TEXT, _LOSS = ImageEncoderConfig(), TextEncoderConfig(), LossConfig()
+
+
+def _by_keyword(cls, values: dict):
+    """``cls`` built from the entries of ``values`` that are its fields (the flat training arguments)."""
+    return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
 
 
 class AFLocPretraining(pl.LightningModule):
@@ -58,7 +68,7 @@ class AFLocPretraining(pl.LightningModule):
         max_length: word pieces per caption (97).
         report_weight, sentence_weight, word_weight: loss weights; 0 skips a term (ablations).
         word_level: ``shallow`` (AFLoc) or ``deep`` (GLoRIA-like) map for the word loss.
-        attention_temperature, aggregation_temperature, logit_scale: gamma1, gamma2, gamma3 (4, 5, 10).
+        attention_temperature, aggregation_temperature, logit_scale: gamma1, gamma2, gamma3 (defaults: LossConfig).
         text_chunk_size, recompute: memory controls of the local losses.
         null_attention: a "no token" slot in the local losses' attention
             (:attr:`afloc.modeling.config.LossConfig.null_attention`). Not in the reference.
@@ -76,32 +86,32 @@ class AFLocPretraining(pl.LightningModule):
 
     def __init__(
         self,
-        backbone: Literal["resnet10", "resnet18", "resnet34", "resnet50"] = "resnet50",
-        image_size: int = 224,
-        internal_size: int | None = None,
+        backbone: Literal["resnet10", "resnet18", "resnet34", "resnet50"] = _IMAGE.backbone,
+        image_size: int = _IMAGE.image_size,
+        internal_size: int | None = _IMAGE.internal_size,
         image_weights: str | None = None,
         text_model: str | None = None,
         freeze_text: bool = False,
         center_words: bool = False,
         center_captions: int = 1024,
         recalibrate_bn_batches: int = 0,
-        text_context: Literal["caption", "sentence"] = "caption",
-        text_adapter: Literal["none", "linear", "mlp"] = "none",
+        text_context: Literal["caption", "sentence"] = _TEXT.context,
+        text_adapter: Literal["none", "linear", "mlp"] = _TEXT.adapter,
         cache_text: bool = False,
         channels_last: bool = False,
-        position_embeddings: bool = False,
-        last_n_layers: int = 4,
-        max_length: int = 97,
-        report_weight: float = 1.0,
-        sentence_weight: float = 1.0,
-        word_weight: float = 1.0,
-        word_level: Literal["shallow", "deep"] = "shallow",
-        attention_temperature: float = 4.0,
-        aggregation_temperature: float = 5.0,
-        logit_scale: float = 10.0,
-        text_chunk_size: int | None = None,
-        recompute: bool = False,
-        null_attention: bool = False,
+        position_embeddings: bool = _IMAGE.position_embeddings,
+        last_n_layers: int = _TEXT.last_n_layers,
+        max_length: int = _TEXT.max_length,
+        report_weight: float = _LOSS.report_weight,
+        sentence_weight: float = _LOSS.sentence_weight,
+        word_weight: float = _LOSS.word_weight,
+        word_level: Literal["shallow", "deep"] = _LOSS.word_level,
+        attention_temperature: float = _LOSS.attention_temperature,
+        aggregation_temperature: float = _LOSS.aggregation_temperature,
+        logit_scale: float = _LOSS.logit_scale,
+        text_chunk_size: int | None = _LOSS.text_chunk_size,
+        recompute: bool = _LOSS.recompute,
+        null_attention: bool = _LOSS.null_attention,
         learning_rate: float = 2e-5,
         betas: tuple[float, float] = (0.5, 0.999),
         weight_decay: float = 1e-6,
@@ -129,32 +139,11 @@ class AFLocPretraining(pl.LightningModule):
         if recalibrate_bn_batches < 0:
             raise ValueError(f"recalibrate_bn_batches must be >= 0, got {recalibrate_bn_batches}")
         self.save_hyperparameters()
-        loss = LossConfig(
-            attention_temperature=attention_temperature,
-            aggregation_temperature=aggregation_temperature,
-            logit_scale=logit_scale,
-            report_weight=report_weight,
-            sentence_weight=sentence_weight,
-            word_weight=word_weight,
-            word_level=word_level,
-            text_chunk_size=text_chunk_size,
-            recompute=recompute,
-            null_attention=null_attention,
-        )
+        given = {**self.hparams, "name_or_path": text_model, "frozen": freeze_text, "context": text_context,
+                 "adapter": text_adapter, "initial_weights": image_weights}  # fmt: skip
+        loss = _by_keyword(LossConfig, given)
         config = AFLocConfig(
-            image=ImageEncoderConfig(
-                backbone, image_size, internal_size, image_weights, position_embeddings=position_embeddings
-            ),
-            text=TextEncoderConfig(
-                text_model,
-                last_n_layers,
-                max_length,
-                frozen=freeze_text,
-                center_words=center_words,
-                context=text_context,
-                adapter=text_adapter,
-            ),
-            loss=loss,
+            image=_by_keyword(ImageEncoderConfig, given), text=_by_keyword(TextEncoderConfig, given), loss=loss
         )
         self.model = build_model(config, pretrained_text=True)
         if init_model:

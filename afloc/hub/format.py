@@ -22,7 +22,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,6 +31,7 @@ from ..imaging.transforms import Preprocessing
 from ..localization.heatmaps import LocalizationConfig
 from ..modeling.config import AFLocConfig
 from ..modeling.network import AFLoc
+from ..settings import from_dict
 from ..text.tokenizer import ReportTokenizer, load_tokenizer
 from .building import build_model, pretrained_text_encoder
 from .cards import render_model_card
@@ -46,6 +47,28 @@ CARD_NAME = "README.md"
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What a model was trained on, saved in ``preprocessing.json`` under ``"model"`` (read without the weights by
+    :func:`read_model_info`; a directory written before it existed reads as the defaults).
+
+    Attributes:
+        synthetic_data: trained on synthetic images only (the demo then warns that real images are out of scope).
+        findings: the findings its training data named, e.g. ``("covid_opacity", "active_tb")``; ``()`` = not
+            recorded.
+    """
+
+    synthetic_data: bool = False
+    findings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"synthetic_data": self.synthetic_data, "findings": list(self.findings)}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> ModelMetadata:
+        return from_dict(cls, data, "model metadata")
+
+
 @dataclass
 class ModelBundle:
     """Everything a model directory holds, ready for inference."""
@@ -56,6 +79,30 @@ class ModelBundle:
     localization: LocalizationConfig
     card: str
     path: Path | None = None
+    metadata: ModelMetadata = field(default_factory=ModelMetadata)
+
+
+def is_model_dir(path: str | Path) -> bool:
+    """Whether ``path`` is a model directory (it holds ``config.json``)."""
+    return (Path(path) / CONFIG_NAME).is_file()
+
+
+def read_model_info(path: str | Path) -> tuple[Preprocessing, ModelMetadata]:
+    """A model directory's preprocessing (modality included) and metadata, without reading the weights.
+
+    Raises:
+        ValueError: naming the file, when ``preprocessing.json`` is missing or invalid.
+    """
+    extras = _read_json(Path(path) / PREPROCESSING_NAME)
+    return Preprocessing.from_dict(extras.get("preprocessing", {})), ModelMetadata.from_dict(extras.get("model"))
+
+
+def read_card(path: str | Path) -> str:
+    """A model directory's card (``README.md``); ``""`` when it has none or it cannot be read."""
+    try:
+        return (Path(path) / CARD_NAME).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
 
 
 TEXT_PREFIX = "text_encoder."
@@ -103,6 +150,7 @@ def save_pretrained(
     storage_dtype: str = "float32",
     max_shard_bytes: int | None = None,
     external_text: bool | None = None,
+    metadata: ModelMetadata | None = None,
 ) -> Path:
     """Write a model directory (see the module docstring).
 
@@ -115,6 +163,7 @@ def save_pretrained(
             ``Preprocessing(model.config.image.image_size)``.
         localization: heatmap settings; default: the bundle's, else :class:`LocalizationConfig`'s defaults.
         card: model card Markdown; default: the bundle's, else a card saying nothing about training was recorded.
+        metadata: what the model was trained on (:class:`ModelMetadata`); default: the bundle's, else none recorded.
         storage_dtype: ``float32``, ``float16`` or ``bfloat16`` for floating-point weights on disk (loaded back
             as float32).
         max_shard_bytes: split the weights into files of at most this many bytes.
@@ -136,6 +185,7 @@ def save_pretrained(
         preprocessing = preprocessing or bundle.preprocessing
         localization = localization or bundle.localization
         card = card if card is not None else bundle.card
+        metadata = metadata or bundle.metadata
     if tokenizer is None:
         raise ValueError("save_pretrained needs the tokenizer (or a ModelBundle that holds one)")
     directory = Path(directory)
@@ -167,14 +217,14 @@ def save_pretrained(
     shards = _shard(state, max_shard_bytes)
     # one metadata key only: safetensors writes metadata in hash-map order, so two keys would make the bytes of
     # identical saves differ from run to run (the format version lives in config.json)
-    metadata = {"format": "pt"}
+    file_metadata = {"format": "pt"}
     if len(shards) == 1:
-        save_file(shards[0], str(directory / WEIGHTS_NAME), metadata=metadata)
+        save_file(shards[0], str(directory / WEIGHTS_NAME), metadata=file_metadata)
     else:
         weight_map = {}
         for index, shard in enumerate(shards, start=1):
             name = f"model-{index:05d}-of-{len(shards):05d}.safetensors"
-            save_file(shard, str(directory / name), metadata=metadata)
+            save_file(shard, str(directory / name), metadata=file_metadata)
             weight_map.update(dict.fromkeys(shard, name))
         total = sum(t.numel() * t.element_size() for t in state.values())
         index_data = {"metadata": {"total_size": total}, "weight_map": weight_map}
@@ -182,7 +232,11 @@ def save_pretrained(
 
     config_json = {"afloc_format_version": FORMAT_VERSION, "storage_dtype": storage_dtype, **config.to_dict()}
     (directory / CONFIG_NAME).write_text(json.dumps(config_json, indent=2) + "\n")
-    extras = {"preprocessing": preprocessing.to_dict(), "localization": localization.to_dict()}
+    extras = {
+        "preprocessing": preprocessing.to_dict(),
+        "localization": localization.to_dict(),
+        "model": (metadata or ModelMetadata()).to_dict(),
+    }
     (directory / PREPROCESSING_NAME).write_text(json.dumps(extras, indent=2) + "\n")
     tokenizer.tokenizer.save_pretrained(str(directory))
     _compact_json(directory / "tokenizer.json")
@@ -272,6 +326,7 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Mod
     extras = _read_json(path / PREPROCESSING_NAME)
     preprocessing = Preprocessing.from_dict(extras.get("preprocessing", {}))
     localization = LocalizationConfig.from_dict(extras.get("localization", {}))
+    metadata = ModelMetadata.from_dict(extras.get("model"))
     expected_digest = config.text.external_weights_sha256
     if expected_digest:
         model = _model_with_external_text(config, expected_digest)
@@ -281,7 +336,7 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Mod
         load_state_dict_strict(model, read_state_dict(path))
     tokenizer = load_tokenizer(str(path), max_length=config.text.max_length)
     card = (path / CARD_NAME).read_text() if (path / CARD_NAME).is_file() else ""
-    return ModelBundle(model.to(device).eval(), tokenizer, preprocessing, localization, card, path)
+    return ModelBundle(model.to(device).eval(), tokenizer, preprocessing, localization, card, path, metadata)
 
 
 def _model_with_external_text(config: AFLocConfig, expected_digest: str) -> AFLoc:
