@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .commands import command
+
 logger = logging.getLogger(__name__)
 
 
@@ -50,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from .imaging.boxes import read_box_file
@@ -57,15 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     from .localization.overlay import render_figure, save_png, slug
     from .predictor import AFLocPredictor
 
-    try:
-        inputs = _inputs(Path(args.input))
-        boxes = read_box_file(args.boxes) if args.boxes else {}
-        predictor = AFLocPredictor.from_pretrained(args.model, device=args.device)
-        if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
-            raise ValueError(f"--threshold must be in [-1, 1], got {args.threshold}")
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    inputs = _inputs(Path(args.input))
+    boxes = read_box_file(args.boxes) if args.boxes else {}
+    predictor = AFLocPredictor.from_pretrained(args.model, device=args.device)
+    if args.threshold is not None and not -1.0 <= args.threshold <= 1.0:
+        raise ValueError(f"--threshold must be in [-1, 1], got {args.threshold}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     skipped: list[tuple[str, str]] = []

@@ -23,7 +23,7 @@ ALLOWED = {
 # packages of lower layers only; modeling, imaging and localization import no other afloc package (but the
 # settings module, the one strict from_dict of every config)
 AFLOC_LAYERS = [
-    {"settings"},
+    {"settings", "commands"},
     {"modeling", "imaging", "localization"},
     {"text"},  # imports modeling.types
     {"hub"},  # building models, the model directory format, weights, cards
@@ -192,3 +192,17 @@ def _plant(tmp_path: Path, files: dict[str, str]) -> Path:
 def test_each_rule_catches_a_planted_violation(tmp_path, files, rule, expected):
     found = rule(read_imports(_plant(tmp_path, files)))
     assert any(expected in str(item) for item in found), found
+
+
+def test_commands_report_bad_input_in_one_line_with_exit_status_2(capsys):
+    from afloc.commands import BAD_INPUT, command
+
+    @command
+    def main(argv):
+        if argv == ["bad"]:
+            raise ValueError("the file\n  is not an image")
+        return 0
+
+    assert main(["fine"]) == 0
+    assert main(["bad"]) == BAD_INPUT == 2
+    assert capsys.readouterr().err == "error: the file is not an image\n"

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from afloc.commands import command
+
 
 def _load(path: Path, mmap: bool = False) -> dict:
     """A checkpoint read safely; ``mmap`` maps the tensors instead of reading them (for its step alone)."""
@@ -90,6 +92,7 @@ def average_checkpoints(paths: list[str | Path]) -> dict:
     return out
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training average", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoints", nargs="*", help="checkpoints of one run")
@@ -97,22 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--last", type=int, default=None, help="with --run: how many of the newest checkpoints")
     parser.add_argument("--out", required=True, help="the averaged checkpoint to write (.ckpt)")
     args = parser.parse_args(argv)
-    try:
-        if args.run is not None:
-            if args.checkpoints or args.last is None:
-                raise ValueError("give either checkpoints or --run DIR --last N")
-            paths = run_checkpoints(args.run, args.last)
-        else:
-            if args.last is not None:
-                raise ValueError("--last needs --run")
-            paths = [Path(p) for p in args.checkpoints]
-        out = Path(args.out)
-        if out.resolve() in {p.resolve() for p in paths}:
-            raise ValueError(f"--out {out} is one of the checkpoints being averaged")
-        averaged = average_checkpoints(paths)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    if args.run is not None:
+        if args.checkpoints or args.last is None:
+            raise ValueError("give either checkpoints or --run DIR --last N")
+        paths = run_checkpoints(args.run, args.last)
+    else:
+        if args.last is not None:
+            raise ValueError("--last needs --run")
+        paths = [Path(p) for p in args.checkpoints]
+    out = Path(args.out)
+    if out.resolve() in {p.resolve() for p in paths}:
+        raise ValueError(f"--out {out} is one of the checkpoints being averaged")
+    averaged = average_checkpoints(paths)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(averaged, out)
     print(f"averaged {len(paths)} checkpoints -> {out}: " + ", ".join(averaged["averaged_from"]))

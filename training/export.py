@@ -10,12 +10,12 @@ import argparse
 import csv
 import dataclasses
 import re
-import sys
 from pathlib import Path
 
 import torch
 
 from afloc import load_pretrained, save_pretrained
+from afloc.commands import command
 from afloc.hub.cards import render_model_card
 from afloc.hub.format import ModelMetadata
 
@@ -159,6 +159,7 @@ def _manifest_findings(manifest: str | None) -> tuple[str, ...]:
     return tuple(sorted(labels))
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training export", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt", required=True, help="Lightning checkpoint of `python -m training fit`")
@@ -187,21 +188,17 @@ def main(argv: list[str] | None = None) -> int:
         "Provenance and licence, Reproduce) replace the card's defaults",
     )
     args = parser.parse_args(argv)
-    try:
-        path = export(
-            args.ckpt,
-            args.out,
-            args.storage_dtype,
-            args.max_shard_mb,
-            args.name,
-            args.synthetic_data,
-            args.data_description,
-            args.external_text,
-            args.card_sections,
-            args.smoothing_sigma,
-        )
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    path = export(
+        args.ckpt,
+        args.out,
+        args.storage_dtype,
+        args.max_shard_mb,
+        args.name,
+        args.synthetic_data,
+        args.data_description,
+        args.external_text,
+        args.card_sections,
+        args.smoothing_sigma,
+    )
     print(f"wrote {path}")
     return 0

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from collections import defaultdict
 from pathlib import Path
+
+from afloc.commands import command
 
 from .callbacks import LocalizationMonitor
 
@@ -81,15 +82,12 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     return out
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training plot", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="run folder (searched for metrics.csv)")
     parser.add_argument("--out", default=None, help="PNG path (default: curves.png next to metrics.csv)")
     args = parser.parse_args(argv)
-    try:
-        path = plot_run(args.run_dir, args.out)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    path = plot_run(args.run_dir, args.out)
     print(f"wrote {path}")
     return 0

@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from afloc.commands import command
 from afloc.imaging.transforms import pad_resize
 from afloc.text.tokenizer import split_sentences
 from training.manifest import SPLIT_ALIASES
@@ -465,6 +466,7 @@ def prepare_mimic(
     return summary
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training prepare-mimic",
@@ -480,21 +482,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metadata", default=None, help=f"metadata CSV (default <jpg-root>/{METADATA_CSV}[.gz])")
     parser.add_argument("--split-csv", default=None, help=f"split CSV (default <jpg-root>/{SPLIT_CSV}[.gz])")
     args = parser.parse_args(argv)
-    try:
-        summary = prepare_mimic(
-            args.jpg_root,
-            args.reports_root,
-            args.out,
-            size=args.size,
-            workers=args.workers,
-            limit=args.limit,
-            views=args.views.split(","),
-            metadata=args.metadata,
-            split_csv=args.split_csv,
-        )
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    summary = prepare_mimic(
+        args.jpg_root,
+        args.reports_root,
+        args.out,
+        size=args.size,
+        workers=args.workers,
+        limit=args.limit,
+        views=args.views.split(","),
+        metadata=args.metadata,
+        split_csv=args.split_csv,
+    )
     print(summary.format())
     print(f"summary written to {summary.out / 'prepare_summary.json'}")
     return 0

@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from afloc.commands import command
+
 logger = logging.getLogger(__name__)
 
 METRICS: tuple[tuple[str, str], ...] = (
@@ -207,6 +209,7 @@ def compare(result_dirs: Sequence[str | Path], out: str | Path, reported: bool =
     return markdown
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("result_dirs", nargs="+", help="evaluation output folders (each with summary.json)")
@@ -219,11 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     out = Path(args.out) if args.out else Path.cwd() / "comparison"
-    try:
-        markdown = compare(args.result_dirs, out, reported=args.reported)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    markdown = compare(args.result_dirs, out, reported=args.reported)
     print(markdown)
     print(f"wrote {out / 'comparison.md'} and {out / 'comparison.png'}")
     return 0

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from afloc.commands import command
 from afloc.localization.overlay import render_overlay
 
 from .protocol import (
@@ -388,13 +389,10 @@ def classification_summary(args: argparse.Namespace, source: HeatmapSource, samp
     )
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        result = run(args)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    result = run(args)
     from .report import HEADLINE_METRICS
 
     loc = result["summary"]

@@ -7,7 +7,10 @@ import sys
 import time
 from pathlib import Path
 
+from afloc.commands import command
 
+
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.phantoms", description="PhantomCXR and PhantomFundus synthetic corpora"
@@ -44,50 +47,44 @@ def main(argv: list[str] | None = None) -> int:
 
     from .generate import CorpusSpec, generate_corpus
 
-    try:
-        if args.command == "generate":
-            fractions = tuple(float(v) for v in args.splits.split(","))
-            spec = CorpusSpec(n=args.n, size=args.size, seed=args.seed, split_fractions=fractions)
-            start = time.perf_counter()
-            counts = generate_corpus(args.out, spec, workers=args.workers, dicom_samples=args.dicom_samples)
-            elapsed = time.perf_counter() - start
-            print(f"wrote {args.n} studies {counts} to {args.out} in {elapsed:.1f} s ({args.n / elapsed:.0f} img/s)")
-        elif args.command == "generate-fundus":
-            from .fundus.generate import generate_fundus_corpus
+    if args.command == "generate":
+        fractions = tuple(float(v) for v in args.splits.split(","))
+        spec = CorpusSpec(n=args.n, size=args.size, seed=args.seed, split_fractions=fractions)
+        start = time.perf_counter()
+        counts = generate_corpus(args.out, spec, workers=args.workers, dicom_samples=args.dicom_samples)
+        elapsed = time.perf_counter() - start
+        print(f"wrote {args.n} studies {counts} to {args.out} in {elapsed:.1f} s ({args.n / elapsed:.0f} img/s)")
+    elif args.command == "generate-fundus":
+        from .fundus.generate import generate_fundus_corpus
 
-            fractions = tuple(float(v) for v in args.splits.split(","))
-            spec = CorpusSpec(n=args.n, size=args.size, seed=args.seed, split_fractions=fractions)
-            start = time.perf_counter()
-            counts = generate_fundus_corpus(args.out, spec, workers=args.workers)
-            elapsed = time.perf_counter() - start
-            print(
-                f"wrote {args.n} photographs {counts} to {args.out} in {elapsed:.1f} s ({args.n / elapsed:.0f} img/s)"
-            )
-        elif args.command == "examples":
-            from .examples import write_examples, write_fundus_examples
+        fractions = tuple(float(v) for v in args.splits.split(","))
+        spec = CorpusSpec(n=args.n, size=args.size, seed=args.seed, split_fractions=fractions)
+        start = time.perf_counter()
+        counts = generate_fundus_corpus(args.out, spec, workers=args.workers)
+        elapsed = time.perf_counter() - start
+        print(f"wrote {args.n} photographs {counts} to {args.out} in {elapsed:.1f} s ({args.n / elapsed:.0f} img/s)")
+    elif args.command == "examples":
+        from .examples import write_examples, write_fundus_examples
 
-            write = write_fundus_examples if args.modality == "fundus" else write_examples
-            for path in write(args.out, size=args.size):
-                print(f"wrote {path}")
-        else:
-            import cv2
-
-            from .figures import contact_sheet
-
-            if args.modality == "fundus":
-                from .fundus.generate import generate_fundus_case as case_fn
-            else:
-                from .generate import generate_case as case_fn
-            spec = CorpusSpec(n=args.start + args.count, size=args.size, seed=args.seed)
-            grid = contact_sheet(spec, args.count, start=args.start, tile=args.tile, case_fn=case_fn)
-            path = Path(args.out)
-            if not path.parent.is_dir():
-                raise ValueError(f"folder {str(path.parent)!r} does not exist")
-            cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+        write = write_fundus_examples if args.modality == "fundus" else write_examples
+        for path in write(args.out, size=args.size):
             print(f"wrote {path}")
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    else:
+        import cv2
+
+        from .figures import contact_sheet
+
+        if args.modality == "fundus":
+            from .fundus.generate import generate_fundus_case as case_fn
+        else:
+            from .generate import generate_case as case_fn
+        spec = CorpusSpec(n=args.start + args.count, size=args.size, seed=args.seed)
+        grid = contact_sheet(spec, args.count, start=args.start, tile=args.tile, case_fn=case_fn)
+        path = Path(args.out)
+        if not path.parent.is_dir():
+            raise ValueError(f"folder {str(path.parent)!r} does not exist")
+        cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+        print(f"wrote {path}")
     return 0
 
 
