@@ -17,6 +17,7 @@ from .hub.format import ModelBundle, load_pretrained
 from .imaging.transforms import PadResizeMapping, Preprocessing
 from .localization.heatmaps import LocalizationConfig, heatmaps_from_embeddings
 from .modeling.network import AFLoc
+from .modeling.types import ImageEncoderOutput
 from .text.prompts import classification_prompts
 from .text.tokenizer import ReportTokenizer, normalize_prompt
 
@@ -175,8 +176,7 @@ class AFLocPredictor:
             image = load_image(image)
         image = _as_float_image(image)
         tensor, mapping = self.preprocessing(image)
-        with torch.inference_mode():
-            out = self.model.encode_image(tensor.unsqueeze(0).to(self.device))
+        out = self.encode_images(tensor.unsqueeze(0))
         return EncodedImage(
             image=image,
             mapping=mapping,
@@ -184,6 +184,13 @@ class AFLocPredictor:
             shallow_patch_embeddings=out.shallow_patch_embeddings[0].float().cpu(),
             image_embedding=out.image_embedding[0].float().cpu(),
         )
+
+    def encode_images(self, tensors: torch.Tensor) -> ImageEncoderOutput:
+        """Encode a batch of preprocessed images ``[B, 3, S, S]`` (made by :attr:`preprocessing`): the batch entry
+        point of the evaluation. Returns the embeddings as float32 on the CPU."""
+        with torch.inference_mode():
+            out = self.model.encode_image(tensors.to(self.device))
+        return ImageEncoderOutput(**{f.name: getattr(out, f.name).float().cpu() for f in dataclasses.fields(out)})
 
     def set_image(self, image: np.ndarray | str | Path | bytes) -> EncodedImage:
         """Encode ``image`` and make it the default for :meth:`localize` / :meth:`classify`."""

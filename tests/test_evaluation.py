@@ -411,3 +411,29 @@ def test_a_zero_margin_is_allowed():
     assert ProtocolConfig(margin=0).margin == 0
     with pytest.raises(ValueError, match="margin must be >= 0"):
         ProtocolConfig(margin=-1)
+
+
+def test_evaluate_dataset_from_python_equals_the_command(tmp_path, phantom, model_dir):
+    """``evaluate_dataset`` is what ``training evaluate`` runs: the same records and summary from Python."""
+    from afloc import AFLocPredictor
+    from training.evaluation.datasets.registry import DATASETS, read_dataset
+    from training.evaluation.evaluate import evaluate_dataset
+
+    predictor = AFLocPredictor.from_pretrained(model_dir)
+    result = evaluate_dataset(predictor, "phantom", images=str(phantom), split="val", limit=6, n_resamples=10)
+    out = tmp_path / "cli"
+    args = ["evaluate", "--model", str(model_dir), "--dataset", "phantom", "--images", str(phantom), "--split", "val"]
+    assert (
+        training_main([*args, "--limit", "6", "--n-resamples", "10", "--workers", "0", "--quiet", "--out", str(out)])
+        == 0
+    )
+    cli = json.loads((out / "summary.json").read_text())["localization"]
+    assert cli["pointing_game"] == result.summary["pointing_game"] and cli["cnr"] == result.summary["cnr"]
+    assert len(result.records) == cli["n_samples"] == len(result.samples) >= 3  # the val split is small
+    baseline = evaluate_dataset("center", "phantom", images=str(phantom), split="val", limit=6, n_resamples=10)
+    assert baseline.summary["cnr"] != result.summary["cnr"]
+    assert "phantom" in DATASETS and DATASETS["phantom"].has_splits and not DATASETS["coco"].has_splits
+    with pytest.raises(ValueError, match="unknown dataset 'nope'"):
+        read_dataset("nope", images=str(phantom))
+    with pytest.raises(ValueError, match="--dataset coco needs --annotations"):
+        read_dataset("coco", images=str(phantom))

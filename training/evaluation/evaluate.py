@@ -26,6 +26,7 @@ import csv
 import datetime
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,8 @@ import numpy as np
 from afloc.commands import command
 from afloc.localization.overlay import render_overlay
 
+from .datasets import registry
+from .datasets.registry import DATASETS
 from .protocol import (
     BASELINES,
     HeatmapSource,
@@ -42,85 +45,10 @@ from .protocol import (
     tune_thresholds,
 )
 
-DATASETS = ("phantom", "ms-cxr", "rsna", "chexlocalize", "covid-rural", "mask-folder", "coco", "yolo", "nih", "idrid")
-SPLIT_DATASETS = ("phantom", "chexlocalize")
-CHEXPERT_SPLITS = {"valid": ("valid", "val"), "val": ("valid", "val"), "test": ("test",)}
-
-
-def chexlocalize_split(annotations: str, split: str | None) -> str:
-    """``valid`` or ``test``: ``--split`` (``val`` accepted), else read off the annotation file's name.
-
-    Raises:
-        ValueError: an unknown split, or one that contradicts the file name (``gt_segmentations_val.json`` with
-            ``--split test``).
-    """
-    name = Path(annotations).name.lower()
-    from_name = "valid" if "_val" in name else "test" if "_test" in name else None
-    if split is None:
-        if from_name is None:
-            raise ValueError(f"cannot tell the split of {Path(annotations).name}: pass --split valid or --split test")
-        return from_name
-    if split not in CHEXPERT_SPLITS:
-        raise ValueError(f"--split for chexlocalize must be valid or test, got {split!r}")
-    chosen = CHEXPERT_SPLITS[split][0]
-    if from_name is not None and from_name != chosen:
-        raise ValueError(f"--split {split} contradicts the annotation file {Path(annotations).name} ({from_name})")
-    return chosen
-
-
-def chexpert_split_root(images: str, split: str) -> Path:
-    """``<images>/valid`` (or ``val``) / ``<images>/test`` when present, else ``<images>`` (already the split)."""
-    for folder in CHEXPERT_SPLITS[split]:
-        if (Path(images) / folder).is_dir():
-            return Path(images) / folder
-    return Path(images)
-
 
 def read_dataset(args: argparse.Namespace):
-    from . import datasets
-
-    need = {"annotations": args.annotations, "images": args.images, "masks": args.masks}
-    required = {
-        "phantom": ["images"],
-        "ms-cxr": ["annotations", "images"],
-        "rsna": ["annotations", "images"],
-        "chexlocalize": ["annotations", "images"],
-        "covid-rural": ["images", "masks"],
-        "mask-folder": ["images"],
-        "coco": ["annotations", "images"],
-        "yolo": ["images"],
-        "nih": ["annotations", "images"],
-        "idrid": ["images", "masks"],
-    }[args.dataset]
-    missing = [f"--{name}" for name in required if not need[name]]
-    if missing:
-        raise ValueError(f"--dataset {args.dataset} needs {', '.join(missing)}")
-    d = args.dataset
-    if args.split is not None and d not in SPLIT_DATASETS:
-        raise ValueError(
-            f"--dataset {d} has no splits; drop --split {args.split} (splits exist for {', '.join(SPLIT_DATASETS)})"
-        )
-    if d == "phantom":
-        return datasets.read_phantom(args.images, split=args.split or "test")
-    if d == "ms-cxr":
-        return datasets.read_ms_cxr(args.annotations, args.images)
-    if d == "rsna":
-        return datasets.read_rsna(args.annotations, args.images)
-    if d == "chexlocalize":
-        key = "segmentations_json" if "segmentation" in Path(args.annotations).name else "annotations_json"
-        root = chexpert_split_root(args.images, chexlocalize_split(args.annotations, args.split))
-        return datasets.read_chexlocalize(**{key: args.annotations}, image_root=root)
-    if d == "covid-rural":
-        return datasets.read_covid_rural(args.images, args.masks)
-    if d == "mask-folder":
-        return datasets.read_mask_folders(args.images, args.masks, args.phrase)
-    if d == "coco":
-        return datasets.read_coco(args.annotations, args.images)
-    if d == "yolo":
-        return datasets.read_yolo(args.images, label_dir=args.annotations)
-    if d == "nih":
-        return datasets.read_nih_bbox(args.annotations, args.images)
-    return datasets.read_idrid_masks(args.images, args.masks)
+    """The dataset the command line names (see :mod:`.datasets.registry`)."""
+    return registry.read_dataset(args.dataset, args.annotations, args.images, args.masks, args.phrase, args.split)
 
 
 def best_worst_grid(examples: list[tuple[dict, np.ndarray, np.ndarray]], k: int = 4) -> np.ndarray | None:
@@ -185,7 +113,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "mean training mask, blind to the prompt's side and zone and to the image",
     )
     parser.add_argument("--oracle-train", type=int, default=2000, help="training samples the kind oracle averages")
-    parser.add_argument("--dataset", required=True, choices=DATASETS)
+    parser.add_argument("--dataset", required=True, choices=list(DATASETS))
     parser.add_argument("--annotations", help="annotation file (or YOLO label folder)")
     parser.add_argument("--images", help="image folder (PhantomCXR: the corpus folder)")
     parser.add_argument(
@@ -254,8 +182,122 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate_dataset` measured.
+
+    Attributes:
+        records: one dict per scored (image, phrase) pair (the rows of ``samples.csv``).
+        summary: macro means with bootstrap CIs per metric and category (``summary.json``'s ``localization``).
+        samples: the samples that were scored (after ``limit``).
+        source: the heatmap source used (a model's predictor or a baseline).
+        missing: image files the annotations name that do not exist; ``unreadable``: images that failed to decode.
+        skipped: counts of annotations left out, by reason.
+    """
+
+    records: list[dict]
+    summary: dict
+    samples: list
+    source: object
+    missing: list = field(default_factory=list)
+    unreadable: list = field(default_factory=list)
+    skipped: dict = field(default_factory=dict)
+
+
+def evaluate_dataset(
+    source,
+    dataset: str,
+    *,
+    annotations: str | None = None,
+    images: str | None = None,
+    masks: str | None = None,
+    phrase: str | None = None,
+    split: str | None = None,
+    protocol: ProtocolConfig | None = None,
+    limit: int | None = None,
+    batch_size: int = 16,
+    workers: int = 0,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    tuned_thresholds: dict[str, float] | None = None,
+    oracle_train: int = 2000,
+    image_size: int = 224,
+    progress: bool = False,
+    on_heatmap=None,
+) -> EvaluationResult:
+    """The paper's localization protocol on a dataset, from Python (``training evaluate`` is a thin layer over it).
+
+    Args:
+        source: an :class:`afloc.AFLocPredictor`, or a baseline name (``"center"``, ``"uniform"``, ``"random"``,
+            ``"kind-oracle"``: the mean training mask of each finding, for PhantomCXR-layout corpora).
+        dataset: a name of :data:`.datasets.registry.DATASETS`; ``annotations`` ... ``split``: its paths and options.
+        protocol: model-space or native scoring, margin, box rule, prompts (default :class:`ProtocolConfig`).
+        tuned_thresholds: per-category thresholds tuned on a validation run (CheXlocalize), applied and reported.
+        oracle_train, image_size: the kind oracle's training samples and the baselines' model-space size.
+
+    Raises:
+        ValueError: a bad dataset, path or setting, or no sample to score.
+    """
+    from .report import summarize_localization
+
+    protocol = protocol or ProtocolConfig()
+    result = registry.read_dataset(dataset, annotations, images, masks, phrase, split)
+    samples = result.samples[:limit] if limit else result.samples
+    if not samples:
+        raise ValueError(f"no sample to evaluate ({result.summary() if hasattr(result, 'summary') else result})")
+    if not isinstance(source, str):
+        heatmaps = HeatmapSource(predictor=source)
+    elif source == "kind-oracle":
+        if dataset != "phantom":
+            raise ValueError("--baseline kind-oracle needs --dataset phantom (a corpus with a train split)")
+        from .datasets import read_phantom
+        from .oracle import KindOracleSource
+
+        train = read_phantom(images, "train").samples[:oracle_train]
+        heatmaps = KindOracleSource(train, samples, image_size=image_size)
+    else:
+        heatmaps = HeatmapSource(baseline=source, image_size=image_size)
+    records, unreadable = evaluate_localization(
+        samples, heatmaps, protocol, batch_size, workers, progress=progress, on_heatmap=on_heatmap
+    )
+    if tuned_thresholds is not None:
+        apply_tuned_thresholds(records, tuned_thresholds)
+    summary = summarize_localization(records, thresholds=protocol.thresholds, n_resamples=n_resamples, seed=seed)
+    sides = np.array([r["side_mass"] for r in records], dtype=float)
+    if np.isfinite(sides).any():
+        from afloc.localization.metrics import bootstrap_ci
+
+        summary["side_mass"] = {
+            "mean": float(np.nanmean(sides)),
+            "ci": list(bootstrap_ci(sides, n_resamples=n_resamples, seed=seed)),
+            "n": int(np.isfinite(sides).sum()),
+            "definition": "share of the heatmap's positive mass on the side the phrase names (lateralised phrases)",
+        }
+    if tuned_thresholds is not None:
+        values = np.array([r["iou@tuned"] for r in records], dtype=float)
+        summary["chexlocalize"] = {
+            "thresholds": tuned_thresholds,
+            "iou_at_tuned_threshold": float(np.nanmean(values)),
+        }
+    return EvaluationResult(records, summary, samples, heatmaps, list(result.missing), unreadable, dict(result.skipped))
+
+
+def _tuned_thresholds(folder: str | None) -> dict[str, float] | None:
+    if not folder:
+        return None
+    path = Path(folder) / "samples.csv"
+    if not path.is_file():
+        raise ValueError(f"--tuned-thresholds-from: {path} does not exist")
+    with path.open(newline="") as handle:
+        val = [
+            {k: (float(v) if k.startswith("tune_iou@") else v) for k, v in row.items()}
+            for row in csv.DictReader(handle)
+        ]
+    return tune_thresholds(val)
+
+
 def run(args: argparse.Namespace) -> dict:
-    from .report import summarize_localization, write_outputs
+    from .report import write_outputs
 
     config = ProtocolConfig(
         space="model" if args.protocol == "reference" else "native",
@@ -274,60 +316,38 @@ def run(args: argparse.Namespace) -> dict:
     if overrides and not args.model:
         flags = ", ".join("--" + key.replace("_", "-") for key in overrides)
         raise ValueError(f"{flags} changes a model's heatmaps; it needs --model, not --baseline")
-    result = read_dataset(args)
-    samples = result.samples[: args.limit] if args.limit else result.samples
-    if not samples:
-        raise ValueError(f"no sample to evaluate ({result.summary() if hasattr(result, 'summary') else result})")
+    source = args.baseline
     if args.model:
+        registry.check_arguments(args.dataset, args.annotations, args.images, args.masks, args.split)  # before loading
         from afloc import AFLocPredictor
 
         predictor = AFLocPredictor.from_pretrained(args.model, device=args.device)
         if overrides:
             # LocalizationConfig validates the values (e.g. a shallow weight outside [0, 1])
             predictor = predictor.with_localization(**overrides)
-        source = HeatmapSource(predictor=predictor)
-    elif args.baseline == "kind-oracle":
-        if args.dataset != "phantom":
-            raise ValueError("--baseline kind-oracle needs --dataset phantom (a corpus with a train split)")
-        from .datasets import read_phantom
-        from .oracle import KindOracleSource
-
-        train = read_phantom(args.images, "train").samples[: args.oracle_train]
-        source = KindOracleSource(train, samples, image_size=args.image_size)
-    else:
-        source = HeatmapSource(baseline=args.baseline, image_size=args.image_size)
+        source = predictor
     keeper = _Keeper()
-    records, unreadable = evaluate_localization(
-        samples, source, config, args.batch_size, args.workers, progress=not args.quiet, on_heatmap=keeper
+    evaluation = evaluate_dataset(
+        source,
+        args.dataset,
+        annotations=args.annotations,
+        images=args.images,
+        masks=args.masks,
+        phrase=args.phrase,
+        split=args.split,
+        protocol=config,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        n_resamples=args.n_resamples,
+        seed=args.seed,
+        tuned_thresholds=_tuned_thresholds(args.tuned_thresholds_from),
+        oracle_train=args.oracle_train,
+        image_size=args.image_size,
+        progress=not args.quiet,
+        on_heatmap=keeper,
     )
-    tuned = None
-    if args.tuned_thresholds_from:
-        path = Path(args.tuned_thresholds_from) / "samples.csv"
-        if not path.is_file():
-            raise ValueError(f"--tuned-thresholds-from: {path} does not exist")
-        with path.open(newline="") as handle:
-            val = [
-                {k: (float(v) if k.startswith("tune_iou@") else v) for k, v in row.items()}
-                for row in csv.DictReader(handle)
-            ]
-        tuned = tune_thresholds(val)
-        apply_tuned_thresholds(records, tuned)
-    summary = summarize_localization(
-        records, thresholds=config.thresholds, n_resamples=args.n_resamples, seed=args.seed
-    )
-    sides = np.array([r["side_mass"] for r in records], dtype=float)
-    if np.isfinite(sides).any():
-        from afloc.localization.metrics import bootstrap_ci
-
-        summary["side_mass"] = {
-            "mean": float(np.nanmean(sides)),
-            "ci": list(bootstrap_ci(sides, n_resamples=args.n_resamples, seed=args.seed)),
-            "n": int(np.isfinite(sides).sum()),
-            "definition": "share of the heatmap's positive mass on the side the phrase names (lateralised phrases)",
-        }
-    if tuned is not None:
-        values = np.array([r["iou@tuned"] for r in records], dtype=float)
-        summary["chexlocalize"] = {"thresholds": tuned, "iou_at_tuned_threshold": float(np.nanmean(values))}
+    records, summary, samples, source = evaluation.records, evaluation.summary, evaluation.samples, evaluation.source
     if args.classification:
         summary["classification"] = classification_summary(args, source, samples)
     meta = {
@@ -336,15 +356,15 @@ def run(args: argparse.Namespace) -> dict:
         "dataset": args.dataset,
         "protocol": args.protocol,
         "margin": args.margin if args.margin is not None else _model_margin(source),
-        "smoothing_sigma": predictor.localization.smoothing_sigma if args.model else None,
-        "similarity": predictor.localization.similarity if args.model else None,
-        "shallow_weight": predictor.localization.shallow_weight if args.model else None,
+        "smoothing_sigma": source.predictor.localization.smoothing_sigma if args.model else None,
+        "similarity": source.predictor.localization.similarity if args.model else None,
+        "shallow_weight": source.predictor.localization.shallow_weight if args.model else None,
         "box_rule": args.box_rule,
         "prompt": "ensemble" if args.ensemble else args.prompt,
         "n_samples": len(records),
-        "missing_images": len(result.missing),
-        "unreadable_images": len(unreadable),
-        "skipped": dict(result.skipped),
+        "missing_images": len(evaluation.missing),
+        "unreadable_images": len(evaluation.unreadable),
+        "skipped": evaluation.skipped,
         "date": datetime.date.today().isoformat(),
         "command": "python -m training evaluate " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["evaluate"] else []),
     }

@@ -166,13 +166,8 @@ class HeatmapSource:
     def encode(self, tensors: torch.Tensor):
         if self.predictor is None:
             return [None] * len(tensors)
-        model = self.predictor.model
-        with torch.inference_mode():
-            out = model.encode_image(tensors.to(self.predictor.device))
-        return [
-            (p.float().cpu(), s.float().cpu())
-            for p, s in zip(out.patch_embeddings, out.shallow_patch_embeddings, strict=True)
-        ]
+        out = self.predictor.encode_images(tensors)
+        return list(zip(out.patch_embeddings, out.shallow_patch_embeddings, strict=True))
 
     def heatmaps(self, encoded, prompts: list[str], sample_id: str, margin: int | None) -> np.ndarray:
         """``margin=None`` keeps the model's own margin (0 for baselines)."""
