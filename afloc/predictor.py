@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from .hub.format import ModelBundle, load_pretrained
 from .imaging.transforms import PadResizeMapping, Preprocessing
 from .localization.heatmaps import LocalizationConfig, heatmaps_from_embeddings
+from .localization.zero_shot import ZeroShotConfig
 from .modeling.network import AFLoc
 from .modeling.types import ImageEncoderOutput
 from .text.prompts import classification_prompts
@@ -121,6 +122,7 @@ class AFLocPredictor:
         localization: heatmap settings.
         device: ``"cpu"``, ``"cuda"``...; default CUDA when available.
         text_cache_size: prompt embeddings kept (LRU).
+        zero_shot: how :meth:`classify` scores (default :class:`ZeroShotConfig`).
     """
 
     def __init__(
@@ -131,12 +133,14 @@ class AFLocPredictor:
         localization: LocalizationConfig | None = None,
         device: str | torch.device | None = None,
         text_cache_size: int = 512,
+        zero_shot: ZeroShotConfig | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.preprocessing = preprocessing or Preprocessing(image_size=model.config.image.image_size)
         self.localization = localization or LocalizationConfig()
+        self.zero_shot = zero_shot or ZeroShotConfig()
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._text_cache_size = text_cache_size
         self._lock = threading.Lock()
@@ -144,7 +148,14 @@ class AFLocPredictor:
 
     @classmethod
     def from_bundle(cls, bundle: ModelBundle, device: str | torch.device | None = None) -> AFLocPredictor:
-        return cls(bundle.model, bundle.tokenizer, bundle.preprocessing, bundle.localization, device)
+        return cls(
+            bundle.model,
+            bundle.tokenizer,
+            bundle.preprocessing,
+            bundle.localization,
+            device,
+            zero_shot=bundle.zero_shot,
+        )
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None) -> AFLocPredictor:
@@ -164,8 +175,9 @@ class AFLocPredictor:
             raise ValueError(f"unknown localization settings {sorted(unknown)}")
         localization = dataclasses.replace(self.localization, **changes)
         return AFLocPredictor(
-            self.model, self.tokenizer, self.preprocessing, localization, self.device, self._text_cache_size
-        )
+            self.model, self.tokenizer, self.preprocessing, localization, self.device, self._text_cache_size,
+            self.zero_shot,
+        )  # fmt: skip
 
     def encode_image(self, image: np.ndarray | str | Path | bytes) -> EncodedImage:
         """Encode an image: an array (float in [0, 1] or uint8; ``[H, W]`` or ``[H, W, 3]``) or anything
@@ -270,7 +282,7 @@ class AFLocPredictor:
         """Zero-shot probability per finding: softmax over (mean positive, mean negative) prompt scores.
 
         Scores are ``logit_scale x cos`` (default) or raw dot products of the global image embedding with
-        the mean report vector of each prompt set (see :class:`LocalizationConfig`).
+        the mean report vector of each prompt set (see :class:`ZeroShotConfig`).
         """
         findings = _as_prompt_list(findings)
         encoded = self._image(image)
@@ -280,9 +292,9 @@ class AFLocPredictor:
             pos = self.embed_prompts(positives).mean(dim=0)
             neg = self.embed_prompts(negatives).mean(dim=0)
             image_vec = encoded.image_embedding
-            if self.localization.classification_similarity == "cosine":
+            if self.zero_shot.similarity == "cosine":
                 scores = torch.stack([F.cosine_similarity(image_vec, v, dim=0) for v in (pos, neg)])
-                scores = self.localization.logit_scale * scores
+                scores = self.zero_shot.logit_scale * scores
             else:
                 scores = torch.stack([image_vec @ pos, image_vec @ neg])
             result[finding] = float(scores.softmax(dim=0)[0])

@@ -23,6 +23,7 @@ from PIL import Image
 import afloc
 from afloc.imaging.transforms import Preprocessing
 from afloc.localization.heatmaps import LocalizationConfig
+from afloc.localization.zero_shot import ZeroShotConfig
 from afloc.modeling.types import ImageEncoderOutput
 from training.evaluation.evaluate import main as evaluate_main
 
@@ -125,8 +126,9 @@ def test_zero_shot_direction_with_dot_product_scores(tiny_tokenizer):
         PlantedModel(tiny_tokenizer),
         tiny_tokenizer,
         Preprocessing(image_size=SIZE),
-        LocalizationConfig(classification_similarity="dot", logit_scale=1.0),
+        LocalizationConfig(),
         "cpu",
+        zero_shot=ZeroShotConfig(similarity="dot", logit_scale=1.0),
     )
     present = predictor.classify("mass", image=predictor.encode_image(film(64, 64, {BRIGHT: (8, 8, 24, 24)})))
     absent = predictor.classify("mass", image=predictor.encode_image(film(64, 64, {})))

@@ -298,3 +298,26 @@ def test_tokenizer_file_is_written_compactly_and_reads_back(tmp_path, tiny_model
     loaded = afloc.load_pretrained(directory).tokenizer
     captions = ["small left pleural effusion. no pneumothorax", "cardiomegaly"]
     assert torch.equal(loaded(captions).input_ids, tiny_tokenizer(captions).input_ids)
+
+
+def test_format_1_directories_keep_loading_with_their_zero_shot_settings(tmp_path, tiny_model, tiny_tokenizer):
+    """Format 1 kept the zero-shot keys inside "localization"; such a directory (the bundled models, converted
+    ones users have) loads with those settings moved to ``zero_shot``; a new save writes format 2."""
+    import json
+
+    from afloc.localization.zero_shot import ZeroShotConfig
+
+    directory = save_pretrained(tiny_model, tmp_path / "m", tiny_tokenizer, Preprocessing(image_size=64))
+    assert json.loads((directory / "config.json").read_text())["afloc_format_version"] == 2
+    extras = json.loads((directory / "preprocessing.json").read_text())
+    extras.pop("zero_shot")
+    extras["localization"].update(classification_similarity="dot", logit_scale=3.0)
+    (directory / "preprocessing.json").write_text(json.dumps(extras))
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "afloc_format_version": 1}))
+    bundle = load_pretrained(directory)
+    assert bundle.zero_shot == ZeroShotConfig(similarity="dot", logit_scale=3.0)
+    assert bundle.localization == LocalizationConfig()
+    assert afloc.AFLocPredictor.from_bundle(bundle).zero_shot.logit_scale == 3.0
+    for name in ("afloc_phantomcxr_r10", "afloc_phantomfundus_r10"):  # written in format 1
+        assert load_pretrained(BUNDLED.parent / name).zero_shot == ZeroShotConfig()

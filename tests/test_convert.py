@@ -23,6 +23,7 @@ from afloc.convert import ConversionError, convert_checkpoint, main
 from afloc.convert.safe_pickle import CorruptCheckpointError, Inert, UnsafeCheckpointError, load_checkpoint
 from afloc.imaging.transforms import Preprocessing
 from afloc.localization.heatmaps import LocalizationConfig
+from afloc.localization.zero_shot import ZeroShotConfig
 from afloc.modeling.config import AFLocConfig, ImageEncoderConfig, LossConfig, TextEncoderConfig
 from afloc.predictor import AFLocPredictor
 
@@ -197,9 +198,9 @@ def test_converted_model_matches_ours_with_the_same_tensors(released, layout, to
         smoothing_sigma=1.5,
         margin=14,
         shallow_weight=0.0,
-        classification_similarity="dot",
         prompt_rule="reference",
     )
+    assert bundle.zero_shot == ZeroShotConfig(similarity="dot")
     assert bundle.model.config.image.internal_size == 299 and bundle.model.config.text.max_length == 97
     assert bundle.model.config.text.bert_config["num_attention_heads"] == 2
 
@@ -301,11 +302,8 @@ def test_cli_options_and_help(released, tokenizer_with_config, tmp_path, capsys)
                 + ["--margin", "14", "--similarity", "cosine"])  # fmt: skip
     assert code == 0
     localization = afloc.load_pretrained(out).localization
-    assert (localization.margin, localization.similarity, localization.classification_similarity) == (
-        14,
-        "cosine",
-        "cosine",
-    )
+    assert (localization.margin, localization.similarity) == (14, "cosine")
+    assert afloc.load_pretrained(out).zero_shot.similarity == "cosine"
     # a non-empty output directory is not overwritten by accident
     assert main(["gloria", str(path), "--tokenizer", str(tokenizer_dir), "--out", str(out)]) == 1
     assert "not an empty directory" in capsys.readouterr().err

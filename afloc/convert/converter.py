@@ -29,6 +29,7 @@ from ..hub.cards import render_model_card
 from ..hub.format import load_pretrained, load_state_dict_strict, save_pretrained
 from ..imaging.transforms import Preprocessing
 from ..localization.heatmaps import LocalizationConfig
+from ..localization.zero_shot import ZeroShotConfig
 from ..modeling.config import AFLocConfig, ImageEncoderConfig, LossConfig, TextEncoderConfig
 from ..modeling.network import AFLoc
 from ..text.tokenizer import ReportTokenizer, load_tokenizer
@@ -207,12 +208,9 @@ def convert_checkpoint(
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
         raise ConversionError(f"output {out} exists and is not an empty directory (pass overwrite / --overwrite)")
     localization = LocalizationConfig(
-        similarity=similarity,
-        smoothing_sigma=1.5,
-        margin=margin,
-        classification_similarity=similarity,
-        prompt_rule="reference",
+        similarity=similarity, smoothing_sigma=1.5, margin=margin, prompt_rule="reference"
     )
+    zero_shot = ZeroShotConfig(similarity=similarity)
     report_tokenizer, hints = load_reference_tokenizer(tokenizer)
     lazy, dropped, source = read_state_dict(path, spec)
     with source:
@@ -252,7 +250,7 @@ def convert_checkpoint(
     preprocessing = Preprocessing(
         image_size=IMAGE_SIZE, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_8bit=True, size_rule="reference"
     )
-    save_pretrained(model, out, report_tokenizer, preprocessing, localization, card)
+    save_pretrained(model, out, report_tokenizer, preprocessing, localization, card, zero_shot=zero_shot)
     load_pretrained(out)  # the directory must load back before we report success
     logger.info("wrote %s (%s layout, dropped %d unused keys)", out, layout, len(dropped))
     return result

@@ -29,6 +29,7 @@ import torch
 
 from ..imaging.transforms import Preprocessing
 from ..localization.heatmaps import LocalizationConfig
+from ..localization.zero_shot import ZeroShotConfig
 from ..modeling.config import AFLocConfig
 from ..modeling.network import AFLoc
 from ..settings import from_dict
@@ -38,7 +39,7 @@ from .cards import render_model_card
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: zero-shot settings in preprocessing.json's "zero_shot" (format 1: inside "localization")
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
@@ -80,6 +81,7 @@ class ModelBundle:
     card: str
     path: Path | None = None
     metadata: ModelMetadata = field(default_factory=ModelMetadata)
+    zero_shot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
 
 
 def is_model_dir(path: str | Path) -> bool:
@@ -151,6 +153,7 @@ def save_pretrained(
     max_shard_bytes: int | None = None,
     external_text: bool | None = None,
     metadata: ModelMetadata | None = None,
+    zero_shot: ZeroShotConfig | None = None,
 ) -> Path:
     """Write a model directory (see the module docstring).
 
@@ -164,6 +167,7 @@ def save_pretrained(
         localization: heatmap settings; default: the bundle's, else :class:`LocalizationConfig`'s defaults.
         card: model card Markdown; default: the bundle's, else a card saying nothing about training was recorded.
         metadata: what the model was trained on (:class:`ModelMetadata`); default: the bundle's, else none recorded.
+        zero_shot: zero-shot scoring (:class:`ZeroShotConfig`); default: the bundle's, else the defaults.
         storage_dtype: ``float32``, ``float16`` or ``bfloat16`` for floating-point weights on disk (loaded back
             as float32).
         max_shard_bytes: split the weights into files of at most this many bytes.
@@ -186,6 +190,7 @@ def save_pretrained(
         localization = localization or bundle.localization
         card = card if card is not None else bundle.card
         metadata = metadata or bundle.metadata
+        zero_shot = zero_shot or bundle.zero_shot
     if tokenizer is None:
         raise ValueError("save_pretrained needs the tokenizer (or a ModelBundle that holds one)")
     directory = Path(directory)
@@ -235,6 +240,7 @@ def save_pretrained(
     extras = {
         "preprocessing": preprocessing.to_dict(),
         "localization": localization.to_dict(),
+        "zero_shot": (zero_shot or ZeroShotConfig()).to_dict(),
         "model": (metadata or ModelMetadata()).to_dict(),
     }
     (directory / PREPROCESSING_NAME).write_text(json.dumps(extras, indent=2) + "\n")
@@ -325,7 +331,7 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Mod
     config = AFLocConfig.from_dict(raw)
     extras = _read_json(path / PREPROCESSING_NAME)
     preprocessing = Preprocessing.from_dict(extras.get("preprocessing", {}))
-    localization = LocalizationConfig.from_dict(extras.get("localization", {}))
+    localization, zero_shot = read_output_settings(extras)
     metadata = ModelMetadata.from_dict(extras.get("model"))
     expected_digest = config.text.external_weights_sha256
     if expected_digest:
@@ -336,7 +342,21 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Mod
         load_state_dict_strict(model, read_state_dict(path))
     tokenizer = load_tokenizer(str(path), max_length=config.text.max_length)
     card = (path / CARD_NAME).read_text() if (path / CARD_NAME).is_file() else ""
-    return ModelBundle(model.to(device).eval(), tokenizer, preprocessing, localization, card, path, metadata)
+    return ModelBundle(model.to(device).eval(), tokenizer, preprocessing, localization, card, path, metadata, zero_shot)
+
+
+def read_output_settings(extras: dict) -> tuple[LocalizationConfig, ZeroShotConfig]:
+    """The heatmap and zero-shot settings of a ``preprocessing.json`` (or a checkpoint's ``afloc`` entry).
+
+    Format 1 kept the zero-shot keys inside ``"localization"`` as ``classification_similarity`` and
+    ``logit_scale``: they are moved to the zero-shot settings, so directories written before keep loading.
+    """
+    localization = dict(extras.get("localization") or {})
+    zero_shot = dict(extras.get("zero_shot") or {})
+    for old, new in (("classification_similarity", "similarity"), ("logit_scale", "logit_scale")):
+        if old in localization:
+            zero_shot.setdefault(new, localization.pop(old))
+    return LocalizationConfig.from_dict(localization), ZeroShotConfig.from_dict(zero_shot)
 
 
 def _model_with_external_text(config: AFLocConfig, expected_digest: str) -> AFLoc:
@@ -377,7 +397,8 @@ def _load_lightning_checkpoint(path: Path, device: str | torch.device) -> ModelB
     model = AFLoc(config)
     load_state_dict_strict(model, state)
     preprocessing = Preprocessing.from_dict(hyper.get("preprocessing") or {"image_size": config.image.image_size})
-    localization = LocalizationConfig.from_dict(hyper.get("localization") or {})
+    localization, zero_shot = read_output_settings(hyper)
     tokenizer = load_tokenizer(config.text.name_or_path, max_length=config.text.max_length)
     card = render_model_card(name=path.stem, provenance=f"Lightning checkpoint {path.name} (not exported)")
-    return ModelBundle(model.to(device).eval(), tokenizer, preprocessing, localization, card, path)
+    bundle = ModelBundle(model.to(device).eval(), tokenizer, preprocessing, localization, card, path)
+    return dataclasses.replace(bundle, zero_shot=zero_shot)

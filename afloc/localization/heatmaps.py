@@ -20,7 +20,8 @@ from ..settings import from_dict
 
 @dataclass(frozen=True)
 class LocalizationConfig:
-    """How heatmaps (and zero-shot probabilities) are computed; saved in ``preprocessing.json``.
+    """How heatmaps are computed; saved in ``preprocessing.json`` (zero-shot scoring:
+    :class:`afloc.localization.zero_shot.ZeroShotConfig`).
 
     Attributes:
         similarity: ``"dot"`` = raw dot product of each region with the prompt's report vector (reference;
@@ -30,9 +31,6 @@ class LocalizationConfig:
         margin: width in model pixels of a NaN border (the reference protocol's optional 14 px emulates a
             centre crop); 0 = none.
         shallow_weight: weight of the shallow (word-level, layer2) map fused with the deep map; 0 = reference.
-        classification_similarity: zero-shot scores use ``"cosine"`` x ``logit_scale`` (the training
-            calibration, default) or the reference's raw ``"dot"`` product.
-        logit_scale: scale of the zero-shot scores before the positive / negative softmax.
         prompt_rule: how a prompt's text becomes the text encoder's input
         (:func:`afloc.text.tokenizer.normalize_prompt`):
             ``"sentences"`` (default; sentences joined with ". " like training captions) or ``"reference"`` (the
@@ -44,8 +42,6 @@ class LocalizationConfig:
     smoothing_sigma: float = 1.5
     margin: int = 0
     shallow_weight: float = 0.0
-    classification_similarity: Literal["dot", "cosine"] = "cosine"
-    logit_scale: float = 10.0
     prompt_rule: Literal["sentences", "reference"] = "sentences"
 
     def __post_init__(self) -> None:
@@ -53,10 +49,6 @@ class LocalizationConfig:
             raise ValueError(f"prompt_rule must be 'sentences' or 'reference', got {self.prompt_rule!r}")
         if self.similarity not in ("dot", "cosine"):
             raise ValueError(f"similarity must be 'dot' or 'cosine', got {self.similarity!r}")
-        if self.classification_similarity not in ("dot", "cosine"):
-            raise ValueError(
-                f"classification_similarity must be 'dot' or 'cosine', got {self.classification_similarity!r}"
-            )
         if self.smoothing_sigma < 0:
             raise ValueError(f"smoothing_sigma must be >= 0, got {self.smoothing_sigma}")
         if self.margin < 0:
