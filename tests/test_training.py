@@ -271,3 +271,23 @@ def test_the_monitors_smoothing_reaches_the_checkpoint_the_export_and_the_heatma
     default = exported.with_localization(smoothing_sigma=1.5)
     assert exported.localization.smoothing_sigma == 0.9  # with_localization leaves the shared predictor as it was
     assert not np.allclose(heatmap, default.localize("left pleural effusion", image=default.encode_image(film)))
+
+
+def test_same_label_batches_hold_one_label_and_cover_each_sample_once():
+    """--data.same_label_batches: that fraction of batches is drawn within one label; no sample repeats in an
+    epoch; the epoch is encoded in the indices like the plain sampler's; a new epoch gives a new order."""
+    from training.data import EpochSampler
+
+    groups = ["covid"] * 50 + ["tb"] * 23 + ["normal"] * 31
+    sampler = EpochSampler(len(groups), seed=3, groups=groups, batch_size=8, same_group_fraction=0.5)
+    order = list(sampler)
+    assert len(order) == len(sampler) == (len(groups) // 8) * 8 and len(set(order)) == len(order)
+    batches = [order[k : k + 8] for k in range(0, len(order), 8)]
+    pure = [b for b in batches if len({groups[i] for i in b}) == 1]
+    assert len(pure) >= round(0.5 * len(batches))  # random batches can be pure by chance too
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert all(i >= len(groups) for i in second)  # epoch 1 offset
+    assert [i - len(groups) for i in second] != order
+    with pytest.raises(ValueError, match="one group per sample"):
+        EpochSampler(10, groups=["a"] * 9, batch_size=2, same_group_fraction=0.5)

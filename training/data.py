@@ -78,8 +78,21 @@ class EpochSampler(Sampler[int]):
     permutation (padded by wrapping so all ranks see the same number of samples).
     """
 
-    def __init__(self, size: int, seed: int = 1, shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        size: int,
+        seed: int = 1,
+        shuffle: bool = True,
+        groups: list[str] | None = None,
+        batch_size: int | None = None,
+        same_group_fraction: float = 0.0,
+    ) -> None:
+        if not 0.0 <= same_group_fraction <= 1.0:
+            raise ValueError(f"same_group_fraction must be in [0, 1], got {same_group_fraction}")
+        if same_group_fraction > 0 and (groups is None or len(groups) != size or not batch_size or not shuffle):
+            raise ValueError("same-group batches need one group per sample, a batch size and shuffling")
         self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
+        self.groups, self.batch_size, self.same_group_fraction = groups, batch_size, same_group_fraction
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -91,10 +104,38 @@ class EpochSampler(Sampler[int]):
         return 0, 1
 
     def __len__(self) -> int:
+        if self.same_group_fraction > 0:
+            return (self.size // self.batch_size) * self.batch_size
         return math.ceil(self.size / self._rank_world()[1])
+
+    def _grouped_order(self, generator: torch.Generator) -> torch.Tensor:
+        """A permutation whose consecutive runs of ``batch_size`` are whole batches; a ``same_group_fraction`` of
+        them hold samples of one group only (hard negatives: the texts of one finding differ only in where and
+        how much), the rest are drawn at random from the other samples."""
+        bs, batches = self.batch_size, self.size // self.batch_size
+        chunks = []
+        for group in sorted(set(self.groups)):
+            members = torch.tensor([i for i, g in enumerate(self.groups) if g == group])
+            members = members[torch.randperm(len(members), generator=generator)]
+            chunks += [members[k : k + bs] for k in range(0, len(members) - bs + 1, bs)]
+        wanted = min(len(chunks), round(self.same_group_fraction * batches))
+        chosen = [chunks[k] for k in torch.randperm(len(chunks), generator=generator)[:wanted].tolist()]
+        used = torch.zeros(self.size, dtype=torch.bool)
+        for chunk in chosen:
+            used[chunk] = True
+        rest = torch.nonzero(~used).flatten()
+        rest = rest[torch.randperm(len(rest), generator=generator)]
+        chosen += [rest[k : k + bs] for k in range(0, (batches - wanted) * bs, bs)]
+        order = [chosen[k] for k in torch.randperm(len(chosen), generator=generator).tolist()]
+        return torch.cat(order)
 
     def __iter__(self) -> Iterator[int]:
         rank, world = self._rank_world()
+        if self.same_group_fraction > 0:
+            if world > 1:
+                raise ValueError("same-group batches are implemented for one process only")
+            order = self._grouped_order(torch.Generator().manual_seed(self.seed + self.epoch))
+            return iter((order + self.epoch * self.size).tolist())
         if self.shuffle:
             order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
         else:
@@ -144,6 +185,10 @@ class ImageReportDataModule(pl.LightningDataModule):
             RGB); saved with every checkpoint and export, so that the demo picks the right presets.
         mean, std: per-channel normalisation of [0, 1] pixels (default 0.5 / 0.5, the reference's [-1, 1]); for
             colour photographs, the training set's channel statistics.
+        augment: training-time augmentation preset (:mod:`training.augment`).
+        same_label_batches: this fraction of training batches holds films of one manifest label only (the first of
+            its ``labels``), the rest are drawn at random: within such a batch the reports differ only in where and
+            how much, so matching them needs the location (not in the reference; 0 = off).
     """
 
     def __init__(
@@ -164,8 +209,11 @@ class ImageReportDataModule(pl.LightningDataModule):
         mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
         std: tuple[float, float, float] = (0.5, 0.5, 0.5),
         augment: str = "none",
+        same_label_batches: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= same_label_batches <= 1.0:
+            raise ValueError(f"same_label_batches must be in [0, 1], got {same_label_batches}")
         self.augmentation = Augmentation.named(augment)  # checked now: a bad name stops the run before any data
         if batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 (contrastive losses need negatives), got {batch_size}")
@@ -216,7 +264,12 @@ class ImageReportDataModule(pl.LightningDataModule):
         dataset = self.datasets[split]
         if len(dataset) == 0:
             raise ValueError(f"{self.manifest} has no usable '{split}' records")
-        sampler = EpochSampler(len(dataset), seed=self.hparams.seed, shuffle=train)
+        fraction = self.hparams.get("same_label_batches", 0.0) if train else 0.0
+        groups = [r.extra.get("labels", "").split(";")[0] for r in dataset.records] if fraction else None
+        sampler = EpochSampler(
+            len(dataset), seed=self.hparams.seed, shuffle=train, groups=groups,
+            batch_size=self.hparams.batch_size, same_group_fraction=fraction,
+        )  # fmt: skip
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
