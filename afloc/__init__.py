@@ -15,7 +15,8 @@ Everything else lives in the submodules (``afloc.modeling.losses``, ``afloc.loca
 """
 
 from .hub.building import build_model
-from .hub.format import ModelBundle, load_pretrained, save_pretrained
+from .hub.bundle import ModelBundle
+from .hub.format import load_pretrained, save_pretrained
 from .imaging.io import load_image
 from .imaging.transforms import Preprocessing
 from .localization.heatmaps import LocalizationConfig

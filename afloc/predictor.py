@@ -13,7 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .hub.format import ModelBundle, load_pretrained
+from .hub.bundle import ModelBundle
+from .hub.format import load_pretrained
 from .imaging.transforms import PadResizeMapping, Preprocessing
 from .localization.heatmaps import LocalizationConfig, heatmaps_from_embeddings
 from .localization.zero_shot import ZeroShotConfig

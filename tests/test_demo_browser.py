@@ -18,8 +18,8 @@ import torch
 from helpers import free_port, without_bundled_models
 
 import afloc
+from afloc.hub.bundle import ModelMetadata
 from afloc.hub.cards import render_model_card
-from afloc.hub.format import ModelMetadata
 from benchmarks.machine import CHROMIUM_ARGS
 
 SYNTHETIC = ModelMetadata(synthetic_data=True)  # the demo warns about synthetic-data models

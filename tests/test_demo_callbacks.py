@@ -16,8 +16,8 @@ from pydicom.encaps import encapsulate
 from test_io import RAMP_12BIT, _undecodable_syntax, make_dicom
 
 import afloc
+from afloc.hub.bundle import ModelMetadata
 from afloc.hub.cards import render_model_card
-from afloc.hub.format import ModelMetadata
 from afloc.imaging.io import load_image
 from afloc.localization.metrics import localization_metrics
 from afloc.localization.overlay import to_rgb_uint8

@@ -15,8 +15,8 @@ from helpers import free_port
 from PIL import Image
 
 import afloc
+from afloc.hub.bundle import ModelMetadata
 from afloc.hub.cards import render_model_card
-from afloc.hub.format import ModelMetadata
 from afloc.imaging.io import load_image
 from afloc.text.prompts import FINDINGS_BY_MODALITY
 from demo import callbacks as cb

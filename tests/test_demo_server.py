@@ -18,8 +18,8 @@ from pydicom.pixels import get_decoder
 from test_io import RAMP_12BIT, make_dicom
 
 import afloc
+from afloc.hub.bundle import ModelMetadata
 from afloc.hub.cards import render_model_card
-from afloc.hub.format import ModelMetadata
 from afloc.imaging.io import load_image
 from afloc.localization.metrics import localization_metrics
 from demo import callbacks as cb

@@ -4,7 +4,8 @@ by the demo's warning: not found by searching the card's text (issue #31)."""
 from __future__ import annotations
 
 import afloc
-from afloc.hub.format import ModelMetadata, is_model_dir, read_card, read_model_info
+from afloc.hub.bundle import ModelMetadata
+from afloc.hub.format import is_model_dir, read_card, read_model_info
 from demo.models import ModelStore, model_banner
 
 

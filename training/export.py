@@ -16,8 +16,8 @@ import torch
 
 from afloc import load_pretrained, save_pretrained
 from afloc.commands import command
+from afloc.hub.bundle import ModelMetadata
 from afloc.hub.cards import render_model_card
-from afloc.hub.format import ModelMetadata
 
 
 def _final_metrics(run_dir: Path) -> dict[str, float]:

