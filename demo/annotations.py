@@ -9,17 +9,17 @@ from __future__ import annotations
 import csv
 import json
 import math
-import re
 from pathlib import Path
 
-import numpy as np
-
-from afloc.imaging.boxes import Box, parse_yolo_line
+from afloc.imaging.boxes import (
+    Box,
+    check_json_depth,
+    checked_box,
+    parse_yolo_line,
+)
 from afloc.text.tokenizer import split_sentences
 
 MAX_ANNOTATION_BYTES = 5_000_000
-MAX_JSON_DEPTH = 64  # COCO needs 4 levels; deeper nesting is refused before parsing (json recurses)
-MAX_COORDINATE = 1e7  # pixels; anything larger is an error in the file, not a film
 IMAGE_COLUMNS = ("image", "file_name", "path", "dicom_id")
 
 
@@ -41,26 +41,6 @@ def boxes_for_prompt(boxes: list[Box], prompt: str) -> tuple[list[Box], bool]:
     return (matched, True) if matched else (list(boxes), False)
 
 
-def _box(values, label: str, where: str) -> Box:
-    try:
-        x, y, w, h = (float(v) for v in values)
-    except OverflowError:
-        raise ValueError(f"{where}: a coordinate is too large (over {MAX_COORDINATE:g} pixels)") from None
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: expected four numbers x, y, w, h, got {_shown(values)}") from None
-    if not all(math.isfinite(v) and abs(v) <= MAX_COORDINATE for v in (x, y, w, h)):
-        raise ValueError(f"{where}: a box needs finite coordinates of at most {MAX_COORDINATE:g} pixels")
-    if w <= 0 or h <= 0:
-        raise ValueError(f"{where}: a box needs positive w, h; got {[x, y, w, h]}")
-    return Box(x, y, w, h, str(label or "").strip())
-
-
-def _shown(values, limit: int = 80) -> str:
-    """Values of an untrusted file, shortened for a message."""
-    text = repr(list(values)) if isinstance(values, (list, tuple)) else type(values).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def parse_boxes_text(text: str | None) -> list[Box]:
     """Lines ``x, y, w, h[, label]`` (original pixels) -> boxes; ``#`` comments and blank lines are skipped."""
     boxes = []
@@ -69,7 +49,7 @@ def parse_boxes_text(text: str | None) -> list[Box]:
             parts = [p.strip() for p in line.split(",")]
             if len(parts) < 4:
                 raise ValueError(f"line {number}: expected 'x, y, w, h[, label]', got {line.strip()[:60]!r}")
-            boxes.append(_box(parts[:4], ", ".join(parts[4:]), f"line {number}"))
+            boxes.append(checked_box(parts[:4], ", ".join(parts[4:]), f"line {number}"))
     return boxes
 
 
@@ -79,7 +59,7 @@ def boxes_to_text(boxes: list[Box]) -> str:
 
 def example_boxes(data: dict) -> list[Box]:
     return [
-        _box(box, f"{finding.get('category', '')}: {finding.get('phrase', '')}".strip(": "), "finding")
+        checked_box(box, f"{finding.get('category', '')}: {finding.get('phrase', '')}".strip(": "), "finding")
         for finding in data["findings"]
         for box in finding["boxes"]
     ]
@@ -93,7 +73,7 @@ def _scaled(boxes: list[Box], size, shape) -> list[Box]:
         return boxes
     if not (math.isfinite(sx) and math.isfinite(sy) and sx > 0 and sy > 0) or (sx, sy) == (1.0, 1.0):
         return boxes
-    return [_box((b.x * sx, b.y * sy, b.w * sx, b.h * sy), b.label, "scaled box") for b in boxes]
+    return [checked_box((b.x * sx, b.y * sy, b.w * sx, b.h * sy), b.label, "scaled box") for b in boxes]
 
 
 def _same_image(candidate: str, image_name: str) -> bool:
@@ -110,7 +90,7 @@ def _coco_boxes(data: dict, image_name: str, shape) -> list[Box]:
     image = chosen[0]
     names = {c["id"]: c.get("name", str(c["id"])) for c in data.get("categories", [])}
     boxes = [
-        _box(
+        checked_box(
             ann["bbox"],
             ": ".join(filter(None, [names.get(ann.get("category_id"), ""), ann.get("label_text", "")])),
             "bbox",
@@ -151,7 +131,7 @@ def _csv_boxes(text: str, image_name: str, shape) -> list[Box]:
     boxes = []
     for number, row in enumerate(rows, start=2):
         label = ": ".join(filter(None, [get(row, "category_name", "category"), get(row, "label_text", "label")]))
-        box = _box([row[header[k]] for k in "xywh"], label, f"CSV line {number}")
+        box = checked_box([row[header[k]] for k in "xywh"], label, f"CSV line {number}")
         boxes += _scaled([box], (get(row, "image_width"), get(row, "image_height")), shape)
     return boxes
 
@@ -169,7 +149,7 @@ def read_annotations(data: bytes, image_name: str, shape: tuple[int, int]) -> li
     lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     try:
         if text.lstrip().startswith("{"):
-            _check_json_depth(text)
+            check_json_depth(text)
             parsed = json.loads(text)
             boxes = example_boxes(parsed) if "findings" in parsed else _coco_boxes(parsed, image_name, shape)
         elif lines and "," not in lines[0] and len(lines[0].split()) == 5:
@@ -187,15 +167,6 @@ def read_annotations(data: bytes, image_name: str, shape: tuple[int, int]) -> li
     except (KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"annotation JSON is not COCO (images, annotations, bbox): missing or bad {error}") from None
     return check_boxes(boxes, shape)
-
-
-def _check_json_depth(text: str) -> None:
-    """Refuse JSON nested deeper than :data:`MAX_JSON_DEPTH` before parsing it (strings are skipped)."""
-    brackets = re.sub(r'"(?:[^"\\]|\\.)*"', "", text).encode()
-    codes = np.frombuffer(brackets, dtype=np.uint8)
-    steps = np.isin(codes, (ord("["), ord("{"))).astype(np.int32) - np.isin(codes, (ord("]"), ord("}")))
-    if steps.size and int(np.cumsum(steps).max()) > MAX_JSON_DEPTH:
-        raise ValueError(f"annotation JSON is nested more than {MAX_JSON_DEPTH} levels deep")
 
 
 def check_boxes(boxes: list[Box], shape: tuple[int, int]) -> list[Box]:

@@ -330,3 +330,21 @@ def test_grouped_bars_leave_missing_means_empty():
     heights = [patch.get_height() for patch in bars["afloc"]]
     plt.close(figure)
     assert heights[0] == pytest.approx(0.4) and math.isnan(heights[1])
+
+
+def test_formula_leading_text_is_escaped_in_the_csv_tables(tmp_path):
+    """A phrase or category from a dataset file that starts like a spreadsheet formula is written with a leading
+    quote, in samples.csv and summary.csv; numbers (negative ones included) are written as numbers."""
+    import csv
+
+    from training.evaluation.report import spreadsheet_safe
+
+    records = [dict(r) for r in RECORDS]
+    records[0] = {**records[0], "phrase": "=HYPERLINK(1)", "prompt": "@SUM(A1)", "cnr": -0.5}
+    summary = summarize_localization(records, thresholds=(0.1, 0.3), n_resamples=10, seed=0)
+    write_outputs(tmp_path, records, summary, {"model": "m"})
+    with (tmp_path / "samples.csv").open(newline="") as handle:
+        row = next(csv.DictReader(handle))
+    assert row["phrase"].startswith("'=") and row["prompt"] == "'@SUM(A1)" and float(row["cnr"]) == -0.5
+    assert spreadsheet_safe("-1 opacity") == "'-1 opacity" and spreadsheet_safe(-1.0) == -1.0
+    assert spreadsheet_safe("left effusion") == "left effusion"

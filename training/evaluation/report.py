@@ -245,6 +245,17 @@ def _summary_rows(localization: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell that a spreadsheet program would run as a formula (it starts with ``=``, ``+``, ``-``, ``@``, a
+    tab or a carriage return: a phrase from a dataset file can) gets a leading ``'``; anything else is unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_LEADS):
+        return "'" + value
+    return value
+
+
 def write_outputs(
     out_dir: str | Path, records: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], meta: Mapping[str, Any]
 ) -> list[Path]:
@@ -252,7 +263,8 @@ def write_outputs(
 
     Args:
         out_dir: created if needed.
-        records: the per-sample records (written as they are to ``samples.csv``, NaN as an empty cell).
+        records: the per-sample records (written to ``samples.csv``, NaN as an empty cell, text that a spreadsheet
+            would run as a formula escaped with a leading ``'``).
         summary: :func:`summarize_localization`'s dict, optionally with a ``"classification"`` entry holding
             :func:`summarize_classification`'s dict (or a dict ``{"localization": ..., "classification": ...}``).
         meta: run description (model, dataset, protocol, prompt mode, checkpoint, ...); ``date`` (UTC, ISO 8601)
@@ -279,7 +291,8 @@ def write_outputs(
     meta.setdefault("date", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
 
     paths = [out_dir / name for name in ("samples.csv", "summary.json", "summary.csv")]
-    pd.DataFrame.from_records([dict(r) for r in records]).to_csv(paths[0], index=False)
+    safe = [{key: spreadsheet_safe(value) for key, value in r.items()} for r in records]
+    pd.DataFrame.from_records(safe).to_csv(paths[0], index=False)
     document = {"meta": meta, "localization": localization}
     if classification is not None:
         document["classification"] = classification
@@ -287,7 +300,7 @@ def write_outputs(
     table = pd.DataFrame(_summary_rows(localization))
     counts = pd.Series([str(r.get("category")) for r in records]).value_counts()
     table.insert(1, "n", [int(counts.get(c, 0)) if c != "macro" else len(records) for c in table["category"]])
-    table.to_csv(paths[2], index=False)
+    table.map(spreadsheet_safe).to_csv(paths[2], index=False)
     paths.append(plot_per_category(localization, out_dir / "per_category.png", title=_plot_title(meta)))
     paths.append(plot_threshold_curves(localization, out_dir / "threshold_curves.png", title=_plot_title(meta)))
     logger.info("wrote %s", ", ".join(str(p) for p in paths))

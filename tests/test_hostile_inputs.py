@@ -1,0 +1,69 @@
+"""Hostile and careless inputs (issue #33), each generated here: every file under 1 MB is read or refused within
+2 s with a plain ``ValueError`` (no traceback, no other exception type)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from afloc.imaging.boxes import check_json_depth, read_box_file
+from demo.annotations import read_annotations
+
+SECONDS = 2.0  # the issue's bound for any file under 1 MB, on this 2-vCPU machine under load
+
+
+def _timed(function, *args):
+    start = time.perf_counter()
+    try:
+        result = function(*args)
+    except ValueError as error:
+        result = error
+    elapsed = time.perf_counter() - start
+    assert elapsed < SECONDS, f"{function.__name__} took {elapsed:.2f} s"
+    return result
+
+
+@pytest.mark.parametrize("size", [40_000, 1_000_000])
+def test_escaped_quotes_do_not_stall_the_demos_annotation_reader(size):
+    """A run of escaped quotes in an unterminated string made the old depth pre-check backtrack (40 KB: 10.7 s)."""
+    data = ('{"images": "' + '\\"' * (size // 2)).encode()
+    assert isinstance(_timed(read_annotations, data, "film.png", (100, 100)), ValueError)
+
+
+def test_json_depth_is_counted_outside_strings_only():
+    check_json_depth('{"a": "[[[[[[[[[[", "b": "\\"[[[[[["}', max_depth=2)
+    with pytest.raises(ValueError, match="nested more than 2"):
+        check_json_depth('{"a": "x\\\\", "b": [[1]]}', max_depth=2)  # an escaped backslash, then real brackets
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"images": [], "annotations": ' + "[" * 100_000 + "]" * 100_000 + "}", "nested more than"),
+        (json.dumps({"images": [{"id": 1, "file_name": "a.png"}],
+                     "annotations": [{"image_id": 1, "bbox": [1, 2, float("nan"), 4]}]}), "finite coordinates"),
+        (json.dumps({"images": [{"id": 1, "file_name": "a.png"}],
+                     "annotations": [{"image_id": 1, "bbox": [1, 2, 1e300, 4]}]}), "at most"),
+        (json.dumps({"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"image_id": 1, "bbox": "x"}]}),
+         "four numbers"),
+        ("image,x,y,w,h\na.png,1,2,3,inf\n", "finite coordinates"),
+        ("image,x,y,w,h,label\na.png,1,2,3,4," + "L" * 2_000_000 + "\n", "is not a readable CSV"),
+    ],
+    ids=["deep-json", "nan-box", "huge-box", "bbox-not-numbers", "inf-csv", "oversized-csv-field"],
+)  # fmt: skip
+def test_the_localize_box_reader_refuses_with_a_message(tmp_path, content, message):
+    path = tmp_path / "boxes.json"
+    path.write_text(content)
+    error = _timed(read_box_file, path)
+    assert isinstance(error, ValueError) and message in str(error), error
+    assert str(tmp_path) not in str(error)  # no server path in the message
+
+
+def test_a_csv_field_over_128_kib_is_read(tmp_path):
+    """Python's csv refuses fields over 131072 characters by default; a long label is not an attack."""
+    path = tmp_path / "boxes.csv"
+    path.write_text("image,x,y,w,h,label\na.png,1,2,3,4," + "L" * 200_000 + "\n")
+    boxes = read_box_file(path)
+    assert len(boxes["a.png"][0].label) == 200_000
