@@ -67,3 +67,58 @@ def test_a_csv_field_over_128_kib_is_read(tmp_path):
     path.write_text("image,x,y,w,h,label\na.png,1,2,3,4," + "L" * 200_000 + "\n")
     boxes = read_box_file(path)
     assert len(boxes["a.png"][0].label) == 200_000
+
+
+def test_parallel_png_and_hostile_dicom_reads_leak_no_header_value(caplog, capfd):
+    """Two threads, one reading PNGs and one reading a DICOM whose patient name makes pydicom warn (quoting it),
+    200 times each: no header value reaches any log record, warning or stream. (The old silencing entered and left
+    a process-wide ``warnings.catch_warnings`` from both threads, so one read restored the other's filters: 5 of
+    16 tries leaked.)"""
+    import logging
+    import sys
+    import threading
+    import warnings
+
+    import numpy as np
+    from test_io import PATIENT_ID, RAMP_12BIT, encode, make_dicom
+
+    from afloc.imaging.io import load_image
+
+    # a lower-case Code String is invalid: pydicom's validation warns quoting it when the loader reads the
+    # attribute (and the loader then refuses the file); writing it warns too, which is not part of the check
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        hostile = make_dicom(RAMP_12BIT, bits_stored=12, PhotometricInterpretation="monochrome2 secret")
+    png = encode(np.arange(64, dtype=np.uint8).reshape(8, 8), "PNG")
+    capfd.readouterr()
+    caplog.set_level(logging.DEBUG)
+    caplog.clear()
+    errors: list[BaseException] = []
+
+    def loop(data: bytes) -> None:
+        try:
+            for _ in range(200):
+                try:
+                    load_image(data)
+                except ValueError as refused:  # the hostile file is refused: its message must not quote it
+                    assert "secret" not in str(refused).lower()
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, so that reads interleave inside each other
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            threads = [threading.Thread(target=loop, args=(data,)) for data in (hostile, png, hostile, png)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    out, err = capfd.readouterr()
+    assert not errors, errors
+    texts = [r.getMessage() for r in caplog.records] + [str(w.message) for w in caught] + [out, err]
+    for text in texts:
+        assert "secret" not in text.lower() and PATIENT_ID not in text, text[:200]

@@ -2,8 +2,9 @@
 
 - :func:`inflate_deflated` inflates a Deflated Explicit VR Little Endian file ourselves, never beyond what its
   header declares (pydicom would inflate the whole stream before any size is known: a 1 MB file can hold GBs).
-- :func:`pydicom_silenced` keeps pydicom's log records and warnings, which quote invalid header values such as a
-  patient name, from reaching any handler while a file is read.
+- :func:`pydicom_silenced` keeps log records and warnings raised while a file is read in this thread (pydicom's
+  quote invalid header values such as a patient name) from reaching any handler or stream; other threads are not
+  affected, and no process-wide warnings state is changed (two readers in two threads cannot undo each other).
 - :func:`check_lut` checks a LUT's descriptor against its data before pydicom unpacks it (a short Modality LUT
   makes pydicom raise ``struct.error``).
 """
@@ -29,49 +30,56 @@ TRAILER_SLACK = 64 << 10
 
 _PIXEL_DATA = pydicom.tag.Tag(0x7FE0, 0x0010)
 _pydicom_logger = logging.getLogger("pydicom")
-_quiet_lock = threading.Lock()
-_quiet_users = 0
-_quiet_warnings: warnings.catch_warnings | None = None
+_reading = threading.local()  # .depth > 0 while this thread reads an untrusted file
 
 
 class DicomAttributeError(ValueError):
     """A malformed pixel-module or LUT attribute; the message names attributes, never their values."""
 
 
-class _DropAll(logging.Filter):
+def _in_read() -> bool:
+    return getattr(_reading, "depth", 0) > 0
+
+
+class _DropWhileReading(logging.Filter):
+    """Drops pydicom's records emitted by a thread that is inside :func:`pydicom_silenced`."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return False
+        return not _in_read()
 
 
-_DROP_ALL = _DropAll()
+_DROP_WHILE_READING = _DropWhileReading()
+
+
+def _quiet_showwarning(message, category, filename, lineno, file=None, line=None):
+    if _in_read():
+        return
+    _quiet_showwarning.shown(message, category, filename, lineno, file, line)
+
+
+def _install_warning_gate() -> None:
+    """Put :func:`_quiet_showwarning` in front of whatever ``warnings.showwarning`` is now (idempotent; a
+    ``catch_warnings`` block that replaced it, e.g. a test's recorder, gets the gate on top of its own)."""
+    if warnings.showwarning is not _quiet_showwarning:
+        _quiet_showwarning.shown = warnings.showwarning
+        warnings.showwarning = _quiet_showwarning
 
 
 @contextmanager
 def pydicom_silenced() -> Iterator[None]:
-    """While any thread is inside, pydicom's logger emits nothing and warnings are not shown.
+    """While this thread is inside, pydicom's log records and any warning it raises are dropped.
 
-    Reference-counted, so concurrent reads share one silencing; the previous state is restored when the last
-    one leaves. Warnings are process-wide in Python 3.11, so other threads' warnings are also held back during a
-    read (they are not logged either way).
+    Thread-local: a read in one thread never changes what another thread logs or shows, and nothing is left
+    changed when it ends (the logging filter and the warning gate only act for threads inside a read).
     """
-    global _quiet_users, _quiet_warnings
-    with _quiet_lock:
-        if _quiet_users == 0:
-            _pydicom_logger.addFilter(_DROP_ALL)
-            _quiet_warnings = warnings.catch_warnings()
-            _quiet_warnings.__enter__()
-            warnings.simplefilter("ignore")
-        _quiet_users += 1
+    if _DROP_WHILE_READING not in _pydicom_logger.filters:
+        _pydicom_logger.addFilter(_DROP_WHILE_READING)
+    _install_warning_gate()
+    _reading.depth = getattr(_reading, "depth", 0) + 1
     try:
         yield
     finally:
-        with _quiet_lock:
-            _quiet_users -= 1
-            if _quiet_users == 0:
-                _pydicom_logger.removeFilter(_DROP_ALL)
-                assert _quiet_warnings is not None
-                _quiet_warnings.__exit__(None, None, None)
-                _quiet_warnings = None
+        _reading.depth -= 1
 
 
 def _pixel_bytes(ds: pydicom.Dataset, max_pixels: int) -> int:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeAlias
@@ -168,12 +167,12 @@ def _min_max(values: np.ndarray) -> np.ndarray:
 
 
 def _decode_pillow(data: bytes, max_pixels: int) -> tuple[np.ndarray, ImageInfo]:
-    with warnings.catch_warnings():
-        # Restored on exit (no lasting global filter): Pillow's own bomb warning becomes an error to report.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+    # No warnings filter is changed here (filters are process-wide: two reads in two threads would undo each
+    # other's); Pillow's bomb *warning* is dropped for this thread and the size is checked below instead.
+    with pydicom_silenced():
         try:
             img = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        except Image.DecompressionBombError as exc:
             raise ValueError(
                 f"image refused before decoding: {exc} (Pillow's PIL.Image.MAX_IMAGE_PIXELS="
                 f"{Image.MAX_IMAGE_PIXELS}; max_pixels={max_pixels})"
@@ -186,6 +185,11 @@ def _decode_pillow(data: bytes, max_pixels: int) -> tuple[np.ndarray, ImageInfo]
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ValueError(f"corrupt or truncated image header: {exc}") from exc
     kind = (img.format or "image").lower()
+    if Image.MAX_IMAGE_PIXELS and img.width * img.height > Image.MAX_IMAGE_PIXELS:  # Pillow's own bomb limit
+        raise ValueError(
+            f"image refused before decoding: {img.width}x{img.height} pixels exceeds Pillow's "
+            f"PIL.Image.MAX_IMAGE_PIXELS={Image.MAX_IMAGE_PIXELS} (max_pixels={max_pixels})"
+        )
     _check_size(img.width, img.height, max_pixels, kind.upper())
     try:
         img.load()  # decode everything now, so that a truncated file fails here and not later
@@ -224,6 +228,12 @@ def _pillow_to_array(img: Image.Image) -> tuple[np.ndarray, int]:
 
 
 # ---------------------------------------------------------------------------------------------------- DICOM
+
+
+_DEFINED_PHOTOMETRIC = frozenset(
+    {"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_420",
+     "YBR_ICT", "YBR_RCT", "XYB", "HSV", "ARGB", "CMYK", "YBR_PARTIAL_422"}
+)  # fmt: skip
 
 
 def _voi_kind(ds: pydicom.Dataset) -> str | None:
@@ -298,9 +308,15 @@ def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, ImageInfo]:
         raise ValueError(f"multi-frame DICOM is not supported (NumberOfFrames={frames}); export a single frame")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     if samples != 1 or photometric not in _MONOCHROME:
+        # only the standard's defined terms are named: any other value is the file's own text (not echoed)
+        shown = (
+            photometric
+            if photometric in _DEFINED_PHOTOMETRIC
+            else ("missing" if not photometric else "not a defined term")
+        )
         raise ValueError(
             f"colour DICOM is not supported for X-ray (SamplesPerPixel={samples}, "
-            f"PhotometricInterpretation={photometric or 'missing'}); expected MONOCHROME1 or MONOCHROME2"
+            f"PhotometricInterpretation {shown}); expected MONOCHROME1 or MONOCHROME2"
         )
     _check_size(columns, rows, max_pixels, "DICOM")
 
