@@ -122,3 +122,37 @@ def test_parallel_png_and_hostile_dicom_reads_leak_no_header_value(caplog, capfd
     texts = [r.getMessage() for r in caplog.records] + [str(w.message) for w in caught] + [out, err]
     for text in texts:
         assert "secret" not in text.lower() and PATIENT_ID not in text, text[:200]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"hidden_size": 8192, "num_hidden_layers": 96, "intermediate_size": 32768}, "over the budget"),
+        ({"vocab_size": 10**12}, "vocab_size must be an integer"),
+        ({"num_attention_heads": 7}, "not a multiple of num_attention_heads"),
+        ({"hidden_size": "64"}, "hidden_size must be an integer"),
+    ],
+)
+def test_a_model_folder_declaring_huge_sizes_is_refused_before_allocation(tmp_path, tiny_model, tiny_tokenizer,
+                                                                          change, message):  # fmt: skip
+    """config.json's sizes are checked against a parameter budget before any tensor is made (it cost the demo
+    3 GB each time such a folder was selected); a Lightning checkpoint's config goes through the same check."""
+    import resource
+
+    import torch
+
+    import afloc
+
+    directory = afloc.save_pretrained(tiny_model, tmp_path / "m", tiny_tokenizer, afloc.Preprocessing(64))
+    config = json.loads((directory / "config.json").read_text())
+    config["text"]["bert_config"].update(change)
+    (directory / "config.json").write_text(json.dumps(config))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    error = _timed(afloc.load_pretrained, directory)
+    assert isinstance(error, ValueError) and message in str(error), error
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing big was made
+    del config["afloc_format_version"], config["storage_dtype"]
+    checkpoint = {"afloc": {"model_config": config}, "state_dict": {}}
+    torch.save(checkpoint, tmp_path / "huge.ckpt")
+    error = _timed(afloc.load_pretrained, tmp_path / "huge.ckpt")
+    assert isinstance(error, ValueError) and message in str(error), error

@@ -25,6 +25,41 @@ BACKBONE_CHANNELS: dict[str, tuple[int, int, int]] = {
 }
 
 
+MAX_PARAMETERS = 400_000_000
+"""Budget of a network built from a file (1.5 GiB of float32 weights; the reference's ResNet-50 + BioClinicalBERT
+holds about 135 M)."""
+MAX_IMAGE_SIDE = 2048
+MAX_TEXT_POSITIONS = 4096
+RESNET_PARAMETERS = {"resnet10": 4_900_000, "resnet18": 11_200_000, "resnet34": 21_300_000, "resnet50": 23_600_000}
+_BERT_LIMITS = {"hidden_size": 8192, "num_hidden_layers": 96, "vocab_size": 1_000_000,
+                "max_position_embeddings": 65_536, "intermediate_size": 65_536, "num_attention_heads": 256}  # fmt: skip
+
+
+def _bert_sizes(bert: dict[str, Any]) -> tuple[int, int, int, int, int]:
+    hidden = int(bert.get("hidden_size", 768))
+    return (
+        hidden,
+        int(bert.get("num_hidden_layers", 12)),
+        int(bert.get("vocab_size", 30522)),
+        int(bert.get("max_position_embeddings", 512)),
+        int(bert.get("intermediate_size", 4 * hidden)),
+    )
+
+
+def _check_bert_sizes(bert: dict[str, Any]) -> None:
+    """Each size a BERT config declares is a positive integer within :data:`_BERT_LIMITS`, and the heads divide
+    the hidden size (checked before ``transformers`` allocates anything)."""
+    for name, limit in _BERT_LIMITS.items():
+        value = bert.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limit:
+            raise ValueError(f"bert_config {name} must be an integer in [1, {limit}], got {str(value)[:40]!r}")
+    hidden, heads = bert.get("hidden_size"), bert.get("num_attention_heads")
+    if hidden is not None and heads is not None and hidden % heads:
+        raise ValueError(f"bert_config hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
+
+
 @dataclass(frozen=True)
 class ImageEncoderConfig:
     """Multi-level ResNet image encoder.
@@ -62,6 +97,12 @@ class ImageEncoderConfig:
             raise ValueError(f"image_size must be >= 32, got {self.image_size}")
         if self.internal_size is not None and self.internal_size < 32:
             raise ValueError(f"internal_size must be >= 32 or None, got {self.internal_size}")
+        for name in ("image_size", "internal_size"):
+            value = getattr(self, name)
+            if value is not None and value > MAX_IMAGE_SIDE:
+                raise ValueError(
+                    f"{name} {value} exceeds {MAX_IMAGE_SIDE} pixels (a model input this large is refused)"
+                )
 
     @property
     def channels(self) -> tuple[int, int, int]:
@@ -133,7 +174,10 @@ class TextEncoderConfig:
             raise ValueError(f"last_n_layers must be >= 1, got {self.last_n_layers}")
         if self.max_length < 4:
             raise ValueError(f"max_length must be >= 4, got {self.max_length}")
+        if self.max_length > MAX_TEXT_POSITIONS:
+            raise ValueError(f"max_length {self.max_length} exceeds {MAX_TEXT_POSITIONS} word pieces")
         if self.bert_config is not None:
+            _check_bert_sizes(self.bert_config)
             layers = self.bert_config.get("num_hidden_layers")
             if layers is not None and layers < self.last_n_layers:
                 raise ValueError(f"last_n_layers={self.last_n_layers} exceeds the BERT's num_hidden_layers={layers}")
@@ -204,11 +248,32 @@ class AFLocConfig:
     loss: LossConfig = field(default_factory=LossConfig)
 
     def __post_init__(self) -> None:
+        count = self.parameter_estimate()
+        if count > MAX_PARAMETERS:
+            raise ValueError(
+                f"the configuration declares about {count / 1e6:.0f} M parameters ({4 * count / 2**30:.1f} GiB in "
+                f"float32), over the budget of {MAX_PARAMETERS / 1e6:.0f} M; refused before anything is allocated"
+            )
         if not self.image.shallow_head and self.loss.word_weight > 0 and self.loss.word_level == "shallow":
             raise ValueError(
                 "the image encoder has no shallow head (shallow_head=False), so the word-level loss must use "
                 "word_level='deep' (or word_weight=0)"
             )
+
+    def parameter_estimate(self) -> int:
+        """Parameters the network will hold, from the declared sizes alone (an upper-side estimate, within a few
+        percent): checked against :data:`MAX_PARAMETERS` before a model is built from a file."""
+        bert = self.text.bert_config
+        if bert is None:
+            return 0  # filled by build_model from the installed text model, whose size is known
+        hidden, layers, vocab, positions, intermediate = _bert_sizes(bert)
+        text = (vocab + positions + 2) * hidden + layers * (4 * hidden * hidden + 2 * hidden * intermediate)
+        text += layers * (9 * hidden + intermediate) + hidden * hidden
+        image = RESNET_PARAMETERS[self.image.backbone] + sum(self.image.channels) * hidden
+        if self.image.position_embeddings:
+            shallow, deep = self.image.grid_sizes
+            image += (shallow * shallow + deep * deep) * hidden
+        return int(text + image + 2 * hidden * hidden)
 
     @property
     def embedding_dim(self) -> int:
