@@ -1,5 +1,8 @@
 """The Gradio UI: components and their wiring to :mod:`demo.callbacks` (all logic lives there).
 
+The process environment is set by the launcher (``app.py``: ``GRADIO_ANALYTICS_ENABLED=False`` before gradio is
+imported, so the demo runs offline), never here.
+
 Per-user data lives only in a ``gr.State`` holding a :class:`demo.callbacks.Session`; loaded models are shared
 through a :class:`demo.models.ModelStore` (immutable, thread-safe predictors). Events with an ``api_name`` are
 the client API: ``load_image``, ``load_example``, ``localize``, ``redraw``, ``set_boxes``,
@@ -10,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import shutil
 import threading
 import time
@@ -19,18 +21,15 @@ import uuid
 import weakref
 from pathlib import Path
 
-# Set before gradio is imported, which reads it: no telemetry or version check, so the demo runs offline.
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+import gradio as gr
+from gradio.utils import get_upload_folder
 
-import gradio as gr  # noqa: E402
-from gradio.utils import get_upload_folder  # noqa: E402
+from afloc.text.prompts import FINDINGS_BY_MODALITY
 
-from afloc.text.prompts import FINDINGS_BY_MODALITY  # noqa: E402
-
-from . import callbacks as cb  # noqa: E402
-from . import modality as md  # noqa: E402
-from .models import EXAMPLES_DIR, LoadedModel, ModelStore  # noqa: E402
-from .session import (  # noqa: E402
+from . import callbacks as cb
+from . import modality as md
+from .models import EXAMPLES_DIR, LoadedModel, ModelStore
+from .session import (
     ORPHAN_UPLOAD_AGE_S,
     discard_upload,
     escape_html,

@@ -12,6 +12,9 @@ from hypothesis import settings
 
 DATA_DIR = Path(__file__).parent / "data"
 
+# The tests launch the demo without app.py, so they set what app.py sets before gradio is imported: no telemetry.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
 # Property tests (tests/test_properties.py) draw new examples on every local run; under CI they are derandomized
 # (the same examples every run), so that a CI result does not depend on the draw.
 settings.register_profile("ci", derandomize=True)
