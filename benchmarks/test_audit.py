@@ -73,7 +73,7 @@ PLANTS: tuple[Plant, ...] = (
       ("tests/test_localization_monitor.py",), "the monitor's smoothing never reaches its heatmaps"),
     P("S7", "training/data.py", 'augmentation=self.augmentation if split == "train" else None,',
       "augmentation=None,", ("tests/test_realdata_training.py",), "--data.augment accepted and never applied"),
-    P("S8", "demo/annotations.py", "    return [_box((b.x * sx, b.y * sy, b.w * sx, b.h * sy), b.label, \"scaled box\") for b in boxes]",
+    P("S8", "demo/annotations.py", "    return [checked_box((b.x * sx, b.y * sy, b.w * sx, b.h * sy), b.label, \"scaled box\") for b in boxes]",
       "    return boxes", ("tests/test_slips.py", "tests/test_demo_callbacks.py", "tests/test_behaviour_geometry.py"),
       "annotations of a differently sized image are not rescaled"),
     # --- G: width/height, x/y, rows/columns
