@@ -156,3 +156,20 @@ def test_a_model_folder_declaring_huge_sizes_is_refused_before_allocation(tmp_pa
     torch.save(checkpoint, tmp_path / "huge.ckpt")
     error = _timed(afloc.load_pretrained, tmp_path / "huge.ckpt")
     assert isinstance(error, ValueError) and message in str(error), error
+
+
+def test_model_load_errors_name_the_folder_not_the_servers_paths(tmp_path, tiny_model, tiny_tokenizer):
+    import afloc
+
+    broken = tmp_path / "models" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "config.json").write_text("{not json")
+    empty = tmp_path / "models" / "empty"
+    empty.mkdir()
+    directory = afloc.save_pretrained(tiny_model, tmp_path / "models" / "noweights", tiny_tokenizer)
+    (directory / "model.safetensors").unlink()
+    for folder, message in ((broken, "broken/config.json is not valid JSON"), (empty, "empty is missing config.json"),
+                            (directory, "noweights is missing weight file")):  # fmt: skip
+        with pytest.raises(ValueError) as error:
+            afloc.load_pretrained(folder)
+        assert message in str(error.value) and str(tmp_path) not in str(error.value), str(error.value)

@@ -49,6 +49,12 @@ CARD_NAME = "README.md"
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def short_path(path: str | Path) -> str:
+    """``folder/file`` for messages: names what is wrong without the server's directory layout."""
+    path = Path(path)
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
 def is_model_dir(path: str | Path) -> bool:
     """Whether ``path`` is a model directory (it holds ``config.json``)."""
     return (Path(path) / CONFIG_NAME).is_file()
@@ -224,11 +230,11 @@ def _compact_json(path: Path) -> None:
 
 def _read_json(path: Path) -> dict:
     if not path.is_file():
-        raise ValueError(f"model directory is missing {path.name} ({path})")
+        raise ValueError(f"model directory {path.parent.name} is missing {path.name}")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
+        raise ValueError(f"{short_path(path)} is not valid JSON: {error}") from None
 
 
 def read_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
@@ -244,7 +250,7 @@ def read_state_dict(directory: str | Path) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for file in files:
         if not file.is_file():
-            raise ValueError(f"model directory {directory} is missing weight file {file.name}")
+            raise ValueError(f"model directory {Path(directory).name} is missing weight file {file.name}")
         try:
             state.update(load_file(str(file), device="cpu"))
         except (SafetensorError, OSError) as error:
@@ -271,7 +277,9 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Mod
     version = raw.pop("afloc_format_version", None)
     raw.pop("storage_dtype", None)
     if version is None or int(version) > FORMAT_VERSION:
-        raise ValueError(f"{path / CONFIG_NAME} has format version {version!r}; this library reads <= {FORMAT_VERSION}")
+        raise ValueError(
+            f"{short_path(path / CONFIG_NAME)} has format version {version!r}; this library reads <= {FORMAT_VERSION}"
+        )
     config = AFLocConfig.from_dict(raw)
     extras = _read_json(path / PREPROCESSING_NAME)
     preprocessing = Preprocessing.from_dict(extras.get("preprocessing", {}))

@@ -28,12 +28,14 @@ def load_lightning_checkpoint(path: Path, device: str | torch.device) -> ModelBu
             f"(for the authors' checkpoints use `python -m afloc.convert`): {error}"
         ) from error
     except (RuntimeError, EOFError, OSError) as error:
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {error}") from error
+        raise ValueError(
+            f"{path.name} is not a readable PyTorch checkpoint (truncated or corrupt?): {error}"
+        ) from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
+        raise ValueError(f"{path.name} is not a Lightning checkpoint (no 'state_dict')")
     hyper = checkpoint.get("afloc") or {}
     if "model_config" not in hyper:
-        raise ValueError(f"{path} has no ['afloc']['model_config'] entry; it was not written by afloc training")
+        raise ValueError(f"{path.name} has no ['afloc']['model_config'] entry; it was not written by afloc training")
     config = AFLocConfig.from_dict(hyper["model_config"])
     prefix = "model."
     state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
