@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from afloc.imaging.boxes import Box
 from afloc.localization.overlay import save_png
+from afloc.predictor import EncodedImage
 
 KEEP_VIEWS = 3  # a browser may still be fetching the previous image when the next one is written
 KEEP_EXPORTS = 5
@@ -61,11 +63,11 @@ class Session:
     modality: str = "cxr"
     model_key: str | None = None
     model_name: str = ""
-    encoded: object | None = None
+    encoded: EncodedImage | None = None
     prompts: list[str] = field(default_factory=list)
     heatmaps: dict[str, np.ndarray] = field(default_factory=dict)
     probabilities: dict[str, float] = field(default_factory=dict)
-    boxes: list = field(default_factory=list)
+    boxes: list[Box] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     closed: bool = False
     _shown: tuple[str, np.ndarray] | None = field(default=None, repr=False)
