@@ -31,6 +31,7 @@ from . import modality as md
 from .models import EXAMPLES_DIR, LoadedModel, ModelStore
 from .session import (
     ORPHAN_UPLOAD_AGE_S,
+    MemoryBudget,
     discard_upload,
     escape_html,
     escape_markdown,
@@ -41,6 +42,8 @@ from .session import (
 
 logger = logging.getLogger(__name__)
 
+MEMORY_BUDGET_BYTES = 2 << 30
+SWEEP_INTERVAL_S = 60.0
 SESSION_TTL_S = 4 * 3600  # an idle session's image, heatmaps and exports are dropped after this
 HEADER = (
     "# AFLoc: where is the finding?\n"
@@ -88,6 +91,8 @@ def build_demo(
     max_pixels: int = cb.MAX_PIXELS,
     concurrency_limit: int = 4,
     queue_size: int = 64,
+    memory_budget_bytes: int = MEMORY_BUDGET_BYTES,
+    sweep_interval_s: float = SWEEP_INTERVAL_S,
 ) -> gr.Blocks:
     """Build the demo (nothing is loaded or launched here; models load on first use).
 
@@ -98,6 +103,10 @@ def build_demo(
         examples_dir: folder of example images + ground-truth JSON.
         max_pixels: largest image accepted (width x height), checked before decoding.
         concurrency_limit, queue_size: per-event worker count and waiting-queue length.
+        memory_budget_bytes: all sessions' images and heatmaps together; over it, the least recently used
+            sessions give up their arrays (their users are asked to load the image again).
+        sweep_interval_s: uploads that no event consumed are deleted on this timer too, not only on the next
+            upload (a client can post files to Gradio's upload route without ever running an event).
     """
     if store is None:
         from .models import BUNDLED_MODELS_DIR, default_user_models_dir
@@ -120,6 +129,7 @@ def build_demo(
     export_root = upload_root / "afloc-sessions" / uuid.uuid4().hex[:12]
     export_root.mkdir(parents=True, exist_ok=True)
     live: weakref.WeakValueDictionary[str, cb.Session] = weakref.WeakValueDictionary()
+    budget = MemoryBudget(memory_budget_bytes)
 
     started = time.time()
 
@@ -127,15 +137,31 @@ def build_demo(
         sweep_empty_temp_files(upload_root)
         sweep_orphan_uploads(upload_root, since=started)
 
+    stop_sweeping = threading.Event()
+
+    def sweep_on_a_timer() -> None:
+        while not stop_sweeping.wait(sweep_interval_s):
+            try:
+                sweep_uploads()
+            except Exception as error:  # never let the sweeper die: log the type only
+                logger.warning("upload sweep failed (%s)", type(error).__name__)
+
+    threading.Thread(target=sweep_on_a_timer, name="afloc-upload-sweep", daemon=True).start()
+
     def session_id_of(request: gr.Request | None) -> str:
         return "".join(c for c in str(getattr(request, "session_hash", "") or "") if c.isalnum())[:64]
 
     def session_of(state: cb.Session | None, request: gr.Request | None) -> cb.Session:
         if state is not None and not state.closed:
-            return state
-        session_id = session_id_of(request) or uuid.uuid4().hex
-        session = cb.Session(export_dir=export_root / session_id)
-        live[session_id] = session
+            session = state
+        else:
+            session_id = session_id_of(request) or uuid.uuid4().hex
+            session = cb.Session(export_dir=export_root / session_id)
+            live[session_id] = session
+        session.touch()
+        # on every request, before this session's lock is taken: the least recently used sessions give up
+        # their arrays first (a busy one is skipped, so no request ever waits for another session's lock)
+        budget.enforce(session, list(live.values()))
         return session
 
     def guarded(fn):
@@ -419,5 +445,7 @@ def build_demo(
 
         demo.unload(on_unload)
     weakref.finalize(demo, shutil.rmtree, export_root, ignore_errors=True)
+    weakref.finalize(demo, stop_sweeping.set)  # the sweeper thread ends with the demo
+    demo.afloc_stop_sweeping = stop_sweeping
     demo.queue(default_concurrency_limit=concurrency_limit, max_size=queue_size)
     return demo

@@ -96,7 +96,7 @@ def load_image(
         image, info = load_image_with_info(source, max_pixels=max_pixels)
     except ValueError as error:
         return None, Status(f"Could not read {name}: {error}", error=True)
-    session.image, session.image_name = image, name
+    session.image, session.image_name, session.released = image, name, False
     session.modality = "fundus" if image.ndim == 3 else "cxr"
     session.set_encoded(None)
     session.model_key = None
@@ -156,10 +156,20 @@ def parse_prompts(text: str | None, presets=()) -> tuple[list[str], str]:
     return prompts, note
 
 
+RELEASED = (
+    "This session's image was released to keep the server's memory within its budget (other users needed it): "
+    "load the image again."
+)
+
+
+def _no_image(session: Session, message: str) -> Status:
+    return Status(RELEASED if session.released else message, error=True)
+
+
 def localize(session: Session, model, text: str | None, presets=()) -> Status:
     """Heatmaps for every prompt and zero-shot probabilities; the image is encoded once per model."""
     if session.image is None:
-        return Status("Upload an image or pick an example first.", error=True)
+        return _no_image(session, "Upload an image or pick an example first.")
     try:
         prompts, note = parse_prompts(text, presets)
         predictor = model.predictor
@@ -230,7 +240,7 @@ def render(session: Session, selected: str | None, threshold: float, opacity: fl
 def set_boxes_text(session: Session, text: str | None) -> Status:
     """Typed ground truth (lines ``x, y, w, h[, label]``); an empty text clears it."""
     if session.image is None:
-        return Status("Load an image before adding ground truth.", error=True)
+        return _no_image(session, "Load an image before adding ground truth.")
     try:
         boxes = parse_boxes_text(text)
         clipped = check_boxes(boxes, session.image.shape[:2]) if boxes else []
@@ -249,7 +259,7 @@ def _clip_note(boxes: list[Box], clipped: list[Box], shape) -> str:
 def load_annotations(session: Session, source) -> tuple[str | None, Status]:
     """Ground truth from an uploaded annotation file; returns the boxes as text for the box editor."""
     if session.image is None:
-        return None, Status("Load an image before adding ground truth.", error=True)
+        return None, _no_image(session, "Load an image before adding ground truth.")
     try:
         data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
         boxes = read_annotations(data, session.image_name, session.image.shape[:2])
@@ -265,6 +275,8 @@ def export(session: Session, selected: str | None, threshold: float, opacity: fl
     """Write the figure (PNG), the heatmap (``.npy``, float32 on the original pixels) and a JSON record."""
     view = render(session, selected, threshold, opacity)
     if view.heatmap is None:
+        if session.released:
+            return [], Status(RELEASED, error=True)
         return [], Status("Nothing to export yet: localize a prompt first.", error=True)
     folder = session.folder()
     stem = f"{slug(Path(session.image_name).stem, 50)}__{slug(view.prompt, 50)}__{uuid.uuid4().hex[:6]}"

@@ -15,6 +15,7 @@ import html
 import re
 import shutil
 import threading
+import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -70,6 +71,8 @@ class Session:
     boxes: list[Box] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     closed: bool = False
+    released: bool = False  # its arrays were given up to keep all sessions under the memory budget
+    last_used: float = field(default_factory=time.monotonic, repr=False)
     _shown: tuple[str, np.ndarray] | None = field(default=None, repr=False)
     _views: dict[str, deque] = field(default_factory=dict, repr=False)
     _exports: deque = field(default_factory=deque, repr=False)
@@ -123,6 +126,26 @@ class Session:
         while len(self._exports) > KEEP_EXPORTS:
             for path in self._exports.popleft():
                 path.unlink(missing_ok=True)
+
+    def touch(self) -> None:
+        """Mark the session as just used (the memory budget releases the least recently used first)."""
+        self.last_used = time.monotonic()
+
+    def release(self) -> int:
+        """Give up the large arrays (image, encoding, heatmaps) but keep the session and its files; returns the
+        bytes freed (0 when the session is busy: a request holding its lock is using it, and another request
+        must never wait for it). The user is told to load the image again."""
+        if not self.lock.acquire(blocking=False):
+            return 0
+        try:
+            freed = self.memory_bytes()
+            self.image = None
+            self.set_encoded(None)
+            self.boxes = []
+            self.released = True
+            return freed
+        finally:
+            self.lock.release()
 
     def close(self) -> None:
         """Free the arrays and delete the session's folder (rendered images and exports)."""
@@ -242,3 +265,31 @@ def release_freed_memory() -> bool:
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     trim(0)
     return True
+
+
+class MemoryBudget:
+    """All sessions' arrays together stay under ``max_bytes``: when one session grows (an image loaded, heatmaps
+    made) and the total is over, the least recently used *other* sessions give up their arrays first.
+
+    A client that never opens the heartbeat (a plain HTTP client) keeps its session until the state's expiry;
+    under this budget such sessions are the first to be released, so they cannot pin memory that users need.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes <= 0:
+            raise ValueError(f"the memory budget must be > 0 bytes, got {max_bytes}")
+        self.max_bytes = max_bytes
+
+    def enforce(self, current: Session, sessions) -> int:
+        """Release least recently used sessions other than ``current`` until the total fits; returns how many."""
+        others = sorted((s for s in sessions if s is not current and not s.closed), key=lambda s: s.last_used)
+        total = current.memory_bytes() + sum(s.memory_bytes() for s in others)
+        released = 0
+        for session in others:
+            if total <= self.max_bytes:
+                break
+            freed = session.release() if session.memory_bytes() else 0
+            if freed:
+                total -= freed
+                released += 1
+        return released
