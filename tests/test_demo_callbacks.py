@@ -414,3 +414,22 @@ def test_threshold_slider_reaches_the_metrics_and_the_export(session, model):
     record = json.loads(files[2].read_text())
     assert (record["threshold"], record["opacity"]) == (0.5, 0.35)
     assert record["metrics"]["iou"] == pytest.approx(high.metrics["iou"])
+
+
+def test_annotation_edges_found_by_mutation():
+    """Survivors of the demo's mutation run (session 8): a COCO box whose category is not listed keeps its
+    label text alone; messages count CSV lines from the header's next line and boxes from 1; comment and blank
+    lines of a YOLO file are skipped."""
+    from demo.annotations import check_boxes, read_annotations
+
+    annotation = {"image_id": 1, "category_id": 9, "bbox": [1, 2, 3, 4], "label_text": "small nodule"}
+    coco = {"images": [{"id": 1, "file_name": "film.png"}], "categories": [], "annotations": [annotation]}
+    [box] = read_annotations(json.dumps(coco).encode(), "film.png", (100, 100))
+    assert box.label == "small nodule"
+    with pytest.raises(ValueError, match="CSV line 2"):
+        read_annotations(b"x,y,w,h,label\n1,2,nan,4,mass\n", "film.png", (100, 100))
+    with pytest.raises(ValueError, match=r"box 1 \["):
+        check_boxes([cb.Box(500, 500, 5, 5)], (100, 100))
+    yolo = b"# exported by a labelling tool\n\n0 0.5 0.5 0.2 0.2\n"
+    [box] = read_annotations(yolo, "film.png", (100, 100))
+    assert (box.x, box.y, box.w, box.h) == pytest.approx((40, 40, 20, 20))

@@ -512,3 +512,35 @@ def test_real_fundus_yolo():
         height, width = sample.image_size
         x, y, w, h = sample.boxes.T
         assert (x >= 0).all() and (y >= 0).all() and (x + w <= width + 1e-6).all() and (y + h <= height + 1e-6).all()
+
+
+def test_yolo_reader_edges_found_by_mutation(tmp_path):
+    """Survivors of the readers' mutation run (session 8): a class token that is not a number is an unknown
+    category (not class 1); a .names file beside the images (labels elsewhere) is found; a blank line inside a
+    names file is refused (class ids would shift)."""
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    _image(images / "0001.jpg", 100, 200, "RGB")
+    (images / "retinal.names").write_text("optic_disc\nhard_exudates\n")
+    (labels / "0001.txt").write_text("disc 0.5 0.5 0.1 0.2\n1 0.25 0.25 0.1 0.1\n")
+    result = read_yolo(images, labels)
+    assert [s.category for s in result.samples] == ["hard_exudates"] and result.skipped == {"unknown category": 1}
+    (images / "retinal.names").write_text("optic_disc\n\nhard_exudates\n")
+    with pytest.raises(ValueError, match="without blank lines"):
+        read_yolo(images, labels)
+
+
+def test_idrid_masks_of_another_size_and_missing_images_on_request(tmp_path):
+    images = tmp_path / "images"
+    masks = tmp_path / "masks"
+    _image(images / "IDRiD_01.jpg", 20, 30, "RGB")
+    lesion = np.zeros((10, 10, 3), dtype=np.uint8)  # not the image's 20 x 30
+    lesion[2:4, 2:4, 0] = 255
+    (masks / "3. Hard Exudates").mkdir(parents=True)
+    Image.fromarray(lesion).save(masks / "3. Hard Exudates" / "IDRiD_01_EX.tif")
+    Image.fromarray(lesion).save(masks / "3. Hard Exudates" / "IDRiD_02_EX.tif")  # an image not downloaded
+    result = read_idrid_masks(images, masks, lesions=("EX",))
+    assert result.samples == [] and result.skipped == {"mask size mismatch": 1}
+    kept = read_idrid_masks(images, masks, lesions=("EX",), keep_missing=True)
+    assert [s.sample_id for s in kept.samples] == ["IDRiD_02|hard exudates"]  # kept, to inspect before download
