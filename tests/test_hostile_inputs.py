@@ -173,3 +173,74 @@ def test_model_load_errors_name_the_folder_not_the_servers_paths(tmp_path, tiny_
         with pytest.raises(ValueError) as error:
             afloc.load_pretrained(folder)
         assert message in str(error.value) and str(tmp_path) not in str(error.value), str(error.value)
+
+
+def _jpeg(width: int = 16, height: int = 12) -> bytes:
+    import io as _io
+
+    import numpy as np
+    from PIL import Image
+
+    buffer = _io.BytesIO()
+    Image.fromarray((np.arange(width * height) % 255).astype(np.uint8).reshape(height, width)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def _with_sof_size(data: bytes, width: int, height: int) -> bytes:
+    import struct
+
+    position = data.index(b"\xff\xc0")
+    return data[: position + 5] + struct.pack(">HH", height, width) + data[position + 9 :]
+
+
+def test_a_jpeg_whose_frame_is_huge_is_refused_before_decoding():
+    from afloc.imaging.io import load_image
+
+    error = _timed(load_image, _with_sof_size(_jpeg(), 20_000, 20_000))
+    assert isinstance(error, ValueError) and "codestream is 20000x20000" in str(error)
+    assert load_image(_jpeg()).shape == (12, 16)  # an honest JPEG still reads
+
+
+def test_a_jpeg_with_thousands_of_scans_is_refused_before_decoding():
+    """Each scan is a full decoder pass (a 249 KB progressive JPEG took 13.6 s); the markers are counted first."""
+    from afloc.imaging.codestream import MAX_JPEG_SCANS
+    from afloc.imaging.io import load_image
+
+    honest = _jpeg()
+    end = honest.rindex(b"\xff\xd9")
+    scan = honest[honest.index(b"\xff\xda") : end]  # one SOS segment and its entropy-coded data
+    hostile = honest[:end] + scan * 2000 + b"\xff\xd9"
+    assert len(hostile) < 1_000_000
+    error = _timed(load_image, hostile)
+    assert isinstance(error, ValueError) and f"more than {MAX_JPEG_SCANS} scans" in str(error)
+
+
+def test_run_length_compressed_bmp_is_refused():
+    import struct
+
+    from afloc.imaging.io import load_image
+
+    header = b"BM" + struct.pack("<IHHI", 1078, 0, 0, 1078)
+    info = struct.pack("<IiiHHIIiiII", 40, 64, 64, 1, 8, 1, 0, 2835, 2835, 256, 0)  # compression 1 = RLE8
+    error = _timed(load_image, header + info + bytes(1024) + b"\x00\x01")
+    assert isinstance(error, ValueError) and "run-length compressed BMP" in str(error)
+
+
+def test_a_small_dicom_carrying_a_huge_jpeg_is_refused_before_decoding():
+    """The header says 12 x 16; the embedded JPEG's frame says 13000 x 13000 (a 64 x 64 DICOM decoded a
+    169-megapixel JPEG: +800 MB)."""
+    import numpy as np
+    from pydicom import uid
+    from pydicom.encaps import encapsulate
+    from test_io import make_dicom
+
+    from afloc.imaging.io import load_image
+
+    codestream = _with_sof_size(_jpeg(), 13_000, 13_000)
+    data = make_dicom(
+        np.zeros((12, 16), np.uint8),
+        transfer_syntax=uid.JPEGBaseline8Bit,
+        pixel_data=encapsulate([codestream]),
+    )
+    error = _timed(load_image, data)
+    assert isinstance(error, ValueError) and "codestream is 13000x13000" in str(error), error

@@ -25,6 +25,7 @@ import pydicom
 from PIL import Image, ImageOps
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 
+from .codestream import check_codestream
 from .dicom_safety import DicomAttributeError, check_lut, inflate_deflated, pydicom_silenced
 
 logger = logging.getLogger(__name__)
@@ -167,6 +168,7 @@ def _min_max(values: np.ndarray) -> np.ndarray:
 
 
 def _decode_pillow(data: bytes, max_pixels: int) -> tuple[np.ndarray, ImageInfo]:
+    check_codestream(data, max_pixels)  # the codestream's own size and cost, before Pillow decodes anything
     # No warnings filter is changed here (filters are process-wide: two reads in two threads would undo each
     # other's); Pillow's bomb *warning* is dropped for this thread and the size is checked below instead.
     with pydicom_silenced():
@@ -319,6 +321,14 @@ def _decode_dicom(data: bytes, max_pixels: int) -> tuple[np.ndarray, ImageInfo]:
             f"PhotometricInterpretation {shown}); expected MONOCHROME1 or MONOCHROME2"
         )
     _check_size(columns, rows, max_pixels, "DICOM")
+    if tsyntax.is_compressed:  # the embedded codestream's own size, not only the header's Rows x Columns
+        from pydicom.encaps import generate_frames
+
+        try:  # the first frame's codestream (after the Basic Offset Table)
+            first = next(generate_frames(ds.PixelData, number_of_frames=1), b"")
+        except Exception:
+            first = b""  # malformed encapsulation: the decoder reports it
+        check_codestream(bytes(first), max_pixels, "DICOM pixel data")
 
     try:
         decoder = get_decoder(tsyntax)
