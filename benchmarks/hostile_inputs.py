@@ -75,7 +75,30 @@ def _cases(folder: Path) -> list[tuple[str, str, Path]]:
     (directory / "config.json").write_text(json.dumps(config))
     cases.append(("huge_model (config.json only)", "model-folder", directory))
 
+    import io
+    import struct
+
     from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray((np.arange(192) % 255).astype(np.uint8).reshape(12, 16)).save(buffer, "JPEG")
+    jpeg = buffer.getvalue()
+    sof = jpeg.index(b"\xff\xc0")
+    huge_frame = jpeg[: sof + 5] + struct.pack(">HH", 13_000, 13_000) + jpeg[sof + 9 :]
+    write("jpeg_frame_13000x13000.jpg", "image", huge_frame)
+    end = jpeg.rindex(b"\xff\xd9")
+    write("jpeg_2000_scans.jpg", "image", jpeg[:end] + jpeg[jpeg.index(b"\xff\xda") : end] * 2000 + b"\xff\xd9")
+    header = b"BM" + struct.pack("<IHHI", 1078, 0, 0, 1078)
+    info = struct.pack("<IiiHHIIiiII", 40, 64, 64, 1, 8, 1, 0, 2835, 2835, 256, 0)
+    write("bmp_rle8.bmp", "image", header + info + bytes(1024) + b"\x00\x01")
+    sys.path.insert(0, str(ROOT / "tests"))
+    from pydicom import uid
+    from pydicom.encaps import encapsulate
+    from test_io import make_dicom
+
+    dicom = make_dicom(np.zeros((12, 16), np.uint8), transfer_syntax=uid.JPEGBaseline8Bit,
+                       pixel_data=encapsulate([huge_frame]))  # fmt: skip
+    write("dicom_12x16_carrying_13000x13000_jpeg.dcm", "image", dicom)
 
     image = Image.fromarray((np.arange(256 * 256) % 251).astype(np.uint8).reshape(256, 256))
     image.save(folder / "plain.png")
