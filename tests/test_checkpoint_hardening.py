@@ -328,3 +328,19 @@ def test_a_real_checkpoint_still_loads(tmp_path):
     buffer = io.BytesIO()
     torch.save(state, buffer)
     assert len(buffer.getvalue()) < 10_000
+
+
+def test_a_lookup_error_while_reading_is_a_corrupt_checkpoint(tmp_path, monkeypatch):
+    """Issue #33: a crafted pickle made the reader raise ``LookupError`` (e.g. an unknown codec), which no caller
+    expected; every read error is a ``CorruptCheckpointError`` (a ``ValueError``) naming the file."""
+    import afloc.convert.safe_pickle as safe_pickle
+
+    path = write_zip(tmp_path / "model.pt", PROTO + b"}.")
+
+    def lookup_failure(*args, **kwargs):
+        raise LookupError("unknown encoding: rot-13-ish")
+
+    monkeypatch.setattr(safe_pickle, "_load_zip", lookup_failure)
+    with pytest.raises(CorruptCheckpointError, match="LookupError") as error:
+        load_checkpoint(path)
+    assert isinstance(error.value, ValueError)

@@ -213,7 +213,7 @@ def _bytes_tensor(data: bytes) -> torch.Tensor:
 
 
 _READ_ERRORS = (
-    pickle.UnpicklingError, zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError, struct.error, ValueError,
+    pickle.UnpicklingError, zipfile.BadZipFile, zlib.error, EOFError, OSError, LookupError, struct.error, ValueError,
     TypeError, AttributeError, IndexError, RuntimeError, RecursionError, OverflowError, UnicodeDecodeError,
 )  # fmt: skip
 
