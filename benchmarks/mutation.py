@@ -54,6 +54,10 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
         "training/evaluation/datasets/base.py",
         ("tests/test_readers.py", "tests/test_realdata_reports.py", "tests/test_properties.py", "tests/test_slips.py"),
     ),
+    "readers_cxr_masks": (
+        "training/evaluation/datasets/cxr_masks.py",
+        ("tests/test_readers.py", "tests/test_realdata_reports.py", "tests/test_slips.py"),
+    ),
     "readers_cxr": (
         "training/evaluation/datasets/cxr.py",
         ("tests/test_readers.py", "tests/test_properties.py", "tests/test_slips.py"),

@@ -416,8 +416,8 @@ def test_a_zero_margin_is_allowed():
 def test_evaluate_dataset_from_python_equals_the_command(tmp_path, phantom, model_dir):
     """``evaluate_dataset`` is what ``training evaluate`` runs: the same records and summary from Python."""
     from afloc import AFLocPredictor
+    from training.evaluation.api import evaluate_dataset
     from training.evaluation.datasets.registry import DATASETS, read_dataset
-    from training.evaluation.evaluate import evaluate_dataset
 
     predictor = AFLocPredictor.from_pretrained(model_dir)
     result = evaluate_dataset(predictor, "phantom", images=str(phantom), split="val", limit=6, n_resamples=10)

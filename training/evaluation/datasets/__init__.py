@@ -1,18 +1,20 @@
-"""The datasets the evaluation reads: one data model (:mod:`.base`) and a reader per dataset format (:mod:`.cxr`,
-:mod:`.fundus`)."""
+"""The datasets the evaluation reads: one data model (:mod:`.base`), a reader per dataset format (:mod:`.cxr`,
+:mod:`.cxr_masks`, :mod:`.fundus`) and their table (:mod:`.registry`)."""
 
 from .base import IMAGE_SUFFIXES, LocalizationSample, ReadResult, read_image_size
 from .cxr import (
-    CHEXLOCALIZE_TASKS,
-    chexpert_image_path,
-    read_chexlocalize,
     read_coco,
-    read_covid_rural,
-    read_mask_folders,
     read_ms_cxr,
     read_nih_bbox,
     read_phantom,
     read_rsna,
+)
+from .cxr_masks import (
+    CHEXLOCALIZE_TASKS,
+    chexpert_image_path,
+    read_chexlocalize,
+    read_covid_rural,
+    read_mask_folders,
 )
 from .fundus import IDRID_LESIONS, read_idrid_masks, read_yolo
 

@@ -14,11 +14,11 @@ Missing image files are not fatal: they are listed in ``ReadResult.missing`` and
 a reader is called with ``keep_missing=True`` (to inspect annotations before the images are downloaded). A missing
 or malformed annotation file, or a table without a needed column, raises ``ValueError`` naming the file.
 
-Readers, defined in :mod:`.cxr` and :mod:`.fundus` and importable from :mod:`training.evaluation.datasets`:
-``read_ms_cxr``
-(MS-CXR JSON or CSV), ``read_phantom`` (PhantomCXR), ``read_coco`` (COCO boxes, e.g. TBX11K), ``read_rsna`` (RSNA
-Pneumonia), ``read_nih_bbox`` (NIH ChestX-ray14 boxes), ``read_chexlocalize`` (CheXlocalize RLE or polygons),
-``read_covid_rural`` (COVID Rural masks), ``read_yolo`` (YOLO boxes, fundus) and ``read_idrid_masks`` (IDRiD).
+Readers, defined in :mod:`.cxr` (boxes), :mod:`.cxr_masks` (masks, polygons) and :mod:`.fundus`, and importable
+from :mod:`training.evaluation.datasets`: ``read_ms_cxr`` (MS-CXR JSON or CSV), ``read_phantom`` (PhantomCXR),
+``read_coco`` (COCO boxes, e.g. TBX11K), ``read_rsna`` (RSNA Pneumonia), ``read_nih_bbox`` (NIH ChestX-ray14
+boxes), ``read_chexlocalize`` (CheXlocalize RLE or polygons), ``read_covid_rural`` (COVID Rural masks),
+``read_mask_folders`` (image + mask folders), ``read_yolo`` (YOLO boxes, fundus) and ``read_idrid_masks`` (IDRiD).
 """
 
 from __future__ import annotations

@@ -10,14 +10,16 @@ from pathlib import Path
 
 from .base import ReadResult
 from .cxr import (
-    read_chexlocalize,
     read_coco,
-    read_covid_rural,
-    read_mask_folders,
     read_ms_cxr,
     read_nih_bbox,
     read_phantom,
     read_rsna,
+)
+from .cxr_masks import (
+    read_chexlocalize,
+    read_covid_rural,
+    read_mask_folders,
 )
 from .fundus import read_idrid_masks, read_yolo
 
