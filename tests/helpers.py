@@ -60,3 +60,23 @@ def without_bundled_models(empty_dir):
     patch = pytest.MonkeyPatch()
     patch.setattr("demo.models.BUNDLED_MODELS_DIR", empty_dir)
     return patch
+
+
+def save_synthetic_tiny(folder: Path, name: str, config, tokenizer, preprocessing=None, seed: int = 0) -> Path:
+    """A tiny random AFLoc saved as ``folder/name``, marked (card and metadata) as a synthetic-data model, as the
+    demo's server tests serve it."""
+    import torch
+
+    import afloc
+    from afloc.hub.bundle import ModelMetadata
+    from afloc.hub.cards import render_model_card
+
+    torch.manual_seed(seed)
+    return afloc.save_pretrained(
+        afloc.AFLoc(config).eval(),
+        folder / name,
+        tokenizer,
+        preprocessing or afloc.Preprocessing(64),
+        card=render_model_card(name, synthetic_data=True),
+        metadata=ModelMetadata(synthetic_data=True),
+    )

@@ -15,14 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import free_port, without_bundled_models
+from helpers import free_port, save_synthetic_tiny, without_bundled_models
 
 import afloc
-from afloc.hub.bundle import ModelMetadata
-from afloc.hub.cards import render_model_card
 from benchmarks.machine import CHROMIUM_ARGS
-
-SYNTHETIC = ModelMetadata(synthetic_data=True)  # the demo warns about synthetic-data models
 
 pytestmark = pytest.mark.browser
 
@@ -71,20 +67,9 @@ def server(tmp_path_factory, tiny_config, tiny_tokenizer):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     models = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    card = render_model_card("tiny", synthetic_data=True)
-    afloc.save_pretrained(
-        afloc.AFLoc(tiny_config).eval(),
-        models / "tiny",
-        tiny_tokenizer,
-        afloc.Preprocessing(64),
-        card=card,
-        metadata=SYNTHETIC,
-    )
+    save_synthetic_tiny(models, "tiny", tiny_config, tiny_tokenizer)
     fundus = afloc.Preprocessing(64, (0.5, 0.3, 0.1), (0.3, 0.2, 0.1), modality="fundus")  # chosen by modality
-    afloc.save_pretrained(
-        afloc.AFLoc(tiny_config).eval(), models / "tiny_fundus", tiny_tokenizer, fundus, card=card, metadata=SYNTHETIC
-    )
+    save_synthetic_tiny(models, "tiny_fundus", tiny_config, tiny_tokenizer, fundus)
     patch = without_bundled_models(tmp_path_factory.mktemp("no_bundled_models"))  # only the tiny models
     port = free_port()
     argv = ["--models-dir", str(models), "--model", str(models / "tiny"), "--port", str(port)]

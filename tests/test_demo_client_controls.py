@@ -11,17 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import free_port
+from helpers import free_port, save_synthetic_tiny
 from PIL import Image
 
 import afloc
-from afloc.hub.bundle import ModelMetadata
-from afloc.hub.cards import render_model_card
 from afloc.imaging.io import load_image
 from afloc.text.prompts import FINDINGS_BY_MODALITY
 from demo import callbacks as cb
-
-SYNTHETIC = ModelMetadata(synthetic_data=True)  # the demo warns about synthetic-data models
 
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -40,16 +36,7 @@ def server(tmp_path_factory, tiny_config, tiny_tokenizer):
     models = tmp_path_factory.mktemp("models")
     paths = {}
     for seed, name in ((0, "tiny_a"), (1, "tiny_b")):
-        torch.manual_seed(seed)
-        card = render_model_card(name, synthetic_data=True)
-        afloc.save_pretrained(
-            afloc.AFLoc(tiny_config).eval(),
-            models / name,
-            tiny_tokenizer,
-            afloc.Preprocessing(64),
-            card=card,
-            metadata=SYNTHETIC,
-        )
+        save_synthetic_tiny(models, name, tiny_config, tiny_tokenizer, seed=seed)
         paths[name] = str((models / name).resolve())
     port = free_port()
     blocks, launch_kwargs, _, default = app.create(

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import free_port, huge_png, truncated_png
+from helpers import free_port, huge_png, save_synthetic_tiny, truncated_png
 from PIL import Image
 from pydicom import uid
 from pydicom.encaps import encapsulate
@@ -18,14 +18,10 @@ from pydicom.pixels import get_decoder
 from test_io import RAMP_12BIT, make_dicom
 
 import afloc
-from afloc.hub.bundle import ModelMetadata
-from afloc.hub.cards import render_model_card
 from afloc.imaging.io import load_image
 from afloc.localization.metrics import localization_metrics
 from demo import callbacks as cb
 from demo.models import BUNDLED_MODELS_DIR, find_model_dirs
-
-SYNTHETIC = ModelMetadata(synthetic_data=True)  # the demo warns about synthetic-data models
 
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -42,16 +38,7 @@ def server(tmp_path_factory, tiny_config, tiny_tokenizer):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the tiny model is faster on one thread; a pool only adds contention
     models = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    card = render_model_card("tiny", synthetic_data=True)
-    afloc.save_pretrained(
-        afloc.AFLoc(tiny_config).eval(),
-        models / "tiny",
-        tiny_tokenizer,
-        afloc.Preprocessing(64),
-        card=card,
-        metadata=SYNTHETIC,
-    )
+    save_synthetic_tiny(models, "tiny", tiny_config, tiny_tokenizer)
     (models / "broken").mkdir()
     (models / "broken" / "config.json").write_text("{not json")
     port = free_port()

@@ -41,3 +41,13 @@ def test_errors_name_the_problem(tmp_path):
     (tmp_path / "empty.csv").write_text("image,report,split\n,r,train\n")
     with pytest.raises(ValueError, match=r"empty or missing \['image'\]"):
         read_manifest(tmp_path / "empty.csv")
+
+
+def test_labels_are_the_semicolon_separated_labels_column(tmp_path):
+    from pathlib import Path
+
+    from training.manifest import ManifestRecord
+
+    record = ManifestRecord(Path("a.png"), "r", "train", {"labels": "covid_opacity; active_tb;"})
+    assert record.labels == ("covid_opacity", "active_tb")
+    assert ManifestRecord(Path("b.png"), "r", "train").labels == ()

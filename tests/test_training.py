@@ -264,6 +264,12 @@ def test_the_monitors_smoothing_reaches_the_checkpoint_the_export_and_the_heatma
     out = tmp_path / "exported"
     assert training_main(["export", "--ckpt", str(last), "--out", str(out)]) == 0
     assert json.loads((out / "preprocessing.json").read_text())["localization"]["smoothing_sigma"] == 0.9
+    # the findings of the training manifest's train rows are recorded in the model's metadata
+    from afloc.hub.format import read_model_info
+    from training.manifest import read_manifest
+
+    seen = {label for r in read_manifest(corpus / "manifest.csv", split="train") for label in r.labels}
+    assert set(read_model_info(out)[1].findings) == seen - {"normal"} and seen - {"normal"}
     film = load_image(next((corpus / "images" / "val").glob("*.png")))
     exported, from_ckpt = AFLocPredictor.from_pretrained(out), AFLocPredictor.from_pretrained(last)
     heatmap = exported.localize("left pleural effusion", image=exported.encode_image(film))

@@ -265,7 +265,7 @@ class ImageReportDataModule(pl.LightningDataModule):
         if len(dataset) == 0:
             raise ValueError(f"{self.manifest} has no usable '{split}' records")
         fraction = self.hparams.get("same_label_batches", 0.0) if train else 0.0
-        groups = [r.extra.get("labels", "").split(";")[0] for r in dataset.records] if fraction else None
+        groups = [(r.labels or ("",))[0] for r in dataset.records] if fraction else None
         sampler = EpochSampler(
             len(dataset), seed=self.hparams.seed, shuffle=train, groups=groups,
             batch_size=self.hparams.batch_size, same_group_fraction=fraction,

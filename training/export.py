@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import re
 from pathlib import Path
 
 import torch
@@ -18,6 +17,8 @@ from afloc import load_pretrained, save_pretrained
 from afloc.commands import command
 from afloc.hub.bundle import ModelMetadata
 from afloc.hub.cards import render_model_card
+
+from .manifest import read_manifest
 
 
 def _final_metrics(run_dir: Path) -> dict[str, float]:
@@ -142,21 +143,14 @@ def export(
 
 
 def _manifest_findings(manifest: str | None) -> tuple[str, ...]:
-    """The finding labels of the training manifest's train rows (its ``labels`` column, ``;``/``,``-separated);
-    ``()`` when the manifest is not readable here or has no labels."""
+    """The finding labels of the training manifest's train rows; ``()`` when it is not readable here."""
     if not manifest:
         return ()
     try:
-        with open(manifest, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError:
+        records = read_manifest(manifest, split="train")
+    except ValueError:
         return ()
-    labels = set()
-    for row in rows:
-        if row.get("split", "train") in ("train", "", None):
-            labels.update(part.strip() for part in re.split(r"[;,|]", row.get("labels") or "") if part.strip())
-    labels.discard("normal")
-    return tuple(sorted(labels))
+    return tuple(sorted({label for record in records for label in record.labels} - {"normal"}))
 
 
 @command

@@ -25,6 +25,11 @@ class ManifestRecord:
     split: str
     extra: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The ``labels`` column as a tuple (``;``-separated, the corpora's convention); ``()`` when absent."""
+        return tuple(part.strip() for part in self.extra.get("labels", "").split(";") if part.strip())
+
 
 def _normalise_split(value: str, where: str) -> str:
     split = SPLIT_ALIASES.get(str(value).strip().lower())

@@ -2,7 +2,7 @@
 
 - :func:`inflate_deflated` inflates a Deflated Explicit VR Little Endian file ourselves, never beyond what its
   header declares (pydicom would inflate the whole stream before any size is known: a 1 MB file can hold GBs).
-- :func:`pydicom_silenced` keeps log records and warnings raised while a file is read in this thread (pydicom's
+- :func:`silenced_read` keeps log records and warnings raised while a file is read in this thread (pydicom's
   quote invalid header values such as a patient name) from reaching any handler or stream; other threads are not
   affected, and no process-wide warnings state is changed (two readers in two threads cannot undo each other).
 - :func:`check_lut` checks a LUT's descriptor against its data before pydicom unpacks it (a short Modality LUT
@@ -42,7 +42,7 @@ def _in_read() -> bool:
 
 
 class _DropWhileReading(logging.Filter):
-    """Drops pydicom's records emitted by a thread that is inside :func:`pydicom_silenced`."""
+    """Drops pydicom's records emitted by a thread that is inside :func:`silenced_read`."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not _in_read()
@@ -66,8 +66,9 @@ def _install_warning_gate() -> None:
 
 
 @contextmanager
-def pydicom_silenced() -> Iterator[None]:
-    """While this thread is inside, pydicom's log records and any warning it raises are dropped.
+def silenced_read() -> Iterator[None]:
+    """While this thread is inside (reading an untrusted DICOM or image), pydicom's log records and any warning
+    raised are dropped.
 
     Thread-local: a read in one thread never changes what another thread logs or shows, and nothing is left
     changed when it ends (the logging filter and the warning gate only act for threads inside a read).

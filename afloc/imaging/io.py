@@ -26,7 +26,7 @@ from PIL import Image, ImageOps
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 
 from .codestream import check_codestream
-from .dicom_safety import DicomAttributeError, check_lut, inflate_deflated, pydicom_silenced
+from .dicom_safety import DicomAttributeError, check_lut, inflate_deflated, silenced_read
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def load_image_with_info(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_P
     if not data:
         raise ValueError("empty image data (0 bytes)")
     if is_dicom(data):
-        with pydicom_silenced():
+        with silenced_read():
             return _decode_dicom(inflate_deflated(data, max_pixels), max_pixels)
     return _decode_pillow(data, max_pixels)
 
@@ -171,7 +171,7 @@ def _decode_pillow(data: bytes, max_pixels: int) -> tuple[np.ndarray, ImageInfo]
     check_codestream(data, max_pixels)  # the codestream's own size and cost, before Pillow decodes anything
     # No warnings filter is changed here (filters are process-wide: two reads in two threads would undo each
     # other's); Pillow's bomb *warning* is dropped for this thread and the size is checked below instead.
-    with pydicom_silenced():
+    with silenced_read():
         try:
             img = Image.open(io.BytesIO(data), formats=PILLOW_FORMATS)
         except Image.DecompressionBombError as exc:
