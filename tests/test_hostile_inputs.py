@@ -244,3 +244,24 @@ def test_a_small_dicom_carrying_a_huge_jpeg_is_refused_before_decoding():
     )
     error = _timed(load_image, data)
     assert isinstance(error, ValueError) and "codestream is 13000x13000" in str(error), error
+
+
+@pytest.mark.parametrize("backbone", ["resnet10", "resnet50"])
+def test_the_parameter_estimate_is_within_three_percent_of_the_real_count(tiny_bert_config, backbone):
+    """The size budget is only as good as the estimate it checks: it must track what a model really holds."""
+    from afloc import AFLoc, AFLocConfig, ImageEncoderConfig, TextEncoderConfig
+
+    for position_embeddings in (False, True):
+        image = ImageEncoderConfig(backbone=backbone, image_size=96, position_embeddings=position_embeddings)
+        config = AFLocConfig(image=image, text=TextEncoderConfig(bert_config=dict(tiny_bert_config)))
+        real = sum(p.numel() for p in AFLoc(config).parameters())
+        assert abs(config.parameter_estimate() - real) / real < 0.03, (config.parameter_estimate(), real)
+
+
+def test_the_parameter_estimate_of_the_bundled_chest_model_is_within_two_percent():
+    import afloc
+    from demo.models import BUNDLED_MODELS_DIR
+
+    model = afloc.load_pretrained(BUNDLED_MODELS_DIR / "afloc_phantomcxr_r10").model
+    real = sum(p.numel() for p in model.parameters())
+    assert 1.0 <= model.config.parameter_estimate() / real < 1.02  # an upper-side estimate (1.0% over, measured)
