@@ -106,7 +106,7 @@ PLANTS: tuple[Plant, ...] = (
     P("G10", "training/realdata/fundus.py", '    eye = "right" if disc[0] > width / 2 else "left"',
       '    eye = "right" if disc[0] > height / 2 else "left"', ("tests/test_slips.py", "tests/test_realdata_reports.py",),
       "the eye from the disc compared with the height"),
-    P("G11", "training/realdata/cxr.py", '    side = "right" if cx < width / 2 else "left"',
+    P("G11", "training/realdata/cxr_reports.py", '    side = "right" if cx < width / 2 else "left"',
       '    side = "right" if cy < height / 2 else "left"', ("tests/test_slips.py", "tests/test_realdata_reports.py",),
       "a TB box's side read off its row"),
     # --- D: header fields that change pixel values

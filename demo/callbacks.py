@@ -174,15 +174,14 @@ def localize(session: Session, model, text: str | None, presets=()) -> Status:
         prompts, note = parse_prompts(text, presets)
         predictor = model.predictor
         if session.encoded is None or session.model_key != model.key:
-            session.set_encoded(predictor.encode_image(session.image))
+            session.set_encoded(predictor.encode_image(session.image), predictor)
             session.model_key, session.model_name = model.key, model.name
-        heatmaps = predictor.localize(prompts, image=session.encoded, space="model")  # upsampled when shown
+        predictor.localize(prompts, image=session.encoded, space="model")  # into the encoding's cache
         probabilities = predictor.classify(list(FINDINGS_BY_MODALITY[session.modality]), image=session.encoded)
     except ValueError as error:
         return Status(str(error), error=True)
     session.reset_results()
-    session.prompts, session.heatmaps = prompts, dict(zip(prompts, heatmaps, strict=True))
-    session.probabilities = probabilities
+    session.prompts, session.probabilities = prompts, probabilities
     return Status(f"Localized {len(prompts)} prompt(s) with {model.name}.{note}")
 
 
@@ -201,9 +200,9 @@ def _clamped(value, low: float, high: float, default: float) -> float:
 
 def render(session: Session, selected: str | None, threshold: float, opacity: float) -> View:
     """Draw the heatmap of ``selected`` (default: the first prompt) with its contour, boxes and metrics."""
-    if not session.heatmaps or session.image is None:
+    if not session.has_results:
         return View()
-    prompt = selected if selected in session.heatmaps else session.prompts[0]
+    prompt = selected if selected in session.prompts else session.prompts[0]
     heatmap = session.heatmap(prompt)
     threshold, opacity = _clamped(threshold, -1.0, 1.0, DEFAULT_THRESHOLD), _clamped(opacity, 0.0, 1.0, DEFAULT_OPACITY)
     scored, matched = boxes_for_prompt(session.boxes, prompt)

@@ -25,7 +25,7 @@ import numpy as np
 
 from afloc.imaging.boxes import Box
 from afloc.localization.overlay import save_png
-from afloc.predictor import EncodedImage
+from afloc.predictor import AFLocPredictor, EncodedImage
 
 KEEP_VIEWS = 3  # a browser may still be fetching the previous image when the next one is written
 KEEP_EXPORTS = 5
@@ -53,9 +53,10 @@ def escape_html(text: str) -> str:
 class Session:
     """One user's state: the image, its encoding (per model), heatmaps per prompt, ground truth, files.
 
-    ``encoded`` is the predictor's :class:`afloc.EncodedImage`; ``heatmaps`` holds the current prompts' heatmaps
-    at model resolution (``S x S``); :meth:`heatmap` upsamples one to the original pixels and keeps only that
-    one. A redraw (threshold, opacity, prompt selector, ground truth) never runs the model.
+    ``encoded`` is ``predictor``'s :class:`afloc.EncodedImage`, whose own cache holds the current prompts'
+    heatmaps at model resolution (``S x S``; no second cache here); :meth:`heatmap` upsamples one to the original
+    pixels and keeps only that one. A redraw (threshold, opacity, prompt selector, ground truth) never runs the
+    image encoder.
     """
 
     export_dir: Path | None = None
@@ -65,8 +66,8 @@ class Session:
     model_key: str | None = None
     model_name: str = ""
     encoded: EncodedImage | None = None
+    predictor: AFLocPredictor | None = None
     prompts: list[str] = field(default_factory=list)
-    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)
     probabilities: dict[str, float] = field(default_factory=dict)
     boxes: list[Box] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
@@ -78,26 +79,37 @@ class Session:
     _exports: deque = field(default_factory=deque, repr=False)
 
     def reset_results(self) -> None:
-        self.prompts, self.heatmaps, self.probabilities, self._shown = [], {}, {}, None
+        self.prompts, self.probabilities, self._shown = [], {}, None
 
-    def set_encoded(self, encoded) -> None:
-        """A new encoding (new image or model): its heatmap cache is bounded by :data:`ENCODED_CACHE_BYTES`."""
-        if encoded is not None and hasattr(encoded, "heatmap_cache_bytes"):
+    def set_encoded(self, encoded: EncodedImage | None, predictor: AFLocPredictor | None = None) -> None:
+        """A new encoding (new image or model) and the predictor that made it; its heatmap cache is bounded by
+        :data:`ENCODED_CACHE_BYTES`."""
+        if encoded is not None:
             encoded.heatmap_cache_bytes = ENCODED_CACHE_BYTES
-        self.encoded = encoded
+        self.encoded, self.predictor = encoded, predictor if encoded is not None else None
         self.reset_results()
 
+    @property
+    def has_results(self) -> bool:
+        """Whether there are heatmaps to draw: prompts localized on an encoding still held."""
+        return bool(self.prompts) and self.encoded is not None and self.image is not None
+
     def heatmap(self, prompt: str) -> np.ndarray:
-        """The heatmap of ``prompt`` on the original pixels ``[H, W]`` (upsampled once, kept while shown)."""
+        """The heatmap of ``prompt`` on the original pixels ``[H, W]``: from the encoding's cache (recomputed from
+        the kept embeddings if the cache dropped it), upsampled once and kept while shown."""
         if self._shown is None or self._shown[0] != prompt:
-            self._shown = (prompt, self.encoded.mapping.heatmap_to_original(self.heatmaps[prompt]))
+            model_space = self.predictor.localize(prompt, image=self.encoded, space="model")
+            self._shown = (prompt, self.encoded.mapping.heatmap_to_original(model_space))
         return self._shown[1]
 
     def memory_bytes(self) -> int:
-        """Bytes of the arrays this session holds (image, heatmaps, the encoding's cache)."""
-        arrays = [self.image, *self.heatmaps.values(), self._shown[1] if self._shown else None]
+        """Bytes of the arrays this session holds (image, the heatmap on display, the encoding and its cache)."""
+        arrays = [self.image, self._shown[1] if self._shown else None]
         total = sum(a.nbytes for a in arrays if a is not None)
-        return total + (getattr(self.encoded, "cached_heatmap_bytes", 0) if self.encoded is not None else 0)
+        if self.encoded is not None:
+            tensors = (self.encoded.patch_embeddings, self.encoded.shallow_patch_embeddings)
+            total += self.encoded.cached_heatmap_bytes + sum(t.element_size() * t.nelement() for t in tensors)
+        return total
 
     # ------------------------------------------------------------------ files
     def folder(self) -> Path:

@@ -36,7 +36,9 @@ def app(tmp_path_factory, tiny_config, tiny_tokenizer):
     for module in model.modules():
         module.register_forward_pre_hook(count)
     predictor = afloc.AFLocPredictor(model, tiny_tokenizer, afloc.Preprocessing(64), device="cpu")
-    for name in ("encode_image", "embed_prompts", "localize", "classify"):  # also calls served from its caches
+    # also calls served from the predictor's caches; not ``localize``: a redraw reads the shown prompt's heatmap
+    # from the encoding's cache through it (the module hooks above see any run of the network)
+    for name in ("encode_image", "embed_prompts", "classify"):
         setattr(predictor, name, counted(getattr(predictor, name), calls))
     blocks = build_demo(predictor, store=ModelStore([tmp_path_factory.mktemp("no_models")]))
     port = free_port()

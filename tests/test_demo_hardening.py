@@ -159,11 +159,11 @@ def test_user_text_is_escaped_where_rendered(tmp_path, model, film):
 
 
 def test_status_markdown_and_toast_are_escaped(monkeypatch):
-    from demo import app as demo_app
+    from demo import handlers
 
     toasts = []
-    monkeypatch.setattr(demo_app.gr, "Warning", lambda message: toasts.append(message))
-    markdown = demo_app._status(cb.Status(f"Could not read {HTML}.png", error=True))
+    monkeypatch.setattr(handlers.gr, "Warning", lambda message: toasts.append(message))
+    markdown = handlers.status_text(cb.Status(f"Could not read {HTML}.png", error=True))
     assert "<img" not in markdown and "<img" not in toasts[0] and "&lt;img" in toasts[0]
 
 

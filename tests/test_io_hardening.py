@@ -147,3 +147,36 @@ def test_an_image_mode_pillow_cannot_convert_is_named():
 
     with pytest.raises(ValueError, match=r"unsupported image mode XYZ;99: conversion from XYZ;99 to RGB"):
         _pillow_to_array(Unconvertible())
+
+
+def _deflated_variants(pixels: np.ndarray) -> dict[str, bytes]:
+    """One image as deflated DICOMs whose streams end the ways writers end them: finished (pydicom's), finished
+    and followed by the even-length pad byte, and sync-flushed without a final block, then padded."""
+    import struct
+    import zlib
+
+    written = make_dicom(pixels, transfer_syntax=uid.DeflatedExplicitVRLittleEndian)
+    meta_end = 132 + 12 + struct.unpack("<I", written[140:144])[0]  # group length (0002,0000): tag, VR, length
+    body = zlib.decompress(written[meta_end:], -zlib.MAX_WBITS)
+    finished = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    stream = finished.compress(body) + finished.flush()
+    flushed = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    unfinished = flushed.compress(body) + flushed.flush(zlib.Z_SYNC_FLUSH)
+    return {
+        "as pydicom writes it": written,
+        "finished + pad byte": written[:meta_end] + stream + b"\0" * (1 + len(stream) % 2),
+        "sync-flushed + pad byte": written[:meta_end] + unfinished + b"\0" * (1 + len(unfinished) % 2),
+    }
+
+
+@pytest.mark.parametrize("rows, columns", [(2, 2), (3, 5), (17, 31), (64, 63), (255, 257), (511, 384), (1024, 999)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_valid_deflated_dicoms_of_many_sizes_are_read(rows, columns, dtype):
+    """Issue #33, defect 8: valid deflated files were refused as "inflating beyond the declared size" when bytes
+    (the even-length pad) followed the stream. Every size and stream ending reads like the uncompressed file."""
+    rng = np.random.default_rng(rows * columns)
+    for content in (rng.integers(0, 250, (rows, columns)), np.full((rows, columns), 7)):
+        pixels = content.astype(dtype)
+        expected = load_image(make_dicom(pixels))
+        for name, data in _deflated_variants(pixels).items():
+            np.testing.assert_array_equal(load_image(data), expected, err_msg=f"{rows}x{columns} {name}")

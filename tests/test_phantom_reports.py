@@ -13,15 +13,9 @@ import numpy as np
 import pytest
 
 from afloc.text.tokenizer import split_sentences
-from training.phantoms.reports import (
-    TEST_ONLY_PLACES,
-    TEST_ONLY_SYNONYMS,
-    TRAIN_PLACES,
-    TRAIN_SYNONYMS,
-    held_out_terms,
-    write_report,
-)
+from training.phantoms.reports import held_out_terms, write_report
 from training.phantoms.schema import FINDING_KINDS, Case, Device, Finding, sample_case
+from training.phantoms.vocabulary import TEST_ONLY_PLACES, TEST_ONLY_SYNONYMS, TRAIN_PLACES, TRAIN_SYNONYMS
 
 # Words that name each kind, positively or in a negation ("nodules" matches "nodule": prefix match).
 KIND_KEYWORDS = {

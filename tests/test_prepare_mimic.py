@@ -13,7 +13,9 @@ import pytest
 
 from afloc.imaging.transforms import pad_resize
 from training.manifest import read_manifest
-from training.prepare_mimic import build_report, extract_sections, is_valid_png, main, prepare_mimic
+from training.mimic_images import is_valid_png
+from training.mimic_reports import build_report, extract_sections
+from training.prepare_mimic import main, prepare_mimic
 
 REPORT = """                                 FINAL REPORT
  EXAMINATION:  CHEST (PA AND LAT)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from afloc.imaging.boxes import Box
-from training.realdata import cxr, fundus
+from training.realdata import cxr, cxr_reports, fundus
 from training.realdata.common import mask_to_rle
 
 # ------------------------------------------------------------------------------------------------------ fundus
@@ -110,10 +110,10 @@ def test_a_mask_in_the_image_left_lower_lung_is_the_patients_right_lower_zone():
     lung = _lungs()
     infection = np.zeros_like(lung)
     infection[200:260, 40:90] = True  # the image's left lung, its lowest third
-    findings = cxr.describe_infection(infection, lung)
+    findings = cxr_reports.describe_infection(infection, lung)
     assert [(f.side, f.zones) for f in findings] == [("right", ("lower",))]
     for seed in range(10):
-        report, targets = cxr.covid_report(findings, np.random.default_rng(seed), cxr.Vocabulary())
+        report, targets = cxr_reports.covid_report(findings, np.random.default_rng(seed), cxr_reports.Vocabulary())
         assert len(targets) == 1 and "right" in targets[0].phrase and "left" not in targets[0].phrase
         assert any(w in targets[0].phrase for w in ("right lower zone", "right lung base", "right lower lung"))
         assert np.array_equal(targets[0].mask, infection)
@@ -124,24 +124,24 @@ def test_bilateral_upper_and_extent():
     infection = np.zeros_like(lung)
     infection[30:110, 20:100] = True  # all of the patient's right upper third: a third of that lung
     infection[40:70, 150:170] = True  # a little (3%) in the patient's left upper zone
-    findings = cxr.describe_infection(infection, lung)
+    findings = cxr_reports.describe_infection(infection, lung)
     assert [(f.side, f.zones, f.extent) for f in findings] == [("right", ("upper",), "patchy"),
                                                                ("left", ("upper",), "focal")]  # fmt: skip
 
 
 def test_normal_film_has_negative_sentences_and_no_target():
-    vocabulary = cxr.Vocabulary(normal_lungs=("The lungs are clear.",), context=("No pleural effusion.",))
-    report = cxr.normal_report(np.random.default_rng(0), vocabulary)
+    vocabulary = cxr_reports.Vocabulary(normal_lungs=("The lungs are clear.",), context=("No pleural effusion.",))
+    report = cxr_reports.normal_report(np.random.default_rng(0), vocabulary)
     assert "The lungs are clear." in report and "No pleural effusion." in report
 
 
 def test_tb_box_sides_follow_the_patient():
-    vocabulary = cxr.Vocabulary()
+    vocabulary = cxr_reports.Vocabulary()
     boxes = [("active_tb", [60.0, 80.0, 80.0, 60.0])]  # the image's left, high: the patient's right upper zone
-    report, targets = cxr.tb_report(boxes, 512, 512, np.random.default_rng(0), vocabulary)
-    assert cxr.box_place(boxes[0][1], 512, 512) == ("right", "upper")
+    report, targets = cxr_reports.tb_report(boxes, 512, 512, np.random.default_rng(0), vocabulary)
+    assert cxr_reports.box_place(boxes[0][1], 512, 512) == ("right", "upper")
     assert "right" in targets[0].phrase and targets[0].boxes == [boxes[0][1]]
-    assert cxr.box_place([400, 400, 50, 50], 512, 512) == ("left", "lower")
+    assert cxr_reports.box_place([400, 400, 50, 50], 512, 512) == ("left", "lower")
 
 
 def test_mined_sentences_from_a_tiny_archive(tmp_path):
@@ -157,7 +157,7 @@ def test_mined_sentences_from_a_tiny_archive(tmp_path):
             info = tarfile.TarInfo(f"ecgen-radiology/{k}.xml")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    vocabulary = cxr.mine_iu_sentences(path, min_count=3)
+    vocabulary = cxr_reports.mine_iu_sentences(path, min_count=3)
     assert vocabulary.normal_lungs == ("The lungs are clear.",)  # "Low lung volumes." is a finding, left out
     assert vocabulary.context == ("Heart size is normal.",)
 
@@ -244,15 +244,19 @@ def test_class_only_text_names_the_finding_without_where():
     infection = np.zeros_like(lung)
     infection[200:260, 40:90] = True
     infection[40:100, 150:200] = True
-    findings = cxr.describe_infection(infection, lung)
+    findings = cxr_reports.describe_infection(infection, lung)
     for seed in range(10):
-        report, targets = cxr.covid_report(findings, np.random.default_rng(seed), cxr.Vocabulary(), class_only=True)
+        report, targets = cxr_reports.covid_report(
+            findings, np.random.default_rng(seed), cxr_reports.Vocabulary(), class_only=True
+        )
         assert len(targets) == 1 and np.array_equal(targets[0].mask, infection)
-        assert not cxr.LOCATION_WORDS.search(report.split("IMPRESSION")[0]), report
+        assert not cxr_reports.LOCATION_WORDS.search(report.split("IMPRESSION")[0]), report
     boxes = [("active_tb", [60.0, 80.0, 80.0, 60.0]), ("active_tb", [400.0, 400.0, 50.0, 50.0])]
-    report, targets = cxr.tb_report(boxes, 512, 512, np.random.default_rng(0), cxr.Vocabulary(), class_only=True)
-    assert len(targets) == 1 and len(targets[0].boxes) == 2 and not cxr.LOCATION_WORDS.search(targets[0].phrase)
-    assert cxr.strip_location_words("Patchy opacities in the right lower zone.") == "opacities in the ."
+    report, targets = cxr_reports.tb_report(
+        boxes, 512, 512, np.random.default_rng(0), cxr_reports.Vocabulary(), class_only=True
+    )
+    assert len(targets) == 1 and len(targets[0].boxes) == 2 and not cxr_reports.LOCATION_WORDS.search(targets[0].phrase)
+    assert cxr_reports.strip_location_words("Patchy opacities in the right lower zone.") == "opacities in the ."
 
 
 # --------------------------------------------------------------------------------- whole corpora, end to end
@@ -328,7 +332,7 @@ def test_prepare_cxr_writes_a_corpus_the_trainer_and_evaluator_read(tmp_path):
     assert covid and all("right" in r.report and "left " not in r.report.split("IMPRESSION")[0] for r in covid)
     normal = [r for r in records if r.extra["source"].startswith("covidqu") and not r.extra["labels"]]
     # a 2-report archive has no sentence frequent enough to mine: the fallback normal sentences are used
-    assert normal and all(any(s in r.report for s in cxr.NORMAL_LUNG_FALLBACK) for r in normal)
+    assert normal and all(any(s in r.report for s in cxr_reports.NORMAL_LUNG_FALLBACK) for r in normal)
     samples = [s for split in ("train", "val", "test") for s in read_phantom(tmp_path / "out", split).samples]
     masks = [s for s in samples if s.category == "covid_opacity"]
     assert len(masks) == 4 and all(s.gt_mask(64, 64)[40:54, 8:26].all() and s.gt_mask(64, 64).sum() == 14 * 18
@@ -336,7 +340,7 @@ def test_prepare_cxr_writes_a_corpus_the_trainer_and_evaluator_read(tmp_path):
     assert {s.category for s in samples} == {"covid_opacity", "active_tb"}
     cxr.build_corpus(tmp_path / "shared", tmp_path / "classonly", class_only=True)
     for record in read_manifest(tmp_path / "classonly" / "manifest.csv"):
-        assert not cxr.LOCATION_WORDS.search(record.report.split("IMPRESSION")[0]), record.report
+        assert not cxr_reports.LOCATION_WORDS.search(record.report.split("IMPRESSION")[0]), record.report
 
 
 def test_prepare_fundus_splits_by_photo_and_keeps_the_test_folder_apart(tmp_path):

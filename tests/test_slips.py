@@ -17,7 +17,7 @@ import pytest
 from afloc.convert.layouts import infer_bert_config
 from afloc.imaging.boxes import Box
 from training.evaluation.datasets import LocalizationSample
-from training.realdata import cxr, fundus
+from training.realdata import cxr_reports, fundus
 
 # ------------------------------------------------------------------------------------------ ground-truth masks
 
@@ -60,15 +60,15 @@ def test_the_eye_is_read_against_the_width_not_the_height():
 
 
 def test_a_tb_box_low_on_the_image_left_is_the_patients_right():
-    assert cxr.box_place([60.0, 400.0, 50.0, 50.0], 512, 512) == ("right", "lower")
-    assert cxr.box_place([400.0, 60.0, 50.0, 50.0], 512, 512) == ("left", "upper")
+    assert cxr_reports.box_place([60.0, 400.0, 50.0, 50.0], 512, 512) == ("right", "lower")
+    assert cxr_reports.box_place([400.0, 60.0, 50.0, 50.0], 512, 512) == ("left", "upper")
 
 
 def test_split_lungs_on_a_wide_film():
     lung = np.zeros((200, 400), bool)
     lung[20:180, 30:150] = True
     lung[20:180, 250:370] = True
-    lungs = cxr.split_lungs(lung)
+    lungs = cxr_reports.split_lungs(lung)
     assert lungs["right"][:, :200].sum() == lung[:, :200].sum() and not lungs["right"][:, 200:].any()
     assert lungs["left"][:, 200:].sum() == lung[:, 200:].sum()
 

@@ -27,31 +27,26 @@ import csv
 import gzip
 import json
 import logging
-import multiprocessing
 import os
 import re
-import struct
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
-import numpy as np
 from tqdm import tqdm
 
 from afloc.commands import command
-from afloc.imaging.transforms import pad_resize
-from afloc.text.tokenizer import split_sentences
 from training.manifest import SPLIT_ALIASES
+
+from .mimic_images import StudyImage, StudyJob, run_jobs
 
 logger = logging.getLogger(__name__)
 
 METADATA_CSV = "mimic-cxr-2.0.0-metadata.csv"
 SPLIT_CSV = "mimic-cxr-2.0.0-split.csv"
 MANIFEST_COLUMNS = ("image", "report", "split", "dicom_id", "study_id", "subject_id", "view")
-SECTIONS = ("FINDINGS", "IMPRESSION")
 MAX_EXAMPLES = 20
 SKIP_REASONS = {
     "not_frontal": "not frontal (ViewPosition not in the selected views)",
@@ -64,181 +59,7 @@ SKIP_REASONS = {
 }
 """Skip reasons, in the order they are checked; every count is a number of images (dicom_ids)."""
 
-# A section header starts a line: "FINDINGS:", " IMPRESSION:  text". Any ALL-CAPS name ends the previous
-# section; findings/impression are also recognised in mixed case ("Impression:").
-_HEADER = re.compile(r"^[ \t]*([A-Za-z][A-Za-z /&(),-]*?)[ \t]*:", re.MULTILINE)
-_SECTION_NAMES = {
-    "findings": "FINDINGS",
-    "finding": "FINDINGS",
-    "impression": "IMPRESSION",
-    "impressions": "IMPRESSION",
-}
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
-
-
-def extract_sections(report: str) -> dict[str, str]:
-    """The FINDINGS and IMPRESSION sections of a free-text report, whitespace collapsed to single spaces.
-
-    A section runs from its header to the next header (an ALL-CAPS ``NAME:`` at the start of a line, or a
-    findings/impression header in any case) or the end of the text; repeated sections are concatenated.
-
-    Returns:
-        ``{"FINDINGS": ..., "IMPRESSION": ...}`` with only the sections that have a header (bodies may be "").
-    """
-    headers = []
-    for match in _HEADER.finditer(report):
-        name = match.group(1).strip()
-        letters = name.replace(" ", "")
-        if name.lower() in _SECTION_NAMES or (len(letters) >= 2 and name == name.upper()):
-            headers.append(match)
-    sections: dict[str, str] = {}
-    for index, match in enumerate(headers):
-        section = _SECTION_NAMES.get(match.group(1).strip().lower())
-        if section is None:
-            continue
-        end = headers[index + 1].start() if index + 1 < len(headers) else len(report)
-        body = " ".join(report[match.end() : end].split())
-        sections[section] = f"{sections[section]} {body}".strip() if section in sections else body
-    return sections
-
-
-def build_report(report: str) -> tuple[str, str | None]:
-    """The manifest text ``"FINDINGS: ... IMPRESSION: ..."`` of a raw report, or why it is skipped.
-
-    A section whose body has no sentence left after :func:`~afloc.text.tokenizer.split_sentences` (e.g. only "___.") is
-    left out, so that its header word does not become a sentence of its own downstream.
-
-    Returns:
-        ``(text, None)``, or ``("", "no_findings_impression")`` / ``("", "empty_report")``.
-    """
-    sections = extract_sections(report)
-    if not sections:
-        return "", "no_findings_impression"
-    parts = [f"{name}: {sections[name]}" for name in SECTIONS if split_sentences(sections.get(name, ""))]
-    if not parts:
-        return "", "empty_report"
-    return " ".join(parts), None
-
-
-@dataclass(frozen=True)
-class _Image:
-    dicom_id: str
-    subject_id: str
-    study_id: str
-    view: str
-    split: str
-
-    @property
-    def key(self) -> str:
-        """``pXX/pXXXXXXXX/sYYYYYYYY/<dicom_id>``: the id used in examples, and the path in both trees."""
-        return f"p{self.subject_id[:2]}/p{self.subject_id}/s{self.study_id}/{self.dicom_id}"
-
-
-@dataclass(frozen=True)
-class _StudyJob:
-    report_path: str
-    jpg_files: str
-    out: str
-    size: int
-    images: tuple[_Image, ...]
-
-
-def is_valid_png(path: Path, size: int) -> bool:
-    """Whether ``path`` is a complete 8-bit greyscale ``size x size`` PNG (header and IEND checked, no decoding)."""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(26)
-            handle.seek(-len(_PNG_END), os.SEEK_END)
-            tail = handle.read()
-    except OSError:
-        return False
-    if len(head) < 26 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
-        return False
-    width, height = struct.unpack(">II", head[16:24])
-    return (width, height, head[24], head[25]) == (size, size, 8, 0) and tail == _PNG_END
-
-
-def _decode_grayscale(data: bytes) -> np.ndarray:
-    """Decode like the reference (``cv2.IMREAD_GRAYSCALE``, uint8), refusing what cv2 would half-decode."""
-    if not data:
-        raise ValueError("empty file")
-    # Some cv2/libjpeg builds decode a truncated JPEG with only a warning (grey bottom rows). FF D9 cannot occur
-    # inside entropy-coded data (FF is stuffed there), so a missing end-of-image marker means a cut file.
-    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:]:
-        raise ValueError("truncated JPEG (no end-of-image marker)")
-    try:
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
-    except cv2.error as error:
-        raise ValueError(f"cv2 cannot decode it ({error})") from error
-    if image is None:
-        raise ValueError("not a decodable image")
-    if min(image.shape[:2]) < 2:
-        raise ValueError(f"image of size {image.shape[0]}x{image.shape[1]} is too small")
-    return image
-
-
-def _convert(jpg: Path, png: Path, size: int) -> str:
-    """Write the pad-resized PNG unless a valid one exists; returns ``"reused"``/``"written"`` or a skip reason."""
-    if is_valid_png(png, size):
-        return "reused"
-    try:
-        data = jpg.read_bytes()
-    except FileNotFoundError:
-        return "missing_image"
-    except OSError as error:
-        logger.warning("cannot read %s: %s", jpg, error)
-        return "corrupt_image"
-    try:
-        padded, _ = pad_resize(_decode_grayscale(data), size)
-    except ValueError as error:
-        logger.warning("skipping %s: %s", jpg, error)
-        return "corrupt_image"
-    ok, encoded = cv2.imencode(".png", padded)
-    if not ok:  # pragma: no cover - cv2 encodes any 2-D uint8 array
-        raise RuntimeError(f"cv2 could not encode {png}")
-    png.parent.mkdir(parents=True, exist_ok=True)
-    temporary = png.with_name(f".{png.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(encoded.tobytes())
-    os.replace(temporary, png)  # atomic: an interrupted run never leaves a partial PNG under the final name
-    return "written"
-
-
-def _process_study(job: _StudyJob) -> list[tuple[_Image, str, str]]:
-    """Per image of a study: ``(image, outcome, report)``; outcome is written/reused or a skip reason."""
-    try:
-        raw = Path(job.report_path).read_text(encoding="utf-8", errors="replace")
-    except OSError as error:  # counted, not fatal: one unreadable file must not stop a 200K-study run
-        if not isinstance(error, FileNotFoundError):
-            logger.warning("cannot read report %s: %s", job.report_path, error)
-        return [(image, "missing_report", "") for image in job.images]
-    report, reason = build_report(raw)
-    if reason is not None:
-        return [(image, reason, "") for image in job.images]
-    results = []
-    for image in job.images:
-        jpg = Path(job.jpg_files) / f"{image.key}.jpg"
-        png = Path(job.out) / "images" / f"{image.key}.png"
-        results.append((image, _convert(jpg, png, job.size), report))
-    return results
-
-
-def _run_jobs(jobs: list[_StudyJob], workers: int) -> Iterator[list[tuple[_Image, str, str]]]:
-    if workers <= 1:
-        yield from map(_process_study, jobs)
-        return
-    # Workers never fork this (possibly multi-threaded: torch, cv2, tqdm) process. A fork server imports this
-    # module once (afloc pulls in torch: seconds) and forks the workers from that clean process; spawn, which
-    # imports it again in every worker, is the fallback where fork servers do not exist (Windows).
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["training.prepare_mimic"])
-    else:  # pragma: no cover - Windows
-        context = multiprocessing.get_context("spawn")
-    chunksize = max(1, min(64, len(jobs) // (workers * 8)))
-    with context.Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
-        yield from pool.imap_unordered(_process_study, jobs, chunksize=chunksize)
 
 
 @dataclass
@@ -343,9 +164,9 @@ def _read_splits(path: Path) -> dict[str, str]:
 
 def _select(
     metadata: Path, splits: dict[str, str], views: tuple[str, ...], limit: int | None, summary: PrepareSummary
-) -> list[_Image]:
+) -> list[StudyImage]:
     """Frontal images with a split, in metadata order (at most ``limit``); others are counted in ``summary``."""
-    selected: list[_Image] = []
+    selected: list[StudyImage] = []
     seen: set[str] = set()
     for number, row in _read_csv(metadata, ("dicom_id", "subject_id", "study_id", "ViewPosition")):
         dicom_id, subject_id, study_id = (str(row[c] or "").strip() for c in ("dicom_id", "subject_id", "study_id"))
@@ -355,7 +176,7 @@ def _select(
             continue
         seen.add(dicom_id)
         view = str(row["ViewPosition"] or "").strip().upper()
-        image = _Image(dicom_id, subject_id, study_id, view, splits.get(dicom_id, ""))
+        image = StudyImage(dicom_id, subject_id, study_id, view, splits.get(dicom_id, ""))
         if view not in views:
             summary.skip("not_frontal", image.key)
         elif not image.split:
@@ -417,11 +238,11 @@ def prepare_mimic(
 
     summary = PrepareSummary(out=out, size=size, views=views, limit=limit)
     selected = _select(metadata_path, _read_splits(split_path), views, limit, summary)
-    studies: dict[tuple[str, str], list[_Image]] = {}
+    studies: dict[tuple[str, str], list[StudyImage]] = {}
     for image in selected:
         studies.setdefault((image.subject_id, image.study_id), []).append(image)
     jobs = [
-        _StudyJob(
+        StudyJob(
             report_path=str(report_files / f"p{subject_id[:2]}" / f"p{subject_id}" / f"s{study_id}.txt"),
             jpg_files=str(jpg_files),
             out=str(out),
@@ -433,7 +254,7 @@ def prepare_mimic(
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     with tqdm(total=len(selected), desc="MIMIC-CXR", unit="img", disable=not progress) as bar:
-        for results in _run_jobs(jobs, workers):
+        for results in run_jobs(jobs, workers):
             for image, outcome, report in results:
                 if outcome in SKIP_REASONS:
                     summary.skip(outcome, image.key)

@@ -22,193 +22,35 @@ Conventions:
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 
 from training.phantoms.schema import FINDING_KINDS, SPLITS, Case, Device, Finding
 
-
-class Place(NamedTuple):
-    """Location words for a finding.
-
-    Attributes:
-        core: the location, ``{side}`` standing for the patient side ("{side} lower lobe").
-        preposition: words that put the core after the noun ("in the" -> "nodule in the right lower lobe");
-            ``None`` when the core only goes before the noun.
-        prenominal: whether the core may go before the noun ("right lower lobe consolidation").
-        sides: the sides this core can describe.
-    """
-
-    core: str
-    preposition: str | None = "in the"
-    prenominal: bool = True
-    sides: tuple[str, ...] = ("right", "left")
-
-
-_BILATERAL = ("bilateral",)
-
-# Finding nouns. Train and val reports use TRAIN_SYNONYMS only; test phrases draw on TEST_ONLY_SYNONYMS.
-TRAIN_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "consolidation": ("consolidation", "airspace opacity", "airspace disease"),
-    "atelectasis": (
-        "atelectasis",
-        "plate-like atelectasis",
-        "discoid atelectasis",
-        "linear atelectasis",
-        "subsegmental atelectasis",
-        "volume loss",
-    ),
-    "pleural_effusion": ("pleural effusion", "effusion", "pleural fluid"),
-    "pneumothorax": ("pneumothorax",),
-    "nodule": ("nodule", "pulmonary nodule", "nodular opacity"),
-    "mass": ("mass", "pulmonary mass", "mass-like opacity"),
-    "cardiomegaly": ("cardiomegaly", "enlarged cardiac silhouette", "enlargement of the cardiac silhouette"),
-    "edema": ("pulmonary edema", "interstitial edema", "edema", "vascular congestion with edema"),
-}
-TEST_ONLY_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "consolidation": ("alveolar opacity", "alveolar consolidation", "infiltrate"),
-    "atelectasis": ("collapse", "partial collapse", "atelectatic change", "band-like atelectatic change"),
-    "pleural_effusion": ("pleural fluid collection", "hydrothorax"),
-    "pneumothorax": ("pleural air collection",),
-    "nodule": ("lung nodule", "nodular density", "coin lesion"),
-    "mass": ("lung mass", "mass lesion"),
-    "cardiomegaly": ("enlarged heart", "cardiac enlargement"),
-    "edema": ("pulmonary oedema", "alveolar edema", "alveolar oedema"),
-}
-
-# Locations per Finding.zone. "{side} upper lung" is never prenominal in train: "right upper lung mass" would
-# contain the held-out "lung mass".
-TRAIN_PLACES: dict[str, tuple[Place, ...]] = {
-    "upper": (
-        Place("{side} upper lobe"),
-        Place("{side} upper lung", prenominal=False),
-        Place("{side} apex", "at the", prenominal=False),
-        Place("{side} apical", None),
-    ),
-    "middle": (
-        Place("right middle lobe", sides=("right",)),
-        Place("{side} mid lung", prenominal=False),
-        Place("lingula", prenominal=False, sides=("left",)),
-        Place("lingular", None, sides=("left",)),
-    ),
-    "lower": (
-        Place("{side} lower lobe"),
-        Place("{side} base", "at the", prenominal=False),
-        Place("{side} basilar", None),
-        Place("{side} lower lung", prenominal=False),
-    ),
-    "apical": (Place("{side} apical", None), Place("{side} apex", "at the", prenominal=False)),
-    "lateral": (Place("{side} lateral", None), Place("{side} lateral pleural surface", "along the", prenominal=False)),
-    "basal": (Place("{side}", "on the"), Place("bilateral", None, sides=_BILATERAL)),
-    "perihilar": (Place("bilateral perihilar", None, sides=_BILATERAL), Place("bilateral", None, sides=_BILATERAL)),
-}
-TEST_ONLY_PLACES: dict[str, tuple[Place, ...]] = {
-    "upper": (Place("{side} upper zone"), Place("{side} lung apex", "at the", prenominal=False)),
-    "middle": (Place("{side} mid zone"), Place("{side} middle zone")),
-    "lower": (Place("{side} lower zone"), Place("{side} lung base", "at the", prenominal=False)),
-    "apical": (Place("{side} lung apex", "at the", prenominal=False),),
-    "lateral": (Place("{side} lateral chest wall", "along the", prenominal=False),),
-    "basal": (
-        Place("{side}-sided", None),
-        Place("{side} basal", None),
-        Place("bilateral basal", None, sides=_BILATERAL),
-    ),
-    "perihilar": (Place("bilateral parahilar", None, sides=_BILATERAL),),
-}
-
-# Nouns that take "a"/"an" in "There is ..."; the rest are mass nouns ("There is right lower lobe consolidation").
-_COUNTABLE = frozenset(
-    "airspace opacity|alveolar opacity|infiltrate|pleural effusion|effusion|pleural fluid collection|hydrothorax|"
-    "pneumothorax|pleural air collection|nodule|pulmonary nodule|nodular opacity|lung nodule|nodular density|"
-    "coin lesion|mass|pulmonary mass|mass-like opacity|lung mass|mass lesion|enlarged cardiac silhouette|"
-    "enlarged heart".split("|")
+from .vocabulary import (
+    ADJECTIVES,
+    ADVERBS,
+    AMOUNT_NOUNS,
+    BACKGROUND,
+    COMBINED_NEGATIONS,
+    COMPARED,
+    COUNTABLE,
+    HEDGES,
+    INDICATIONS,
+    LUNGS_CLEAR,
+    NEGATION_PROBABILITY,
+    NEGATIONS,
+    NORMAL_IMPRESSIONS,
+    PARENCHYMAL,
+    PATTERN_WORDS,
+    PRESENT,
+    SEVERITY_PROBABILITY,
+    STATUSES,
+    TEST_ONLY_PLACES,
+    TEST_ONLY_SYNONYMS,
+    TRAIN_PLACES,
+    TRAIN_SYNONYMS,
+    Place,
 )
-_AMOUNT_NOUNS = frozenset({"pleural fluid"})  # "small amount of right pleural fluid"
-_PATTERN_WORDS = {"plate": ("plate-like", "discoid", "band-like"), "linear": ("linear", "subsegmental")}
-_ADJECTIVES = {
-    "small": ("small",),
-    "moderate": ("moderate",),
-    "large": ("large",),
-    "mild": ("mild",),
-    "severe": ("severe", "marked"),
-}
-_ADVERBS = {"mild": ("mildly",), "moderate": ("moderately",), "severe": ("severely", "markedly")}
-_SEVERITY_PROBABILITY = {
-    "consolidation": 0.4,
-    "atelectasis": 0.4,
-    "pleural_effusion": 0.9,
-    "pneumothorax": 0.85,
-    "cardiomegaly": 1.0,
-    "edema": 0.85,
-}
-
-_HEDGES = {
-    "consolidation": ("concerning for pneumonia", "which may represent pneumonia", "likely infectious"),
-    "atelectasis": ("cannot exclude superimposed infection", "although superimposed infection is not excluded"),
-    "pleural_effusion": (),
-    "pneumothorax": ("without mediastinal shift", "without evidence of tension"),
-    "nodule": ("for which chest CT is recommended", "which may represent a granuloma"),
-    "mass": ("concerning for malignancy", "suspicious for neoplasm", "for which CT is recommended"),
-    "cardiomegaly": ("which may be accentuated by AP technique",),  # AP films only, see _hedges
-    "edema": ("consistent with fluid overload", "likely cardiogenic"),
-}
-_STATUSES = ("new", "unchanged", "increased", "decreased", "improved")
-_PRESENT = ("{P}.", "There {is} {a}{p}.", "{P} {is} present.", "{P} {is} noted.", "{P} {is} seen.")
-_COMPARED = (
-    "Compared to the prior study, the {p} {is} {status}.",
-    "{P} {is} {status} compared to the prior radiograph.",
-    "{P}, {status} since the prior exam.",
-)
-
-_NEGATIONS = {
-    "consolidation": ("No focal consolidation.", "There is no focal consolidation.", "No airspace disease."),
-    "atelectasis": ("No significant atelectasis.",),
-    "pleural_effusion": (
-        "No pleural effusion.",
-        "There is no pleural effusion.",
-        "No evidence of pleural effusion.",
-        "The costophrenic angles are sharp.",
-    ),
-    "pneumothorax": ("No pneumothorax.", "There is no pneumothorax.", "No evidence of pneumothorax."),
-    "nodule": ("No suspicious pulmonary nodule.",),
-    "mass": ("No pulmonary mass.",),
-    "cardiomegaly": (
-        "Heart size is normal.",
-        "The cardiac silhouette is normal in size.",
-        "Normal heart size.",
-        "The cardiomediastinal silhouette is within normal limits.",
-        "No cardiomegaly.",
-    ),
-    "edema": ("No pulmonary edema.", "No evidence of pulmonary edema.", "There is no vascular congestion or edema."),
-}
-_NEGATION_PROBABILITY = {
-    "consolidation": 0.7,
-    "atelectasis": 0.05,
-    "pleural_effusion": 0.75,
-    "pneumothorax": 0.75,
-    "nodule": 0.1,
-    "mass": 0.1,
-    "cardiomegaly": 0.7,
-    "edema": 0.4,
-}
-_COMBINED_NEGATIONS = (
-    (
-        ("consolidation", "pleural_effusion", "pneumothorax"),
-        (
-            "No focal consolidation, pleural effusion, or pneumothorax.",
-            "There is no consolidation, effusion or pneumothorax.",
-        ),
-    ),
-    (("pleural_effusion", "pneumothorax"), ("No pleural effusion or pneumothorax.", "No effusion or pneumothorax.")),
-    (("nodule", "mass"), ("No suspicious pulmonary nodules or masses.",)),
-    (("consolidation", "edema"), ("No focal consolidation or pulmonary edema.",)),
-)
-_PARENCHYMAL = ("consolidation", "atelectasis", "nodule", "mass", "edema")
-_LUNGS_CLEAR = ("The lungs are clear.", "Lungs are clear.", "The lungs are well expanded and clear.")
-_NORMAL_IMPRESSIONS = ("No acute cardiopulmonary process.", "No acute cardiopulmonary abnormality.")
-_BACKGROUND = ("No acute osseous abnormality.", "The visualized osseous structures are unremarkable.")
-_INDICATIONS = ("Cough.", "Cough and fever.", "Shortness of breath.", "Chest pain.", "Hypoxia.", "Follow-up.")
 
 
 def write_report(case: Case, rng: np.random.Generator) -> str:
@@ -230,7 +72,7 @@ def write_report(case: Case, rng: np.random.Generator) -> str:
     load = len(case.findings) + len(case.devices)
     lines = []
     if load <= 2 and rng.random() < 0.3:
-        lines.append(f"INDICATION: {pick(rng, _INDICATIONS)}")
+        lines.append(f"INDICATION: {pick(rng, INDICATIONS)}")
     if case.has_prior:
         days = int(rng.integers(1, 15))
         lines.append(f"COMPARISON: Chest radiograph from {days} day{'s' if days > 1 else ''} prior.")
@@ -249,7 +91,7 @@ def write_report(case: Case, rng: np.random.Generator) -> str:
     if case.has_prior and not case.findings:
         body.append("No significant interval change.")
     if load <= 1 and rng.random() < 0.2:
-        body.append(pick(rng, _BACKGROUND))
+        body.append(pick(rng, BACKGROUND))
     lines.append("FINDINGS: " + " ".join(body))
     lines.append("IMPRESSION:" + _impression(case, plurals, rng, max_items=3 if load <= 3 else 2))
     return "\n".join(lines)
@@ -330,7 +172,7 @@ def _places(finding: Finding, table: dict[str, tuple[Place, ...]]) -> list[Place
 
 def _fits_pattern(noun: str, pattern: str | None) -> bool:
     """A noun naming a pattern ("linear atelectasis") fits only a finding with that pattern."""
-    other_words = [w for name, words in _PATTERN_WORDS.items() if name != pattern for w in words]
+    other_words = [w for name, words in PATTERN_WORDS.items() if name != pattern for w in words]
     return not any(word in noun.split() for word in other_words)
 
 
@@ -340,11 +182,11 @@ def _modifiers(finding: Finding, noun: str, rng: np.random.Generator) -> list[st
     if finding.size_cm is not None and rng.random() < 0.75:
         millimetres = round(finding.size_cm * 10)
         words.append(f"{millimetres // 10} cm" if millimetres % 10 == 0 else f"{millimetres} mm")
-    probability = 1.0 if noun in _AMOUNT_NOUNS else _SEVERITY_PROBABILITY.get(finding.kind, 0.0)
+    probability = 1.0 if noun in AMOUNT_NOUNS else SEVERITY_PROBABILITY.get(finding.kind, 0.0)
     if finding.severity is not None and rng.random() < probability:
-        adverb = noun.startswith("enlarged") and finding.severity in _ADVERBS
-        words.append(pick(rng, (_ADVERBS if adverb else _ADJECTIVES)[finding.severity]))
-        if noun in _AMOUNT_NOUNS:
+        adverb = noun.startswith("enlarged") and finding.severity in ADVERBS
+        words.append(pick(rng, (ADVERBS if adverb else ADJECTIVES)[finding.severity]))
+        if noun in AMOUNT_NOUNS:
             words.append("amount of")
     if finding.kind == "consolidation" and finding.pattern and rng.random() < 0.5:
         words.append(finding.pattern)
@@ -358,21 +200,21 @@ def _fill(template: str, phrase: str, plural: bool, **extra: str) -> str:
 
 
 def _countable(phrase: str) -> bool:
-    return any(phrase.endswith(noun) or f" {noun} " in f" {phrase} " for noun in _COUNTABLE)
+    return any(phrase.endswith(noun) or f" {noun} " in f" {phrase} " for noun in COUNTABLE)
 
 
 def _hedges(finding: Finding, view: str) -> tuple[str, ...]:
-    return tuple(h for h in _HEDGES[finding.kind] if view == "AP" or " AP " not in f" {h} ")
+    return tuple(h for h in HEDGES[finding.kind] if view == "AP" or " AP " not in f" {h} ")
 
 
 def _finding_sentence(finding: Finding, plural: bool, case: Case, rng: np.random.Generator) -> str:
     phrase = finding.phrase
     if case.has_prior and rng.random() < 0.6:
-        return _fill(pick(rng, _COMPARED), phrase, plural, status=pick(rng, _STATUSES))
+        return _fill(pick(rng, COMPARED), phrase, plural, status=pick(rng, STATUSES))
     hedges = _hedges(finding, case.view)
     if hedges and rng.random() < 0.3:
         return _fill("{P}, " + pick(rng, hedges) + ".", phrase, plural)
-    templates = [t for t in _PRESENT if not (t.startswith("There") and phrase[0].isdigit())]
+    templates = [t for t in PRESENT if not (t.startswith("There") and phrase[0].isdigit())]
     return _fill(pick(rng, templates), phrase, plural)
 
 
@@ -381,20 +223,20 @@ def _negations(case: Case, rng: np.random.Generator, limit: int, minimum: int) -
     present = {f.kind for f in case.findings}
     covered: set[str] = set()
     sentences = []
-    if not present & set(_PARENCHYMAL) and rng.random() < 0.5:
-        sentences.append(pick(rng, _LUNGS_CLEAR))
+    if not present & set(PARENCHYMAL) and rng.random() < 0.5:
+        sentences.append(pick(rng, LUNGS_CLEAR))
         covered.update(("consolidation", "edema"))
-    for kinds, templates in _COMBINED_NEGATIONS:
+    for kinds, templates in COMBINED_NEGATIONS:
         if not (set(kinds) & (present | covered)) and rng.random() < 0.4:
             sentences.append(pick(rng, templates))
             covered.update(kinds)
     for kind in FINDING_KINDS:
-        if kind not in present | covered and rng.random() < _NEGATION_PROBABILITY[kind]:
-            sentences.append(pick(rng, _NEGATIONS[kind]))
+        if kind not in present | covered and rng.random() < NEGATION_PROBABILITY[kind]:
+            sentences.append(pick(rng, NEGATIONS[kind]))
             covered.add(kind)
     for kind in ("pneumothorax", "pleural_effusion", "cardiomegaly", "consolidation"):
         if len(sentences) < minimum and kind not in present | covered:
-            sentences.append(pick(rng, _NEGATIONS[kind]))
+            sentences.append(pick(rng, NEGATIONS[kind]))
             covered.add(kind)
     if len(sentences) > max(limit, minimum):
         keep = sorted(rng.choice(len(sentences), size=max(limit, minimum), replace=False).tolist())
@@ -437,14 +279,14 @@ def _device_sentence(device: Device, rng: np.random.Generator) -> str:
 def _impression(case: Case, plurals: list[bool], rng: np.random.Generator, max_items: int) -> str:
     """Summarise up to ``max_items`` findings (phrase or other words, maybe hedged), or state a normal study."""
     if not case.findings:
-        return " " + pick(rng, _NORMAL_IMPRESSIONS)
+        return " " + pick(rng, NORMAL_IMPRESSIONS)
     items = []
     for finding, plural in zip(case.findings[:max_items], plurals[:max_items], strict=True):
         phrase = finding.phrase
         if rng.random() < 0.5:  # name it again in other words
             phrase, plural = _phrase(finding, rng, case.split == "test")
-        if finding.kind == "cardiomegaly" and finding.severity in _ADVERBS and rng.random() < 0.25:
-            items.append(f"The heart is {pick(rng, _ADVERBS[finding.severity])} enlarged.")
+        if finding.kind == "cardiomegaly" and finding.severity in ADVERBS and rng.random() < 0.25:
+            items.append(f"The heart is {pick(rng, ADVERBS[finding.severity])} enlarged.")
         elif _hedges(finding, case.view) and rng.random() < 0.4:
             items.append(_fill("{P}, " + pick(rng, _hedges(finding, case.view)) + ".", phrase, plural))
         else:

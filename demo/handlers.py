@@ -1,0 +1,226 @@
+"""The demo's event handlers: each takes the components' values, runs one function of :mod:`demo.callbacks` on
+the request's session, and returns the components to update (a dict keyed by component).
+
+:class:`Handlers` holds what every handler needs (the components, the model store, the sessions, the examples)
+so that its methods can be wired directly to Gradio events (Gradio reads their ``gr.Request`` parameters from
+their signatures). ``demo/app.py`` builds the layout and does the wiring; the logic lives in ``callbacks``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import traceback
+from pathlib import Path
+
+import gradio as gr
+
+from afloc.text.prompts import FINDINGS_BY_MODALITY
+
+from . import callbacks as cb
+from . import modality as md
+from .layout import UI
+from .models import ModelStore
+from .server import Sessions, forget_gradio_session
+from .session import discard_upload, escape_html, escape_markdown
+
+logger = logging.getLogger(__name__)
+
+
+def status_text(status: cb.Status) -> str:
+    """Messages quote user text (file names, prompts, labels): escaped for the toast's HTML and the Markdown."""
+    if status.error:
+        gr.Warning(escape_html(status.message))
+        return f"**⚠️ {escape_markdown(status.message)}**"
+    return escape_markdown(status.message)
+
+
+def example_samples(examples: list[cb.Example], modality: str) -> list[list[str]]:
+    """The example table's rows for a modality: file name and suggested prompt."""
+    return [[e.image_path.name, e.prompt] for e in md.examples_for(examples, modality)]
+
+
+def guarded(method):
+    """Unexpected errors become a message (type only: no values that could come from a DICOM header)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Handlers, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as error:  # the server must keep serving whatever one request does
+            trace = "".join(traceback.format_tb(error.__traceback__))
+            logger.error("%s failed with %s\n%s", method.__name__, type(error).__name__, trace)
+            message = f"Unexpected error ({type(error).__name__}); please try another input."
+            return {self.ui.status: status_text(cb.Status(message, error=True))}
+
+    return wrapper
+
+
+class Handlers:
+    """The demo's event handlers over one layout (``ui``), model store, session registry and example list."""
+
+    def __init__(
+        self, ui: UI, store: ModelStore, sessions: Sessions, examples: list[cb.Example], max_pixels: int, blocks
+    ) -> None:
+        self.ui, self.store, self.sessions, self.examples, self.max_pixels = ui, store, sessions, examples, max_pixels
+        self.blocks = blocks  # the page, whose Gradio state a closed session leaves behind
+
+    # ------------------------------------------------------------------ shared updates
+    def view_outputs(self, session: cb.Session, selected, threshold, opacity) -> dict:
+        view = cb.render(session, selected, threshold, opacity)
+        return {self.ui.figure: session.save_view("figure", view.figure), self.ui.metrics: view.metrics_text}
+
+    def cleared(self, session: cb.Session, message: cb.Status, display=None) -> dict:
+        ui = self.ui
+        return {
+            ui.state: session,
+            ui.film: display,
+            ui.figure: None,
+            ui.shown: gr.Dropdown(choices=[], value=None),
+            ui.metrics: "",
+            ui.probabilities: None,
+            ui.status: status_text(message),
+        }
+
+    def modality_updates(self, value: str, model_key: str | None) -> dict:
+        """The presets, model list (and model), warnings and examples that go with a modality."""
+        ui, key = self.ui, md.default_model(self.store, value, model_key)
+        return {
+            ui.presets: gr.Dropdown(choices=md.presets(value), value=[]),
+            ui.model: gr.Dropdown(choices=md.model_choices(self.store, value), value=key),
+            ui.banner: md.banner(self.store, value, key),
+            ui.example_list: gr.Dataset(samples=example_samples(self.examples, value)),
+        }
+
+    # ------------------------------------------------------------------ image
+    @guarded
+    def on_upload(self, state_value, image_file, model_key, request: gr.Request):
+        ui, session = self.ui, self.sessions.get(state_value, request)
+        with session.lock:
+            name = Path(image_file).name if image_file else ""
+            display, message = cb.load_image(session, image_file, name, self.max_pixels)
+            discard_upload(image_file, self.sessions.upload_root)  # decoded: the upload (a DICOM's header) goes now
+            self.sessions.sweep_uploads()  # and any earlier upload that no event consumed
+            display = session.save_view("film", display)
+            if message.error:
+                return {ui.state: session, ui.status: status_text(message)}
+            updates = self.modality_updates(session.modality, model_key)  # a colour photo switches to fundus
+            return self.cleared(session, message, display) | {ui.modality: session.modality} | updates
+
+    @guarded
+    def on_example(self, state_value, example_index, modality_value, request: gr.Request):
+        ui, shown_examples = self.ui, md.examples_for(self.examples, md.checked(modality_value))
+        if not isinstance(example_index, int) or not 0 <= example_index < len(shown_examples):
+            raise gr.Error(f"There is no example {example_index!r}; choose one of the {len(shown_examples)} listed.")
+        session, example = self.sessions.get(state_value, request), shown_examples[example_index]
+        with session.lock:
+            display, message = cb.load_example(session, example, self.max_pixels)
+            display = session.save_view("film", display)
+            if message.error:
+                raise gr.Error(message.message)
+            return self.cleared(session, message, display) | {
+                ui.modality: session.modality,
+                ui.presets: gr.Dropdown(choices=list(FINDINGS_BY_MODALITY[session.modality]), value=[]),
+                ui.prompt_box: example.prompt,
+                ui.boxes: cb.boxes_to_text(example.boxes),
+            }
+
+    # ------------------------------------------------------------------ localization and its view
+    @guarded
+    def on_localize(
+        self, state_value, model_key, prompts, preset_findings, shown_prompt, threshold, opacity, request: gr.Request
+    ):
+        ui, session = self.ui, self.sessions.get(state_value, request)
+        with session.lock:
+            try:
+                loaded = self.store.get(model_key)
+            except ValueError as error:
+                return {ui.state: session, ui.status: status_text(cb.Status(str(error), error=True))}
+            message = cb.localize(session, loaded, prompts, preset_findings)
+            if message.error:
+                return {ui.state: session, ui.status: status_text(message)}
+            selected = shown_prompt if shown_prompt in session.prompts else session.prompts[0]
+            return self.view_outputs(session, selected, threshold, opacity) | {
+                ui.state: session,
+                ui.shown: gr.Dropdown(choices=session.prompts, value=selected),
+                ui.probabilities: session.probabilities,
+                ui.status: status_text(message),
+            }
+
+    @guarded
+    def on_redraw(self, state_value, shown_prompt, threshold, opacity, request: gr.Request):
+        session = self.sessions.get(state_value, request)
+        with session.lock:
+            return self.view_outputs(session, shown_prompt, threshold, opacity) | {self.ui.state: session}
+
+    # ------------------------------------------------------------------ ground truth and export
+    @guarded
+    def on_boxes(self, state_value, boxes_text, shown_prompt, threshold, opacity, request: gr.Request):
+        session = self.sessions.get(state_value, request)
+        with session.lock:
+            message = cb.set_boxes_text(session, boxes_text)
+            return self.view_outputs(session, shown_prompt, threshold, opacity) | {
+                self.ui.state: session,
+                self.ui.status: status_text(message),
+            }
+
+    @guarded
+    def on_annotations(self, state_value, annotation_file, shown_prompt, threshold, opacity, request: gr.Request):
+        ui, session = self.ui, self.sessions.get(state_value, request)
+        with session.lock:
+            if annotation_file:
+                text, message = cb.load_annotations(session, annotation_file)
+            else:
+                text, message = None, cb.Status("No file.")
+            discard_upload(annotation_file, self.sessions.upload_root)
+            outputs = self.view_outputs(session, shown_prompt, threshold, opacity)
+            outputs |= {ui.state: session, ui.status: status_text(message)}
+            return outputs | ({ui.boxes: text} if text is not None else {})
+
+    @guarded
+    def on_export(self, state_value, shown_prompt, threshold, opacity, request: gr.Request):
+        ui, session = self.ui, self.sessions.get(state_value, request)
+        with session.lock:
+            files, message = cb.export(session, shown_prompt, threshold, opacity)
+            return {ui.state: session, ui.downloads: [str(f) for f in files] or None, ui.status: status_text(message)}
+
+    # ------------------------------------------------------------------ models and modality
+    @guarded
+    def on_model(self, state_value, model_key, request: gr.Request):
+        ui, session = self.ui, self.sessions.get(state_value, request)
+        with session.lock:
+            try:
+                loaded = self.store.get(model_key)
+            except ValueError as error:
+                banner_text = "### ⚠️ This model could not be loaded: choose another one."
+                return {ui.card: "", ui.banner: banner_text, ui.status: status_text(cb.Status(str(error), error=True))}
+            session.set_encoded(None)
+            session.model_key = None
+            message = cb.Status(f"Model {loaded.name} ready. Press Localize.")
+            return self.cleared(session, message, gr.skip()) | {
+                ui.card: loaded.card,
+                ui.banner: md.banner(self.store, session.modality, loaded.key),
+            }
+
+    @guarded
+    def on_refresh(self, model_key, modality_value):
+        value = md.checked(modality_value)
+        key = md.default_model(self.store, value, model_key)
+        return gr.Dropdown(choices=md.model_choices(self.store, value), value=key)
+
+    @guarded
+    def on_modality(self, state_value, modality_value, model_key, request: gr.Request):
+        session, value = self.sessions.get(state_value, request), md.checked(modality_value)
+        session.modality = value
+        return {self.ui.state: session} | self.modality_updates(value, model_key)
+
+    def on_unload(self, request: gr.Request):
+        """The tab was closed (or the client left): the session's memory and files go now.
+
+        Gradio would keep its per-session copy of the page's configuration (about 2 MB here) until 10,000
+        sessions had passed; it is dropped now, as the closed session is not used again.
+        """
+        forget_gradio_session(self.blocks, getattr(request, "session_hash", None))
+        self.sessions.close(request)

@@ -1,0 +1,108 @@
+"""The demo page's components and where they sit (no behaviour: :mod:`demo.handlers` and :func:`demo.app.wire`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from . import callbacks as cb
+from . import modality as md
+from .models import ModelStore
+
+SESSION_TTL_S = 4 * 3600  # an idle session's image, heatmaps and exports are dropped after this
+HEADER = (
+    "# AFLoc: where is the finding?\n"
+    "Upload a chest X-ray (PNG, JPEG or DICOM) or a fundus photo, type findings, and see where the model "
+    "matches them. **Research use only. Not a medical device**: not validated for diagnosis, triage or any "
+    "clinical decision; a heatmap shows where image features match the text, not proof of disease."
+)
+BOXES_HELP = (
+    "One box per line: x, y, w, h[, label] in original pixels (label: 'category: phrase', either part optional). "
+    "Metrics use the boxes whose label matches the prompt, or all boxes when none does."
+)
+
+
+@dataclass
+class UI:
+    """The page's components, by role."""
+
+    state: gr.State
+    banner: gr.Markdown
+    model: gr.Dropdown
+    refresh: gr.Button
+    card: gr.Markdown
+    upload: gr.File
+    example_list: gr.Dataset
+    film: gr.Image
+    modality: gr.Radio
+    presets: gr.Dropdown
+    prompt_box: gr.Textbox
+    run: gr.Button
+    status: gr.Markdown
+    figure: gr.Image
+    shown: gr.Dropdown
+    threshold: gr.Slider
+    opacity: gr.Slider
+    metrics: gr.Markdown
+    probabilities: gr.Label
+    annotations: gr.File
+    boxes: gr.Textbox
+    apply_boxes: gr.Button
+    export_button: gr.Button
+    downloads: gr.File
+
+
+def layout(store: ModelStore, modality: str, model_key: str | None, samples: list[list[str]]) -> UI:
+    """The components, inside the current ``gr.Blocks``: inputs on the left, the result on the right."""
+    state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=lambda s: s and s.close())
+    gr.Markdown(HEADER)
+    banner = gr.Markdown(md.banner(store, modality, model_key), label="warnings")
+    with gr.Row():
+        with gr.Column(scale=2):
+            with gr.Row():
+                model = gr.Dropdown(md.model_choices(store, modality), value=model_key, label="Model", scale=4)
+                refresh = gr.Button("↻ Refresh models", scale=1, size="sm")
+            with gr.Accordion("Model card", open=False):
+                card = gr.Markdown(store.card(model_key), label="model card")
+            upload = gr.File(label="Image: PNG, JPEG or DICOM (recognised by content)", type="filepath")
+            example_list = gr.Dataset(
+                label="Examples with ground truth (of the chosen modality)",
+                components=["textbox", "textbox"],
+                headers=["example", "suggested prompt"],
+                samples=samples,
+                type="index",
+                layout="table",
+            )
+            film = gr.Image(label="Input image", interactive=False, format="png", height=320)
+            modality_radio = gr.Radio([(md.LABELS[m], m) for m in md.MODALITIES], value=modality, label="Modality")
+            presets = gr.Dropdown(md.presets(modality), value=[], multiselect=True, label="Finding presets")
+            prompt_box = gr.Textbox(
+                label="Findings to localize (comma- or newline-separated)",
+                placeholder="e.g. left lower lobe consolidation, small right pleural effusion",
+                lines=2,
+            )
+            run = gr.Button("Localize", variant="primary")
+        with gr.Column(scale=3):
+            status = gr.Markdown(label="status")
+            figure = gr.Image(label="Heatmap (blue: low, red: high similarity)", interactive=False, format="png")
+            shown = gr.Dropdown([], label="Show prompt", allow_custom_value=True)
+            with gr.Row():
+                threshold = gr.Slider(
+                    -1, 1, value=cb.DEFAULT_THRESHOLD, step=0.01, label="Threshold (contour of heatmap > t)"
+                )
+                opacity = gr.Slider(0, 1, value=cb.DEFAULT_OPACITY, step=0.05, label="Heatmap opacity")
+            metrics = gr.Markdown(label="metrics")
+            probabilities = gr.Label(label="Zero-shot probability of standard findings", num_top_classes=9)
+            with gr.Accordion("Ground truth", open=False):
+                annotations = gr.File(label="Annotation file: COCO JSON, MS-CXR CSV, YOLO txt or CSV x,y,w,h,label")
+                boxes = gr.Textbox(label="Boxes", info=BOXES_HELP, lines=3)
+                apply_boxes = gr.Button("Apply boxes")
+            with gr.Row():
+                export_button = gr.Button("Export PNG + heatmap (.npy) + JSON")
+            downloads = gr.File(label="Downloads", file_count="multiple", interactive=False)
+    return UI(
+        state, banner, model, refresh, card, upload, example_list, film, modality_radio, presets, prompt_box, run,
+        status, figure, shown, threshold, opacity, metrics, probabilities, annotations, boxes, apply_boxes,
+        export_button, downloads,
+    )  # fmt: skip
