@@ -96,11 +96,10 @@ def create(argv: list[str] | None = None):
     from demo.models import BUNDLED_MODELS_DIR, ModelStore, default_user_models_dir
 
     folders = [BUNDLED_MODELS_DIR, args.models_dir or default_user_models_dir()]
-    default = None
     if args.model is not None:
-        default = str(args.model.expanduser().resolve())
-        folders.append(Path(default))
+        folders.append(args.model.expanduser().resolve())
     store = ModelStore(folders, device=args.device)
+    default = store.key_for(args.model) if args.model is not None else None  # an opaque key, never a path
     blocks = build_demo(store=store, default_model=default, max_pixels=args.max_pixels or MAX_PIXELS)
     launch_kwargs = {
         "server_name": args.host,

@@ -13,10 +13,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .hub.bundle import ModelBundle
+from .hub.bundle import ModelBundle, ModelMetadata
 from .hub.format import load_pretrained
 from .imaging.transforms import PadResizeMapping, Preprocessing
+from .localization.calibration import ZeroShotCalibration
 from .localization.heatmaps import LocalizationConfig, heatmaps_from_embeddings
+from .localization.ood import OODSummary
 from .localization.zero_shot import ZeroShotConfig
 from .modeling.network import AFLoc
 from .modeling.types import ImageEncoderOutput
@@ -64,6 +66,10 @@ class EncodedImage:
         patch_embeddings: ``[D, h, w]`` deep-map embeddings (CPU).
         shallow_patch_embeddings: ``[D, h2, w2]`` shallow-map embeddings (CPU).
         image_embedding: ``[D]`` global embedding (CPU).
+        ood_score: how unlike the model's validation images this image is (:class:`afloc.localization.ood.OODSummary`;
+            None when the model has no summary).
+        out_of_distribution: ``ood_score`` over the summary's threshold (its validation images' 99th percentile):
+            the heatmap and zero-shot scores are not meaningful for this image. None when not known.
     """
 
     image: np.ndarray
@@ -71,6 +77,8 @@ class EncodedImage:
     patch_embeddings: torch.Tensor
     shallow_patch_embeddings: torch.Tensor
     image_embedding: torch.Tensor
+    ood_score: float | None = None
+    out_of_distribution: bool | None = None
     heatmap_cache_bytes: int = field(default=HEATMAP_CACHE_BYTES, repr=False)
     _heatmaps: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
@@ -89,6 +97,30 @@ class EncodedImage:
     @property
     def shape(self) -> tuple[int, int]:
         return self.image.shape[0], self.image.shape[1]
+
+
+@dataclass(frozen=True)
+class ZeroShotResult:
+    """One finding's zero-shot answer.
+
+    Attributes:
+        probability: calibrated probability (Platt scaling fitted on validation images); None when the model has
+            no calibration for this finding (then only ``uncalibrated`` exists, a score, not a probability).
+        uncalibrated: the raw softmax over the positive and negative prompt sets.
+        seen_in_training: whether the model's training reports named this finding (None: not recorded).
+    """
+
+    finding: str
+    probability: float | None
+    uncalibrated: float
+    seen_in_training: bool | None
+
+
+def finding_seen(finding: str, known: set[str]) -> bool:
+    """Whether ``finding`` (e.g. "pleural effusion", "haemorrhages") is one of ``known`` (lower case, spaces),
+    allowing a plural."""
+    text = finding.strip().lower().replace("_", " ")
+    return text in known or text.rstrip("s") in known or any(k.rstrip("s") == text.rstrip("s") for k in known)
 
 
 def _as_prompt_list(prompts: str | Sequence[str]) -> list[str]:
@@ -124,6 +156,10 @@ class AFLocPredictor:
         device: ``"cpu"``, ``"cuda"``...; default CUDA when available.
         text_cache_size: prompt embeddings kept (LRU).
         zero_shot: how :meth:`classify` scores (default :class:`ZeroShotConfig`).
+        calibration: per-finding Platt scaling of the zero-shot scores (``calibration.json``); None = uncalibrated.
+        ood: the validation images' embedding summary (``ood.safetensors``): :meth:`encode_image` then sets
+            ``ood_score`` and ``out_of_distribution`` on every image; None = not known.
+        metadata: what the model was trained on (the findings its reports named: :meth:`zero_shot_results`).
     """
 
     def __init__(
@@ -135,6 +171,9 @@ class AFLocPredictor:
         device: str | torch.device | None = None,
         text_cache_size: int = 512,
         zero_shot: ZeroShotConfig | None = None,
+        calibration: ZeroShotCalibration | None = None,
+        ood: OODSummary | None = None,
+        metadata: ModelMetadata | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -142,6 +181,7 @@ class AFLocPredictor:
         self.preprocessing = preprocessing or Preprocessing(image_size=model.config.image.image_size)
         self.localization = localization or LocalizationConfig()
         self.zero_shot = zero_shot or ZeroShotConfig()
+        self.calibration, self.ood, self.metadata = calibration, ood, metadata or ModelMetadata()
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._text_cache_size = text_cache_size
         self._lock = threading.Lock()
@@ -156,6 +196,9 @@ class AFLocPredictor:
             bundle.localization,
             device,
             zero_shot=bundle.zero_shot,
+            calibration=bundle.calibration,
+            ood=bundle.ood,
+            metadata=bundle.metadata,
         )
 
     @classmethod
@@ -177,7 +220,7 @@ class AFLocPredictor:
         localization = dataclasses.replace(self.localization, **changes)
         return AFLocPredictor(
             self.model, self.tokenizer, self.preprocessing, localization, self.device, self._text_cache_size,
-            self.zero_shot,
+            self.zero_shot, self.calibration, self.ood, self.metadata,
         )  # fmt: skip
 
     def encode_image(self, image: np.ndarray | str | Path | bytes) -> EncodedImage:
@@ -190,13 +233,17 @@ class AFLocPredictor:
         image = _as_float_image(image)
         tensor, mapping = self.preprocessing(image)
         out = self.encode_images(tensor.unsqueeze(0))
-        return EncodedImage(
+        encoded = EncodedImage(
             image=image,
             mapping=mapping,
             patch_embeddings=out.patch_embeddings[0].float().cpu(),
             shallow_patch_embeddings=out.shallow_patch_embeddings[0].float().cpu(),
             image_embedding=out.image_embedding[0].float().cpu(),
         )
+        if self.ood is not None:
+            encoded.ood_score = self.ood.score(encoded.image_embedding)
+            encoded.out_of_distribution = self.ood.is_out(encoded.ood_score)
+        return encoded
 
     def encode_images(self, tensors: torch.Tensor) -> ImageEncoderOutput:
         """Encode a batch of preprocessed images ``[B, 3, S, S]`` (made by :attr:`preprocessing`): the batch entry
@@ -279,27 +326,54 @@ class AFLocPredictor:
             result = encoded.mapping.heatmap_to_original(result)
         return result[0] if single else result
 
-    def classify(self, findings: str | Sequence[str], image: EncodedImage | None = None) -> dict[str, float]:
-        """Zero-shot probability per finding: softmax over (mean positive, mean negative) prompt scores.
+    def zero_shot_logits(self, findings: str | Sequence[str], image: EncodedImage | None = None) -> dict[str, float]:
+        """Per finding, the zero-shot logit ``z``: positive minus negative prompt-set score (``sigmoid(z)`` is the
+        uncalibrated probability)."""
+        embedding = self._image(image).image_embedding[None]
+        return {f: float(z[0]) for f, z in self.zero_shot_logits_batch(findings, embedding).items()}
 
-        Scores are ``logit_scale x cos`` (default) or raw dot products of the global image embedding with
-        the mean report vector of each prompt set (see :class:`ZeroShotConfig`).
+    def zero_shot_logits_batch(self, findings: str | Sequence[str], embeddings: torch.Tensor) -> dict[str, np.ndarray]:
+        """:meth:`zero_shot_logits` of ``[N, D]`` global image embeddings at once (``encode_images``' output).
+
+        Scores are ``logit_scale x cos`` (default) or raw dot products of each image embedding with the mean report
+        vector of each prompt set (see :class:`ZeroShotConfig`).
         """
-        findings = _as_prompt_list(findings)
-        encoded = self._image(image)
+        embeddings = embeddings.float().cpu()
         result = {}
-        for finding in findings:
+        for finding in _as_prompt_list(findings):
             positives, negatives = classification_prompts(finding.strip())
-            pos = self.embed_prompts(positives).mean(dim=0)
-            neg = self.embed_prompts(negatives).mean(dim=0)
-            image_vec = encoded.image_embedding
+            pos, neg = (self.embed_prompts(prompts).mean(dim=0) for prompts in (positives, negatives))
             if self.zero_shot.similarity == "cosine":
-                scores = torch.stack([F.cosine_similarity(image_vec, v, dim=0) for v in (pos, neg)])
-                scores = self.zero_shot.logit_scale * scores
+                scores = [
+                    self.zero_shot.logit_scale * F.cosine_similarity(embeddings, v[None], dim=1) for v in (pos, neg)
+                ]
             else:
-                scores = torch.stack([image_vec @ pos, image_vec @ neg])
-            result[finding] = float(scores.softmax(dim=0)[0])
+                scores = [embeddings @ pos, embeddings @ neg]
+            result[finding] = (scores[0] - scores[1]).numpy().astype(np.float64)
         return result
+
+    def zero_shot_results(
+        self, findings: str | Sequence[str], image: EncodedImage | None = None
+    ) -> dict[str, ZeroShotResult]:
+        """Per finding: the calibrated probability when the model has a calibration for it (else None), the
+        uncalibrated score, and whether the model's training reports named it (None when not recorded)."""
+        known = {f.replace("_", " ").lower() for f in self.metadata.findings}
+        results = {}
+        for finding, logit in self.zero_shot_logits(findings, image).items():
+            item = self.calibration.get(finding) if self.calibration is not None else None
+            seen = finding_seen(finding, known) if known else None
+            probability = float(item.probability(logit)) if item is not None else None
+            results[finding] = ZeroShotResult(finding, probability, float(torch.sigmoid(torch.tensor(logit))), seen)
+        return results
+
+    def classify(self, findings: str | Sequence[str], image: EncodedImage | None = None) -> dict[str, float]:
+        """Zero-shot probability per finding: calibrated (``calibration.json``) where the model has a calibration
+        for the finding, else the uncalibrated softmax over (mean positive, mean negative) prompt scores.
+        :meth:`zero_shot_results` says which is which."""
+        return {
+            finding: result.probability if result.probability is not None else result.uncalibrated
+            for finding, result in self.zero_shot_results(findings, image).items()
+        }
 
 
 def _as_float_image(image: np.ndarray) -> np.ndarray:

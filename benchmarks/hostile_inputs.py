@@ -27,6 +27,11 @@ elif case == "box-file":
     from afloc.imaging.boxes import read_box_file as read
 elif case == "model-folder":
     from afloc import load_pretrained as read
+elif case == "demo-decode":  # the demo's path: a child process per file with time, CPU and memory limits
+    from demo.decoding import DecodeWorker
+    worker = DecodeWorker()
+    worker(open(sys.argv[3], "rb").read(), max_pixels=50_000_000)  # warm: the forkserver starts once per server
+    read = lambda p: worker(p, max_pixels=50_000_000)
 else:
     from afloc.imaging.io import load_image as read
 baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # after the imports: what the read itself costs
@@ -103,6 +108,7 @@ def _cases(folder: Path) -> list[tuple[str, str, Path]]:
     image = Image.fromarray((np.arange(256 * 256) % 251).astype(np.uint8).reshape(256, 256))
     image.save(folder / "plain.png")
     cases.append(("plain.png (reference)", "image", folder / "plain.png"))
+    cases += [(name, "demo-decode", path) for name, reader, path in list(cases) if reader == "image"]
     return cases
 
 
@@ -115,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, reader, path in _cases(Path(tmp)):
             size = sum(p.stat().st_size for p in path.rglob("*")) if path.is_dir() else path.stat().st_size
             result = subprocess.run(
-                [sys.executable, "-c", PROBE, reader, str(path)],
+                [sys.executable, "-c", PROBE, reader, str(path), str(Path(tmp) / "plain.png")],
                 capture_output=True, text=True, cwd=ROOT, timeout=600,
                 env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PATH": ""},
             )  # fmt: skip

@@ -19,10 +19,11 @@ from gradio.utils import get_upload_folder
 
 from . import callbacks as cb
 from . import modality as md
+from .decoding import DecodeWorker
 from .handlers import Handlers, example_samples
 from .layout import UI, layout
 from .models import EXAMPLES_DIR, LoadedModel, ModelStore
-from .server import Sessions
+from .server import IDLE_RELEASE_S, Sessions
 
 MEMORY_BUDGET_BYTES = 2 << 30
 SWEEP_INTERVAL_S = 60.0
@@ -79,6 +80,8 @@ def build_demo(
     queue_size: int = 64,
     memory_budget_bytes: int = MEMORY_BUDGET_BYTES,
     sweep_interval_s: float = SWEEP_INTERVAL_S,
+    idle_release_s: float = IDLE_RELEASE_S,
+    decode: DecodeWorker | None = None,
 ) -> gr.Blocks:
     """Build the demo (nothing is loaded or launched here; models load on first use).
 
@@ -93,6 +96,10 @@ def build_demo(
             sessions give up their arrays (their users are asked to load the image again).
         sweep_interval_s: uploads that no event consumed are deleted on this timer too, not only on the next
             upload (a client can post files to Gradio's upload route without ever running an event).
+        idle_release_s: a session unused this long gives up its image and heatmaps (its user is asked to load the
+            image again): the expiry of clients that never open Gradio's heartbeat, which never end their session.
+        decode: how uploads are decoded; default a :class:`demo.decoding.DecodeWorker` with its default limits
+            (a child process per upload: wall-clock, CPU-time and memory limits).
     """
     if store is None:
         from .models import BUNDLED_MODELS_DIR, default_user_models_dir
@@ -107,11 +114,14 @@ def build_demo(
     default_model = md.default_model(store, start_modality, default_model)
     examples = cb.list_examples(Path(examples_dir))
     # inside Gradio's cache folder, so that Gradio serves the sessions' files in place (no second copy)
-    sessions = Sessions(Path(get_upload_folder()), memory_budget_bytes, sweep_interval_s)
+    sessions = Sessions(Path(get_upload_folder()), memory_budget_bytes, sweep_interval_s, idle_release_s)
+    if decode is None:
+        decode = DecodeWorker()
+        decode.start()
 
     with gr.Blocks(title="AFLoc demo", analytics_enabled=False, delete_cache=(300, 1800)) as demo:
         ui = layout(store, start_modality, default_model, example_samples(examples, start_modality))
-        wire(ui, Handlers(ui, store, sessions, examples, max_pixels, demo), demo)
+        wire(ui, Handlers(ui, store, sessions, examples, max_pixels, decode, demo), demo)
     demo.afloc_stop_sweeping = sessions.stop_sweeping
     demo.queue(default_concurrency_limit=concurrency_limit, max_size=queue_size)
     return demo

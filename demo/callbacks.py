@@ -86,14 +86,18 @@ class View:
 
 # ------------------------------------------------------------------------------------------------ image
 def load_image(
-    session: Session, source, name: str = "", max_pixels: int = MAX_PIXELS
+    session: Session, source, name: str = "", max_pixels: int = MAX_PIXELS, decode=load_image_with_info
 ) -> tuple[np.ndarray | None, Status]:
-    """Decode an upload (format by content, DICOM windowed) into the session; returns the film to display."""
+    """Decode an upload (format by content, DICOM windowed) into the session; returns the film to display.
+
+    ``decode(source, max_pixels=...)`` reads the file: the server passes its :class:`demo.decoding.DecodeWorker`
+    (a limited child process); the default reads in the calling thread.
+    """
     if source is None:
         return None, Status("No file was uploaded.", error=True)
     name = name or (Path(source).name if isinstance(source, (str, Path)) else "image")
     try:
-        image, info = load_image_with_info(source, max_pixels=max_pixels)
+        image, info = decode(source, max_pixels=max_pixels)
     except ValueError as error:
         return None, Status(f"Could not read {name}: {error}", error=True)
     session.image, session.image_name, session.released = image, name, False
@@ -157,8 +161,8 @@ def parse_prompts(text: str | None, presets=()) -> tuple[list[str], str]:
 
 
 RELEASED = (
-    "This session's image was released to keep the server's memory within its budget (other users needed it): "
-    "load the image again."
+    "This session's image was released to keep the server's memory within its budget (the session was idle, or "
+    "other users needed the memory): load the image again."
 )
 
 

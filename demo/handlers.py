@@ -19,6 +19,7 @@ from afloc.text.prompts import FINDINGS_BY_MODALITY
 
 from . import callbacks as cb
 from . import modality as md
+from .decoding import DecodeWorker
 from .layout import UI
 from .models import ModelStore
 from .server import Sessions, forget_gradio_session
@@ -62,9 +63,17 @@ class Handlers:
     """The demo's event handlers over one layout (``ui``), model store, session registry and example list."""
 
     def __init__(
-        self, ui: UI, store: ModelStore, sessions: Sessions, examples: list[cb.Example], max_pixels: int, blocks
+        self,
+        ui: UI,
+        store: ModelStore,
+        sessions: Sessions,
+        examples: list[cb.Example],
+        max_pixels: int,
+        decode: DecodeWorker,
+        blocks,
     ) -> None:
         self.ui, self.store, self.sessions, self.examples, self.max_pixels = ui, store, sessions, examples, max_pixels
+        self.decode = decode  # uploads are decoded in a limited child process
         self.blocks = blocks  # the page, whose Gradio state a closed session leaves behind
 
     # ------------------------------------------------------------------ shared updates
@@ -100,7 +109,7 @@ class Handlers:
         ui, session = self.ui, self.sessions.get(state_value, request)
         with session.lock:
             name = Path(image_file).name if image_file else ""
-            display, message = cb.load_image(session, image_file, name, self.max_pixels)
+            display, message = cb.load_image(session, image_file, name, self.max_pixels, self.decode)
             discard_upload(image_file, self.sessions.upload_root)  # decoded: the upload (a DICOM's header) goes now
             self.sessions.sweep_uploads()  # and any earlier upload that no event consumed
             display = session.save_view("film", display)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from afloc.hub.format import read_model_info
 from afloc.imaging.transforms import MODALITIES
 from afloc.text.prompts import FINDINGS_BY_MODALITY
 
@@ -38,7 +37,7 @@ def model_modality(store: ModelStore, key: str) -> str | None:
         preprocessing = getattr(store.preloaded[key].predictor, "preprocessing", None)
         return checked(getattr(preprocessing, "modality", "cxr"))
     try:
-        return checked(read_model_info(key)[0].modality)
+        return checked(store.model_info(key)[0].modality)
     except ValueError:
         return "cxr"  # unreadable: listed with the default modality, loading it reports the problem
 

@@ -125,15 +125,51 @@ class ModelStore:
         self._lock = threading.Lock()  # guards the cache dict
         self._load_lock = threading.Lock()  # one load at a time (loads are rare; avoids loading twice)
 
-    def _found(self) -> list[tuple[Path, Path]]:
-        """``(model directory, folder it was found in)`` for every model directory on disk now, first folder first."""
-        found, seen = [], set(self.preloaded)
-        for folder in self.folders:
+    def _found(self) -> list[tuple[Path, Path, str]]:
+        """``(model directory, folder it was found in, key)`` for every model directory on disk now, first folder
+        first. Keys are opaque, ``<where>/<folder name>`` (``bundled/afloc_phantomcxr_r10``, ``user/my_model``,
+        ``start-up/...``): the page and its API never see a server path."""
+        found, seen, keys = [], set(), set(self.preloaded)
+        for index, folder in enumerate(self.folders):
+            tag = self._tag(index, folder)
             for path in find_model_dirs(folder):
-                if str(path) not in seen:
-                    seen.add(str(path))
-                    found.append((path, folder))
+                if path in seen:
+                    continue
+                seen.add(path)
+                key, number = f"{tag}/{path.name}", 2
+                while key in keys:  # two folders of one tag holding the same name
+                    key, number = f"{tag}/{path.name}~{number}", number + 1
+                keys.add(key)
+                found.append((path, folder, key))
         return found
+
+    def _tag(self, index: int, folder: Path) -> str:
+        """The first folder is the bundled one (by this store's contract), the second the user's."""
+        try:
+            if index > 0 and is_model_dir(folder):
+                return "start-up"
+        except OSError:
+            pass
+        return ("bundled", "user")[index] if index < 2 else f"folder{index}"
+
+    def key_for(self, path: str | Path) -> str | None:
+        """The key of a model directory on disk (None when no folder of the store holds it)."""
+        try:
+            wanted = Path(path).expanduser().resolve()
+        except OSError:
+            return None
+        return next((key for found, _, key in self._found() if found == wanted), None)
+
+    def path_of(self, key: str) -> Path:
+        """The model directory behind a key; ValueError for a key no folder offers now."""
+        path = next((found for found, _, k in self._found() if k == key), None)
+        if path is None:
+            raise ValueError(f"unknown model {key!r}: press refresh and choose one from the list")
+        return path
+
+    def model_info(self, key: str):
+        """``(Preprocessing, ModelMetadata)`` of a discovered model directory, read without the weights."""
+        return read_model_info(self.path_of(key))
 
     def source(self, key: str) -> str:
         """Where a model comes from, in words and without server paths (shown in its model card)."""
@@ -141,11 +177,11 @@ class ModelStore:
             return "loaded by the program that started this demo"
         if key == UNTRAINED_KEY:
             return "built in code (random weights)"
-        folder = next((f for p, f in self._found() if str(p) == key), None)
-        name = Path(key).name
+        path, folder = next(((p, f) for p, f, k in self._found() if k == key), (None, None))
+        name = path.name if path is not None else key
         if folder is not None and folder.expanduser().resolve() == BUNDLED_MODELS_DIR.resolve():
             return f"bundled with the demo (`assets/models/{name}`)"
-        if folder is not None and folder.expanduser().resolve() == Path(key):
+        if folder is not None and folder.expanduser().resolve() == path:
             return f"the model directory given at start-up (`{name}`)"
         return f"the user models folder (`{folder.name if folder else '?'}/{name}`)"
 
@@ -158,10 +194,10 @@ class ModelStore:
         """
         choices = [(m.name, m.key) for m in self.preloaded.values()]
         found = self._found()
-        names = [path.name for path, _ in found]
-        for path, folder in found:
+        names = [path.name for path, _, _ in found]
+        for path, folder, key in found:
             label = path.name if names.count(path.name) == 1 else f"{path.name} ({folder.name})"
-            choices.append((label, str(path)))
+            choices.append((label, key))
         if not (self.folders and find_model_dirs(self.folders[0])):
             choices.append(("untrained model (random weights)", UNTRAINED_KEY))
         return choices
@@ -171,7 +207,7 @@ class ModelStore:
         if self.preloaded:
             return next(iter(self.preloaded))
         bundled = find_model_dirs(self.folders[0]) if self.folders else []
-        return str(bundled[0]) if bundled else UNTRAINED_KEY
+        return (self.key_for(bundled[0]) or UNTRAINED_KEY) if bundled else UNTRAINED_KEY
 
     def card(self, key: str) -> str:
         """The model card without loading the weights, followed by the model's source (``""`` when unreadable)."""
@@ -179,7 +215,10 @@ class ModelStore:
             return self.preloaded[key].card
         if key == UNTRAINED_KEY:
             return UNTRAINED_CARD
-        text = read_card(key)
+        try:
+            text = read_card(self.path_of(key))
+        except ValueError:
+            return ""
         return self._with_source(text, key) if text else ""
 
     def synthetic(self, key: str) -> bool:
@@ -189,7 +228,7 @@ class ModelStore:
         if key == UNTRAINED_KEY:
             return False
         try:
-            return read_model_info(key)[1].synthetic_data
+            return self.model_info(key)[1].synthetic_data
         except ValueError:
             return False  # unreadable: loading it reports the problem
 
@@ -228,7 +267,7 @@ class ModelStore:
             return build_untrained_model()
         from afloc import load_pretrained
 
-        path = Path(key)
+        path = self.path_of(key)
         try:
             bundle = load_pretrained(path)
         except Exception as error:  # a broken folder must not take the server down: report any failure

@@ -49,6 +49,19 @@ def forget_gradio_session(blocks, session_hash: str | None) -> bool:
     return dropped
 
 
+IDLE_RELEASE_S = 15 * 60.0
+
+
+def release_idle(sessions, idle_s: float) -> int:
+    """Sessions unused for ``idle_s`` seconds give up their arrays (image, encoding, heatmaps; a busy one is
+    skipped); their files and ground truth text stay. Returns how many were released."""
+    now, released = time.monotonic(), 0
+    for session in list(sessions):
+        if not session.closed and now - session.last_used > idle_s and session.memory_bytes():
+            released += bool(session.release())
+    return released
+
+
 class Sessions:
     """The live sessions of one demo, their folders under ``upload_root`` and the memory budget over them.
 
@@ -56,10 +69,18 @@ class Sessions:
         upload_root: Gradio's upload folder; each session's rendered images and exports go into
             ``upload_root/afloc-sessions/<server id>/<session id>/`` so that Gradio serves them in place.
         memory_budget_bytes: all sessions' arrays together (see :class:`demo.session.MemoryBudget`).
-        sweep_interval_s: how often uploads that no event consumed are deleted.
+        sweep_interval_s: how often uploads that no event consumed are deleted (and idle sessions released).
+        idle_release_s: a session unused this long gives up its arrays, so a client that never opens Gradio's
+            heartbeat (and so never ends its session) holds memory for minutes, not for the state's 4-hour expiry.
     """
 
-    def __init__(self, upload_root: Path, memory_budget_bytes: int, sweep_interval_s: float) -> None:
+    def __init__(
+        self,
+        upload_root: Path,
+        memory_budget_bytes: int,
+        sweep_interval_s: float,
+        idle_release_s: float = IDLE_RELEASE_S,
+    ) -> None:
         self.upload_root = Path(upload_root)
         self.export_root = self.upload_root / "afloc-sessions" / uuid.uuid4().hex[:12]
         self.export_root.mkdir(parents=True, exist_ok=True)
@@ -68,7 +89,7 @@ class Sessions:
         self.started = time.time()
         self.stop_sweeping = threading.Event()
         # the thread and the finalizers hold no reference to self: when the demo goes, so do its folder and sweeper
-        sweeper = (self.upload_root, self.started, self.stop_sweeping, sweep_interval_s)
+        sweeper = (self.upload_root, self.started, self.stop_sweeping, sweep_interval_s, self.live, idle_release_s)
         threading.Thread(target=_sweep_on_a_timer, args=sweeper, name="afloc-upload-sweep", daemon=True).start()
         weakref.finalize(self, shutil.rmtree, self.export_root, ignore_errors=True)
         weakref.finalize(self, self.stop_sweeping.set)
@@ -115,9 +136,13 @@ def _sweep(upload_root: Path, since: float) -> None:
     sweep_orphan_uploads(upload_root, since=since)
 
 
-def _sweep_on_a_timer(upload_root: Path, since: float, stop: threading.Event, interval_s: float) -> None:
+def _sweep_on_a_timer(
+    upload_root: Path, since: float, stop: threading.Event, interval_s: float, live, idle_s: float
+) -> None:
     while not stop.wait(interval_s):
         try:
             _sweep(upload_root, since)
+            if release_idle(list(live.values()), idle_s):
+                release_freed_memory()
         except Exception as error:  # never let the sweeper die: log the type only
             logger.warning("upload sweep failed (%s)", type(error).__name__)

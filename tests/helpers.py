@@ -80,3 +80,92 @@ def save_synthetic_tiny(folder: Path, name: str, config, tokenizer, preprocessin
         card=render_model_card(name, synthetic_data=True),
         metadata=ModelMetadata(synthetic_data=True),
     )
+
+
+# ------------------------------------------------------------------ decoders for demo.decoding (run in a child)
+def slow_decode(data: bytes, *, max_pixels: int):
+    """Sleeps: a decoder that takes too long in wall-clock time."""
+    import time
+
+    time.sleep(60)
+
+
+def busy_decode(data: bytes, *, max_pixels: int):
+    """Computes in pure Python (holding its GIL) until stopped: a decoder that takes too much CPU time."""
+    total = 0
+    while True:
+        total += 1
+
+
+def greedy_decode(data: bytes, *, max_pixels: int):
+    """Allocates 8 GiB: a decoder that takes too much memory."""
+    import numpy
+
+    return numpy.ones(8 << 30, dtype=numpy.uint8), None
+
+
+def crashing_decode(data: bytes, *, max_pixels: int):
+    """Dies without a word, as a decoder with a memory error in C would."""
+    import os
+
+    os._exit(3)
+
+
+# ------------------------------------------------------------------ hostile image files (issue #33)
+def jpeg_bytes(width: int = 16, height: int = 12) -> bytes:
+    """An honest small greyscale JPEG."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray((np.arange(width * height) % 255).astype(np.uint8).reshape(height, width)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def with_sof_size(data: bytes, width: int, height: int) -> bytes:
+    """``data`` (a baseline JPEG) with its frame header declaring ``width x height``."""
+    import struct
+
+    position = data.index(b"\xff\xc0")
+    return data[: position + 5] + struct.pack(">HH", height, width) + data[position + 9 :]
+
+
+def hostile_image_files() -> dict[str, tuple[bytes, str]]:
+    """Small files that used to cost seconds or gigabytes to decode, each with a fragment of the message that
+    refuses it: a JPEG declaring a huge frame, one with thousands of scans, a run-length BMP, a small DICOM
+    carrying a huge JPEG, and a deflate bomb behind a small DICOM header."""
+    import struct
+
+    import numpy as np
+    from pydicom import uid
+    from pydicom.encaps import encapsulate
+    from test_io import make_dicom
+
+    honest = jpeg_bytes()
+    end = honest.rindex(b"\xff\xd9")
+    scan = honest[honest.index(b"\xff\xda") : end]
+    header = b"BM" + struct.pack("<IHHI", 1078, 0, 0, 1078)
+    info = struct.pack("<IiiHHIIiiII", 40, 64, 64, 1, 8, 1, 0, 2835, 2835, 256, 0)  # compression 1 = RLE8
+    return {
+        "huge_frame.jpg": (with_sof_size(honest, 20_000, 20_000), "codestream is 20000x20000"),
+        "many_scans.jpg": (honest[:end] + scan * 2000 + b"\xff\xd9", "scans"),
+        "rle.bmp": (header + info + bytes(1024) + b"\x00\x01", "run-length compressed BMP"),
+        "huge_jpeg_inside.dcm": (
+            make_dicom(
+                np.zeros((12, 16), np.uint8),
+                transfer_syntax=uid.JPEGBaseline8Bit,
+                pixel_data=encapsulate([with_sof_size(honest, 13_000, 13_000)]),
+            ),
+            "codestream is 13000x13000",
+        ),
+        "deflate_bomb.dcm": (
+            make_dicom(
+                np.zeros((64, 64), np.uint16),
+                transfer_syntax=uid.DeflatedExplicitVRLittleEndian,
+                pixel_data=bytes(96 << 20),
+            ),
+            "inflates beyond the size its header declares",
+        ),
+    }

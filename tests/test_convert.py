@@ -261,8 +261,8 @@ def test_converted_directories_work_in_the_demo_and_the_evaluation(released, tmp
     models_dir = released["gloria"][2].parent
     store = ModelStore([models_dir], device="cpu")
     keys = [key for _, key in store.discover()]
-    assert {str(released[layout][2].resolve()) for layout in ("authors", "gloria")} <= set(keys)
-    loaded = store.get(str(released["authors"][2].resolve()))
+    assert {store.key_for(released[layout][2]) for layout in ("authors", "gloria")} <= set(keys)
+    loaded = store.get(store.key_for(released["authors"][2]))
     assert not loaded.untrained and not loaded.synthetic
     heatmap = loaded.predictor.localize("pneumonia", loaded.predictor.encode_image(np.zeros((64, 80))))
     assert heatmap.shape == (64, 80)

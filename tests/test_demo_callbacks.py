@@ -327,10 +327,13 @@ def test_model_store_discovers_caches_and_reports_broken_models(tmp_path, tiny_m
     (user / "a_broken").mkdir()
     (user / "a_broken" / "config.json").write_text("{not json")
     keys = [key for _, key in store.discover()]  # a model exported after start appears on refresh
-    assert keys == [str((user / "a_broken").resolve()), str((user / "b_tiny").resolve()), UNTRAINED_KEY]
+    assert keys == ["user/a_broken", "user/b_tiny", UNTRAINED_KEY]  # opaque keys: never a server path
+    assert (
+        store.key_for(user / "b_tiny") == "user/b_tiny" and store.path_of("user/b_tiny") == (user / "b_tiny").resolve()
+    )
     assert store.default_key() == UNTRAINED_KEY  # no bundled model: start on the flagged untrained one
     assert (
-        ModelStore([user]).default_key() == keys[0]
+        ModelStore([user]).default_key() == "bundled/a_broken"  # the first folder is the bundled one
         and UNTRAINED_KEY not in dict(ModelStore([user]).discover()).values()
     )
     assert find_model_dirs(user / "b_tiny") == [(user / "b_tiny").resolve()]
@@ -377,8 +380,9 @@ def test_model_selector_shows_names_and_the_card_the_source(tmp_path, tiny_model
     labels = [label for label, _ in choices]
     bundled = [p.name for p in find_model_dirs(BUNDLED_MODELS_DIR)]
     assert labels == [*bundled, "shared (models)", "tiny_a", "shared (shared)"]  # sorted per folder
-    for label in labels:
+    for label, key in choices:
         assert "/" not in label and str(tmp_path) not in label
+        assert str(tmp_path) not in key and not key.startswith("/") and str(BUNDLED_MODELS_DIR) not in key
     keys = dict((label, key) for label, key in choices)
     texts = {label: store.card(keys[label]) for label in labels}
     assert texts["tiny_a"].endswith("**Source**: the user models folder (`models/tiny_a`)\n")

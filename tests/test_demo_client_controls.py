@@ -37,11 +37,12 @@ def server(tmp_path_factory, tiny_config, tiny_tokenizer):
     paths = {}
     for seed, name in ((0, "tiny_a"), (1, "tiny_b")):
         save_synthetic_tiny(models, name, tiny_config, tiny_tokenizer, seed=seed)
-        paths[name] = str((models / name).resolve())
     port = free_port()
-    blocks, launch_kwargs, _, default = app.create(
-        ["--models-dir", str(models), "--model", paths["tiny_a"], "--port", str(port)]
+    blocks, launch_kwargs, store, default = app.create(
+        ["--models-dir", str(models), "--model", str(models / "tiny_a"), "--port", str(port)]
     )
+    paths = {name: store.key_for(models / name) for name in ("tiny_a", "tiny_b")}  # the dropdown's opaque keys
+    paths |= {f"{name}_dir": models / name for name in ("tiny_a", "tiny_b")}
     blocks.launch(**launch_kwargs, prevent_thread_lock=True, quiet=True)
     try:
         yield {"url": f"http://127.0.0.1:{port}/", "default": default, **paths}
@@ -87,7 +88,7 @@ def test_model_selector_changes_the_heatmap_to_that_models(server, tmp_path):
     assert _localize(c, server["tiny_b"], "mass")[-1].startswith("Localized")
     second, record_b = _export_heatmap(c, "mass")
     image = load_image(FILM)
-    for path, heatmap in ((server["tiny_a"], first), (server["tiny_b"], second)):
+    for path, heatmap in ((server["tiny_a_dir"], first), (server["tiny_b_dir"], second)):
         predictor = afloc.AFLocPredictor.from_pretrained(path, device="cpu")
         expected = predictor.localize("mass", image=predictor.encode_image(image))
         np.testing.assert_allclose(heatmap, expected, atol=1e-5, equal_nan=True)

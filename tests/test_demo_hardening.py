@@ -292,6 +292,30 @@ def test_the_memory_budget_releases_the_least_recently_used_sessions_first(tmp_p
         MemoryBudget(0)
 
 
+def test_idle_sessions_give_up_their_arrays_on_the_sweeper_timer(tmp_path):
+    """A client that never opens Gradio's heartbeat never ends its session; its image and heatmaps go after
+    ``idle_release_s`` anyway (issue #33: a 48 KB upload pinned 570 MB for 4 hours), while a session in use keeps
+    them."""
+    import time
+
+    from demo.server import Sessions
+
+    sessions = Sessions(tmp_path / "uploads", 1 << 30, sweep_interval_s=0.05, idle_release_s=0.3)
+    try:
+        idle, busy = sessions.get(None, None), sessions.get(None, None)
+        for session in (idle, busy):
+            cb.load_image(session, _png(tmp_path))
+        deadline = time.monotonic() + 3.0
+        while idle.image is not None and time.monotonic() < deadline:
+            busy.touch()  # in use: every request marks it
+            time.sleep(0.05)
+        assert idle.image is None and idle.released and idle.memory_bytes() == 0
+        assert busy.image is not None and not busy.released
+        assert "released to keep the server's memory" in cb.localize(idle, None, "mass").message
+    finally:
+        sessions.stop_sweeping.set()
+
+
 def _png(tmp_path):
     path = tmp_path / "film.png"
     Image.fromarray(np.zeros((40, 60), np.uint8)).save(path)

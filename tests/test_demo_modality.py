@@ -33,7 +33,8 @@ def test_models_presets_and_examples_follow_the_modality(tmp_path, tiny_config, 
     (bundled / "old" / "preprocessing.json").write_text(json.dumps({"preprocessing": {"image_size": 64}}))
     store = ModelStore([bundled, user], device="cpu")
 
-    assert [key for _, key in md.model_choices(store, "cxr")] == [str(chest), str((bundled / "old").resolve())]
+    assert [key for _, key in md.model_choices(store, "cxr")] == ["bundled/chest", "bundled/old"]
+    assert store.path_of("bundled/chest") == chest
     assert md.model_choices(store, "fundus") == [md.UNTRAINED_CHOICE]  # no fundus model yet
     message = md.missing_model_message(store, "fundus")
     assert "No fundus photo model is installed" in message and '"modality": "fundus"' in message
@@ -41,19 +42,20 @@ def test_models_presets_and_examples_follow_the_modality(tmp_path, tiny_config, 
         store, "fundus", UNTRAINED_KEY
     )
     assert md.missing_model_message(store, "cxr") == ""
-    assert md.default_model(store, "fundus", str(chest)) == UNTRAINED_KEY
+    assert md.default_model(store, "fundus", "bundled/chest") == UNTRAINED_KEY
     # the untrained stand-in loads although the bundled folder holds a (chest) model
     stand_in = LoadedModel(UNTRAINED_KEY, "untrained", object(), "card", True)
     monkeypatch.setattr("demo.models.build_untrained_model", lambda: stand_in)
     assert store.get(UNTRAINED_KEY) is stand_in
 
-    fundus = _save(user, "eye", "fundus", tiny_config, tiny_tokenizer).resolve()  # exported after start-up
-    assert md.model_choices(store, "fundus") == [("eye", str(fundus))]
-    assert md.default_model(store, "fundus", str(chest)) == str(fundus)
+    _save(user, "eye", "fundus", tiny_config, tiny_tokenizer)  # exported after start-up
+    fundus, chest = "user/eye", "bundled/chest"
+    assert md.model_choices(store, "fundus") == [("eye", fundus)]
+    assert md.default_model(store, "fundus", chest) == fundus
     assert md.missing_model_message(store, "fundus") == ""
-    assert str(fundus) not in [key for _, key in md.model_choices(store, "cxr")]
-    assert md.default_model(store, "cxr", str(chest)) == str(chest)
-    assert md.model_modality(store, str(fundus)) == "fundus" and md.model_modality(store, UNTRAINED_KEY) is None
+    assert fundus not in [key for _, key in md.model_choices(store, "cxr")]
+    assert md.default_model(store, "cxr", chest) == chest
+    assert md.model_modality(store, fundus) == "fundus" and md.model_modality(store, UNTRAINED_KEY) is None
 
     assert md.presets("fundus") == list(FUNDUS_FINDINGS) and md.presets("anything") == list(CXR_FINDINGS)
     assert {"optic disc", "hard exudates", "haemorrhages"} <= set(FUNDUS_FINDINGS)
@@ -104,18 +106,19 @@ def test_the_app_switches_modality(server, tmp_path, tiny_config, tiny_tokenizer
     assert "No fundus photo model is installed" in text and UNTRAINED_KEY in text and "hard exudates" in text
     assert "phantom_fundus_" in text and "phantom_mass" not in text  # the examples of the modality
 
-    fundus = _save(server["models"], "tiny_fundus", "fundus", tiny_config, tiny_tokenizer).resolve()
+    _save(server["models"], "tiny_fundus", "fundus", tiny_config, tiny_tokenizer)
+    fundus = "user/tiny_fundus"
     refreshed = client.predict(None, "fundus", api_name="/refresh_models")
-    assert str(fundus) in json.dumps(refreshed)  # picked automatically once it exists
+    assert fundus in json.dumps(refreshed) and str(server["models"]) not in json.dumps(refreshed)  # picked at once
     outputs = json.dumps(client.predict("fundus", None, api_name="/set_modality"))
-    assert str(fundus) in outputs and "No fundus photo model" not in outputs
-    back = json.dumps(client.predict("cxr", str(fundus), api_name="/set_modality"))
+    assert fundus in outputs and "No fundus photo model" not in outputs
+    back = json.dumps(client.predict("cxr", fundus, api_name="/set_modality"))
     assert "tiny_fundus" not in back and "pleural effusion" in back and "phantom_mass" in back
 
 
 def test_the_bundled_models_serve_both_modalities():
     store = ModelStore([EXAMPLES.parent / "models"])  # the real folder (a server fixture may patch the constant)
-    fundus = [Path(key).name for _, key in md.model_choices(store, "fundus")]
-    chest = [Path(key).name for _, key in md.model_choices(store, "cxr")]
+    fundus = [store.path_of(key).name for _, key in md.model_choices(store, "fundus")]
+    chest = [store.path_of(key).name for _, key in md.model_choices(store, "cxr")]
     assert fundus == ["afloc_phantomfundus_r10"] and chest == ["afloc_phantomcxr_r10"]
     assert md.missing_model_message(store, "fundus") == "" == md.missing_model_message(store, "cxr")

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import free_port, huge_png, save_synthetic_tiny, truncated_png
+from helpers import free_port, hostile_image_files, huge_png, save_synthetic_tiny, truncated_png
 from PIL import Image
 from pydicom import uid
 from pydicom.encaps import encapsulate
@@ -167,11 +167,11 @@ def test_bad_inputs_get_messages_and_the_server_keeps_serving(server, tmp_path):
     with pytest.raises(Exception, match="no example"):
         c.predict(99, api_name="/load_example")
 
-    broken = str((server["models"] / "broken").resolve())
+    broken = "user/broken"  # opaque keys: where the model was found and its folder's name, never a server path
     refreshed = c.predict(server["tiny"], api_name="/refresh_models")
     # the chest models among the bundled ones (the page is on chest X-ray); the untrained fallback only without them
     bundled = [
-        str(p)
+        f"bundled/{p.name}"
         for p in find_model_dirs(BUNDLED_MODELS_DIR)
         if json.loads((p / "preprocessing.json").read_text())["preprocessing"].get("modality", "cxr") == "cxr"
     ]
@@ -228,3 +228,20 @@ def test_html_in_prompts_is_escaped_in_the_status(server, tmp_path):
     html = "<img src=x onerror=alert(1)> [x](http://evil.example) " + "a" * 1000
     status = localize(c, server, html)[-1]
     assert "characters long" in status and "<img" not in status and "](http" not in status
+
+
+def test_hostile_files_through_the_demo_are_refused_within_two_seconds_and_it_keeps_serving(server, tmp_path):
+    """Issue #33: any file under 1 MB is read or refused within 2 s through the demo (decoded in its limited child
+    process); afterwards the server still loads an honest image."""
+    c, upload = client(server, tmp_path), tmp_path / "hostile"
+    upload.mkdir()
+    for name, (data, expected) in hostile_image_files().items():
+        assert len(data) < 1_000_000, name
+        (upload / name).write_bytes(data)
+        start = time.perf_counter()
+        status = c.predict(gradio_client.handle_file(str(upload / name)), api_name="/load_image")[-1]
+        elapsed = time.perf_counter() - start
+        assert expected in status and "⚠️" in status, (name, status)
+        assert elapsed < 2.0, (name, elapsed)
+    status = c.predict(gradio_client.handle_file(str(EXAMPLES / "phantom_mass.png")), api_name="/load_image")[-1]
+    assert status.startswith("Loaded"), status

@@ -7,6 +7,7 @@ import json
 import time
 
 import pytest
+from helpers import jpeg_bytes, with_sof_size
 
 from afloc.imaging.boxes import check_json_depth, read_box_file
 from demo.annotations import read_annotations
@@ -175,30 +176,12 @@ def test_model_load_errors_name_the_folder_not_the_servers_paths(tmp_path, tiny_
         assert message in str(error.value) and str(tmp_path) not in str(error.value), str(error.value)
 
 
-def _jpeg(width: int = 16, height: int = 12) -> bytes:
-    import io as _io
-
-    import numpy as np
-    from PIL import Image
-
-    buffer = _io.BytesIO()
-    Image.fromarray((np.arange(width * height) % 255).astype(np.uint8).reshape(height, width)).save(buffer, "JPEG")
-    return buffer.getvalue()
-
-
-def _with_sof_size(data: bytes, width: int, height: int) -> bytes:
-    import struct
-
-    position = data.index(b"\xff\xc0")
-    return data[: position + 5] + struct.pack(">HH", height, width) + data[position + 9 :]
-
-
 def test_a_jpeg_whose_frame_is_huge_is_refused_before_decoding():
     from afloc.imaging.io import load_image
 
-    error = _timed(load_image, _with_sof_size(_jpeg(), 20_000, 20_000))
+    error = _timed(load_image, with_sof_size(jpeg_bytes(), 20_000, 20_000))
     assert isinstance(error, ValueError) and "codestream is 20000x20000" in str(error)
-    assert load_image(_jpeg()).shape == (12, 16)  # an honest JPEG still reads
+    assert load_image(jpeg_bytes()).shape == (12, 16)  # an honest JPEG still reads
 
 
 def test_a_jpeg_with_thousands_of_scans_is_refused_before_decoding():
@@ -206,7 +189,7 @@ def test_a_jpeg_with_thousands_of_scans_is_refused_before_decoding():
     from afloc.imaging.codestream import MAX_JPEG_SCANS
     from afloc.imaging.io import load_image
 
-    honest = _jpeg()
+    honest = jpeg_bytes()
     end = honest.rindex(b"\xff\xd9")
     scan = honest[honest.index(b"\xff\xda") : end]  # one SOS segment and its entropy-coded data
     hostile = honest[:end] + scan * 2000 + b"\xff\xd9"
@@ -236,7 +219,7 @@ def test_a_small_dicom_carrying_a_huge_jpeg_is_refused_before_decoding():
 
     from afloc.imaging.io import load_image
 
-    codestream = _with_sof_size(_jpeg(), 13_000, 13_000)
+    codestream = with_sof_size(jpeg_bytes(), 13_000, 13_000)
     data = make_dicom(
         np.zeros((12, 16), np.uint8),
         transfer_syntax=uid.JPEGBaseline8Bit,

@@ -29,7 +29,7 @@ def test_metadata_round_trip_and_the_demo_banner_follow_it(tmp_path, tiny_model,
     assert read_model_info(again)[1] == ModelMetadata(synthetic_data=True)
 
     store = ModelStore([tmp_path])
-    assert store.synthetic(str(fake.resolve())) and not store.synthetic(str(real.resolve()))
+    assert store.synthetic(store.key_for(fake)) and not store.synthetic(store.key_for(real))
     assert "Synthetic-data model" in model_banner(True, False) and model_banner(False, False) == ""
 
 

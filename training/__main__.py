@@ -1,7 +1,8 @@
 """Entry point: ``python -m training COMMAND ...``.
 
 Commands: ``fit``, ``validate``, ``test`` (LightningCLI, see ``--help``), ``prepare-mimic``, ``prepare-fundus``,
-``prepare-cxr``, ``average``, ``export``, ``plot``, ``evaluate``, ``compare``, ``card`` and ``channel-stats``
+``prepare-cxr``, ``average``, ``export``, ``calibrate``, ``plot``, ``evaluate``, ``compare``, ``card`` and
+``channel-stats``
 (each with ``--help``).
 """
 
@@ -23,6 +24,7 @@ TOOLS = {
     "evaluate": "evaluation.evaluate",
     "compare": "evaluation.compare",
     "card": "card",
+    "calibrate": "calibrate",
     "channel-stats": "channel_stats",
 }
 

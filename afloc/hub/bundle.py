@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..imaging.transforms import Preprocessing
+from ..localization.calibration import ZeroShotCalibration
 from ..localization.heatmaps import LocalizationConfig
+from ..localization.ood import OODSummary
 from ..localization.zero_shot import ZeroShotConfig
 from ..modeling.network import AFLoc
 from ..settings import from_dict
@@ -47,6 +49,8 @@ class ModelBundle:
     path: Path | None = None
     metadata: ModelMetadata = field(default_factory=ModelMetadata)
     zero_shot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
+    calibration: ZeroShotCalibration | None = None  # calibration.json: Platt scaling of the zero-shot scores
+    ood: OODSummary | None = None  # ood.safetensors: what the validation images' embeddings look like
 
 
 def read_output_settings(extras: dict) -> tuple[LocalizationConfig, ZeroShotConfig]:

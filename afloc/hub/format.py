@@ -8,9 +8,11 @@ Layout written by :func:`save_pretrained` (and read by :func:`load_pretrained`):
 
     config.json                 AFLocConfig (architecture, loss) + format version + storage dtype
     model.safetensors           weights (or model-0000k-of-0000n.safetensors + model.safetensors.index.json)
-    preprocessing.json          {"preprocessing": Preprocessing, "localization": LocalizationConfig}
+    preprocessing.json          {"preprocessing": ..., "localization": ..., "zero_shot": ..., "model": ModelMetadata}
     tokenizer files             whatever the tokenizer's save_pretrained writes (vocab.txt, tokenizer.json, ...)
     README.md                   model card
+    calibration.json            optional: Platt scaling of the zero-shot scores, fitted on validation images
+    ood.safetensors             optional: the validation images' embedding summary behind the out-of-distribution flag
 
 Nothing here unpickles arbitrary objects: weights are safetensors, metadata JSON; Lightning checkpoints of our
 own training are read with ``torch.load(weights_only=True)`` (tensors and plain containers only).
@@ -27,7 +29,9 @@ from pathlib import Path
 import torch
 
 from ..imaging.transforms import Preprocessing
+from ..localization.calibration import ZeroShotCalibration
 from ..localization.heatmaps import LocalizationConfig
+from ..localization.ood import OODSummary
 from ..localization.zero_shot import ZeroShotConfig
 from ..modeling.config import AFLocConfig
 from ..modeling.network import AFLoc
@@ -46,6 +50,8 @@ WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 PREPROCESSING_NAME = "preprocessing.json"
 CARD_NAME = "README.md"
+CALIBRATION_NAME = "calibration.json"
+OOD_NAME = "ood.safetensors"
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -125,6 +131,8 @@ def save_pretrained(
     external_text: bool | None = None,
     metadata: ModelMetadata | None = None,
     zero_shot: ZeroShotConfig | None = None,
+    calibration: ZeroShotCalibration | None = None,
+    ood: OODSummary | None = None,
 ) -> Path:
     """Write a model directory (see the module docstring).
 
@@ -139,6 +147,9 @@ def save_pretrained(
         card: model card Markdown; default: the bundle's, else a card saying nothing about training was recorded.
         metadata: what the model was trained on (:class:`ModelMetadata`); default: the bundle's, else none recorded.
         zero_shot: zero-shot scoring (:class:`ZeroShotConfig`); default: the bundle's, else the defaults.
+        calibration, ood: the zero-shot calibration and the out-of-distribution summary fitted on validation
+            images (``calibration.json``, ``ood.safetensors``); default: the bundle's, else none (a stale file of
+            an earlier save in ``directory`` is removed: it belonged to other weights).
         storage_dtype: ``float32``, ``float16`` or ``bfloat16`` for floating-point weights on disk (loaded back
             as float32).
         max_shard_bytes: split the weights into files of at most this many bytes.
@@ -162,6 +173,8 @@ def save_pretrained(
         card = card if card is not None else bundle.card
         metadata = metadata or bundle.metadata
         zero_shot = zero_shot or bundle.zero_shot
+        calibration = calibration or bundle.calibration
+        ood = ood or bundle.ood
     if tokenizer is None:
         raise ValueError("save_pretrained needs the tokenizer (or a ModelBundle that holds one)")
     directory = Path(directory)
@@ -218,7 +231,52 @@ def save_pretrained(
     tokenizer.tokenizer.save_pretrained(str(directory))
     _compact_json(directory / "tokenizer.json")
     (directory / CARD_NAME).write_text(card if card is not None else render_model_card(name=directory.name))
+    write_validation_summaries(directory, calibration, ood)
     return directory
+
+
+def write_validation_summaries(
+    directory: str | Path, calibration: ZeroShotCalibration | None, ood: OODSummary | None
+) -> None:
+    """Write (or remove, when None) ``calibration.json`` and ``ood.safetensors`` of a model directory."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    if calibration is None:
+        (directory / CALIBRATION_NAME).unlink(missing_ok=True)
+    else:
+        (directory / CALIBRATION_NAME).write_text(json.dumps(calibration.to_dict(), indent=2) + "\n")
+    if ood is None:
+        (directory / OOD_NAME).unlink(missing_ok=True)
+    else:
+        tensors, metadata = ood.to_tensors()
+        save_file(tensors, str(directory / OOD_NAME), metadata=metadata)
+
+
+def read_validation_summaries(directory: str | Path) -> tuple[ZeroShotCalibration | None, OODSummary | None]:
+    """The calibration and OOD summary of a model directory (None where it has none).
+
+    Raises:
+        ValueError: naming the file, when one is present but unreadable.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    directory = Path(directory)
+    calibration = ood = None
+    if (directory / CALIBRATION_NAME).is_file():
+        calibration = ZeroShotCalibration.from_dict(_read_json(directory / CALIBRATION_NAME))
+    if (directory / OOD_NAME).is_file():
+        try:
+            with safe_open(str(directory / OOD_NAME), framework="pt") as handle:
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+                metadata = handle.metadata()
+        except (SafetensorError, OSError) as error:
+            raise ValueError(f"cannot read {short_path(directory / OOD_NAME)}: {error}") from None
+        try:
+            ood = OODSummary.from_tensors(tensors, metadata)
+        except ValueError as error:
+            raise ValueError(f"{short_path(directory / OOD_NAME)}: {error}") from None
+    return calibration, ood
 
 
 def _compact_json(path: Path) -> None:
@@ -294,7 +352,19 @@ def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Mod
         load_state_dict_strict(model, read_state_dict(path))
     tokenizer = load_tokenizer(str(path), max_length=config.text.max_length)
     card = (path / CARD_NAME).read_text() if (path / CARD_NAME).is_file() else ""
-    return ModelBundle(model.to(device).eval(), tokenizer, preprocessing, localization, card, path, metadata, zero_shot)
+    calibration, ood = read_validation_summaries(path)
+    return ModelBundle(
+        model.to(device).eval(),
+        tokenizer,
+        preprocessing,
+        localization,
+        card,
+        path,
+        metadata,
+        zero_shot,
+        calibration,
+        ood,
+    )
 
 
 def _model_with_external_text(config: AFLocConfig, expected_digest: str) -> AFLoc:
