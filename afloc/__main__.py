@@ -6,7 +6,9 @@
 For every image and prompt it writes ``<image>__<prompt>.png`` (overlay, colour bar, legend, ground-truth
 boxes when given) and ``<image>__<prompt>.npy`` (the float32 heatmap on the original pixels, NaN where
 undefined). Images are recognised by content (PNG, JPEG, TIFF, DICOM), not by extension; files that are not
-readable images are skipped and listed at the end.
+readable images are skipped and listed at the end. ``results.json`` lists, per image, whether it is out of the
+model's distribution (``out_of_distribution``, ``ood_score``: None when the model has no summary) and, per prompt,
+its files and the findings it names that the model's training reports never did.
 
 ``--boxes`` reads ground truth as COCO JSON (``images[].file_name`` + ``annotations[].bbox``, optional
 ``category_id`` / ``label_text``) or a CSV with columns ``image,x,y,w,h[,label]``, boxes in original pixels.
@@ -15,6 +17,7 @@ readable images are skipped and listed at the end.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -68,7 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     skipped: list[tuple[str, str]] = []
-    written = 0
+    written, results = 0, []
+    unseen = {prompt: predictor.unseen_findings(prompt) for prompt in args.prompt}
+    for prompt, findings in unseen.items():
+        if findings:
+            print(
+                f"warning: this model was not trained on reports of {', '.join(findings)} ({prompt!r})", file=sys.stderr
+            )
     for path in tqdm(inputs, desc="images", unit="img", disable=len(inputs) < 2):
         try:
             image = load_image(path)
@@ -78,8 +87,18 @@ def main(argv: list[str] | None = None) -> int:
             skipped.append((path.name, str(error)))
             continue
         truth = boxes.get(path.name, [])
+        if encoded.out_of_distribution:
+            print(f"warning: {path.name} is unlike the images this model was trained on", file=sys.stderr)
+        record = {"image": path.name, "out_of_distribution": encoded.out_of_distribution,
+                  "ood_score": encoded.ood_score, "prompts": {}}  # fmt: skip
+        results.append(record)
         for prompt, heatmap in zip(args.prompt, heatmaps, strict=True):
             stem = f"{path.stem}__{slug(prompt)}"
+            record["prompts"][prompt] = {
+                "heatmap": f"{stem}.npy",
+                "figure": f"{stem}.png",
+                "unseen_findings": unseen[prompt],
+            }
             np.save(out / f"{stem}.npy", heatmap)
             figure = render_figure(
                 image,
@@ -92,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             save_png(out / f"{stem}.png", figure)
             written += 1
+    (out / "results.json").write_text(json.dumps({"model": Path(args.model).name, "images": results}, indent=2) + "\n")
     print(f"wrote {written} heatmap(s) for {len(inputs) - len(skipped)} image(s) to {out}")
     for name, reason in skipped:
         print(f"skipped {name}: {reason}", file=sys.stderr)

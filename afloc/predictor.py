@@ -18,11 +18,11 @@ from .hub.format import load_pretrained
 from .imaging.transforms import PadResizeMapping, Preprocessing
 from .localization.calibration import ZeroShotCalibration
 from .localization.heatmaps import LocalizationConfig, heatmaps_from_embeddings
-from .localization.ood import OODSummary
+from .localization.ood import OODSummary, ood_features
 from .localization.zero_shot import ZeroShotConfig
 from .modeling.network import AFLoc
 from .modeling.types import ImageEncoderOutput
-from .text.prompts import classification_prompts
+from .text.prompts import classification_prompts, covers, unseen_findings
 from .text.tokenizer import ReportTokenizer, normalize_prompt
 
 MAX_PROMPT_CHARS = 1000
@@ -114,13 +114,6 @@ class ZeroShotResult:
     probability: float | None
     uncalibrated: float
     seen_in_training: bool | None
-
-
-def finding_seen(finding: str, known: set[str]) -> bool:
-    """Whether ``finding`` (e.g. "pleural effusion", "haemorrhages") is one of ``known`` (lower case, spaces),
-    allowing a plural."""
-    text = finding.strip().lower().replace("_", " ")
-    return text in known or text.rstrip("s") in known or any(k.rstrip("s") == text.rstrip("s") for k in known)
 
 
 def _as_prompt_list(prompts: str | Sequence[str]) -> list[str]:
@@ -241,7 +234,7 @@ class AFLocPredictor:
             image_embedding=out.image_embedding[0].float().cpu(),
         )
         if self.ood is not None:
-            encoded.ood_score = self.ood.score(encoded.image_embedding)
+            encoded.ood_score = self.ood.score(ood_features(encoded.patch_embeddings))
             encoded.out_of_distribution = self.ood.is_out(encoded.ood_score)
         return encoded
 
@@ -357,14 +350,20 @@ class AFLocPredictor:
     ) -> dict[str, ZeroShotResult]:
         """Per finding: the calibrated probability when the model has a calibration for it (else None), the
         uncalibrated score, and whether the model's training reports named it (None when not recorded)."""
-        known = {f.replace("_", " ").lower() for f in self.metadata.findings}
+        known = self.metadata.findings
         results = {}
         for finding, logit in self.zero_shot_logits(findings, image).items():
             item = self.calibration.get(finding) if self.calibration is not None else None
-            seen = finding_seen(finding, known) if known else None
+            seen = covers(known, finding) if known else None
             probability = float(item.probability(logit)) if item is not None else None
             results[finding] = ZeroShotResult(finding, probability, float(torch.sigmoid(torch.tensor(logit))), seen)
         return results
+
+    def unseen_findings(self, prompt: str) -> list[str]:
+        """The findings ``prompt`` names that this model's training reports never did ("pneumonia" for a model
+        trained on consolidation, effusion, ...): its heatmap for them is not meaningful. ``[]`` when the model's
+        findings are not recorded (:attr:`ModelMetadata.findings`)."""
+        return unseen_findings(prompt, self.metadata.findings)
 
     def classify(self, findings: str | Sequence[str], image: EncodedImage | None = None) -> dict[str, float]:
         """Zero-shot probability per finding: calibrated (``calibration.json``) where the model has a calibration

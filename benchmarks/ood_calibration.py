@@ -47,7 +47,8 @@ def _nonmedical(n: int, rng: np.random.Generator) -> list[np.ndarray]:
             canvas = Image.new("L", (400, 300), int(rng.integers(200, 256)))
             draw = ImageDraw.Draw(canvas)
             for line in range(12):
-                words = " ".join("".join(chr(int(c)) for c in rng.integers(97, 123, rng.integers(2, 9))) for _ in range(6))
+                lengths = rng.integers(2, 9, 6)
+                words = " ".join("".join(chr(int(c)) for c in rng.integers(97, 123, n)) for n in lengths)
                 draw.text((10, 10 + 24 * line), words, fill=int(rng.integers(0, 60)))
             images.append(np.asarray(canvas, dtype=np.float32) / 255)
         elif kind == 2:  # blank: one grey level
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     corpora = {"cxr": Path(args.cxr_corpus) / "manifest.csv", "fundus": Path(args.fundus_corpus) / "manifest.csv"}
     real = {
         "cxr": _files(shared / "cxr/covidqu_train", "*/images/*.png", args.n // 2, rng)
-        + _files(shared / "cxr/tbx11k_train", "**/*.png", args.n // 2, rng),
+        + _files(shared / "cxr/tbx11k_train/images", "*.jpg", args.n // 2, rng),
         "fundus": _files(shared / "fundus", "**/*.jpg", args.n, rng),
     }
     results = {}

@@ -32,12 +32,13 @@ SWEEP_INTERVAL_S = 60.0
 def wire(ui: UI, on: Handlers, blocks: gr.Blocks) -> None:
     """Connect the components' events to the handlers (the status output stays last: clients read ``[-1]``)."""
     everything = [ui.state, ui.film, ui.modality, ui.presets, ui.prompt_box, ui.boxes, ui.figure, ui.shown]
-    everything += [ui.metrics, ui.probabilities, ui.status]
+    everything += [ui.metrics, ui.probabilities, ui.zero_shot_notes, ui.notice, ui.status]
     switched = [ui.model, ui.banner, ui.example_list]  # what a change of modality also updates
     view = [ui.state, ui.shown, ui.threshold, ui.opacity]  # what a redraw reads
-    redrawn = [ui.state, ui.figure, ui.metrics, ui.status]
+    redrawn = [ui.state, ui.figure, ui.metrics, ui.notice, ui.status]
     localize_inputs = [ui.state, ui.model, ui.prompt_box, ui.presets, ui.shown, ui.threshold, ui.opacity]
-    localize_outputs = [ui.state, ui.figure, ui.shown, ui.metrics, ui.probabilities, ui.status]
+    localize_outputs = [ui.state, ui.figure, ui.shown, ui.metrics, ui.probabilities, ui.zero_shot_notes, ui.notice]
+    localize_outputs += [ui.status]
 
     ui.upload.upload(
         on.on_upload, [ui.state, ui.upload, ui.model], [*everything[:-1], *switched, ui.status], api_name="load_image"
@@ -59,7 +60,8 @@ def wire(ui: UI, on: Handlers, blocks: gr.Blocks) -> None:
     ui.model.change(
         on.on_model,
         [ui.state, ui.model],
-        [ui.state, ui.film, ui.figure, ui.shown, ui.metrics, ui.probabilities, ui.status, ui.card, ui.banner],
+        [ui.state, ui.film, ui.figure, ui.shown, ui.metrics, ui.probabilities, ui.status, ui.card, ui.banner]
+        + [ui.zero_shot_notes, ui.notice],
         api_name="select_model",
     )
     ui.refresh.click(on.on_refresh, [ui.model, ui.modality], [ui.model], api_name="refresh_models")

@@ -81,6 +81,7 @@ class View:
     heatmap: np.ndarray | None = None
     metrics: dict[str, float] | None = None
     metrics_text: str = ""
+    notice: str = ""
     scored_boxes: list[Box] = field(default_factory=list)
 
 
@@ -181,12 +182,48 @@ def localize(session: Session, model, text: str | None, presets=()) -> Status:
             session.set_encoded(predictor.encode_image(session.image), predictor)
             session.model_key, session.model_name = model.key, model.name
         predictor.localize(prompts, image=session.encoded, space="model")  # into the encoding's cache
-        probabilities = predictor.classify(list(FINDINGS_BY_MODALITY[session.modality]), image=session.encoded)
+        results = predictor.zero_shot_results(list(FINDINGS_BY_MODALITY[session.modality]), image=session.encoded)
     except ValueError as error:
         return Status(str(error), error=True)
     session.reset_results()
-    session.prompts, session.probabilities = prompts, probabilities
+    session.prompts, session.zero_shot = prompts, results
+    session.probabilities = {f: r.probability for f, r in results.items() if r.probability is not None}
+    session.unseen = {prompt: predictor.unseen_findings(prompt) for prompt in prompts}
     return Status(f"Localized {len(prompts)} prompt(s) with {model.name}.{note}")
+
+
+OUT_OF_DISTRIBUTION = (
+    "⚠️ **This image is unlike the images this model was trained on; its heatmap and scores are not meaningful.**"
+)
+
+
+def notice_text(session: Session, prompt: str | None) -> str:
+    """What the user must know before reading the heatmap of ``prompt``: the image is out of distribution, or the
+    prompt names a finding the model's training reports never named."""
+    lines = []
+    if session.encoded is not None and session.encoded.out_of_distribution:
+        lines.append(OUT_OF_DISTRIBUTION)
+    unseen = session.unseen.get(prompt or "", [])
+    if unseen:
+        names = escape_markdown(", ".join(unseen))
+        lines.append(f"⚠️ This model was not trained on reports of {names}: its heatmap for this prompt means nothing.")
+    return "\n\n".join(lines)
+
+
+def zero_shot_text(session: Session) -> str:
+    """The zero-shot findings the probability panel leaves out: uncalibrated scores (not probabilities) and
+    findings the model was never trained on."""
+    uncalibrated = [r for r in session.zero_shot.values() if r.probability is None]
+    lines = []
+    if session.zero_shot and len(uncalibrated) == len(session.zero_shot):
+        lines.append("This model has no calibration: its zero-shot scores are not probabilities.")
+    if uncalibrated:
+        scores = ", ".join(f"{escape_markdown(r.finding)} {r.uncalibrated:.2f}" for r in uncalibrated)
+        lines.append(f"Uncalibrated scores (not probabilities): {scores}.")
+    unseen = [r.finding for r in session.zero_shot.values() if r.seen_in_training is False]
+    if unseen:
+        lines.append(f"Not trained on reports of: {escape_markdown(', '.join(unseen))}.")
+    return "  \n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ rendering
@@ -225,6 +262,7 @@ def render(session: Session, selected: str | None, threshold: float, opacity: fl
     )
     figure = add_legend(add_colorbar(overlay, threshold=threshold), entries)
     view = View(prompt, threshold, opacity, figure, overlay, heatmap, scored_boxes=scored)
+    view.notice = notice_text(session, prompt)
     if not scored:
         view.metrics_text = "No ground truth: pick an example, upload an annotation file or type boxes to see metrics."
         return view
@@ -294,7 +332,18 @@ def export(session: Session, selected: str | None, threshold: float, opacity: fl
         "image": {"name": session.image_name, "height": view.heatmap.shape[0], "width": view.heatmap.shape[1]},
         "metrics": {k: None if math.isnan(v) else v for k, v in view.metrics.items()} if view.metrics else None,
         "ground_truth": [{"box": list(b[:4]), "label": b.label} for b in view.scored_boxes],
-        "zero_shot_probabilities": session.probabilities,
+        "zero_shot_probabilities": session.probabilities,  # calibrated only
+        "zero_shot": {
+            f: {
+                "probability": r.probability,
+                "uncalibrated_score": r.uncalibrated,
+                "seen_in_training": r.seen_in_training,
+            }
+            for f, r in session.zero_shot.items()
+        },
+        "out_of_distribution": session.encoded.out_of_distribution if session.encoded is not None else None,
+        "ood_score": session.encoded.ood_score if session.encoded is not None else None,
+        "prompt_names_unseen_findings": session.unseen.get(view.prompt, []),
         "heatmap_file": npy.name,
         "notice": NOTICE,
     }

@@ -79,7 +79,8 @@ class Handlers:
     # ------------------------------------------------------------------ shared updates
     def view_outputs(self, session: cb.Session, selected, threshold, opacity) -> dict:
         view = cb.render(session, selected, threshold, opacity)
-        return {self.ui.figure: session.save_view("figure", view.figure), self.ui.metrics: view.metrics_text}
+        figure = session.save_view("figure", view.figure)
+        return {self.ui.figure: figure, self.ui.metrics: view.metrics_text, self.ui.notice: view.notice}
 
     def cleared(self, session: cb.Session, message: cb.Status, display=None) -> dict:
         ui = self.ui
@@ -90,6 +91,8 @@ class Handlers:
             ui.shown: gr.Dropdown(choices=[], value=None),
             ui.metrics: "",
             ui.probabilities: None,
+            ui.zero_shot_notes: "",
+            ui.notice: "",
             ui.status: status_text(message),
         }
 
@@ -154,7 +157,8 @@ class Handlers:
             return self.view_outputs(session, selected, threshold, opacity) | {
                 ui.state: session,
                 ui.shown: gr.Dropdown(choices=session.prompts, value=selected),
-                ui.probabilities: session.probabilities,
+                ui.probabilities: session.probabilities or None,
+                ui.zero_shot_notes: cb.zero_shot_text(session),
                 ui.status: status_text(message),
             }
 

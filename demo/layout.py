@@ -40,12 +40,14 @@ class UI:
     prompt_box: gr.Textbox
     run: gr.Button
     status: gr.Markdown
+    notice: gr.Markdown
     figure: gr.Image
     shown: gr.Dropdown
     threshold: gr.Slider
     opacity: gr.Slider
     metrics: gr.Markdown
     probabilities: gr.Label
+    zero_shot_notes: gr.Markdown
     annotations: gr.File
     boxes: gr.Textbox
     apply_boxes: gr.Button
@@ -85,6 +87,7 @@ def layout(store: ModelStore, modality: str, model_key: str | None, samples: lis
             run = gr.Button("Localize", variant="primary")
         with gr.Column(scale=3):
             status = gr.Markdown(label="status")
+            notice = gr.Markdown(label="notice")
             figure = gr.Image(label="Heatmap (blue: low, red: high similarity)", interactive=False, format="png")
             shown = gr.Dropdown([], label="Show prompt", allow_custom_value=True)
             with gr.Row():
@@ -93,7 +96,10 @@ def layout(store: ModelStore, modality: str, model_key: str | None, samples: lis
                 )
                 opacity = gr.Slider(0, 1, value=cb.DEFAULT_OPACITY, step=0.05, label="Heatmap opacity")
             metrics = gr.Markdown(label="metrics")
-            probabilities = gr.Label(label="Zero-shot probability of standard findings", num_top_classes=9)
+            probabilities = gr.Label(
+                label="Zero-shot probability of standard findings (calibrated on validation images)", num_top_classes=9
+            )
+            zero_shot_notes = gr.Markdown(label="zero-shot notes")
             with gr.Accordion("Ground truth", open=False):
                 annotations = gr.File(label="Annotation file: COCO JSON, MS-CXR CSV, YOLO txt or CSV x,y,w,h,label")
                 boxes = gr.Textbox(label="Boxes", info=BOXES_HELP, lines=3)
@@ -103,6 +109,7 @@ def layout(store: ModelStore, modality: str, model_key: str | None, samples: lis
             downloads = gr.File(label="Downloads", file_count="multiple", interactive=False)
     return UI(
         state, banner, model, refresh, card, upload, example_list, film, modality_radio, presets, prompt_box, run,
-        status, figure, shown, threshold, opacity, metrics, probabilities, annotations, boxes, apply_boxes,
+        status, notice, figure, shown, threshold, opacity, metrics, probabilities, zero_shot_notes, annotations, boxes,
+        apply_boxes,
         export_button, downloads,
     )  # fmt: skip

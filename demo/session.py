@@ -25,7 +25,7 @@ import numpy as np
 
 from afloc.imaging.boxes import Box
 from afloc.localization.overlay import save_png
-from afloc.predictor import AFLocPredictor, EncodedImage
+from afloc.predictor import AFLocPredictor, EncodedImage, ZeroShotResult
 
 KEEP_VIEWS = 3  # a browser may still be fetching the previous image when the next one is written
 KEEP_EXPORTS = 5
@@ -68,7 +68,9 @@ class Session:
     encoded: EncodedImage | None = None
     predictor: AFLocPredictor | None = None
     prompts: list[str] = field(default_factory=list)
-    probabilities: dict[str, float] = field(default_factory=dict)
+    probabilities: dict[str, float] = field(default_factory=dict)  # calibrated only: what the panel shows
+    zero_shot: dict[str, ZeroShotResult] = field(default_factory=dict)  # every finding asked, calibrated or not
+    unseen: dict[str, list[str]] = field(default_factory=dict)  # prompt -> findings it names the model never saw
     boxes: list[Box] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     closed: bool = False
@@ -79,7 +81,7 @@ class Session:
     _exports: deque = field(default_factory=deque, repr=False)
 
     def reset_results(self) -> None:
-        self.prompts, self.probabilities, self._shown = [], {}, None
+        self.prompts, self.probabilities, self.zero_shot, self.unseen, self._shown = [], {}, {}, {}, None
 
     def set_encoded(self, encoded: EncodedImage | None, predictor: AFLocPredictor | None = None) -> None:
         """A new encoding (new image or model) and the predictor that made it; its heatmap cache is bounded by

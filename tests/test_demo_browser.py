@@ -68,6 +68,7 @@ def server(tmp_path_factory, tiny_config, tiny_tokenizer):
     torch.set_num_threads(1)
     models = tmp_path_factory.mktemp("models")
     save_synthetic_tiny(models, "tiny", tiny_config, tiny_tokenizer)
+    _fit_summaries_on_noise(models / "tiny")
     fundus = afloc.Preprocessing(64, (0.5, 0.3, 0.1), (0.3, 0.2, 0.1), modality="fundus")  # chosen by modality
     save_synthetic_tiny(models, "tiny_fundus", tiny_config, tiny_tokenizer, fundus)
     patch = without_bundled_models(tmp_path_factory.mktemp("no_bundled_models"))  # only the tiny models
@@ -81,6 +82,23 @@ def server(tmp_path_factory, tiny_config, tiny_tokenizer):
         blocks.close()
         patch.undo()
         torch.set_num_threads(threads)
+
+
+def _fit_summaries_on_noise(directory: Path) -> None:
+    """Give a model directory a calibration for "mass" and an OOD summary fitted on noise films, so that every
+    real example is out of distribution for it (the notice must show)."""
+    import numpy as np
+
+    from afloc.hub.format import write_validation_summaries
+    from afloc.localization.calibration import FindingCalibration, ZeroShotCalibration
+    from afloc.localization.ood import OODSummary, ood_features
+
+    predictor = afloc.AFLocPredictor.from_pretrained(directory, device="cpu")
+    rng = np.random.default_rng(0)
+    films = [rng.random((64, 64)).astype(np.float32) * 0.2 + 0.4 for _ in range(30)]
+    features = torch.stack([ood_features(predictor.encode_image(f).patch_embeddings) for f in films])
+    calibration = ZeroShotCalibration({"mass": FindingCalibration(0.5, -1.0)})
+    write_validation_summaries(directory, calibration, OODSummary.fit(features, components=4))
 
 
 def _changed(page, locator, attribute: str | None, before: str) -> str:
@@ -111,6 +129,10 @@ def test_localize_and_move_the_threshold(browser, server, tmp_path):
     metrics = page.get_by_text("at threshold")
     heatmap.wait_for()
     metrics.wait_for()
+    # the film is unlike what this model's summary was fitted on: the notice says so beside the heatmap, and the
+    # findings without a calibration are listed as scores, not probabilities
+    page.get_by_text("unlike the images this model was trained on").first.wait_for()
+    page.get_by_text("Uncalibrated scores (not probabilities)").first.wait_for()
 
     # A prompt of our own, then Localize: a new heatmap and metrics for that prompt.
     page.get_by_label("Findings to localize").fill(PROMPT)

@@ -86,7 +86,10 @@ def test_prompt_gives_overlay_of_input_size_with_colour_bar(session, model, tiny
     assert view.figure.shape[0] > 256 and view.figure.shape[1] > 256  # legend below, colour bar right
     reference = tiny_predictor.localize(MASS_PROMPT, image=tiny_predictor.encode_image(load_image(MASS_PNG)))
     np.testing.assert_allclose(view.heatmap, reference, atol=1e-6)
-    assert set(session.probabilities) == set(CXR_FINDINGS)
+    # no calibration.json: no probabilities are shown, every finding is listed as an uncalibrated score instead
+    assert session.probabilities == {} and set(session.zero_shot) == set(CXR_FINDINGS)
+    notes = cb.zero_shot_text(session)
+    assert "no calibration" in notes and "not probabilities" in notes and "pneumonia 0." in notes
 
 
 def test_redraw_never_runs_the_model(session, model, tiny_predictor, monkeypatch):

@@ -100,14 +100,14 @@ def test_presets_and_prompt_box_give_one_heatmap_each_in_order(server, tmp_path)
     """Commas and new lines split the prompt box; ticked presets follow it; a repeated finding is shown once."""
     c = _loaded(server, tmp_path)
     presets = list(FINDINGS_BY_MODALITY["cxr"])[:2]
-    _, shown, _, _, status = _localize(c, server["default"], "mass,\nnodule\n", presets)
+    _, shown, _, _, _, _, status = _localize(c, server["default"], "mass,\nnodule\n", presets)
     assert status.startswith("Localized"), status
     assert _shown(shown) == ["mass", "nodule", *presets]
     # every prompt has its own heatmap
     heatmaps = {prompt: _export_heatmap(c, prompt)[0] for prompt in ("mass", presets[0])}
     assert not np.allclose(heatmaps["mass"], heatmaps[presets[0]], equal_nan=True)
     # presets alone, with an empty prompt box, are prompts too
-    _, shown, _, _, status = _localize(c, server["default"], "", presets[:1])
+    _, shown, _, _, _, _, status = _localize(c, server["default"], "", presets[:1])
     assert status.startswith("Localized") and _shown(shown) == presets[:1]
 
 
@@ -118,7 +118,7 @@ def test_opacity_and_threshold_through_redraw(server, tmp_path):
     c.predict("10, 10, 30, 30", None, 0.3, 0.5, api_name="/set_boxes")
     figures, metrics = {}, {}
     for threshold, opacity in ((0.3, 0.0), (0.3, 0.9), (-0.9, 0.9)):
-        figure, table, status = c.predict("mass", threshold, opacity, api_name="/redraw")
+        figure, table, _, status = c.predict("mass", threshold, opacity, api_name="/redraw")
         assert status == {"__type__": "update"}  # a redraw leaves the status line as it was: no error
         figures[threshold, opacity] = np.asarray(Image.open(figure).convert("RGB"), dtype=np.int16)
         metrics[threshold, opacity] = table
@@ -136,6 +136,6 @@ def test_example_loads_its_ground_truth_and_scores_it(server, tmp_path):
     status = outputs[-1]
     assert not status.startswith("⚠"), status
     assert cb.parse_boxes_text(outputs[4]) == examples[0].boxes  # the boxes field shows the example's boxes
-    _, _, table, _, status = _localize(c, server["default"], examples[0].prompt)
+    _, _, table, _, _, _, status = _localize(c, server["default"], examples[0].prompt)
     assert status.startswith("Localized"), status
     assert "IoU" in table and "Pointing game" in table

@@ -25,21 +25,23 @@ from afloc.commands import command
 from afloc.hub.format import CARD_NAME, write_validation_summaries
 from afloc.imaging.io import load_image
 from afloc.localization.calibration import ZeroShotCalibration, fit_calibration, reliability
-from afloc.localization.ood import OODSummary
-from afloc.predictor import finding_seen
-from afloc.text.prompts import FINDINGS_BY_MODALITY
+from afloc.localization.ood import OODSummary, ood_features
+from afloc.text.prompts import FINDINGS_BY_MODALITY, covers
 
 from .manifest import read_manifest
 
 PLOT_NAME = "calibration.png"
+MIN_IMAGES = 20  # fewer validation images give neither a calibration nor a threshold worth showing
 SECTION_TITLE = "## Zero-shot calibration and out-of-distribution flag"
 
 
 @dataclass
 class LabelledEmbeddings:
-    """Global image embeddings ``[N, D]`` of a split and, per zero-shot finding, which images are positive."""
+    """Global image embeddings ``[N, D]`` and OOD features ``[N, D]`` of a split, and per zero-shot finding, which
+    images are positive."""
 
     embeddings: torch.Tensor
+    features: torch.Tensor
     labels: dict[str, np.ndarray]
     paths: list[Path]
 
@@ -47,8 +49,7 @@ class LabelledEmbeddings:
 def labels_for(findings: tuple[str, ...], image_labels: tuple[str, ...]) -> dict[str, bool]:
     """Per zero-shot finding, whether an image with ``image_labels`` (manifest names such as ``pleural_effusion``)
     is positive for it."""
-    named = {label.replace("_", " ").lower() for label in image_labels}
-    return {finding: finding_seen(finding, named) for finding in findings}
+    return {finding: covers(image_labels, finding) for finding in findings}
 
 
 def embed_split(
@@ -59,16 +60,18 @@ def embed_split(
     if not records:
         raise ValueError(f"{manifest} has no {split} images")
     findings = FINDINGS_BY_MODALITY[predictor.preprocessing.modality]
-    chunks, labels = [], {finding: [] for finding in findings}
+    chunks, features, labels = [], [], {finding: [] for finding in findings}
     for start in range(0, len(records), batch_size):
         batch = records[start : start + batch_size]
         tensors = torch.stack([predictor.preprocessing(load_image(r.image))[0] for r in batch])
-        chunks.append(predictor.encode_images(tensors).image_embedding)
+        out = predictor.encode_images(tensors)
+        chunks.append(out.image_embedding)
+        features.append(ood_features(out.patch_embeddings))
         for record in batch:
             for finding, positive in labels_for(findings, record.labels).items():
                 labels[finding].append(positive)
     arrays = {finding: np.asarray(values, dtype=bool) for finding, values in labels.items()}
-    return LabelledEmbeddings(torch.cat(chunks), arrays, [r.image for r in records])
+    return LabelledEmbeddings(torch.cat(chunks), torch.cat(features), arrays, [r.image for r in records])
 
 
 def calibrate(
@@ -82,11 +85,13 @@ def calibrate(
     model_dir = Path(model_dir)
     predictor = AFLocPredictor.from_bundle(load_pretrained(model_dir), device="cpu")
     data = embed_split(predictor, manifest, split, max_images)
+    if len(data.paths) < MIN_IMAGES:
+        raise ValueError(f"the {split} split has {len(data.paths)} images; calibration needs at least {MIN_IMAGES}")
     findings = FINDINGS_BY_MODALITY[predictor.preprocessing.modality]
     logits = predictor.zero_shot_logits_batch(findings, data.embeddings)
     where = f"the {split} split of {Path(manifest).parent.name}/{Path(manifest).name} ({len(data.paths)} images)"
     calibration = fit_calibration(logits, data.labels, split=where)
-    ood = OODSummary.fit(data.embeddings)
+    ood = OODSummary.fit(data.features, components=min(16, len(data.paths) // 2))
     write_validation_summaries(model_dir, calibration, ood)
     plot_reliability(model_dir / PLOT_NAME, calibration, logits, data.labels)
     card = model_dir / CARD_NAME
@@ -120,10 +125,11 @@ def card_section(calibration: ZeroShotCalibration, ood: OODSummary, findings: tu
             "|---|---|---|---|---|---|",
             *rows,
             "",
-            f"![reliability diagram]({PLOT_NAME})",
+            f"Reliability diagram (validation, all calibrated findings pooled): `{PLOT_NAME}` in this folder.",
             "",
-            f"Out-of-distribution flag: an image whose embedding's Mahalanobis score (`ood.safetensors`: the mean and "
-            f"{ood.components.shape[0]} principal directions of {ood.n} validation images' global embeddings) is over "
+            "Out-of-distribution flag: an image whose mean deep-map embedding has a Mahalanobis score "
+            f"(`ood.safetensors`: the mean and {ood.components.shape[0]} principal directions of {ood.n} validation "
+            f"images' features) over "
             f"{ood.threshold:.3f}, the validation images' {ood.quantile:.0%} quantile, is flagged as unlike the "
             "images this model was trained on: its heatmap and scores are not meaningful.",
         ]

@@ -81,7 +81,14 @@ def export(
     external_text: bool = False,
     card_sections: str | Path | None = None,
     smoothing_sigma: float | None = None,
+    calibrate_on_val: bool = True,
 ) -> Path:
+    """Write a model directory from a checkpoint of ``python -m training fit``.
+
+    With ``calibrate_on_val`` (default), the zero-shot calibration and the out-of-distribution summary are fitted
+    on the training manifest's val split (:func:`training.calibrate.calibrate`) when that split is readable here
+    and has labelled images; otherwise the model is exported without them (and the demo says so).
+    """
     ckpt = Path(ckpt)
     overrides = read_card_sections(card_sections) if card_sections else {}
     bundle = load_pretrained(ckpt)  # safe loader: weights_only, strict
@@ -130,7 +137,7 @@ def export(
     if smoothing_sigma is not None:
         localization = dataclasses.replace(localization, smoothing_sigma=smoothing_sigma)
     metadata = ModelMetadata(synthetic_data=synthetic_data, findings=_manifest_findings(data.get("manifest")))
-    return save_pretrained(
+    directory = save_pretrained(
         bundle,
         out,
         localization=localization,
@@ -140,6 +147,14 @@ def export(
         external_text=external_text,
         metadata=metadata,
     )
+    if calibrate_on_val and data.get("manifest"):
+        from .calibrate import calibrate
+
+        try:
+            calibrate(directory, data["manifest"], "val")
+        except ValueError as error:
+            print(f"not calibrated: {error}")
+    return directory
 
 
 def _manifest_findings(manifest: str | None) -> tuple[str, ...]:
@@ -172,8 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         "--smoothing-sigma",
         type=float,
         default=None,
-        help="heatmap Gaussian sigma in deep-grid cells (default 1.5, the reference's on its 19x19 grid; a "
-        "smaller grid needs a proportionally smaller sigma for the same physical smoothing)",
+        help="heatmap Gaussian sigma in deep-grid cells (default: the training monitor's, saved in the checkpoint)",
+    )
+    parser.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="do not fit the zero-shot calibration and the out-of-distribution summary on the manifest's val split",
     )
     parser.add_argument(
         "--card-sections",
@@ -193,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         args.external_text,
         args.card_sections,
         args.smoothing_sigma,
+        not args.no_calibration,
     )
     print(f"wrote {path}")
     return 0

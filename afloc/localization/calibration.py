@@ -39,6 +39,12 @@ class FindingCalibration:
     n: int = 0
     positives: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("slope", "bias"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"calibration {name} must be a finite number, got {value!r}")
+
     def probability(self, logit: float | np.ndarray) -> float | np.ndarray:
         return _sigmoid(self.slope * np.asarray(logit, dtype=np.float64) + self.bias)
 
@@ -80,9 +86,6 @@ class ZeroShotCalibration:
             str(k).strip().lower(): from_dict(FindingCalibration, v, f"calibration of {k!r}")
             for k, v in findings.items()
         }
-        for name, item in parsed.items():
-            if not (math.isfinite(item.slope) and math.isfinite(item.bias)):
-                raise ValueError(f"calibration of {name!r}: slope and bias must be finite numbers")
         return from_dict(cls, {**data, "findings": parsed}, "calibration")
 
 

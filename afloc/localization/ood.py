@@ -1,6 +1,9 @@
-"""Is an image like the images a model was validated on? A Mahalanobis distance of its global embedding.
+"""Is an image like the images a model was validated on? A Mahalanobis distance of its mean deep-map embedding.
 
-:class:`OODSummary` keeps, from the validation images' L2-normalised global image embeddings, their mean, the top
+The feature (:func:`ood_features`) is the mean over the deep map's regions of their embeddings, L2-normalised. It
+was chosen by measurement (``benchmarks/README.md``): the global image embedding, trained to match report text,
+let a fundus model take chest films and photographs for fundus photos; the mean region embedding separated every
+kind tried. :class:`OODSummary` keeps, from the validation images' features, their mean, the top
 ``k`` principal directions with their variances, and the mean variance left outside them (a probabilistic-PCA
 form of the Gaussian: a full shrunk covariance needs ``D x D`` numbers, this ``(k + 1) x D``). An image's score is
 
@@ -19,6 +22,13 @@ import torch
 
 DEFAULT_COMPONENTS = 16
 DEFAULT_QUANTILE = 0.99
+FEATURE = "mean-deep-map-embedding"
+
+
+def ood_features(patch_embeddings: torch.Tensor) -> torch.Tensor:
+    """The OOD feature of deep-map embeddings ``[D, h, w]`` -> ``[D]`` (or ``[N, D, h, w]`` -> ``[N, D]``): the
+    mean over the regions (normalised when scored)."""
+    return patch_embeddings.float().flatten(-2).mean(-1)
 
 
 def _normalised(embeddings: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -103,13 +113,16 @@ class OODSummary:
             "variances": torch.from_numpy(self.variances.astype(np.float32)),
         }
         metadata = {"residual_variance": repr(self.residual_variance), "threshold": repr(self.threshold),
-                    "quantile": repr(self.quantile), "n": str(self.n), "method": "ppca-mahalanobis"}  # fmt: skip
+                    "quantile": repr(self.quantile), "n": str(self.n), "method": "ppca-mahalanobis",
+                    "feature": FEATURE}  # fmt: skip
         return tensors, metadata
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None) -> OODSummary:
         """Raises ValueError naming what is missing or inconsistent."""
         metadata = metadata or {}
+        if metadata.get("feature", FEATURE) != FEATURE:
+            raise ValueError(f"OOD summary of feature {metadata.get('feature')!r}; this library computes {FEATURE!r}")
         try:
             mean = tensors["mean"].double().numpy()
             components = tensors["components"].double().numpy()
