@@ -108,6 +108,8 @@ def create(argv: list[str] | None = None):
         "auth": args.auth,
         "max_file_size": args.max_file_size,
         "state_session_capacity": args.max_sessions,
+        "run_history": False,  # nothing of a session (prompts, file names, scores) stays in the browser
+        "footer_links": ["api", "settings"],
     }
     return blocks, launch_kwargs, store, default
 
@@ -126,14 +128,19 @@ def security_warnings(launch_kwargs: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # at once: importing Gradio and torch takes tens of seconds on a small machine, which looks like a hang
+    print("Starting the AFLoc demo: loading Gradio, torch and the model (this can take half a minute)...", flush=True)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     blocks, launch_kwargs, store, default = create(argv)
     for warning in security_warnings(launch_kwargs):
         logger.warning("%s", warning)
     try:  # load the start-up model now, so the first user does not wait; a failure is shown in the UI later
-        store.get(default)
+        loaded = store.get(default)
+        print(f"Model {loaded.name} loaded.", flush=True)
     except ValueError as error:
         logger.warning("%s", error)
+    host = launch_kwargs["server_name"]
+    print(f"Open http://{'127.0.0.1' if host in LOCAL_HOSTS else host}:{launch_kwargs['server_port']} in a browser.")
     blocks.launch(**launch_kwargs)
 
 

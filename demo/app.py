@@ -29,9 +29,13 @@ MEMORY_BUDGET_BYTES = 2 << 30
 SWEEP_INTERVAL_S = 60.0
 
 
+SCROLL_TO_RESULT = "() => document.getElementById('afloc-figure')?.scrollIntoView({block: 'nearest'})"
+"""After Localize the overlay is brought into view (on a narrow screen it sits below the inputs)."""
+
+
 def wire(ui: UI, on: Handlers, blocks: gr.Blocks) -> None:
     """Connect the components' events to the handlers (the status output stays last: clients read ``[-1]``)."""
-    everything = [ui.state, ui.film, ui.modality, ui.presets, ui.prompt_box, ui.boxes, ui.figure, ui.shown]
+    everything = [ui.state, ui.modality, ui.presets, ui.prompt_box, ui.boxes, ui.figure, ui.shown]
     everything += [ui.metrics, ui.probabilities, ui.zero_shot_notes, ui.notice, ui.status]
     switched = [ui.model, ui.banner, ui.example_list]  # what a change of modality also updates
     view = [ui.state, ui.shown, ui.threshold, ui.opacity]  # what a redraw reads
@@ -43,10 +47,16 @@ def wire(ui: UI, on: Handlers, blocks: gr.Blocks) -> None:
     ui.upload.upload(
         on.on_upload, [ui.state, ui.upload, ui.model], [*everything[:-1], *switched, ui.status], api_name="load_image"
     )
+    ui.upload.clear(on.on_clear, [ui.state], [*everything[:-1], ui.status], api_name="clear_image")
+    ui.presets.input(on.on_presets, [ui.prompt_box, ui.presets], [ui.prompt_box, ui.presets], api_visibility="private")
     ui.example_list.click(
         on.on_example, [ui.state, ui.example_list, ui.modality], everything, api_name="load_example"
-    ).success(on.on_localize, localize_inputs, localize_outputs, api_visibility="private")
-    ui.run.click(on.on_localize, localize_inputs, localize_outputs, api_name="localize")
+    ).success(on.on_localize, localize_inputs, localize_outputs, api_visibility="private").then(
+        None, None, None, js=SCROLL_TO_RESULT
+    )
+    ui.run.click(on.on_localize, localize_inputs, localize_outputs, api_name="localize").then(
+        None, None, None, js=SCROLL_TO_RESULT
+    )
     ui.shown.input(on.on_redraw, view, redrawn, api_name="redraw", show_progress="hidden")
     for slider in (ui.threshold, ui.opacity):
         slider.change(
@@ -60,7 +70,7 @@ def wire(ui: UI, on: Handlers, blocks: gr.Blocks) -> None:
     ui.model.change(
         on.on_model,
         [ui.state, ui.model],
-        [ui.state, ui.film, ui.figure, ui.shown, ui.metrics, ui.probabilities, ui.status, ui.card, ui.banner]
+        [ui.state, ui.figure, ui.shown, ui.metrics, ui.probabilities, ui.status, ui.card, ui.banner]
         + [ui.zero_shot_notes, ui.notice],
         api_name="select_model",
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,8 +25,6 @@ from afloc.localization.overlay import (
     add_colorbar,
     add_legend,
     render_overlay,
-    save_png,
-    slug,
     to_rgb_uint8,
 )
 from afloc.predictor import MAX_PROMPT_CHARS
@@ -42,6 +39,7 @@ from .annotations import (
     parse_boxes_text,
     read_annotations,
 )
+from .messages import notice_text, plain_message, read_head
 from .session import Session, escape_markdown
 
 MAX_PIXELS = 50_000_000  # 50 MP: larger films are refused (from the header, before decoding)
@@ -83,6 +81,7 @@ class View:
     metrics_text: str = ""
     notice: str = ""
     scored_boxes: list[Box] = field(default_factory=list)
+    boxes_matched: bool = False  # the scored boxes' labels match the prompt (else: all boxes, none matched)
 
 
 # ------------------------------------------------------------------------------------------------ image
@@ -100,7 +99,8 @@ def load_image(
     try:
         image, info = decode(source, max_pixels=max_pixels)
     except ValueError as error:
-        return None, Status(f"Could not read {name}: {error}", error=True)
+        clear_image(session)  # the previous film, its heatmaps and boxes never stay behind a refused upload
+        return None, Status(plain_message(str(error), read_head(source), name, max_pixels), error=True)
     session.image, session.image_name, session.released = image, name, False
     session.modality = "fundus" if image.ndim == 3 else "cxr"
     session.set_encoded(None)
@@ -108,6 +108,14 @@ def load_image(
     session.boxes = []
     kind = "colour, fundus presets" if image.ndim == 3 else "greyscale, chest X-ray presets"
     return to_rgb_uint8(image), Status(f"Loaded {name}: {info.format.upper()}, {info.width}x{info.height} ({kind}).")
+
+
+def clear_image(session: Session) -> None:
+    """Forget the film, its encoding, heatmaps and ground truth (a new upload attempt, or the upload cleared)."""
+    session.image, session.image_name = None, ""
+    session.set_encoded(None)
+    session.model_key = None
+    session.boxes = []
 
 
 def list_examples(folder: Path) -> list[Example]:
@@ -135,6 +143,14 @@ def load_example(session: Session, example: Example, max_pixels: int = MAX_PIXEL
 
 
 # ------------------------------------------------------------------------------------------------ prompts
+def insert_presets(text: str | None, chosen) -> str:
+    """The findings box with the chosen presets appended (those it already holds, in any case, are not repeated)."""
+    current = [p.strip() for p in re.split(r"[,\n\r]", text or "") if p.strip()]
+    lowered = {" ".join(p.lower().split()) for p in current}
+    added = [str(p).strip() for p in chosen or () if " ".join(str(p).lower().split()) not in lowered]
+    return ", ".join(current + added)
+
+
 def parse_prompts(text: str | None, presets=()) -> tuple[list[str], str]:
     """Prompts from comma/newline-separated text plus presets, and a note on dropped non-ASCII characters.
 
@@ -142,7 +158,10 @@ def parse_prompts(text: str | None, presets=()) -> tuple[list[str], str]:
         ValueError: no prompt, too many, one over ``MAX_PROMPT_CHARS``, or one with no ASCII word left.
     """
     pieces = [p.strip() for p in re.split(r"[,\n\r]", text or "")] + [str(p).strip() for p in presets or ()]
-    prompts = list(dict.fromkeys(p for p in pieces if p))
+    unique: dict[str, str] = {}  # one prompt per finding whatever its case and spacing: the first spelling stays
+    for piece in filter(None, pieces):
+        unique.setdefault(" ".join(piece.lower().split()), piece)
+    prompts = list(unique.values())
     if not prompts:
         raise ValueError("Type a finding to localize (e.g. 'left pleural effusion') or pick a preset.")
     if len(prompts) > MAX_PROMPTS:
@@ -181,6 +200,7 @@ def localize(session: Session, model, text: str | None, presets=()) -> Status:
         if session.encoded is None or session.model_key != model.key:
             session.set_encoded(predictor.encode_image(session.image), predictor)
             session.model_key, session.model_name = model.key, model.name
+            session.model_digest, session.model_synthetic = model.digest, model.synthetic
         predictor.localize(prompts, image=session.encoded, space="model")  # into the encoding's cache
         results = predictor.zero_shot_results(list(FINDINGS_BY_MODALITY[session.modality]), image=session.encoded)
     except ValueError as error:
@@ -190,40 +210,6 @@ def localize(session: Session, model, text: str | None, presets=()) -> Status:
     session.probabilities = {f: r.probability for f, r in results.items() if r.probability is not None}
     session.unseen = {prompt: predictor.unseen_findings(prompt) for prompt in prompts}
     return Status(f"Localized {len(prompts)} prompt(s) with {model.name}.{note}")
-
-
-OUT_OF_DISTRIBUTION = (
-    "⚠️ **This image is unlike the images this model was trained on; its heatmap and scores are not meaningful.**"
-)
-
-
-def notice_text(session: Session, prompt: str | None) -> str:
-    """What the user must know before reading the heatmap of ``prompt``: the image is out of distribution, or the
-    prompt names a finding the model's training reports never named."""
-    lines = []
-    if session.encoded is not None and session.encoded.out_of_distribution:
-        lines.append(OUT_OF_DISTRIBUTION)
-    unseen = session.unseen.get(prompt or "", [])
-    if unseen:
-        names = escape_markdown(", ".join(unseen))
-        lines.append(f"⚠️ This model was not trained on reports of {names}: its heatmap for this prompt means nothing.")
-    return "\n\n".join(lines)
-
-
-def zero_shot_text(session: Session) -> str:
-    """The zero-shot findings the probability panel leaves out: uncalibrated scores (not probabilities) and
-    findings the model was never trained on."""
-    uncalibrated = [r for r in session.zero_shot.values() if r.probability is None]
-    lines = []
-    if session.zero_shot and len(uncalibrated) == len(session.zero_shot):
-        lines.append("This model has no calibration: its zero-shot scores are not probabilities.")
-    if uncalibrated:
-        scores = ", ".join(f"{escape_markdown(r.finding)} {r.uncalibrated:.2f}" for r in uncalibrated)
-        lines.append(f"Uncalibrated scores (not probabilities): {scores}.")
-    unseen = [r.finding for r in session.zero_shot.values() if r.seen_in_training is False]
-    if unseen:
-        lines.append(f"Not trained on reports of: {escape_markdown(', '.join(unseen))}.")
-    return "  \n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ rendering
@@ -261,7 +247,7 @@ def render(session: Session, selected: str | None, threshold: float, opacity: fl
         [("ground truth", BOX_COLOR)] if scored else []
     )
     figure = add_legend(add_colorbar(overlay, threshold=threshold), entries)
-    view = View(prompt, threshold, opacity, figure, overlay, heatmap, scored_boxes=scored)
+    view = View(prompt, threshold, opacity, figure, overlay, heatmap, scored_boxes=scored, boxes_matched=bool(matched))
     view.notice = notice_text(session, prompt)
     if not scored:
         view.metrics_text = "No ground truth: pick an example, upload an annotation file or type boxes to see metrics."
@@ -309,44 +295,3 @@ def load_annotations(session: Session, source) -> tuple[str | None, Status]:
         return None, Status(f"Could not use the annotation file: {detail}", error=True)
     session.boxes = boxes
     return boxes_to_text(boxes), Status(f"{len(boxes)} ground-truth box(es) read for {session.image_name}.")
-
-
-# ------------------------------------------------------------------------------------------------ export
-def export(session: Session, selected: str | None, threshold: float, opacity: float) -> tuple[list[Path], Status]:
-    """Write the figure (PNG), the heatmap (``.npy``, float32 on the original pixels) and a JSON record."""
-    view = render(session, selected, threshold, opacity)
-    if view.heatmap is None:
-        if session.released:
-            return [], Status(RELEASED, error=True)
-        return [], Status("Nothing to export yet: localize a prompt first.", error=True)
-    folder = session.folder()
-    stem = f"{slug(Path(session.image_name).stem, 50)}__{slug(view.prompt, 50)}__{uuid.uuid4().hex[:6]}"
-    png, npy, record = (folder / f"{stem}{suffix}" for suffix in (".png", ".npy", ".json"))
-    save_png(png, view.figure)
-    np.save(npy, view.heatmap)
-    record_data = {
-        "prompt": view.prompt,
-        "threshold": view.threshold,
-        "opacity": view.opacity,
-        "model": session.model_name,
-        "image": {"name": session.image_name, "height": view.heatmap.shape[0], "width": view.heatmap.shape[1]},
-        "metrics": {k: None if math.isnan(v) else v for k, v in view.metrics.items()} if view.metrics else None,
-        "ground_truth": [{"box": list(b[:4]), "label": b.label} for b in view.scored_boxes],
-        "zero_shot_probabilities": session.probabilities,  # calibrated only
-        "zero_shot": {
-            f: {
-                "probability": r.probability,
-                "uncalibrated_score": r.uncalibrated,
-                "seen_in_training": r.seen_in_training,
-            }
-            for f, r in session.zero_shot.items()
-        },
-        "out_of_distribution": session.encoded.out_of_distribution if session.encoded is not None else None,
-        "ood_score": session.encoded.ood_score if session.encoded is not None else None,
-        "prompt_names_unseen_findings": session.unseen.get(view.prompt, []),
-        "heatmap_file": npy.name,
-        "notice": NOTICE,
-    }
-    record.write_text(json.dumps(record_data, indent=2))
-    session.add_export([png, npy, record])
-    return [png, npy, record], Status(f"Exported {png.name}, {npy.name} and {record.name}.")

@@ -20,7 +20,9 @@ from afloc.text.prompts import FINDINGS_BY_MODALITY
 from . import callbacks as cb
 from . import modality as md
 from .decoding import DecodeWorker
+from .export import export
 from .layout import UI
+from .messages import zero_shot_text
 from .models import ModelStore
 from .server import Sessions, forget_gradio_session
 from .session import discard_upload, escape_html, escape_markdown
@@ -86,8 +88,7 @@ class Handlers:
         ui = self.ui
         return {
             ui.state: session,
-            ui.film: display,
-            ui.figure: None,
+            ui.figure: display,  # the film alone until it is localized: one copy of it on the page
             ui.shown: gr.Dropdown(choices=[], value=None),
             ui.metrics: "",
             ui.probabilities: None,
@@ -115,11 +116,25 @@ class Handlers:
             display, message = cb.load_image(session, image_file, name, self.max_pixels, self.decode)
             discard_upload(image_file, self.sessions.upload_root)  # decoded: the upload (a DICOM's header) goes now
             self.sessions.sweep_uploads()  # and any earlier upload that no event consumed
-            display = session.save_view("film", display)
-            if message.error:
-                return {ui.state: session, ui.status: status_text(message)}
+            display = session.save_view("figure", display)
+            if message.error:  # the error on an empty page: nothing of the previous film stays
+                return self.cleared(session, message, None) | {ui.boxes: ""}
             updates = self.modality_updates(session.modality, model_key)  # a colour photo switches to fundus
-            return self.cleared(session, message, display) | {ui.modality: session.modality} | updates
+            cleared = self.cleared(session, message, display) | {ui.boxes: ""}
+            return cleared | {ui.modality: session.modality} | updates
+
+    @guarded
+    def on_clear(self, state_value, request: gr.Request):
+        """The upload was cleared: so are the film, its heatmaps, scores and ground truth."""
+        session = self.sessions.get(state_value, request)
+        with session.lock:
+            cb.clear_image(session)
+            return self.cleared(session, cb.Status("Image cleared."), None) | {self.ui.boxes: ""}
+
+    @guarded
+    def on_presets(self, text, chosen):
+        """A preset is inserted into the findings box (what is queried is what the box shows) and unticked."""
+        return {self.ui.prompt_box: cb.insert_presets(text, chosen), self.ui.presets: gr.Dropdown(value=[])}
 
     @guarded
     def on_example(self, state_value, example_index, modality_value, request: gr.Request):
@@ -129,7 +144,7 @@ class Handlers:
         session, example = self.sessions.get(state_value, request), shown_examples[example_index]
         with session.lock:
             display, message = cb.load_example(session, example, self.max_pixels)
-            display = session.save_view("film", display)
+            display = session.save_view("figure", display)
             if message.error:
                 raise gr.Error(message.message)
             return self.cleared(session, message, display) | {
@@ -150,15 +165,18 @@ class Handlers:
                 loaded = self.store.get(model_key)
             except ValueError as error:
                 return {ui.state: session, ui.status: status_text(cb.Status(str(error), error=True))}
+            before = list(session.prompts)
             message = cb.localize(session, loaded, prompts, preset_findings)
             if message.error:
                 return {ui.state: session, ui.status: status_text(message)}
-            selected = shown_prompt if shown_prompt in session.prompts else session.prompts[0]
+            # what was just asked is what is shown: the first new prompt, else the one on display if still asked
+            new = [p for p in session.prompts if p not in before]
+            selected = new[0] if new else shown_prompt if shown_prompt in session.prompts else session.prompts[0]
             return self.view_outputs(session, selected, threshold, opacity) | {
                 ui.state: session,
                 ui.shown: gr.Dropdown(choices=session.prompts, value=selected),
                 ui.probabilities: session.probabilities or None,
-                ui.zero_shot_notes: cb.zero_shot_text(session),
+                ui.zero_shot_notes: zero_shot_text(session),
                 ui.status: status_text(message),
             }
 
@@ -196,7 +214,7 @@ class Handlers:
     def on_export(self, state_value, shown_prompt, threshold, opacity, request: gr.Request):
         ui, session = self.ui, self.sessions.get(state_value, request)
         with session.lock:
-            files, message = cb.export(session, shown_prompt, threshold, opacity)
+            files, message = export(session, shown_prompt, threshold, opacity)
             return {ui.state: session, ui.downloads: [str(f) for f in files] or None, ui.status: status_text(message)}
 
     # ------------------------------------------------------------------ models and modality
@@ -212,7 +230,8 @@ class Handlers:
             session.set_encoded(None)
             session.model_key = None
             message = cb.Status(f"Model {loaded.name} ready. Press Localize.")
-            return self.cleared(session, message, gr.skip()) | {
+            film = cb.to_rgb_uint8(session.image) if session.image is not None else None
+            return self.cleared(session, message, session.save_view("figure", film)) | {
                 ui.card: loaded.card,
                 ui.banner: md.banner(self.store, session.modality, loaded.key),
             }

@@ -23,6 +23,18 @@ BOXES_HELP = (
 )
 
 
+class CloseSession:
+    """The state's expiry callback: closes the session (frees its arrays, deletes its folder). A class with a fixed
+    repr, because Gradio writes the callback's repr into the page config (a function's would carry its address)."""
+
+    def __call__(self, session) -> None:
+        if session is not None:
+            session.close()
+
+    def __repr__(self) -> str:
+        return "close-session"
+
+
 @dataclass
 class UI:
     """The page's components, by role."""
@@ -34,7 +46,6 @@ class UI:
     card: gr.Markdown
     upload: gr.File
     example_list: gr.Dataset
-    film: gr.Image
     modality: gr.Radio
     presets: gr.Dropdown
     prompt_box: gr.Textbox
@@ -56,18 +67,25 @@ class UI:
 
 
 def layout(store: ModelStore, modality: str, model_key: str | None, samples: list[list[str]]) -> UI:
-    """The components, inside the current ``gr.Blocks``: inputs on the left, the result on the right."""
-    state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=lambda s: s and s.close())
+    """The components, inside the current ``gr.Blocks``, in the order of the task: on the left the image, its
+    modality, the findings and Localize (then the examples, the model, ground truth and export); on the right the
+    result: status, notice, the one picture (the film, then its overlay) and its controls, in view after Localize."""
+    state = gr.State(None, time_to_live=SESSION_TTL_S, delete_callback=CloseSession())
     gr.Markdown(HEADER)
     banner = gr.Markdown(md.banner(store, modality, model_key), label="warnings")
     with gr.Row():
-        with gr.Column(scale=2):
-            with gr.Row():
-                model = gr.Dropdown(md.model_choices(store, modality), value=model_key, label="Model", scale=4)
-                refresh = gr.Button("↻ Refresh models", scale=1, size="sm")
-            with gr.Accordion("Model card", open=False):
-                card = gr.Markdown(store.card(model_key), label="model card")
-            upload = gr.File(label="Image: PNG, JPEG or DICOM (recognised by content)", type="filepath")
+        with gr.Column(scale=2, min_width=320):
+            upload = gr.File(label="Image: PNG, JPEG or DICOM (recognised by content)", type="filepath", height=120)
+            modality_radio = gr.Radio([(md.LABELS[m], m) for m in md.MODALITIES], value=modality, label="Modality")
+            prompt_box = gr.Textbox(
+                label="Findings to localize (comma- or newline-separated)",
+                placeholder="e.g. left lower lobe consolidation, small right pleural effusion",
+                lines=2,
+            )
+            presets = gr.Dropdown(
+                md.presets(modality), value=[], multiselect=True, label="Finding presets (added to the findings box)"
+            )
+            run = gr.Button("Localize", variant="primary")
             example_list = gr.Dataset(
                 label="Examples with ground truth (of the chosen modality)",
                 components=["textbox", "textbox"],
@@ -76,19 +94,27 @@ def layout(store: ModelStore, modality: str, model_key: str | None, samples: lis
                 type="index",
                 layout="table",
             )
-            film = gr.Image(label="Input image", interactive=False, format="png", height=320)
-            modality_radio = gr.Radio([(md.LABELS[m], m) for m in md.MODALITIES], value=modality, label="Modality")
-            presets = gr.Dropdown(md.presets(modality), value=[], multiselect=True, label="Finding presets")
-            prompt_box = gr.Textbox(
-                label="Findings to localize (comma- or newline-separated)",
-                placeholder="e.g. left lower lobe consolidation, small right pleural effusion",
-                lines=2,
-            )
-            run = gr.Button("Localize", variant="primary")
-        with gr.Column(scale=3):
+            with gr.Row():
+                model = gr.Dropdown(md.model_choices(store, modality), value=model_key, label="Model", scale=4)
+                refresh = gr.Button("↻ Refresh models", scale=1, size="sm")
+            with gr.Accordion("Model card", open=False):
+                card = gr.Markdown(store.card(model_key), label="model card")
+            with gr.Accordion("Ground truth", open=False):
+                annotations = gr.File(label="Annotation file: COCO JSON, MS-CXR CSV, YOLO txt or CSV x,y,w,h,label")
+                boxes = gr.Textbox(label="Boxes", info=BOXES_HELP, lines=3)
+                apply_boxes = gr.Button("Apply boxes")
+            export_button = gr.Button("Export PNG + heatmap (.npy) + JSON")
+            downloads = gr.File(label="Downloads", file_count="multiple", interactive=False)
+        with gr.Column(scale=3, min_width=320):
             status = gr.Markdown(label="status")
             notice = gr.Markdown(label="notice")
-            figure = gr.Image(label="Heatmap (blue: low, red: high similarity)", interactive=False, format="png")
+            figure = gr.Image(
+                label="Image and heatmap (blue: low, red: high similarity)",
+                interactive=False,
+                format="png",
+                buttons=["download", "fullscreen"],
+                elem_id="afloc-figure",
+            )
             shown = gr.Dropdown([], label="Show prompt", allow_custom_value=True)
             with gr.Row():
                 threshold = gr.Slider(
@@ -100,16 +126,8 @@ def layout(store: ModelStore, modality: str, model_key: str | None, samples: lis
                 label="Zero-shot probability of standard findings (calibrated on validation images)", num_top_classes=9
             )
             zero_shot_notes = gr.Markdown(label="zero-shot notes")
-            with gr.Accordion("Ground truth", open=False):
-                annotations = gr.File(label="Annotation file: COCO JSON, MS-CXR CSV, YOLO txt or CSV x,y,w,h,label")
-                boxes = gr.Textbox(label="Boxes", info=BOXES_HELP, lines=3)
-                apply_boxes = gr.Button("Apply boxes")
-            with gr.Row():
-                export_button = gr.Button("Export PNG + heatmap (.npy) + JSON")
-            downloads = gr.File(label="Downloads", file_count="multiple", interactive=False)
     return UI(
-        state, banner, model, refresh, card, upload, example_list, film, modality_radio, presets, prompt_box, run,
-        status, notice, figure, shown, threshold, opacity, metrics, probabilities, zero_shot_notes, annotations, boxes,
-        apply_boxes,
-        export_button, downloads,
+        state, banner, model, refresh, card, upload, example_list, modality_radio, presets, prompt_box, run, status,
+        notice, figure, shown, threshold, opacity, metrics, probabilities, zero_shot_notes, annotations, boxes,
+        apply_boxes, export_button, downloads,
     )  # fmt: skip

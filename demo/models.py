@@ -70,6 +70,19 @@ class LoadedModel:
     card: str
     untrained: bool = False
     synthetic: bool = False
+    digest: str = ""  # sha256 of the weight files (first 16 hex digits); "" when not from a directory
+
+
+def weights_digest(directory: Path) -> str:
+    """The first 16 hex digits of the sha256 over a model directory's weight files (in name order)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for file in sorted(directory.glob("model*.safetensors")):
+        with file.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def model_banner(synthetic: bool, untrained: bool) -> str:
@@ -274,6 +287,7 @@ class ModelStore:
             logger.warning("could not load model %s: %s", path, error)
             raise ValueError(f"could not load the model in {path.name}: {error}") from error
         predictor = AFLocPredictor.from_bundle(bundle, device=self.device)
-        logger.info("loaded model %s", path)
+        logger.info("loaded model %s", key)  # its key, not its path on this machine
         card = self._with_source(bundle.card, key)
-        return LoadedModel(key, path.name, predictor, card, synthetic=bundle.metadata.synthetic_data)
+        digest = weights_digest(path)
+        return LoadedModel(key, path.name, predictor, card, synthetic=bundle.metadata.synthetic_data, digest=digest)

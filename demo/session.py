@@ -65,6 +65,8 @@ class Session:
     modality: str = "cxr"
     model_key: str | None = None
     model_name: str = ""
+    model_digest: str = ""
+    model_synthetic: bool | None = None
     encoded: EncodedImage | None = None
     predictor: AFLocPredictor | None = None
     prompts: list[str] = field(default_factory=list)

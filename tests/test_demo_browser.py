@@ -186,3 +186,26 @@ def test_modality_switch_selects_model_examples_and_presets(browser, server):
     page.get_by_role("gridcell", name=EXAMPLE).wait_for()
     assert page.get_by_role("gridcell", name=FUNDUS_EXAMPLE).count() == 0
     page.close()
+
+
+@pytest.mark.parametrize("width, height", [(1440, 900), (390, 844)])
+def test_the_overlay_is_in_view_after_localize_and_nothing_stays_in_the_browser(browser, server, width, height):
+    """Issue #35: after Localize the overlay is inside the viewport on a desktop and a phone; the browser keeps no
+    run history (prompts, file names, scores) in its storage."""
+    page = browser.new_page()
+    page.set_viewport_size({"width": width, "height": height})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(server)
+    page.get_by_role("gridcell", name=EXAMPLE).click()
+    page.get_by_text("at threshold").first.wait_for()
+    page.get_by_label("Findings to localize").fill(PROMPT)
+    page.get_by_role("button", name="Localize", exact=True).click()
+    page.get_by_text(f"for '{PROMPT}' at threshold").wait_for()
+    page.wait_for_timeout(500)  # the scroll after the result
+    box = page.locator("#afloc-figure img").bounding_box()
+    assert box is not None and box["y"] < height and box["y"] + box["height"] > 0, box  # at least partly in view
+    visible = min(box["y"] + box["height"], height) - max(box["y"], 0)
+    assert visible >= min(box["height"], height) * 0.5, (box, height)  # most of it
+    stored = page.evaluate("() => JSON.stringify({...localStorage}) + JSON.stringify({...sessionStorage})")
+    assert PROMPT not in stored and EXAMPLE not in stored, stored[:300]
+    page.close()

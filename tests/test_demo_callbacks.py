@@ -23,6 +23,8 @@ from afloc.localization.metrics import localization_metrics
 from afloc.localization.overlay import to_rgb_uint8
 from afloc.text.prompts import CXR_FINDINGS
 from demo import callbacks as cb
+from demo.export import export
+from demo.messages import zero_shot_text
 from demo.models import UNTRAINED_KEY, LoadedModel, ModelStore, find_model_dirs, model_banner
 
 SYNTHETIC = ModelMetadata(synthetic_data=True)  # the demo warns about synthetic-data models
@@ -88,7 +90,7 @@ def test_prompt_gives_overlay_of_input_size_with_colour_bar(session, model, tiny
     np.testing.assert_allclose(view.heatmap, reference, atol=1e-6)
     # no calibration.json: no probabilities are shown, every finding is listed as an uncalibrated score instead
     assert session.probabilities == {} and set(session.zero_shot) == set(CXR_FINDINGS)
-    notes = cb.zero_shot_text(session)
+    notes = zero_shot_text(session)
     assert "no calibration" in notes and "not probabilities" in notes and "pneumonia 0." in notes
 
 
@@ -109,7 +111,7 @@ def test_redraw_never_runs_the_model(session, model, tiny_predictor, monkeypatch
         for selected in ("mass", "pleural effusion", "unknown"):
             cb.render(session, selected, threshold, 0.2)
     cb.set_boxes_text(session, "10, 10, 50, 50, mass")
-    cb.export(session, "mass", 0.1, 0.5)
+    export(session, "mass", 0.1, 0.5)
     assert cb.localize(session, model, "mass, pleural effusion").error is False  # cached per session
     assert calls == after_localize
 
@@ -216,14 +218,15 @@ def test_typed_boxes(session, model):
 def test_exports_are_written_and_readable(session, model):
     localized(session, model, "mass, edema")
     cb.set_boxes_text(session, "53, 69, 34, 29, mass")
-    files, status = cb.export(session, "edema", 0.25, 0.4)
+    files, status = export(session, "edema", 0.25, 0.4)
     assert not status.error and [f.suffix for f in files] == [".png", ".npy", ".json"]
     assert all(f.parent == session.export_dir for f in files)
     view = cb.render(session, "edema", 0.25, 0.4)
-    np.testing.assert_array_equal(np.asarray(Image.open(files[0]).convert("RGB")), view.figure)
+    figure = np.asarray(Image.open(files[0]).convert("RGB"))  # what was shown, with a provenance footer below
+    np.testing.assert_array_equal(figure[: view.figure.shape[0]], view.figure)
     np.testing.assert_array_equal(np.load(files[1]), view.heatmap)
     record = json.loads(files[2].read_text())
-    assert record["prompt"] == "edema" and record["threshold"] == 0.25 and record["model"] == "tiny test model"
+    assert record["prompt"] == "edema" and record["threshold"] == 0.25 and record["model"]["name"] == "tiny test model"
     assert set(record["metrics"]) == {"iou", "dice", "cnr", "pointing_game"}
     assert "not a medical device" in record["notice"].lower()
     session.close()
@@ -232,7 +235,7 @@ def test_exports_are_written_and_readable(session, model):
 
 # ------------------------------------------------------------------------------------------------ bad input
 BAD_IMAGES = {
-    "random.png": (lambda: np.random.default_rng(1).bytes(5000), "not a recognised image"),
+    "random.png": (lambda: np.random.default_rng(1).bytes(5000), "not an image this demo reads: upload a PNG"),
     "truncated.png": (truncated_png, "truncated"),
     "empty.dcm": (lambda: b"", "empty"),
     "multiframe.dcm": (lambda: make_dicom(np.zeros((8, 4), np.uint8), NumberOfFrames=2), "multi-frame"),
@@ -242,19 +245,24 @@ BAD_IMAGES = {
         ),
         "colour DICOM",
     ),
-    "huge.png": (huge_png, "too large.*max_pixels=1000000"),
+    "huge.png": (huge_png, r"is 3000 x 2000 \(6 MP\), over the 1 MP limit: downscale it to at most 1200 px"),
+    "document.png": (lambda: b"%PDF-1.7\n" + bytes(300), "is a PDF document, not an image: export the film as PNG"),
+    "notes.png": (lambda: b"Patient notes, not a film\n" * 20, "is a text file, not an image"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(BAD_IMAGES))
-def test_bad_images_give_a_message_and_keep_the_session(session, tmp_path, name):
+def test_bad_images_give_a_plain_message_and_leave_no_film(session, tmp_path, name):
+    """Issue #35: the message says what the file is and what to do; the previous film, its heatmaps and boxes go
+    (Localize must never run on the film before a refused upload)."""
     make, pattern = BAD_IMAGES[name]
     loaded(session)
     (tmp_path / name).write_bytes(make())
     display, status = cb.load_image(session, tmp_path / name, name, max_pixels=1_000_000)
     assert display is None and status.error and name in status.message
     assert re.search(pattern, status.message), status.message
-    assert session.image_name == "phantom_mass.png"  # the previous image is kept
+    assert session.image is None and session.encoded is None and session.boxes == [] and not session.prompts
+    assert cb.localize(session, None, "mass").error  # nothing left to localize
     assert "Doe" not in status.message and "PID" not in status.message
 
 
@@ -286,7 +294,7 @@ def test_actions_before_an_image_give_messages(session, model, tmp_path):
     assert cb.localize(session, model, "mass").error
     assert cb.set_boxes_text(session, "1,2,3,4").error
     assert cb.load_annotations(session, tmp_path / "nothing.csv")[1].error
-    assert cb.export(session, None, 0.3, 0.5)[1].error
+    assert export(session, None, 0.3, 0.5)[1].error
     assert cb.render(session, None, 0.3, 0.5).figure is None
     assert cb.load_image(session, None)[1].error
 
@@ -417,7 +425,7 @@ def test_threshold_slider_reaches_the_metrics_and_the_export(session, model):
     assert low.metrics == localization_metrics(low.heatmap, mask, -0.5)
     assert high.metrics == localization_metrics(high.heatmap, mask, 0.5)
     assert low.metrics["iou"] != high.metrics["iou"]
-    files, _ = cb.export(session, None, 0.5, 0.35)
+    files, _ = export(session, None, 0.5, 0.35)
     record = json.loads(files[2].read_text())
     assert (record["threshold"], record["opacity"]) == (0.5, 0.35)
     assert record["metrics"]["iou"] == pytest.approx(high.metrics["iou"])

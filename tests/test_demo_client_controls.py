@@ -135,7 +135,7 @@ def test_example_loads_its_ground_truth_and_scores_it(server, tmp_path):
     outputs = c.predict(index, api_name="/load_example")
     status = outputs[-1]
     assert not status.startswith("⚠"), status
-    assert cb.parse_boxes_text(outputs[4]) == examples[0].boxes  # the boxes field shows the example's boxes
+    assert cb.parse_boxes_text(outputs[3]) == examples[0].boxes  # the boxes field shows the example's boxes
     _, _, table, _, _, _, status = _localize(c, server["default"], examples[0].prompt)
     assert status.startswith("Localized"), status
     assert "IoU" in table and "Pointing game" in table

@@ -13,6 +13,7 @@ from PIL import Image
 import afloc
 from demo import callbacks as cb
 from demo.annotations import read_annotations
+from demo.export import export
 from demo.models import LoadedModel
 from demo.session import KEEP_EXPORTS, KEEP_VIEWS, discard_upload, escape_html, escape_markdown
 
@@ -81,7 +82,7 @@ def test_session_files_are_bounded_and_deleted(tmp_path, model, film):
     cb.localize(session, model, "edema")
     paths = [session.save_view("figure", cb.render(session, None, t, 0.5).figure) for t in (0.1, 0.2, 0.3, 0.4, 0.5)]
     assert [Path(p).exists() for p in paths] == [False] * (5 - KEEP_VIEWS) + [True] * KEEP_VIEWS
-    exports = [cb.export(session, None, 0.3, 0.5)[0] for _ in range(KEEP_EXPORTS + 2)]
+    exports = [export(session, None, 0.3, 0.5)[0] for _ in range(KEEP_EXPORTS + 2)]
     assert not any(f.exists() for f in exports[0] + exports[1]) and all(f.exists() for f in exports[-1])
     assert len(list((tmp_path / "s").iterdir())) == KEEP_VIEWS + 3 * KEEP_EXPORTS
     session.close()

@@ -129,7 +129,7 @@ def test_bad_inputs_get_messages_and_the_server_keeps_serving(server, tmp_path):
     upload.mkdir()
     syntax, compressed_message = compressed_dicom_case()
     bad_images = {
-        "random.png": (np.random.default_rng(1).bytes(5000), "not a recognised image"),
+        "random.png": (np.random.default_rng(1).bytes(5000), "not an image this demo reads"),
         "truncated.png": (truncated_png(), "truncated"),
         "multiframe.dcm": (make_dicom(np.zeros((8, 4), np.uint8), NumberOfFrames=2), "multi-frame"),
         "compressed.dcm": (
@@ -142,7 +142,7 @@ def test_bad_inputs_get_messages_and_the_server_keeps_serving(server, tmp_path):
             make_dicom(np.zeros((4, 4, 3), np.uint8), SamplesPerPixel=3, PhotometricInterpretation="RGB"),
             "colour DICOM",
         ),
-        "huge.png": (huge_png(), "max_pixels=1000000"),
+        "huge.png": (huge_png(), "over the 1 MP limit: downscale it"),
     }
     for name, (data, expected) in bad_images.items():
         (upload / name).write_bytes(data)
@@ -182,7 +182,7 @@ def test_bad_inputs_get_messages_and_the_server_keeps_serving(server, tmp_path):
         *([] if bundled else ["untrained"]),
     ]
     outputs = c.predict(broken, api_name="/select_model")
-    assert "could not load the model in broken" in outputs[5] and "could not be loaded" in outputs[7]
+    assert "could not load the model in broken" in outputs[4] and "could not be loaded" in outputs[6]
     assert "could not load" in c.predict(broken, "mass", [], None, 0.3, 0.5, api_name="/localize")[-1]
 
     c.predict(server["tiny"], api_name="/select_model")
@@ -204,8 +204,8 @@ def test_session_files_are_deleted_when_the_session_ends(server, tmp_path):
     session_id = "".join(ch for ch in c.session_hash if ch.isalnum())  # the demo's safe folder name
     session_dirs = list(Path(get_upload_folder()).glob(f"afloc-sessions/*/{session_id}"))
     assert len(session_dirs) == 1
-    assert len(list(session_dirs[0].glob("film-*.png"))) == 1 and list(session_dirs[0].glob("figure-*.png"))
-    assert len(list(session_dirs[0].glob("film__edema__*"))) == 3 and Path(loaded[0]).is_file()  # the exports
+    assert list(session_dirs[0].glob("figure-*.png"))  # the film, then its overlay, in the one picture
+    assert len(list(session_dirs[0].glob("film__edema__*"))) == 3 and Path(loaded[4]).is_file()  # the exports
     uploads = [p for p in Path(get_upload_folder()).rglob("film.png") if "afloc-sessions" not in p.parts]
     assert uploads == []  # the upload itself was deleted as soon as it was decoded
     # What a browser tab does: hold the heartbeat stream open, then go away (the demo's unload event fires).

@@ -22,6 +22,8 @@ from afloc.localization.calibration import (
 from afloc.localization.ood import OODSummary, ood_features
 from afloc.text.prompts import covers, named_findings, unseen_findings
 from demo import callbacks as cb
+from demo.export import export
+from demo.messages import zero_shot_text
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "assets" / "examples" / "phantom_mass.png"
@@ -159,14 +161,14 @@ def test_the_demo_shows_calibrated_values_the_ood_notice_and_unseen_findings(cal
     cb.load_image(session, str(EXAMPLE))  # a PhantomCXR film: unlike the noise the summary was fitted on
     assert not cb.localize(session, loaded, "mass, left lower lobe pneumonia").error
     assert set(session.probabilities) == {"mass"}  # only calibrated values are shown as probabilities
-    notes = cb.zero_shot_text(session)
+    notes = zero_shot_text(session)
     assert "Uncalibrated scores (not probabilities)" in notes and "pneumonia" in notes
     assert "Not trained on reports of" in notes and "mass 0." not in notes
     view = cb.render(session, "left lower lobe pneumonia", 0.3, 0.5)
     assert "unlike the images this model was trained on" in view.notice
     assert "not trained on reports of pneumonia" in view.notice
     assert "reports of" not in cb.render(session, "mass", 0.3, 0.5).notice
-    files, status = cb.export(session, "left lower lobe pneumonia", 0.3, 0.5)
+    files, status = export(session, "left lower lobe pneumonia", 0.3, 0.5)
     record = json.loads(files[2].read_text())
     assert record["out_of_distribution"] is True and record["ood_score"] > 0
     assert record["prompt_names_unseen_findings"] == ["pneumonia"]
@@ -203,7 +205,7 @@ def test_nothing_the_browser_receives_holds_a_server_path(tmp_path, tiny_config,
         received.append(json.dumps(client.predict("refresh_models", "user/mine", "cxr")))
         received.append(json.dumps(client.predict("load_image", client.upload(ROOT / "README.md"), "user/mine")))
         received.append(json.dumps(client.predict("set_modality", "fundus", "user/mine")))
-        assert "could not load the model in broken" in received[5] and "not a recognised image" in received[-2]
+        assert "could not load the model in broken" in received[5] and "is a text file, not an image" in received[-2]
         for text in received:
             for secret in secrets:
                 assert secret not in text, (secret, text[:300])

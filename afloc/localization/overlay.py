@@ -284,11 +284,29 @@ def add_legend(rgb: np.ndarray, entries: Sequence[tuple[str, Sequence[int]]]) ->
     return np.concatenate([rgb, strip], axis=0)
 
 
+def _fitted(text: str, font: int, width: int) -> str:
+    """``text`` cut with "..." to fit ``width`` pixels."""
+    while len(text) > 1 and _text_size(text, font)[0] > width:
+        text = text[: -4 if text.endswith("...") else -1].rstrip() + "..."
+    return text
+
+
+def add_footer(rgb: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+    """Return a new uint8 image: ``rgb`` with a strip of text ``lines`` below (each cut with "..." to fit; ASCII:
+    the drawing font has no other characters). For the provenance an exported figure must keep."""
+    rgb = to_rgb_uint8(rgb)
+    width, font = rgb.shape[1], _font_height(rgb.shape[0])
+    strip = np.full((font * (2 * len(lines) + 1), width, 3), _BACKGROUND, np.uint8)
+    for index, line in enumerate(lines):
+        _put_text(strip, _fitted(line.encode("ascii", "replace").decode(), font, width - 2 * font), font,
+                  font * (2 * index + 1), font)  # fmt: skip
+    return np.concatenate([rgb, strip], axis=0)
+
+
 def _add_title(rgb: np.ndarray, title: str, font: int) -> np.ndarray:
     """Prepend a strip with ``title`` centred, cut with "..." to fit the width."""
     width = rgb.shape[1]
-    while len(title) > 1 and _text_size(title, font)[0] > width - 2 * font:
-        title = title[: -4 if title.endswith("...") else -1].rstrip() + "..."
+    title = _fitted(title, font, width - 2 * font)
     strip = np.full((3 * font, width, 3), _BACKGROUND, np.uint8)
     _put_text(strip, title, max(0, (width - _text_size(title, font)[0]) // 2), font, font)
     return np.concatenate([strip, rgb], axis=0)
