@@ -173,8 +173,9 @@ def measure_browser_protocol(url: str, repeats: int, model_key: str) -> dict[str
     return samples
 
 
-def screenshot(url: str, path: Path, width: int = 1280, height: int = 1000) -> None:
-    """Open the demo in Debian's Chromium, click the pleural-effusion example and save the page with its heatmap."""
+def screenshot(url: str, path: Path, width: int = 1440, height: int = 900) -> None:
+    """Open the demo in Debian's Chromium at ``width x height``, click the pleural-effusion example, press Localize
+    and save the viewport as the user sees it after Localize (the page scrolls the overlay into view)."""
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as profile, sync_playwright() as playwright:
@@ -191,8 +192,8 @@ def screenshot(url: str, path: Path, width: int = 1280, height: int = 1000) -> N
         page.get_by_role("gridcell", name=EXAMPLE.name).click()
         page.get_by_text("Localized").first.wait_for()
         page.get_by_text("at threshold").wait_for()
-        page.evaluate("window.scrollTo(0, 0)")  # clicking the example scrolled the page down
-        page.wait_for_timeout(500)  # let the image finish painting
+        page.get_by_role("button", name="Localize", exact=True).click()  # as a user would, after the example
+        page.wait_for_timeout(1500)  # the result, its scroll into view, and the image painted
         path.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(path), full_page=False)
         context.close()
@@ -204,7 +205,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--url", help="a running demo (default: start one in this process)")
     parser.add_argument("--model", help="model directory for the in-process app (default: app.py's default)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--screenshot", type=Path, help="also save a Chromium screenshot of an example here")
+    parser.add_argument("--screenshot", type=Path, help="also save a Chromium screenshot (1440x900) of an example here")
+    parser.add_argument("--screenshot-phone", type=Path, help="and one at a phone's 390x844 here")
     args = parser.parse_args(argv)
 
     blocks = None
@@ -229,6 +231,8 @@ def main(argv: list[str] | None = None) -> None:
         browser = measure_browser_protocol(url, args.repeats, model_key)
         if args.screenshot:
             screenshot(url, args.screenshot)
+        if args.screenshot_phone:
+            screenshot(url, args.screenshot_phone, 390, 844)
     finally:
         if blocks is not None:
             blocks.close()

@@ -29,8 +29,15 @@ MEMORY_BUDGET_BYTES = 2 << 30
 SWEEP_INTERVAL_S = 60.0
 
 
-SCROLL_TO_RESULT = "() => document.getElementById('afloc-figure')?.scrollIntoView({block: 'nearest'})"
-"""After Localize the overlay is brought into view (on a narrow screen it sits below the inputs)."""
+SCROLL_TO_RESULT = """() => {
+    const result = document.getElementById('afloc-result'), figure = document.getElementById('afloc-figure');
+    if (!result || !figure) return;
+    const box = figure.getBoundingClientRect();
+    if (box.top < 0 || box.bottom > window.innerHeight) result.scrollIntoView({block: 'start'});
+}"""
+"""After Localize the result (status, notice, overlay) is brought to the top of the view when the overlay is not
+fully visible (on a narrow screen it sits below the inputs); a page that shows it already does not move, so the
+warnings at its top stay in view."""
 
 
 def wire(ui: UI, on: Handlers, blocks: gr.Blocks) -> None:

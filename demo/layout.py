@@ -106,7 +106,7 @@ def layout(store: ModelStore, modality: str, model_key: str | None, samples: lis
             export_button = gr.Button("Export PNG + heatmap (.npy) + JSON")
             downloads = gr.File(label="Downloads", file_count="multiple", interactive=False)
         with gr.Column(scale=3, min_width=320):
-            status = gr.Markdown(label="status")
+            status = gr.Markdown(label="status", elem_id="afloc-result")
             notice = gr.Markdown(label="notice")
             figure = gr.Image(
                 label="Image and heatmap (blue: low, red: high similarity)",

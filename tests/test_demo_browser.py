@@ -124,7 +124,7 @@ def test_localize_and_move_the_threshold(browser, server, tmp_path):
 
     # An example loads the film, its suggested prompt and its ground-truth boxes (then localizes once).
     page.get_by_role("gridcell", name=EXAMPLE).click()
-    page.get_by_text("Loaded").first.wait_for()
+    page.get_by_text("Localized").first.wait_for()  # the example loads, then localizes at once ("Loaded" may flash by)
     heatmap = page.locator("[data-testid=block-label]", has_text="Heatmap").locator("xpath=..").locator("img")
     metrics = page.get_by_text("at threshold")
     heatmap.wait_for()
