@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 from afloc.imaging.boxes import (
@@ -23,14 +24,20 @@ MAX_ANNOTATION_BYTES = 5_000_000
 IMAGE_COLUMNS = ("image", "file_name", "path", "dicom_id")
 
 
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
 def _words(text: str) -> set[str]:
-    return set(" ".join(split_sentences(text.replace("_", " "), min_tokens=1)).split())
+    """Lower-case words; CamelCase and snake_case split ("ObsoletePulmonaryTuberculosis", "pleural_effusion")."""
+    return set(" ".join(split_sentences(_CAMEL.sub(" ", text).replace("_", " "), min_tokens=1)).split())
 
 
 def boxes_for_prompt(boxes: list[Box], prompt: str) -> tuple[list[Box], bool]:
-    """The boxes scored for ``prompt``: those whose label (category or phrase) matches it, else all boxes.
+    """The boxes scored for ``prompt`` and whether they were matched by label.
 
-    A label part matches when its words are a subset of the prompt's words or vice versa.
+    A label part (category or phrase) matches when its words are a subset of the prompt's words or vice versa.
+    Boxes without any label are all scored (nothing to match); labelled boxes none of which matches give ``[]``:
+    a prompt is never scored against another finding's boxes.
     """
     words = _words(prompt)
     matched = [
@@ -38,7 +45,9 @@ def boxes_for_prompt(boxes: list[Box], prompt: str) -> tuple[list[Box], bool]:
         for box in boxes
         if any((part := _words(p)) and (part <= words or words <= part) for p in box.label.split(":"))
     ]
-    return (matched, True) if matched else (list(boxes), False)
+    if matched:
+        return matched, True
+    return ([], False) if any(box.label.strip() for box in boxes) else (list(boxes), False)
 
 
 def parse_boxes_text(text: str | None) -> list[Box]:

@@ -81,7 +81,7 @@ class View:
     metrics_text: str = ""
     notice: str = ""
     scored_boxes: list[Box] = field(default_factory=list)
-    boxes_matched: bool = False  # the scored boxes' labels match the prompt (else: all boxes, none matched)
+    boxes_matched: bool = False  # the scored boxes' labels match the prompt (else: unlabelled boxes, all scored)
 
 
 # ------------------------------------------------------------------------------------------------ image
@@ -249,12 +249,19 @@ def render(session: Session, selected: str | None, threshold: float, opacity: fl
     figure = add_legend(add_colorbar(overlay, threshold=threshold), entries)
     view = View(prompt, threshold, opacity, figure, overlay, heatmap, scored_boxes=scored, boxes_matched=bool(matched))
     view.notice = notice_text(session, prompt)
+    if not scored and session.boxes:
+        labels = sorted({box.label.split(":")[0].strip() for box in session.boxes if box.label.strip()})
+        view.metrics_text = (
+            f"No metrics: no ground-truth box is labelled like '{escape_markdown(prompt)}' (labels here: "
+            f"{escape_markdown(', '.join(labels[:8]))}). Localize one of those findings, or edit the box labels."
+        )
+        return view
     if not scored:
         view.metrics_text = "No ground truth: pick an example, upload an annotation file or type boxes to see metrics."
         return view
     view.metrics = localization_metrics(heatmap, boxes_to_mask(scored, *heatmap.shape), threshold)
     hit = {1.0: "hit", 0.0: "miss"}.get(view.metrics["pointing_game"], "n/a")
-    which = "labelled like the prompt" if matched else "(no box label matches the prompt: all boxes)"
+    which = "labelled like the prompt" if matched else "(unlabelled: all boxes)"
     view.metrics_text = (
         f"**IoU** {_fmt(view.metrics['iou'])} · **Dice** {_fmt(view.metrics['dice'])} · "
         f"**CNR** {_fmt(view.metrics['cnr'], 2)} · **Pointing game** {hit}  \n"

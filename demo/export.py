@@ -73,9 +73,7 @@ def export_record(session: Session, view: View, heatmap_file: str) -> dict:
         },
         "boxes": {
             "format": "x, y, width, height in original pixels; origin at the top-left corner of the top-left pixel",
-            "matched_by": "label"
-            if view.boxes_matched
-            else ("all boxes (no label matched the prompt)" if view.scored_boxes else None),
+            "matched_by": "label" if view.boxes_matched else ("all boxes (unlabelled)" if view.scored_boxes else None),
             "ground_truth": [{"box": [float(v) for v in b[:4]], "label": b.label} for b in view.scored_boxes],
         },
         "metrics": {k: None if math.isnan(v) else v for k, v in view.metrics.items()} if view.metrics else None,

@@ -19,7 +19,8 @@ HEADER = (
 )
 BOXES_HELP = (
     "One box per line: x, y, w, h[, label] in original pixels (label: 'category: phrase', either part optional). "
-    "Metrics use the boxes whose label matches the prompt, or all boxes when none does."
+    "Metrics use the boxes whose label matches the prompt (CamelCase and underscores split); unlabelled boxes are all "
+    "used; a prompt that matches no label gets no metrics."
 )
 
 

@@ -109,11 +109,12 @@ def test_an_export_keeps_its_context_and_validates_against_its_schema(tmp_path, 
     cb.set_boxes_text(session, "10, 20, 30, 40, mass")
     assert not cb.localize(session, loaded, "mass, pneumonia").error
     schema = json.loads((ROOT / "demo" / "export_schema.json").read_text())
-    for prompt, matched in (("mass", "label"), ("pneumonia", "all boxes (no label matched the prompt)")):
+    for prompt, matched in (("mass", "label"), ("pneumonia", None)):  # pneumonia: no box of its label, no metrics
         files, status = export(session, prompt, 0.3, 0.5)
         record = json.loads(files[2].read_text())
         jsonschema.validate(record, schema)
         assert record["boxes"]["matched_by"] == matched and record["model"]["weights_sha256_16"] == loaded.digest
+        assert (record["metrics"] is None) == (matched is None)
         assert record["model"]["trained_on_synthetic_images_only"] is True and record["image"]["name"] == EXAMPLE.name
         assert record["app"]["version"] == afloc.__version__ and record["schema_version"] == 1
         figure = np.asarray(Image.open(files[0]))
@@ -137,3 +138,15 @@ def test_the_launcher_says_at_once_that_it_is_starting(monkeypatch, capsys):
     monkeypatch.setattr(app, "create", slow_start)
     with pytest.raises(RuntimeError, match="stop here"):
         app.main([])
+
+
+def test_boxes_are_matched_by_label_and_never_scored_for_another_finding():
+    """Issue #35: "cardiomegaly" was scored against TB boxes; CamelCase COCO names never matched."""
+    from demo.annotations import boxes_for_prompt
+
+    boxes = cb.parse_boxes_text("10, 10, 20, 20, ObsoletePulmonaryTuberculosis\n50, 50, 10, 10, active_tb")
+    scored, matched = boxes_for_prompt(boxes, "pulmonary tuberculosis")
+    assert matched and [b.label for b in scored] == ["ObsoletePulmonaryTuberculosis"]
+    assert boxes_for_prompt(boxes, "cardiomegaly") == ([], False)  # labelled, none matches: nothing scored
+    unlabelled = cb.parse_boxes_text("1, 2, 3, 4")
+    assert boxes_for_prompt(unlabelled, "anything") == (unlabelled, False)  # nothing to match: all scored

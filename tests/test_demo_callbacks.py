@@ -217,7 +217,7 @@ def test_typed_boxes(session, model):
 # ------------------------------------------------------------------------------------------------ export
 def test_exports_are_written_and_readable(session, model):
     localized(session, model, "mass, edema")
-    cb.set_boxes_text(session, "53, 69, 34, 29, mass")
+    cb.set_boxes_text(session, "53, 69, 34, 29, edema")
     files, status = export(session, "edema", 0.25, 0.4)
     assert not status.error and [f.suffix for f in files] == [".png", ".npy", ".json"]
     assert all(f.parent == session.export_dir for f in files)

@@ -93,7 +93,7 @@ def _session(server, tmp_path, image: Path, prompts: str, boxes: str) -> dict:
 def test_parallel_sessions_get_their_own_results(server, tmp_path):
     examples = [e for e in cb.list_examples(EXAMPLES) if e.modality == "cxr"][:8]  # the server's model is a CXR one
     jobs = [
-        (example.image_path, f"{example.prompt}, {finding}", cb.boxes_to_text(example.boxes))
+        (example.image_path, f"{finding}, {example.prompt}", cb.boxes_to_text(example.boxes))  # exported: the 2nd
         for example, finding in zip(examples, afloc.text.prompts.CXR_FINDINGS, strict=False)
     ]
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -104,6 +104,7 @@ def test_parallel_sessions_get_their_own_results(server, tmp_path):
         expected = predictor.localize(result["prompt"], image=predictor.encode_image(load_image(image_path)))
         np.testing.assert_allclose(result["heatmap"], expected, atol=1e-5, equal_nan=True)
         scored, _ = cb.boxes_for_prompt(cb.parse_boxes_text(boxes_text), result["prompt"])
+        assert scored  # the example's own prompt matches its boxes by label
         metrics = localization_metrics(expected, cb.boxes_to_mask(scored, *expected.shape), THRESHOLD)
         recorded = {k: np.nan if v is None else v for k, v in result["record"]["metrics"].items()}
         assert recorded == pytest.approx(metrics, abs=1e-6, nan_ok=True)
