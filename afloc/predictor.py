@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from .hub.bundle import ModelBundle, ModelMetadata
 from .hub.format import load_pretrained
 from .imaging.transforms import PadResizeMapping, Preprocessing
-from .localization.calibration import ZeroShotCalibration
+from .localization.calibration import ZeroShotCalibration, uncalibrated_probability
 from .localization.heatmaps import LocalizationConfig, heatmaps_from_embeddings
 from .localization.ood import OODSummary, ood_features
 from .localization.zero_shot import ZeroShotConfig
@@ -356,7 +356,7 @@ class AFLocPredictor:
             item = self.calibration.get(finding) if self.calibration is not None else None
             seen = covers(known, finding) if known else None
             probability = float(item.probability(logit)) if item is not None else None
-            results[finding] = ZeroShotResult(finding, probability, float(torch.sigmoid(torch.tensor(logit))), seen)
+            results[finding] = ZeroShotResult(finding, probability, float(uncalibrated_probability(logit)), seen)
         return results
 
     def unseen_findings(self, prompt: str) -> list[str]:

@@ -82,7 +82,7 @@ def _flagged(predictor, images) -> tuple[float, int]:
 
 
 def _calibration_rows(predictor, manifest: Path, n: int) -> list[dict]:
-    from afloc.localization.calibration import expected_calibration_error, roc_auc
+    from afloc.localization.calibration import expected_calibration_error, roc_auc, uncalibrated_probability
     from training.calibrate import embed_split
 
     data = embed_split(predictor, manifest, "test", n)
@@ -90,7 +90,7 @@ def _calibration_rows(predictor, manifest: Path, n: int) -> list[dict]:
     rows = []
     for finding, z in logits.items():
         y, item = data.labels[finding], predictor.calibration.get(finding)
-        raw = 1.0 / (1.0 + np.exp(-z))
+        raw = uncalibrated_probability(z)
         rows.append({
             "finding": finding, "n": int(y.size), "positives": int(y.sum()),
             "auc_before": roc_auc(raw, y), "auc_after": roc_auc(item.probability(z), y) if item else float("nan"),

@@ -158,8 +158,3 @@ def _read(path: str | Path) -> bytes:
         return Path(path).read_bytes()
     except OSError as error:
         raise ValueError(f"could not read the upload ({type(error).__name__})") from None
-
-
-def decode_in_process(source, *, max_pixels: int) -> tuple[np.ndarray, ImageInfo]:
-    """The reader in the calling thread (tests, trusted examples, platforms without a forkserver)."""
-    return load_image_with_info(source, max_pixels=max_pixels)

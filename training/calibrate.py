@@ -24,7 +24,7 @@ from afloc import AFLocPredictor, load_pretrained
 from afloc.commands import command
 from afloc.hub.format import CARD_NAME, write_validation_summaries
 from afloc.imaging.io import load_image
-from afloc.localization.calibration import ZeroShotCalibration, fit_calibration, reliability
+from afloc.localization.calibration import ZeroShotCalibration, fit_calibration, reliability, uncalibrated_probability
 from afloc.localization.ood import OODSummary, ood_features
 from afloc.text.prompts import FINDINGS_BY_MODALITY, covers
 
@@ -157,7 +157,7 @@ def plot_reliability(
     for finding, z in logits.items():
         item = calibration.get(finding)
         if item is not None:
-            raw.append(1.0 / (1.0 + np.exp(-z)))
+            raw.append(uncalibrated_probability(z))
             fitted.append(item.probability(z))
             truth.append(labels[finding])
     if not raw:

@@ -93,6 +93,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
+def uncalibrated_probability(logit: float | np.ndarray) -> float | np.ndarray:
+    """``sigmoid(z)``: the zero-shot softmax over the positive and negative prompt sets, before calibration."""
+    return _sigmoid(np.asarray(logit, dtype=np.float64))
+
+
 def fit_platt(logits: np.ndarray, labels: np.ndarray, l2: float = 1e-3, iterations: int = 100) -> tuple[float, float]:
     """``(slope, bias)`` of ``sigmoid(slope * z + bias)`` by L2-regularised logistic regression (Newton's method).
 
@@ -172,7 +177,7 @@ def fit_calibration(
             continue
         slope, bias = fit_platt(z, y)
         item = FindingCalibration(slope, bias, n=int(y.size), positives=int(y.sum()))
-        raw = _sigmoid(np.asarray(z, dtype=np.float64))
+        raw = uncalibrated_probability(z)
         fitted[finding.strip().lower()] = FindingCalibration(
             slope, bias, roc_auc(z, y), expected_calibration_error(raw, y),
             expected_calibration_error(item.probability(z), y), int(y.size), int(y.sum()),
