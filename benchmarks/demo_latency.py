@@ -64,7 +64,7 @@ def measure(url: str, repeats: int, workdir: Path) -> tuple[str, dict[str, list[
     prompt = "small right pleural effusion"
 
     def localize(prompts: str):
-        status = client.predict(model_key, prompts, [], None, 0.3, 0.5, api_name="/localize")[-1]
+        status = client.predict(model_key, prompts, [], None, 0.3, 0.5, "file", api_name="/localize")[-1]
         assert status.startswith("Localized"), status
 
     def upload_to_heatmap():
@@ -75,7 +75,7 @@ def measure(url: str, repeats: int, workdir: Path) -> tuple[str, dict[str, list[
     for _ in range(2):  # warm-up: model load, first-call overheads, thread pools
         upload_to_heatmap()
         localize("warm up prompt")
-        client.predict(prompt, 0.2, 0.5, api_name="/redraw")
+        client.predict(prompt, 0.2, 0.5, "file", api_name="/redraw")
     samples: dict[str, list[float]] = {name: [] for name in TARGETS_MS}
     for _ in range(repeats):
         samples["upload to heatmap"].append(_timed(upload_to_heatmap))
@@ -85,7 +85,9 @@ def measure(url: str, repeats: int, workdir: Path) -> tuple[str, dict[str, list[
     localize(prompt)
     for k in range(repeats):
         threshold = round(0.1 + 0.4 * k / max(1, repeats - 1), 2)
-        samples["threshold move"].append(_timed(lambda t=threshold: client.predict(prompt, t, 0.5, api_name="/redraw")))
+        samples["threshold move"].append(
+            _timed(lambda t=threshold: client.predict(prompt, t, 0.5, "file", api_name="/redraw"))
+        )
     return model_key, samples
 
 
@@ -145,7 +147,7 @@ def measure_browser_protocol(url: str, repeats: int, model_key: str) -> dict[str
     prompt = "small right pleural effusion"
 
     def localize(prompts: str) -> None:
-        status = client.predict("localize", model_key, prompts, [], None, 0.3, 0.5)[-1]
+        status = client.predict("localize", model_key, prompts, [], None, 0.3, 0.5, "file")[-1]
         assert "Localized" in json.dumps(status), status
 
     def upload_to_heatmap() -> None:
@@ -157,7 +159,7 @@ def measure_browser_protocol(url: str, repeats: int, model_key: str) -> dict[str
         for _ in range(2):
             upload_to_heatmap()
             localize("warm up prompt")
-            client.predict("redraw", prompt, 0.2, 0.5)
+            client.predict("redraw", prompt, 0.2, 0.5, "file")
         samples: dict[str, list[float]] = {name: [] for name in TARGETS_MS}
         for _ in range(repeats):
             samples["upload to heatmap"].append(_timed(upload_to_heatmap))
@@ -167,7 +169,9 @@ def measure_browser_protocol(url: str, repeats: int, model_key: str) -> dict[str
         localize(prompt)
         for k in range(repeats):
             threshold = round(0.12 + 0.4 * k / max(1, repeats - 1), 2)
-            samples["threshold move"].append(_timed(lambda t=threshold: client.predict("redraw", prompt, t, 0.5)))
+            samples["threshold move"].append(
+                _timed(lambda t=threshold: client.predict("redraw", prompt, t, 0.5, "file"))
+            )
     finally:
         client.close()
     return samples

@@ -130,7 +130,7 @@ def client_loop(url: str, deadline: float, rec: Recorder, bad: dict[str, Path], 
 
             def run(action, *args, api, expect_warning=False, client=client):
                 job = client.submit(*args, api_name=api)
-                index = 2 if api == "/load_annotations" else -1  # its outputs end with the box editor's text
+                index = -2 if api == "/load_annotations" else -1  # its outputs end with the box editor's text
                 return rec.call(action, lambda: tuple(job.result(timeout=300)), expect_warning, index)
 
             upload = workdir / f"film_{seed}_{visits}.png"
@@ -159,14 +159,14 @@ def client_loop(url: str, deadline: float, rec: Recorder, bad: dict[str, Path], 
                 if action == "localize":
                     has_heatmap = True
                     prompts = ", ".join(rng.sample(PROMPTS, rng.randint(1, 3)))
-                    run("localize", model, prompts, [], None, rng.random() * 0.6, 0.5, api="/localize")
+                    run("localize", model, prompts, [], None, rng.random() * 0.6, 0.5, "file", api="/localize")
                 elif action == "redraw":
-                    run("redraw", None, round(rng.uniform(-0.5, 0.8), 2), 0.5, api="/redraw")
+                    run("redraw", None, round(rng.uniform(-0.5, 0.8), 2), 0.5, "file", api="/redraw")
                 elif action == "boxes":
                     run("boxes", f"{rng.randint(0, 50)}, {rng.randint(0, 50)}, 60, 80, effusion", None, 0.3, 0.5,
-                        api="/set_boxes")  # fmt: skip
+                        "file", api="/set_boxes")  # fmt: skip
                 elif action == "export":
-                    run("export", None, 0.3, 0.5, api="/export")
+                    run("export", None, 0.3, 0.5, "file", api="/export")
                 elif action == "example":
                     # the examples listed for the page's modality (3 or more of each)
                     run("example", rng.randrange(3), shown["modality"], api="/load_example")
@@ -180,17 +180,17 @@ def client_loop(url: str, deadline: float, rec: Recorder, bad: dict[str, Path], 
                         model = load(model)
                         has_heatmap = False
                     elif kind == "deep.json":
-                        run("bad deep.json", handle_file(str(bad[kind])), None, 0.3, 0.5, api="/load_annotations",
-                            expect_warning=True)  # fmt: skip
+                        run("bad deep.json", [handle_file(str(bad[kind]))], None, 0.3, 0.5, "file",
+                            api="/load_annotations", expect_warning=True)  # fmt: skip
                     elif kind == "digits":
-                        run("bad digits", "1" * 400 + ", 1, 10, 10", None, 0.3, 0.5, api="/set_boxes",
+                        run("bad digits", "1" * 400 + ", 1, 10, 10", None, 0.3, 0.5, "file", api="/set_boxes",
                             expect_warning=True)  # fmt: skip
                     elif kind == "huge box":
-                        run("bad huge box", "-1e12, -1e12, 2e12, 2e12", None, 0.3, 0.5, api="/set_boxes",
+                        run("bad huge box", "-1e12, -1e12, 2e12, 2e12", None, 0.3, 0.5, "file", api="/set_boxes",
                             expect_warning=True)  # fmt: skip
                     else:
                         run("bad html prompt", model, HTML_PROMPT + " " + "x" * 1000, [], None, 0.3, 0.5,
-                            api="/localize", expect_warning=True)  # fmt: skip
+                            "file", api="/localize", expect_warning=True)  # fmt: skip
         except Exception as error:
             with rec.lock:
                 rec.errors.append(f"session: {type(error).__name__}: {str(error)[:200]}")

@@ -1,7 +1,9 @@
 """Ground truth for the demo: boxes from example JSON, annotation files and typed text, and their masks.
 
 Boxes are ``[x, y, w, h]`` in original image pixels (COCO convention). Formats read: COCO JSON, MS-CXR CSV,
-YOLO txt (``class cx cy w h`` normalised), a simple CSV ``x,y,w,h,label``, and typed lines ``x, y, w, h[, label]``.
+YOLO txt (``class cx cy w h`` normalised) with its class names (a names file such as ``retinal.names`` or
+``classes.txt``, or a known dataset's names), a simple CSV ``x,y,w,h,label``, and typed lines
+``x, y, w, h[, label]``.
 """
 
 from __future__ import annotations
@@ -27,18 +29,35 @@ IMAGE_COLUMNS = ("image", "file_name", "path", "dicom_id")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
+def _stem(word: str) -> str:
+    """A word's crude stem for matching labels with prompts: British spellings folded ("haemorrhage", "oedema")
+    and a plural "s" dropped ("exudates", not "mass")."""
+    word = word.replace("haem", "hem").replace("oed", "ed")
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
 def _words(text: str) -> set[str]:
-    """Lower-case words; CamelCase and snake_case split ("ObsoletePulmonaryTuberculosis", "pleural_effusion")."""
-    return set(" ".join(split_sentences(_CAMEL.sub(" ", text).replace("_", " "), min_tokens=1)).split())
+    """Lower-case word stems; CamelCase and snake_case split ("ObsoletePulmonaryTuberculosis", "pleural_effusion")."""
+    return {_stem(w) for w in " ".join(split_sentences(_CAMEL.sub(" ", text).replace("_", " "), min_tokens=1)).split()}
 
 
-def boxes_for_prompt(boxes: list[Box], prompt: str) -> tuple[list[Box], bool]:
-    """The boxes scored for ``prompt`` and whether they were matched by label.
+def category(label: str) -> str:
+    """A box label's category: the part before ``:`` (``"pneumothorax: small left apical"`` -> ``"pneumothorax"``)."""
+    return label.split(":")[0].strip()
+
+
+def boxes_for_prompt(boxes: list[Box], prompt: str, chosen: str | None = None) -> tuple[list[Box], str | None]:
+    """The boxes scored for ``prompt`` and how they were chosen: ``"chosen label"`` (the user picked the category
+    ``chosen``), ``"label"`` (matched by label), ``"all boxes (unlabelled)"`` or ``None`` (nothing scored).
 
     A label part (category or phrase) matches when its words are a subset of the prompt's words or vice versa.
     Boxes without any label are all scored (nothing to match); labelled boxes none of which matches give ``[]``:
-    a prompt is never scored against another finding's boxes.
+    a prompt is never scored against another finding's boxes unless the user chooses them.
     """
+    if chosen:
+        picked = [box for box in boxes if category(box.label) == chosen]
+        if picked:
+            return picked, "chosen label"
     words = _words(prompt)
     matched = [
         box
@@ -46,8 +65,52 @@ def boxes_for_prompt(boxes: list[Box], prompt: str) -> tuple[list[Box], bool]:
         if any((part := _words(p)) and (part <= words or words <= part) for p in box.label.split(":"))
     ]
     if matched:
-        return matched, True
-    return ([], False) if any(box.label.strip() for box in boxes) else (list(boxes), False)
+        return matched, "label"
+    if any(box.label.strip() for box in boxes) or not boxes:
+        return [], None
+    return list(boxes), "all boxes (unlabelled)"
+
+
+KNOWN_CLASS_NAMES = {
+    "idrid": ("IDRiD lesion boxes: 0 optic disc, 1 hard exudates, 2 haemorrhage", ["optic disc", "hard exudates",
+                                                                                 "haemorrhage"]),
+    "tbx11k": ("TBX11K: 0 active TB, 1 obsolete pulmonary TB, 2 pulmonary TB",
+               ["ActiveTuberculosis", "ObsoletePulmonaryTuberculosis", "PulmonaryTuberculosis"]),
+}  # fmt: skip
+"""Class names of YOLO files from known datasets (``retinal.names`` of the IDRiD boxes, TBX11K's ``classes.txt``),
+offered when no names file is uploaded."""
+_CLASS = re.compile(r"^class (\d+)$")
+
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9 _\-()/'.+]*")
+NAMES_FILE = re.compile(r"(\.names$|class|names)", re.IGNORECASE)
+"""File names that announce a YOLO names file (``retinal.names``, ``classes.txt``, ``obj.names``)."""
+
+
+def read_class_names(text: str) -> list[str] | None:
+    """The class names of a YOLO names file (``retinal.names``, ``classes.txt``: one name per line, line index =
+    class id; underscores become spaces), or None when ``text`` is not one (a line that is not a name)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not lines or len(lines) > 1000 or not all(len(line) <= 100 and _NAME.fullmatch(line) for line in lines):
+        return None
+    if any(sum(bool(re.fullmatch(r"[-+]?[0-9.]+(e[-+]?\d+)?", f)) for f in line.split()) >= 2 for line in lines):
+        return None  # numbers in columns: a box file (YOLO with class names as tokens), not a names file
+    return [line.replace("_", " ") for line in lines]
+
+
+def name_classes(boxes: list[Box], names: list[str], previous: list[str] = ()) -> list[Box]:
+    """YOLO boxes labelled ``class N`` (or by ``previous`` names) relabelled with ``names[N]``."""
+    out = []
+    for box in boxes:
+        index = None
+        if match := _CLASS.match(box.label):
+            index = int(match.group(1))
+        elif box.label in previous:
+            index = list(previous).index(box.label)
+        if index is not None:
+            box = box._replace(label=names[index] if index < len(names) else f"class {index}")
+        out.append(box)
+    return out
 
 
 def parse_boxes_text(text: str | None) -> list[Box]:
@@ -110,7 +173,7 @@ def _coco_boxes(data: dict, image_name: str, shape) -> list[Box]:
     return _scaled(boxes, (image.get("width"), image.get("height")), shape)
 
 
-def _yolo_boxes(lines: list[str], shape) -> list[Box]:
+def _yolo_boxes(lines: list[str], shape, names: list[str] = ()) -> list[Box]:
     boxes = []
     height, width = shape
     for number, line in enumerate(lines, start=1):
@@ -120,7 +183,7 @@ def _yolo_boxes(lines: list[str], shape) -> list[Box]:
         token, box = parsed
         label = f"class {token}" if token.isdigit() else token.replace("_", " ")
         boxes.append(box._replace(label=label))
-    return boxes
+    return name_classes(boxes, list(names)) if names else boxes
 
 
 def _csv_boxes(text: str, image_name: str, shape) -> list[Box]:
@@ -145,10 +208,11 @@ def _csv_boxes(text: str, image_name: str, shape) -> list[Box]:
     return boxes
 
 
-def read_annotations(data: bytes, image_name: str, shape: tuple[int, int]) -> list[Box]:
+def read_annotations(data: bytes, image_name: str, shape: tuple[int, int], names: list[str] = ()) -> list[Box]:
     """Ground truth from an annotation file, recognised by content: COCO JSON (or a demo example JSON),
-    YOLO txt (``class cx cy w h`` normalised), MS-CXR CSV (x, y, w, h, label_text/category_name, optional
-    image_width/height) or a CSV ``x, y, w, h[, label]``. Boxes must overlap the ``shape = (H, W)`` image."""
+    YOLO txt (``class cx cy w h`` normalised; classes labelled with ``names`` when given), MS-CXR CSV (x, y, w, h,
+    label_text/category_name, optional image_width/height) or a CSV ``x, y, w, h[, label]``. Boxes must overlap
+    the ``shape = (H, W)`` image."""
     if len(data) > MAX_ANNOTATION_BYTES:
         raise ValueError(f"annotation file is {len(data)} bytes; the limit is {MAX_ANNOTATION_BYTES}")
     try:
@@ -162,7 +226,7 @@ def read_annotations(data: bytes, image_name: str, shape: tuple[int, int]) -> li
             parsed = json.loads(text)
             boxes = example_boxes(parsed) if "findings" in parsed else _coco_boxes(parsed, image_name, shape)
         elif lines and "," not in lines[0] and len(lines[0].split()) == 5:
-            boxes = _yolo_boxes(lines, shape)
+            boxes = _yolo_boxes(lines, shape, names)
         else:
             boxes = _csv_boxes(text, image_name, shape)
     except json.JSONDecodeError as error:

@@ -40,21 +40,52 @@ fully visible (on a narrow screen it sits below the inputs); a page that shows i
 warnings at its top stay in view."""
 
 
+ACCESSIBILITY = """() => {
+    const status = document.getElementById('afloc-result');
+    if (status) { status.setAttribute('role', 'status'); status.setAttribute('aria-live', 'polite'); }
+    const describe = () => {
+        const image = document.querySelector('#afloc-figure img'), summary = document.getElementById('afloc-summary');
+        if (!image) return;
+        const text = summary && summary.textContent.trim() ? summary.textContent.trim()
+            : 'The uploaded image, not localized yet.';
+        if (image.alt !== text) image.alt = text;
+    };
+    const showError = () => {
+        if (!status || !status.textContent.includes('⚠')) return;
+        const box = status.getBoundingClientRect();
+        if (box.top < 0 || box.bottom > window.innerHeight) status.scrollIntoView({block: 'start'});
+    };
+    new MutationObserver(describe).observe(document.body, {subtree: true, childList: true, attributes: true,
+                                                          attributeFilter: ['src']});
+    if (status) new MutationObserver(showError).observe(status, {subtree: true, childList: true, characterData: true});
+    document.addEventListener('keydown', (event) => {
+        if (event.key !== 'Enter' && event.key !== ' ') return;
+        const zone = event.target.closest ? event.target.closest('#afloc-upload .upload-container') : null;
+        const input = zone ? document.querySelector('#afloc-upload input[type=file]') : null;
+        if (input) { event.preventDefault(); input.click(); }
+    }, true);
+}"""
+"""Run once when the page loads: the status is a polite live region (a screen reader announces each new message)
+and is scrolled into view when it shows an error off-screen (an error is shown there only, once); the picture's
+text alternative is the one-line description of its heatmap (kept in step by an observer); and Enter
+or Space on the focused upload area opens the file chooser (Gradio's area reacts to clicks only)."""
+
+
 def wire(ui: UI, on: Handlers, blocks: gr.Blocks) -> None:
     """Connect the components' events to the handlers (the status output stays last: clients read ``[-1]``)."""
-    everything = [ui.state, ui.modality, ui.presets, ui.prompt_box, ui.boxes, ui.figure, ui.shown]
-    everything += [ui.metrics, ui.probabilities, ui.zero_shot_notes, ui.notice, ui.status]
+    result = [ui.figure, ui.key, ui.shown, ui.metrics, ui.score_label, ui.probabilities, ui.zero_shot_notes]
+    result += [ui.notice]  # what a new film, a cleared upload or a new model resets (``Handlers.cleared``)
+    everything = [ui.state, ui.modality, ui.presets, ui.prompt_box, ui.boxes, ui.invert, *result, ui.status]
     switched = [ui.model, ui.banner, ui.example_list]  # what a change of modality also updates
-    view = [ui.state, ui.shown, ui.threshold, ui.opacity]  # what a redraw reads
-    redrawn = [ui.state, ui.figure, ui.metrics, ui.notice, ui.status]
-    localize_inputs = [ui.state, ui.model, ui.prompt_box, ui.presets, ui.shown, ui.threshold, ui.opacity]
-    localize_outputs = [ui.state, ui.figure, ui.shown, ui.metrics, ui.probabilities, ui.zero_shot_notes, ui.notice]
-    localize_outputs += [ui.status]
+    view = [ui.state, ui.shown, ui.threshold, ui.opacity, ui.window]  # what a redraw reads
+    redrawn = [ui.state, ui.figure, ui.key, ui.metrics, ui.score_label, ui.notice, ui.status]
+    localize_inputs = [ui.state, ui.model, ui.prompt_box, ui.presets, ui.shown, ui.threshold, ui.opacity, ui.window]
+    localize_outputs = [ui.state, *result, ui.status]
 
     ui.upload.upload(
         on.on_upload, [ui.state, ui.upload, ui.model], [*everything[:-1], *switched, ui.status], api_name="load_image"
     )
-    ui.upload.clear(on.on_clear, [ui.state], [*everything[:-1], ui.status], api_name="clear_image")
+    ui.upload.clear(on.on_clear, [ui.state], everything, api_name="clear_image")
     ui.presets.input(on.on_presets, [ui.prompt_box, ui.presets], [ui.prompt_box, ui.presets], api_visibility="private")
     ui.example_list.click(
         on.on_example, [ui.state, ui.example_list, ui.modality], everything, api_name="load_example"
@@ -65,26 +96,32 @@ def wire(ui: UI, on: Handlers, blocks: gr.Blocks) -> None:
         None, None, None, js=SCROLL_TO_RESULT
     )
     ui.shown.input(on.on_redraw, view, redrawn, api_name="redraw", show_progress="hidden")
-    for slider in (ui.threshold, ui.opacity):
-        slider.change(
+    for control in (ui.threshold, ui.opacity, ui.window):
+        control.change(
             on.on_redraw, view, redrawn, api_visibility="private", trigger_mode="always_last", show_progress="hidden"
         )
+    ui.invert.input(on.on_invert, [ui.state, ui.invert, ui.window], [ui.invert, *result, ui.state, ui.status],
+                    api_name="invert")  # fmt: skip
+    ui.score_label.input(on.on_score_label, [ui.state, ui.score_label, *view[1:]], redrawn, api_name="score_against")
     ui.apply_boxes.click(on.on_boxes, [ui.state, ui.boxes, *view[1:]], redrawn, api_name="set_boxes")
     ui.annotations.upload(
         on.on_annotations, [ui.state, ui.annotations, *view[1:]], redrawn + [ui.boxes], api_name="load_annotations"
+    )
+    ui.class_names.input(
+        on.on_class_names, [ui.state, ui.class_names, *view[1:]], redrawn + [ui.boxes], api_name="class_names"
     )
     ui.export_button.click(on.on_export, view, [ui.state, ui.downloads, ui.status], api_name="export")
     ui.model.change(
         on.on_model,
         [ui.state, ui.model],
-        [ui.state, ui.figure, ui.shown, ui.metrics, ui.probabilities, ui.status, ui.card, ui.banner]
-        + [ui.zero_shot_notes, ui.notice],
+        [ui.state, *result, ui.status, ui.card, ui.card_summary, ui.banner],
         api_name="select_model",
     )
     ui.refresh.click(on.on_refresh, [ui.model, ui.modality], [ui.model], api_name="refresh_models")
     ui.modality.input(
         on.on_modality, [ui.state, ui.modality, ui.model], [ui.state, ui.presets, *switched], api_name="set_modality"
     )
+    blocks.load(None, None, None, js=ACCESSIBILITY)
     blocks.unload(on.on_unload)
 
 

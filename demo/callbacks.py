@@ -9,38 +9,33 @@ corner of the top-left pixel); heatmaps are ``[H, W]`` on the original pixels in
 from __future__ import annotations
 
 import json
-import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from afloc.imaging.boxes import Box, boxes_to_mask
+from afloc.imaging.boxes import Box
 from afloc.imaging.io import load_image_with_info
-from afloc.localization.metrics import localization_metrics
-from afloc.localization.overlay import (
-    BOX_COLOR,
-    CONTOUR_COLOR,
-    add_colorbar,
-    add_legend,
-    render_overlay,
-    to_rgb_uint8,
-)
+from afloc.localization.overlay import to_rgb_uint8
 from afloc.predictor import MAX_PROMPT_CHARS
 from afloc.text.prompts import FINDINGS_BY_MODALITY
-from afloc.text.tokenizer import normalize_prompt, split_sentences
+from afloc.text.tokenizer import split_sentences
 
 from .annotations import (
-    boxes_for_prompt,
+    KNOWN_CLASS_NAMES,
+    NAMES_FILE,
     boxes_to_text,
     check_boxes,
     example_boxes,
+    name_classes,
     parse_boxes_text,
     read_annotations,
+    read_class_names,
 )
-from .messages import notice_text, plain_message, read_head
-from .session import Session, escape_markdown
+from .messages import dicom_text, plain_message, read_head
+from .session import Session
+from .view import DEFAULT_OPACITY, DEFAULT_THRESHOLD, View, display_image, render  # noqa: F401 (the demo's API)
 
 MAX_PIXELS = 50_000_000  # 50 MP: larger films are refused (from the header, before decoding)
 MAX_PROMPTS = 8  # every prompt keeps a float32 heatmap at model resolution in the session
@@ -62,28 +57,6 @@ class Example:
     boxes: list[Box]
 
 
-DEFAULT_THRESHOLD = 0.3
-"""Where the demo's threshold slider starts: the contour of heatmap > t and the IoU/Dice threshold."""
-DEFAULT_OPACITY = 0.5
-
-
-@dataclass
-class View:
-    """What the output panel shows for one prompt: figure = overlay + colour bar + legend."""
-
-    prompt: str | None = None
-    threshold: float = DEFAULT_THRESHOLD
-    opacity: float = DEFAULT_OPACITY
-    figure: np.ndarray | None = None
-    overlay: np.ndarray | None = None
-    heatmap: np.ndarray | None = None
-    metrics: dict[str, float] | None = None
-    metrics_text: str = ""
-    notice: str = ""
-    scored_boxes: list[Box] = field(default_factory=list)
-    boxes_matched: bool = False  # the scored boxes' labels match the prompt (else: unlabelled boxes, all scored)
-
-
 # ------------------------------------------------------------------------------------------------ image
 def load_image(
     session: Session, source, name: str = "", max_pixels: int = MAX_PIXELS, decode=load_image_with_info
@@ -101,21 +74,40 @@ def load_image(
     except ValueError as error:
         clear_image(session)  # the previous film, its heatmaps and boxes never stay behind a refused upload
         return None, Status(plain_message(str(error), read_head(source), name, max_pixels), error=True)
-    session.image, session.image_name, session.released = image, name, False
+    session.image, session.image_name, session.released, session.inverted = image, name, False, False
     session.modality = "fundus" if image.ndim == 3 else "cxr"
     session.set_encoded(None)
     session.model_key = None
-    session.boxes = []
+    session.set_boxes([])
     kind = "colour, fundus presets" if image.ndim == 3 else "greyscale, chest X-ray presets"
-    return to_rgb_uint8(image), Status(f"Loaded {name}: {info.format.upper()}, {info.width}x{info.height} ({kind}).")
+    text = f"Loaded {name}: {info.format.upper()}, {info.width}x{info.height} ({kind}).{dicom_text(info)}"
+    return to_rgb_uint8(image), Status(text)
 
 
 def clear_image(session: Session) -> None:
     """Forget the film, its encoding, heatmaps and ground truth (a new upload attempt, or the upload cleared)."""
-    session.image, session.image_name = None, ""
+    session.image, session.image_name, session.inverted = None, "", False
     session.set_encoded(None)
     session.model_key = None
-    session.boxes = []
+    session.set_boxes([])
+
+
+def set_inverted(session: Session, inverted: bool, window: str | None = None) -> tuple[np.ndarray | None, Status]:
+    """Invert a greyscale film (white <-> black) for display *and* for the model, which must see air dark as in
+    its training films: for a film that shows as a negative (e.g. a mislabelled MONOCHROME1/2 DICOM)."""
+    if session.image is None:
+        return None, _no_image(session, "Load an image before inverting it.")
+    if session.image.ndim != 2:
+        return None, Status("Only a greyscale film can be inverted; this is a colour photo.", error=True)
+    inverted = bool(inverted)
+    if inverted != session.inverted:
+        grey = session.image.astype(np.float32)
+        session.image = (grey.max() + grey.min()) - grey if session.image.dtype.kind == "f" else 255 - session.image
+        session.inverted = inverted
+        session.set_encoded(None)
+        session.model_key = None
+    state = "inverted (the model sees the inverted film)" if inverted else "as decoded"
+    return to_rgb_uint8(display_image(session.image, window)), Status(f"Film shown {state}. Press Localize.")
 
 
 def list_examples(folder: Path) -> list[Example]:
@@ -138,7 +130,8 @@ def list_examples(folder: Path) -> list[Example]:
 def load_example(session: Session, example: Example, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray | None, Status]:
     display, status = load_image(session, example.image_path, example.image_path.name, max_pixels)
     if not status.error:
-        session.boxes, session.modality = list(example.boxes), example.modality
+        session.set_boxes(example.boxes)
+        session.modality = example.modality
     return display, status
 
 
@@ -209,65 +202,8 @@ def localize(session: Session, model, text: str | None, presets=()) -> Status:
     session.prompts, session.zero_shot = prompts, results
     session.probabilities = {f: r.probability for f, r in results.items() if r.probability is not None}
     session.unseen = {prompt: predictor.unseen_findings(prompt) for prompt in prompts}
-    return Status(f"Localized {len(prompts)} prompt(s) with {model.name}.{note}")
-
-
-# ------------------------------------------------------------------------------------------------ rendering
-def _fmt(value: float, digits: int = 3) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
-
-
-def _clamped(value, low: float, high: float, default: float) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return default
-    return min(max(value, low), high) if math.isfinite(value) else default
-
-
-def render(session: Session, selected: str | None, threshold: float, opacity: float) -> View:
-    """Draw the heatmap of ``selected`` (default: the first prompt) with its contour, boxes and metrics."""
-    if not session.has_results:
-        return View()
-    prompt = selected if selected in session.prompts else session.prompts[0]
-    heatmap = session.heatmap(prompt)
-    threshold, opacity = _clamped(threshold, -1.0, 1.0, DEFAULT_THRESHOLD), _clamped(opacity, 0.0, 1.0, DEFAULT_OPACITY)
-    scored, matched = boxes_for_prompt(session.boxes, prompt)
-    overlay = render_overlay(
-        session.image,
-        heatmap,
-        opacity=opacity,
-        threshold=threshold,
-        boxes=[box[:4] for box in scored] or None,
-        box_labels=[box.label.split(":")[0].strip() for box in scored] or None,
-    )
-    legend_prompt = normalize_prompt(prompt)
-    legend_prompt = legend_prompt if len(legend_prompt) <= 60 else legend_prompt[:57] + "..."
-    entries = [(f"'{legend_prompt}' > {threshold:g}", CONTOUR_COLOR)] + (
-        [("ground truth", BOX_COLOR)] if scored else []
-    )
-    figure = add_legend(add_colorbar(overlay, threshold=threshold), entries)
-    view = View(prompt, threshold, opacity, figure, overlay, heatmap, scored_boxes=scored, boxes_matched=bool(matched))
-    view.notice = notice_text(session, prompt)
-    if not scored and session.boxes:
-        labels = sorted({box.label.split(":")[0].strip() for box in session.boxes if box.label.strip()})
-        view.metrics_text = (
-            f"No metrics: no ground-truth box is labelled like '{escape_markdown(prompt)}' (labels here: "
-            f"{escape_markdown(', '.join(labels[:8]))}). Localize one of those findings, or edit the box labels."
-        )
-        return view
-    if not scored:
-        view.metrics_text = "No ground truth: pick an example, upload an annotation file or type boxes to see metrics."
-        return view
-    view.metrics = localization_metrics(heatmap, boxes_to_mask(scored, *heatmap.shape), threshold)
-    hit = {1.0: "hit", 0.0: "miss"}.get(view.metrics["pointing_game"], "n/a")
-    which = "labelled like the prompt" if matched else "(unlabelled: all boxes)"
-    view.metrics_text = (
-        f"**IoU** {_fmt(view.metrics['iou'])} · **Dice** {_fmt(view.metrics['dice'])} · "
-        f"**CNR** {_fmt(view.metrics['cnr'], 2)} · **Pointing game** {hit}  \n"
-        f"for '{escape_markdown(prompt)}' at threshold {threshold:g}, against {len(scored)} box(es) {which}."
-    )
-    return view
+    named = ", ".join(p if len(p) <= 60 else p[:57] + "..." for p in prompts)
+    return Status(f"Localized {len(prompts)} prompt(s) with {model.name}: {named}.{note}")
 
 
 # ------------------------------------------------------------------------------------------------ ground truth
@@ -280,7 +216,7 @@ def set_boxes_text(session: Session, text: str | None) -> Status:
         clipped = check_boxes(boxes, session.image.shape[:2]) if boxes else []
     except ValueError as error:
         return Status(f"Ground truth not changed: {error}", error=True)
-    session.boxes = clipped
+    session.set_boxes(clipped)
     note = _clip_note(boxes, clipped, session.image.shape[:2])
     return Status(f"{len(boxes)} ground-truth box(es) set.{note}" if boxes else "Ground truth cleared.")
 
@@ -290,15 +226,71 @@ def _clip_note(boxes: list[Box], clipped: list[Box], shape) -> str:
     return f" {changed} box(es) clipped to the {shape[1]}x{shape[0]} image." if changed else ""
 
 
-def load_annotations(session: Session, source) -> tuple[str | None, Status]:
-    """Ground truth from an uploaded annotation file; returns the boxes as text for the box editor."""
+def load_annotations(session: Session, sources) -> tuple[str | None, Status]:
+    """Ground truth from uploaded annotation files (one box file, with or without a YOLO names file such as
+    ``retinal.names`` or ``classes.txt``); returns the boxes as text for the box editor (None: unchanged)."""
     if session.image is None:
         return None, _no_image(session, "Load an image before adding ground truth.")
+    sources = [sources] if isinstance(sources, (str, Path, bytes, bytearray)) else list(sources or [])
     try:
-        data = Path(source).read_bytes() if isinstance(source, (str, Path)) else bytes(source)
-        boxes = read_annotations(data, session.image_name, session.image.shape[:2])
-    except (OSError, ValueError, RecursionError, OverflowError) as error:
-        detail = str(error) if isinstance(error, (OSError, ValueError)) else "nested too deeply or numbers too large"
+        files = [Path(s).read_bytes() if isinstance(s, (str, Path)) else bytes(s) for s in sources]
+        texts = [f.decode("utf-8-sig", errors="strict") if len(f) <= 100_000 else None for f in files]
+    except UnicodeDecodeError:
+        texts = [None] * len(files)
+    except OSError as error:
+        return None, Status(f"Could not use the annotation file: {error}", error=True)
+    # a names file is known by its name (retinal.names, classes.txt) or by being uploaded beside a box file
+    named = [Path(str(s)).name if isinstance(s, (str, Path)) else "" for s in sources]
+    names_at = [
+        k
+        for k, t in enumerate(texts)
+        if t is not None and read_class_names(t) is not None and (NAMES_FILE.search(named[k]) or len(files) > 1)
+    ]
+    boxes_at = [k for k in range(len(files)) if k not in names_at]
+    if len(boxes_at) > 1 or len(names_at) > 1:
+        return None, Status("Upload one box file (and at most one class-names file) at a time.", error=True)
+    note = ""
+    if names_at:
+        names = read_class_names(texts[names_at[0]])
+        note = " " + set_class_names_list(session, names)
+    if not boxes_at:
+        return boxes_to_text(session.boxes), Status(note.strip() or "No boxes in the file.")
+    try:
+        boxes = read_annotations(files[boxes_at[0]], session.image_name, session.image.shape[:2], session.yolo_names)
+    except (ValueError, RecursionError, OverflowError) as error:
+        detail = str(error) if isinstance(error, ValueError) else "nested too deeply or numbers too large"
         return None, Status(f"Could not use the annotation file: {detail}", error=True)
-    session.boxes = boxes
-    return boxes_to_text(boxes), Status(f"{len(boxes)} ground-truth box(es) read for {session.image_name}.")
+    session.set_boxes(boxes)
+    unnamed = any(b.label.startswith("class ") for b in boxes)
+    hint = " The YOLO classes have no names: upload the names file or choose the dataset's names." if unnamed else ""
+    return boxes_to_text(boxes), Status(f"{len(boxes)} ground-truth box(es) read for {session.image_name}.{note}{hint}")
+
+
+def set_class_names_list(session: Session, names: list[str]) -> str:
+    """Name the YOLO classes (the session's boxes are relabelled); returns what was done, in words."""
+    previous, session.yolo_names = session.yolo_names, list(names)
+    session.set_boxes(name_classes(session.boxes, session.yolo_names, previous))
+    return (
+        f"YOLO class names: {', '.join(f'{k} {n}' for k, n in enumerate(names[:6]))}{'...' if len(names) > 6 else ''}."
+    )
+
+
+def set_known_class_names(session: Session, dataset: str | None) -> tuple[str | None, Status]:
+    """Name the YOLO classes with a known dataset's names (:data:`KNOWN_CLASS_NAMES`); returns the boxes as text."""
+    if dataset not in KNOWN_CLASS_NAMES:
+        return None, Status("Choose one of the listed datasets' class names.", error=True)
+    message = set_class_names_list(session, KNOWN_CLASS_NAMES[dataset][1])
+    return boxes_to_text(session.boxes), Status(message)
+
+
+def choose_label(session: Session, prompt: str | None, label: str | None) -> Status:
+    """Score ``prompt`` against the boxes of category ``label`` (None or "": by matching labels again)."""
+    if not prompt or prompt not in session.prompts:
+        return Status("Localize a prompt before choosing the boxes to score it against.", error=True)
+    if label and label not in session.box_labels():
+        return Status(f"There is no ground-truth box labelled {label!r}.", error=True)
+    if label:
+        session.chosen_labels[prompt] = label
+        return Status(f"'{prompt}' is scored against the boxes labelled '{label}' (your choice).")
+    session.chosen_labels.pop(prompt, None)
+    return Status(f"'{prompt}' is scored against the boxes labelled like it.")

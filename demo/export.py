@@ -17,8 +17,9 @@ from afloc.localization.overlay import (
     slug,
 )
 
-from .callbacks import NOTICE, RELEASED, Status, View, render
+from .callbacks import NOTICE, RELEASED, Status
 from .session import Session
+from .view import View, render
 
 # ------------------------------------------------------------------------------------------------ export
 EXPORT_SCHEMA_VERSION = 1
@@ -73,10 +74,13 @@ def export_record(session: Session, view: View, heatmap_file: str) -> dict:
         },
         "boxes": {
             "format": "x, y, width, height in original pixels; origin at the top-left corner of the top-left pixel",
-            "matched_by": "label" if view.boxes_matched else ("all boxes (unlabelled)" if view.scored_boxes else None),
+            "matched_by": view.matched_by,
             "ground_truth": [{"box": [float(v) for v in b[:4]], "label": b.label} for b in view.scored_boxes],
         },
         "metrics": {k: None if math.isnan(v) else v for k, v in view.metrics.items()} if view.metrics else None,
+        "centre_prior_metrics": (
+            {k: None if math.isnan(v) else v for k, v in view.reference.items()} if view.reference else None
+        ),
         "zero_shot_probabilities": session.probabilities,  # calibrated only
         "zero_shot": {
             f: {
@@ -93,9 +97,12 @@ def export_record(session: Session, view: View, heatmap_file: str) -> dict:
     }
 
 
-def export(session: Session, selected: str | None, threshold: float, opacity: float) -> tuple[list[Path], Status]:
-    """Write the figure (PNG), the heatmap (``.npy``, float32 on the original pixels) and a JSON record."""
-    view = render(session, selected, threshold, opacity)
+def export(
+    session: Session, selected: str | None, threshold: float, opacity: float, window: str | None = None
+) -> tuple[list[Path], Status]:
+    """Write the figure (PNG, the film in the display ``window``), the heatmap (``.npy``, float32 on the original
+    pixels) and a JSON record."""
+    view = render(session, selected, threshold, opacity, window)
     if view.heatmap is None:
         if session.released:
             return [], Status(RELEASED, error=True)

@@ -21,19 +21,20 @@ from . import callbacks as cb
 from . import modality as md
 from .decoding import DecodeWorker
 from .export import export
-from .layout import UI
+from .layout import AUTOMATIC_LABEL, UI
 from .messages import zero_shot_text
 from .models import ModelStore
 from .server import Sessions, forget_gradio_session
-from .session import discard_upload, escape_html, escape_markdown
+from .session import discard_upload, escape_markdown
 
 logger = logging.getLogger(__name__)
 
 
 def status_text(status: cb.Status) -> str:
-    """Messages quote user text (file names, prompts, labels): escaped for the toast's HTML and the Markdown."""
+    """The status line (messages quote user text: file names, prompts, labels, so they are escaped). An error is
+    shown once, here, not also in a toast; the page scrolls it into view when it is off-screen
+    (:data:`demo.app.ACCESSIBILITY`)."""
     if status.error:
-        gr.Warning(escape_html(status.message))
         return f"**⚠️ {escape_markdown(status.message)}**"
     return escape_markdown(status.message)
 
@@ -79,18 +80,34 @@ class Handlers:
         self.blocks = blocks  # the page, whose Gradio state a closed session leaves behind
 
     # ------------------------------------------------------------------ shared updates
-    def view_outputs(self, session: cb.Session, selected, threshold, opacity) -> dict:
-        view = cb.render(session, selected, threshold, opacity)
-        figure = session.save_view("figure", view.figure)
-        return {self.ui.figure: figure, self.ui.metrics: view.metrics_text, self.ui.notice: view.notice}
+    def label_choices(self, session: cb.Session, prompt: str | None) -> gr.Dropdown:
+        """The ground-truth labels a prompt can be scored against (the first choice: matching by label)."""
+        choices = [(AUTOMATIC_LABEL, "")] + [(label, label) for label in session.box_labels()]
+        return gr.Dropdown(choices=choices, value=session.chosen_labels.get(prompt or "", ""))
+
+    def view_outputs(self, session: cb.Session, selected, threshold, opacity, window=None) -> dict:
+        """The result panel for one prompt; before any result, the film as displayed (window) or nothing."""
+        view = cb.render(session, selected, threshold, opacity, window)
+        shown = view.overlay
+        if shown is None and session.image is not None:
+            shown = cb.to_rgb_uint8(cb.display_image(session.image, window))
+        return {
+            self.ui.figure: session.save_view("figure", shown),
+            self.ui.key: view.key,
+            self.ui.metrics: view.metrics_text,
+            self.ui.notice: view.notice,
+            self.ui.score_label: self.label_choices(session, view.prompt),
+        }
 
     def cleared(self, session: cb.Session, message: cb.Status, display=None) -> dict:
         ui = self.ui
         return {
             ui.state: session,
             ui.figure: display,  # the film alone until it is localized: one copy of it on the page
+            ui.key: "",
             ui.shown: gr.Dropdown(choices=[], value=None),
             ui.metrics: "",
+            ui.score_label: self.label_choices(session, None),
             ui.probabilities: None,
             ui.zero_shot_notes: "",
             ui.notice: "",
@@ -118,9 +135,9 @@ class Handlers:
             self.sessions.sweep_uploads()  # and any earlier upload that no event consumed
             display = session.save_view("figure", display)
             if message.error:  # the error on an empty page: nothing of the previous film stays
-                return self.cleared(session, message, None) | {ui.boxes: ""}
+                return self.cleared(session, message, None) | {ui.boxes: "", ui.invert: False}
             updates = self.modality_updates(session.modality, model_key)  # a colour photo switches to fundus
-            cleared = self.cleared(session, message, display) | {ui.boxes: ""}
+            cleared = self.cleared(session, message, display) | {ui.boxes: "", ui.invert: False}
             return cleared | {ui.modality: session.modality} | updates
 
     @guarded
@@ -129,7 +146,7 @@ class Handlers:
         session = self.sessions.get(state_value, request)
         with session.lock:
             cb.clear_image(session)
-            return self.cleared(session, cb.Status("Image cleared."), None) | {self.ui.boxes: ""}
+            return self.cleared(session, cb.Status("Image cleared."), None) | {self.ui.boxes: "", self.ui.invert: False}
 
     @guarded
     def on_presets(self, text, chosen):
@@ -152,12 +169,34 @@ class Handlers:
                 ui.presets: gr.Dropdown(choices=list(FINDINGS_BY_MODALITY[session.modality]), value=[]),
                 ui.prompt_box: example.prompt,
                 ui.boxes: cb.boxes_to_text(example.boxes),
+                ui.invert: False,
             }
 
     # ------------------------------------------------------------------ localization and its view
     @guarded
+    def on_invert(self, state_value, inverted, window, request: gr.Request):
+        """Invert the film (display and model input); its heatmaps are gone until the next Localize."""
+        session = self.sessions.get(state_value, request)
+        with session.lock:
+            display, message = cb.set_inverted(session, inverted, window)
+            if message.error:
+                return {self.ui.state: session, self.ui.invert: session.inverted, self.ui.status: status_text(message)}
+            return self.cleared(session, message, session.save_view("figure", display)) | {
+                self.ui.invert: session.inverted
+            }
+
+    @guarded
     def on_localize(
-        self, state_value, model_key, prompts, preset_findings, shown_prompt, threshold, opacity, request: gr.Request
+        self,
+        state_value,
+        model_key,
+        prompts,
+        preset_findings,
+        shown_prompt,
+        threshold,
+        opacity,
+        window,
+        request: gr.Request,
     ):
         ui, session = self.ui, self.sessions.get(state_value, request)
         with session.lock:
@@ -172,7 +211,7 @@ class Handlers:
             # what was just asked is what is shown: the first new prompt, else the one on display if still asked
             new = [p for p in session.prompts if p not in before]
             selected = new[0] if new else shown_prompt if shown_prompt in session.prompts else session.prompts[0]
-            return self.view_outputs(session, selected, threshold, opacity) | {
+            return self.view_outputs(session, selected, threshold, opacity, window) | {
                 ui.state: session,
                 ui.shown: gr.Dropdown(choices=session.prompts, value=selected),
                 ui.probabilities: session.probabilities or None,
@@ -181,40 +220,65 @@ class Handlers:
             }
 
     @guarded
-    def on_redraw(self, state_value, shown_prompt, threshold, opacity, request: gr.Request):
+    def on_redraw(self, state_value, shown_prompt, threshold, opacity, window, request: gr.Request):
         session = self.sessions.get(state_value, request)
         with session.lock:
-            return self.view_outputs(session, shown_prompt, threshold, opacity) | {self.ui.state: session}
+            return self.view_outputs(session, shown_prompt, threshold, opacity, window) | {self.ui.state: session}
 
     # ------------------------------------------------------------------ ground truth and export
     @guarded
-    def on_boxes(self, state_value, boxes_text, shown_prompt, threshold, opacity, request: gr.Request):
+    def on_boxes(self, state_value, boxes_text, shown_prompt, threshold, opacity, window, request: gr.Request):
         session = self.sessions.get(state_value, request)
         with session.lock:
             message = cb.set_boxes_text(session, boxes_text)
-            return self.view_outputs(session, shown_prompt, threshold, opacity) | {
+            return self.view_outputs(session, shown_prompt, threshold, opacity, window) | {
                 self.ui.state: session,
                 self.ui.status: status_text(message),
             }
 
     @guarded
-    def on_annotations(self, state_value, annotation_file, shown_prompt, threshold, opacity, request: gr.Request):
+    def on_score_label(self, state_value, label, shown_prompt, threshold, opacity, window, request: gr.Request):
+        """The user chose which boxes the shown prompt is scored against."""
+        session = self.sessions.get(state_value, request)
+        with session.lock:
+            message = cb.choose_label(session, shown_prompt, label)
+            return self.view_outputs(session, shown_prompt, threshold, opacity, window) | {
+                self.ui.state: session,
+                self.ui.status: status_text(message),
+            }
+
+    @guarded
+    def on_annotations(
+        self, state_value, annotation_files, shown_prompt, threshold, opacity, window, request: gr.Request
+    ):
         ui, session = self.ui, self.sessions.get(state_value, request)
         with session.lock:
-            if annotation_file:
-                text, message = cb.load_annotations(session, annotation_file)
+            files = [annotation_files] if isinstance(annotation_files, str) else list(annotation_files or [])
+            if files:
+                text, message = cb.load_annotations(session, files)
             else:
                 text, message = None, cb.Status("No file.")
-            discard_upload(annotation_file, self.sessions.upload_root)
-            outputs = self.view_outputs(session, shown_prompt, threshold, opacity)
+            for file in files:
+                discard_upload(file, self.sessions.upload_root)
+            outputs = self.view_outputs(session, shown_prompt, threshold, opacity, window)
             outputs |= {ui.state: session, ui.status: status_text(message)}
             return outputs | ({ui.boxes: text} if text is not None else {})
 
     @guarded
-    def on_export(self, state_value, shown_prompt, threshold, opacity, request: gr.Request):
+    def on_class_names(self, state_value, dataset, shown_prompt, threshold, opacity, window, request: gr.Request):
+        """A known dataset's YOLO class names for boxes uploaded without their names file."""
         ui, session = self.ui, self.sessions.get(state_value, request)
         with session.lock:
-            files, message = export(session, shown_prompt, threshold, opacity)
+            text, message = cb.set_known_class_names(session, dataset)
+            outputs = self.view_outputs(session, shown_prompt, threshold, opacity, window)
+            outputs |= {ui.state: session, ui.status: status_text(message)}
+            return outputs | ({ui.boxes: text} if text is not None else {})
+
+    @guarded
+    def on_export(self, state_value, shown_prompt, threshold, opacity, window, request: gr.Request):
+        ui, session = self.ui, self.sessions.get(state_value, request)
+        with session.lock:
+            files, message = export(session, shown_prompt, threshold, opacity, window)
             return {ui.state: session, ui.downloads: [str(f) for f in files] or None, ui.status: status_text(message)}
 
     # ------------------------------------------------------------------ models and modality
@@ -226,13 +290,15 @@ class Handlers:
                 loaded = self.store.get(model_key)
             except ValueError as error:
                 banner_text = "### ⚠️ This model could not be loaded: choose another one."
-                return {ui.card: "", ui.banner: banner_text, ui.status: status_text(cb.Status(str(error), error=True))}
+                error_status = status_text(cb.Status(str(error), error=True))
+                return {ui.card: "", ui.card_summary: "", ui.banner: banner_text, ui.status: error_status}
             session.set_encoded(None)
             session.model_key = None
             message = cb.Status(f"Model {loaded.name} ready. Press Localize.")
             film = cb.to_rgb_uint8(session.image) if session.image is not None else None
             return self.cleared(session, message, session.save_view("figure", film)) | {
                 ui.card: loaded.card,
+                ui.card_summary: self.store.card_summary(loaded.key),
                 ui.banner: md.banner(self.store, session.modality, loaded.key),
             }
 

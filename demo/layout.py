@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from . import callbacks as cb
 from . import modality as md
+from .annotations import KNOWN_CLASS_NAMES
 from .models import ModelStore
+from .view import DEFAULT_OPACITY, DEFAULT_THRESHOLD, WINDOW_LABELS
 
 SESSION_TTL_S = 4 * 3600  # an idle session's image, heatmaps and exports are dropped after this
 HEADER = (
@@ -20,8 +21,9 @@ HEADER = (
 BOXES_HELP = (
     "One box per line: x, y, w, h[, label] in original pixels (label: 'category: phrase', either part optional). "
     "Metrics use the boxes whose label matches the prompt (CamelCase and underscores split); unlabelled boxes are all "
-    "used; a prompt that matches no label gets no metrics."
+    "used; a prompt that matches no label gets no metrics until you choose a label under 'Score against'."
 )
+AUTOMATIC_LABEL = "labelled like the prompt"
 
 
 class CloseSession:
@@ -44,6 +46,7 @@ class UI:
     banner: gr.Markdown
     model: gr.Dropdown
     refresh: gr.Button
+    card_summary: gr.Markdown
     card: gr.Markdown
     upload: gr.File
     example_list: gr.Dataset
@@ -54,13 +57,18 @@ class UI:
     status: gr.Markdown
     notice: gr.Markdown
     figure: gr.Image
+    key: gr.HTML
     shown: gr.Dropdown
     threshold: gr.Slider
     opacity: gr.Slider
+    invert: gr.Checkbox
+    window: gr.Dropdown
     metrics: gr.Markdown
+    score_label: gr.Dropdown
     probabilities: gr.Label
     zero_shot_notes: gr.Markdown
     annotations: gr.File
+    class_names: gr.Dropdown
     boxes: gr.Textbox
     apply_boxes: gr.Button
     export_button: gr.Button
@@ -76,16 +84,21 @@ def layout(store: ModelStore, modality: str, model_key: str | None, samples: lis
     banner = gr.Markdown(md.banner(store, modality, model_key), label="warnings")
     with gr.Row():
         with gr.Column(scale=2, min_width=320):
-            upload = gr.File(label="Image: PNG, JPEG or DICOM (recognised by content)", type="filepath", height=120)
+            upload = gr.File(
+                label="Image: PNG, JPEG or DICOM (recognised by content)", type="filepath", height=120,
+                elem_id="afloc-upload",
+            )  # fmt: skip
             modality_radio = gr.Radio([(md.LABELS[m], m) for m in md.MODALITIES], value=modality, label="Modality")
             prompt_box = gr.Textbox(
                 label="Findings to localize (comma- or newline-separated)",
                 placeholder="e.g. left lower lobe consolidation, small right pleural effusion",
                 lines=2,
+                elem_id="afloc-findings",
             )
             presets = gr.Dropdown(
-                md.presets(modality), value=[], multiselect=True, label="Finding presets (added to the findings box)"
-            )
+                md.presets(modality), value=[], multiselect=True, label="Finding presets (added to the findings box)",
+                elem_id="afloc-presets",
+            )  # fmt: skip
             run = gr.Button("Localize", variant="primary")
             example_list = gr.Dataset(
                 label="Examples with ground truth (of the chosen modality)",
@@ -98,14 +111,23 @@ def layout(store: ModelStore, modality: str, model_key: str | None, samples: lis
             with gr.Row():
                 model = gr.Dropdown(md.model_choices(store, modality), value=model_key, label="Model", scale=4)
                 refresh = gr.Button("↻ Refresh models", scale=1, size="sm")
-            with gr.Accordion("Model card", open=False):
+            card_summary = gr.Markdown(store.card_summary(model_key), label="model summary")
+            with gr.Accordion("Model card: details", open=False):
                 card = gr.Markdown(store.card(model_key), label="model card")
             with gr.Accordion("Ground truth", open=False):
-                annotations = gr.File(label="Annotation file: COCO JSON, MS-CXR CSV, YOLO txt or CSV x,y,w,h,label")
-                boxes = gr.Textbox(label="Boxes", info=BOXES_HELP, lines=3)
+                annotations = gr.File(
+                    label="Annotation file: COCO JSON, MS-CXR CSV, CSV x,y,w,h,label, or YOLO txt (+ its names file)",
+                    file_count="multiple",
+                    elem_id="afloc-annotations",
+                )
+                class_names = gr.Dropdown(
+                    [(label, key) for key, (label, _) in KNOWN_CLASS_NAMES.items()], value=None,
+                    label="YOLO class names, when no names file is uploaded",
+                )  # fmt: skip
+                boxes = gr.Textbox(label="Boxes", info=BOXES_HELP, lines=3, elem_id="afloc-boxes")
                 apply_boxes = gr.Button("Apply boxes")
             export_button = gr.Button("Export PNG + heatmap (.npy) + JSON")
-            downloads = gr.File(label="Downloads", file_count="multiple", interactive=False)
+            downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="afloc-downloads")
         with gr.Column(scale=3, min_width=320):
             status = gr.Markdown(label="status", elem_id="afloc-result")
             notice = gr.Markdown(label="notice")
@@ -116,19 +138,29 @@ def layout(store: ModelStore, modality: str, model_key: str | None, samples: lis
                 buttons=["download", "fullscreen"],
                 elem_id="afloc-figure",
             )
+            key = gr.HTML("", elem_id="afloc-key")
             shown = gr.Dropdown([], label="Show prompt", allow_custom_value=True)
             with gr.Row():
                 threshold = gr.Slider(
-                    -1, 1, value=cb.DEFAULT_THRESHOLD, step=0.01, label="Threshold (contour of heatmap > t)"
+                    -1, 1, value=DEFAULT_THRESHOLD, step=0.01, label="Threshold (contour of heatmap > t)"
                 )
-                opacity = gr.Slider(0, 1, value=cb.DEFAULT_OPACITY, step=0.05, label="Heatmap opacity")
+                opacity = gr.Slider(0, 1, value=DEFAULT_OPACITY, step=0.05, label="Heatmap opacity")
+            with gr.Row():
+                window = gr.Dropdown(
+                    [(label, name) for name, label in WINDOW_LABELS.items()], value="file",
+                    label="Display window (display only: the model sees the file's window)",
+                )  # fmt: skip
+                invert = gr.Checkbox(False, label="Invert film (the model sees the inverted film too)")
             metrics = gr.Markdown(label="metrics")
+            score_label = gr.Dropdown(
+                [(AUTOMATIC_LABEL, "")], value="", label="Score against (ground-truth boxes of this label)"
+            )
             probabilities = gr.Label(
                 label="Zero-shot probability of standard findings (calibrated on validation images)", num_top_classes=9
             )
             zero_shot_notes = gr.Markdown(label="zero-shot notes")
     return UI(
-        state, banner, model, refresh, card, upload, example_list, modality_radio, presets, prompt_box, run, status,
-        notice, figure, shown, threshold, opacity, metrics, probabilities, zero_shot_notes, annotations, boxes,
-        apply_boxes, export_button, downloads,
+        state, banner, model, refresh, card_summary, card, upload, example_list, modality_radio, presets, prompt_box,
+        run, status, notice, figure, key, shown, threshold, opacity, invert, window, metrics, score_label,
+        probabilities, zero_shot_notes, annotations, class_names, boxes, apply_boxes, export_button, downloads,
     )  # fmt: skip

@@ -54,6 +54,25 @@ def plain_message(error: str, head: bytes, name: str, max_pixels: int) -> str:
     return f"Could not read {name}: {error}"
 
 
+def dicom_text(info) -> str:
+    """What the status says of a DICOM's display: its photometric interpretation and the window that was used."""
+    if getattr(info, "format", "") != "dicom":
+        return ""
+    photometric = info.photometric_interpretation or "no photometric interpretation"
+    shown = {
+        "MONOCHROME1": "MONOCHROME1 (stored with white as the minimum: inverted so that air is dark)",
+        "MONOCHROME2": "MONOCHROME2 (air dark, as stored)",
+    }.get(photometric, photometric)
+    window = {
+        "lut": "the file's VOI LUT",
+        "window": "the file's window centre/width",
+    }.get(info.voi_transform or "", "the full range of the stored values (the file has no window)")
+    return (
+        f" {shown}; shown with {window}. If the film looks like a negative, tick Invert (the model then sees the "
+        "inverted film too)."
+    )
+
+
 OUT_OF_DISTRIBUTION = (
     "⚠️ **This image is unlike the images this model was trained on; its heatmap and scores are not meaningful.**"
 )

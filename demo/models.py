@@ -234,6 +234,26 @@ class ModelStore:
             return ""
         return self._with_source(text, key) if text else ""
 
+    def card_summary(self, key: str | None) -> str:
+        """The card's five lines for clinicians (its "For clinicians" section, else lines made from the model's
+        recorded training data), shown above the card, which sits behind "details"."""
+        from afloc.hub.cards import CLINICIAN_SECTION, card_section, clinician_summary
+
+        if key is None:
+            return ""
+        if key == UNTRAINED_KEY:
+            return "- **Untrained model: its heatmaps are meaningless.** It only shows how the demo works."
+        written = card_section(self.card(key), CLINICIAN_SECTION)
+        if written:
+            return written
+        synthetic = None
+        if key not in self.preloaded and key != UNTRAINED_KEY:
+            try:
+                synthetic = self.model_info(key)[1].synthetic_data
+            except ValueError:
+                return ""
+        return clinician_summary(synthetic)
+
     def synthetic(self, key: str) -> bool:
         """Whether a model was trained on synthetic images only, from its metadata (without loading weights)."""
         if key in self.preloaded:

@@ -44,11 +44,6 @@ def escape_markdown(text: str) -> str:
     return html.escape(escaped, quote=False)
 
 
-def escape_html(text: str) -> str:
-    """``text`` shown literally where Gradio renders HTML (toasts)."""
-    return html.escape(str(text), quote=True)
-
-
 @dataclass(eq=False)
 class Session:
     """One user's state: the image, its encoding (per model), heatmaps per prompt, ground truth, files.
@@ -74,11 +69,15 @@ class Session:
     zero_shot: dict[str, ZeroShotResult] = field(default_factory=dict)  # every finding asked, calibrated or not
     unseen: dict[str, list[str]] = field(default_factory=dict)  # prompt -> findings it names the model never saw
     boxes: list[Box] = field(default_factory=list)
+    chosen_labels: dict[str, str] = field(default_factory=dict)  # prompt -> box label to score it against
+    yolo_names: list[str] = field(default_factory=list)  # class names of YOLO boxes (a names file or a preset)
+    inverted: bool = False  # the film was inverted by the user (the model sees the inverted film)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     closed: bool = False
     released: bool = False  # its arrays were given up to keep all sessions under the memory budget
     last_used: float = field(default_factory=time.monotonic, repr=False)
     _shown: tuple[str, np.ndarray] | None = field(default=None, repr=False)
+    _prior: np.ndarray | None = field(default=None, repr=False)
     _views: dict[str, deque] = field(default_factory=dict, repr=False)
     _exports: deque = field(default_factory=deque, repr=False)
 
@@ -91,7 +90,26 @@ class Session:
         if encoded is not None:
             encoded.heatmap_cache_bytes = ENCODED_CACHE_BYTES
         self.encoded, self.predictor = encoded, predictor if encoded is not None else None
+        self._prior = None
         self.reset_results()
+
+    def set_boxes(self, boxes: list[Box]) -> None:
+        """New ground truth; labels chosen for the old boxes no longer apply."""
+        self.boxes, self.chosen_labels = list(boxes), {}
+
+    def box_labels(self) -> list[str]:
+        """The distinct categories of the ground-truth boxes' labels, sorted (what a prompt can be scored against)."""
+        from .annotations import category
+
+        return sorted({category(box.label) for box in self.boxes if box.label.strip()})
+
+    def centre_prior(self) -> np.ndarray:
+        """The centre prior on this image's pixels, on ``[-1, 1]`` like a heatmap (made once per image)."""
+        if self._prior is None or self._prior.shape != self.image.shape[:2]:
+            from afloc.localization.heatmaps import centre_prior, scale_to_unit_range
+
+            self._prior = scale_to_unit_range(centre_prior(*self.image.shape[:2])[None])[0]
+        return self._prior
 
     @property
     def has_results(self) -> bool:
@@ -108,7 +126,7 @@ class Session:
 
     def memory_bytes(self) -> int:
         """Bytes of the arrays this session holds (image, the heatmap on display, the encoding and its cache)."""
-        arrays = [self.image, self._shown[1] if self._shown else None]
+        arrays = [self.image, self._shown[1] if self._shown else None, self._prior]
         total = sum(a.nbytes for a in arrays if a is not None)
         if self.encoded is not None:
             tensors = (self.encoded.patch_embeddings, self.encoded.shallow_patch_embeddings)
@@ -157,7 +175,7 @@ class Session:
             freed = self.memory_bytes()
             self.image = None
             self.set_encoded(None)
-            self.boxes = []
+            self.set_boxes([])
             self.released = True
             return freed
         finally:
@@ -169,7 +187,7 @@ class Session:
             self.closed = True
             self.image = None
             self.set_encoded(None)
-            self.boxes = []
+            self.set_boxes([])
             if self.export_dir is not None:
                 shutil.rmtree(self.export_dir, ignore_errors=True)
 

@@ -74,7 +74,7 @@ def test_slider_and_prompt_choice_events_never_run_the_model(app):
     labels = {c["id"]: None if c["type"] == "state" else str(c["props"].get("label")) for c in config["components"]}
     by_api = {d["api_name"]: d for d in config["dependencies"] if d.get("api_name")}
     values = {"Image:": client.upload(EXAMPLE), "Model": "custom", "Findings to": "mass, small right pleural effusion"}
-    values |= {"Finding presets": [], SHOWN: None, "Threshold": 0.2, "Heatmap opacity": 0.5}
+    values |= {"Finding presets": [], SHOWN: None, "Threshold": 0.2, "Heatmap opacity": 0.5, "Display window": "file"}
 
     assert "Loaded" in str(fire(client, by_api["load_image"], labels, values)[-1])
     before = calls["forward"]
@@ -82,10 +82,11 @@ def test_slider_and_prompt_choice_events_never_run_the_model(app):
     assert calls["forward"] > before, "the counter does not see the model run"
 
     slider_ids = {c["id"] for c in config["components"] if c["type"] == "slider"}
-    watched = slider_ids | {i for i, label in labels.items() if label == SHOWN}
+    window = {i for i, label in labels.items() if (label or "").startswith("Display window")}
+    watched = slider_ids | window | {i for i, label in labels.items() if label == SHOWN}
     events = [d for d in config["dependencies"] if any(t[0] in watched for t in d.get("targets", []))]
-    # the "Show prompt" choice and both sliders, each event reading both sliders
-    assert len(events) >= 3 and all(slider_ids <= set(d["inputs"]) for d in events), events
+    # the "Show prompt" choice, both sliders and the display window, each event reading both sliders
+    assert len(window) == 1 and len(events) >= 4 and all(slider_ids <= set(d["inputs"]) for d in events), events
     encoded = calls["forward"]
     for dependency in events:
         for prompt, threshold, opacity in (("mass", 0.05, 0.1), ("small right pleural effusion", 0.6, 0.9)):

@@ -1,8 +1,9 @@
 """What the localize CLI's overlay PNG shows: the ground-truth box's pixels and the contour at ``--threshold``.
 
 The expectations are written from the CLI's promise, not from its earlier output: a box ``[x, y, w, h]`` covers
-pixel columns ``x .. x+w-1`` and rows ``y .. y+h-1`` and its outline is drawn in pure green; the contour is drawn
-in pure yellow on the boundary of ``heatmap > threshold``, where ``heatmap`` is the ``.npy`` written next to the PNG.
+pixel columns ``x .. x+w-1`` and rows ``y .. y+h-1`` and its outline is drawn dashed in pure white over black; the
+contour is drawn in pure yellow (on a black halo) on the boundary of ``heatmap > threshold``, where ``heatmap`` is
+the ``.npy`` written next to the PNG.
 The thresholds are two quantiles of that heatmap, so a contour at any other (fixed or default) level fails.
 """
 
@@ -16,7 +17,7 @@ from scipy import ndimage
 import afloc
 from afloc.__main__ import main as localize_main
 
-GREEN, YELLOW = (0, 255, 0), (255, 255, 0)
+WHITE, BLACK, YELLOW = (255, 255, 255), (0, 0, 0), (255, 255, 0)
 HEIGHT, WIDTH = 120, 90
 BOX = (10, 15, 30, 20)  # x, y, w, h: columns 10..39, rows 15..34
 
@@ -30,15 +31,18 @@ def box_outline(shape: tuple[int, int], box: tuple[int, int, int, int]) -> np.nd
 
 
 def find_overlay(figure: np.ndarray, outline: np.ndarray) -> tuple[int, int]:
-    """Offset of the image inside the figure: where the box outline lies on pure green pixels."""
-    green = (figure == GREEN).all(axis=2)
+    """Offset of the image inside the figure: where the box outline lies on pure white and black pixels, with the
+    white dashes on a third or more of it."""
+    white, black = (figure == WHITE).all(axis=2), (figure == BLACK).all(axis=2)
     rows, cols = np.nonzero(outline)
     height, width = outline.shape
     hits = [
         (dy, dx)
         for dy in range(figure.shape[0] - height + 1)
         for dx in range(figure.shape[1] - width + 1)
-        if green[rows + dy, cols + dx].all()
+        if (white | black)[rows + dy, cols + dx].all()
+        and white[rows + dy, cols + dx].mean() > 0.3
+        and not white[dy : dy + height, dx : dx + width][~outline].any()
     ]
     assert len(hits) == 1, f"the box outline was found {len(hits)} times in the figure"
     return hits[0]
@@ -58,7 +62,7 @@ def test_overlay_has_the_box_pixels_and_the_contour_at_the_given_threshold(tmp_p
     # without --threshold and --boxes: neither colour anywhere in the figure
     assert localize_main([*argv, "--out", str(tmp_path / "plain")]) == 0
     figure = np.asarray(Image.open(tmp_path / "plain" / "film__mass.png").convert("RGB"))
-    assert not (figure == YELLOW).all(axis=2).any() and not (figure == GREEN).all(axis=2).any()
+    assert not (figure == YELLOW).all(axis=2).any() and not (figure == WHITE).all(axis=2)[:HEIGHT, :WIDTH].any()
     heatmap = np.load(tmp_path / "plain" / "film__mass.npy")
     assert heatmap.shape == (HEIGHT, WIDTH) and np.isfinite(heatmap).all()
 
@@ -74,7 +78,7 @@ def test_overlay_has_the_box_pixels_and_the_contour_at_the_given_threshold(tmp_p
         figure = np.asarray(Image.open(out / "film__mass.png").convert("RGB"))
         dy, dx = find_overlay(figure, outline)
         overlay = figure[dy : dy + HEIGHT, dx : dx + WIDTH]
-        assert not (overlay == GREEN).all(axis=2)[~outline].any(), "green outside the box outline"
+        assert not (overlay == WHITE).all(axis=2)[~outline].any(), "white outside the box outline"
 
         region = heatmap > float(threshold)
         assert 0.2 < region.mean() < 0.8, region.mean()
@@ -82,6 +86,6 @@ def test_overlay_has_the_box_pixels_and_the_contour_at_the_given_threshold(tmp_p
         boundary = region & ~ndimage.binary_erosion(region, border_value=0)
         yellow = (overlay == YELLOW).all(axis=2)
         assert not (yellow & ~region).any(), "contour pixels outside heatmap > threshold"
-        visible = boundary & ~outline  # the box is drawn last, over the contour
+        visible = boundary & ~ndimage.binary_dilation(outline)  # the box and its halo are drawn last, over the contour
         assert yellow[visible].mean() > 0.9, yellow[visible].mean()
         assert not yellow[region & ~ndimage.binary_dilation(boundary)].any(), "contour inside the region"

@@ -18,8 +18,9 @@ from test_io import RAMP_12BIT, _undecodable_syntax, make_dicom
 import afloc
 from afloc.hub.bundle import ModelMetadata
 from afloc.hub.cards import render_model_card
+from afloc.imaging.boxes import boxes_to_mask
 from afloc.imaging.io import load_image
-from afloc.localization.metrics import localization_metrics
+from afloc.localization.metrics import iou, localization_metrics
 from afloc.localization.overlay import to_rgb_uint8
 from afloc.text.prompts import CXR_FINDINGS
 from demo import callbacks as cb
@@ -140,9 +141,20 @@ def test_example_ground_truth_and_metrics(session, model):
     for prompt, expected in ((MASS_PROMPT, [53, 69, 34, 29]), ("pneumothorax", [136, 33, 57, 33])):
         view = cb.render(session, prompt, 0.2, 0.5)
         assert [list(b[:4]) for b in view.scored_boxes] == [expected]  # only the box labelled like the prompt
-        mask = cb.boxes_to_mask(view.scored_boxes, 256, 256)
-        assert view.metrics == pytest.approx(localization_metrics(view.heatmap, mask, 0.2), nan_ok=True)
-        assert "IoU" in view.metrics_text
+        mask = boxes_to_mask(view.scored_boxes, 256, 256)
+        single = localization_metrics(view.heatmap, mask, 0.2)
+        sweep = [iou(view.heatmap, mask, t) for t in (0.1, 0.2, 0.3, 0.4, 0.5)]
+        expected_mean = np.nanmean(sweep) if not np.isnan(sweep).all() else np.nan
+        assert view.metrics == pytest.approx(single | {"iou_mean": expected_mean}, nan_ok=True)
+        # the reference: a Gaussian on the image's centre, sigma a quarter of its side, min-max scaled to [-1, 1]
+        axis = np.arange(256) - 127.5
+        prior = np.exp(-(axis[:, None] ** 2 + axis[None, :] ** 2) / (2 * 64.0**2))
+        prior = 2 * (prior - prior.min()) / (prior.max() - prior.min()) - 1
+        prior_sweep = [iou(prior, mask, t) for t in (0.1, 0.2, 0.3, 0.4, 0.5)]
+        expected_prior = localization_metrics(prior, mask, 0.2) | {"iou_mean": np.nanmean(prior_sweep)}
+        assert view.reference == pytest.approx(expected_prior, nan_ok=True, abs=1e-4)
+        for line in ("Pointing game", "IoU at 0.2", "Mean IoU 0.1-0.5", "Dice at 0.2", "CNR", "centre prior:"):
+            assert line in view.metrics_text
 
 
 def test_boxes_to_mask_follows_the_reader_rounding_rule():
@@ -152,8 +164,8 @@ def test_boxes_to_mask_follows_the_reader_rounding_rule():
     boxes = [cb.Box(*rng.uniform(-5, 40, 2), *rng.uniform(0.1, 20, 2)) for _ in range(30)] + [cb.Box(10, 20, 5, 4)]
     for box in boxes:
         sample = LocalizationSample(Path("x.png"), "p", "c", boxes=[box[:4]])
-        np.testing.assert_array_equal(cb.boxes_to_mask([box], 37, 41), sample.gt_mask(37, 41))
-    assert cb.boxes_to_mask([cb.Box(10, 20, 5, 4)], 40, 40).sum() == 20
+        np.testing.assert_array_equal(boxes_to_mask([box], 37, 41), sample.gt_mask(37, 41))
+    assert boxes_to_mask([cb.Box(10, 20, 5, 4)], 40, 40).sum() == 20
 
 
 def test_metrics_follow_the_threshold(session, model):
@@ -162,8 +174,9 @@ def test_metrics_follow_the_threshold(session, model):
     values = {}
     for threshold in (-0.9, 0.0, 0.6):
         view = cb.render(session, "mass", threshold, 0.5)
-        mask = cb.boxes_to_mask(view.scored_boxes, 256, 256)
-        assert view.metrics == pytest.approx(localization_metrics(view.heatmap, mask, threshold), nan_ok=True)
+        mask = boxes_to_mask(view.scored_boxes, 256, 256)
+        single = {k: v for k, v in view.metrics.items() if k != "iou_mean"}  # iou_mean: over 0.1-0.5, not t
+        assert single == pytest.approx(localization_metrics(view.heatmap, mask, threshold), nan_ok=True)
         values[threshold] = view.metrics["iou"]
     assert len({round(v, 6) for v in values.values() if not np.isnan(v)}) >= 2
 
@@ -227,7 +240,8 @@ def test_exports_are_written_and_readable(session, model):
     np.testing.assert_array_equal(np.load(files[1]), view.heatmap)
     record = json.loads(files[2].read_text())
     assert record["prompt"] == "edema" and record["threshold"] == 0.25 and record["model"]["name"] == "tiny test model"
-    assert set(record["metrics"]) == {"iou", "dice", "cnr", "pointing_game"}
+    assert set(record["metrics"]) == {"iou", "iou_mean", "dice", "cnr", "pointing_game"}
+    assert set(record["centre_prior_metrics"]) == set(record["metrics"])
     assert "not a medical device" in record["notice"].lower()
     session.close()
     assert not session.export_dir.exists()
@@ -421,9 +435,10 @@ def test_threshold_slider_reaches_the_metrics_and_the_export(session, model):
     localized(session, model)
     cb.set_boxes_text(session, "53, 69, 34, 29, mass")
     low, high = cb.render(session, None, -0.5, 0.5), cb.render(session, None, 0.5, 0.5)
-    mask = cb.boxes_to_mask(low.scored_boxes, *low.heatmap.shape)
-    assert low.metrics == localization_metrics(low.heatmap, mask, -0.5)
-    assert high.metrics == localization_metrics(high.heatmap, mask, 0.5)
+    mask = boxes_to_mask(low.scored_boxes, *low.heatmap.shape)
+    assert {k: v for k, v in low.metrics.items() if k != "iou_mean"} == localization_metrics(low.heatmap, mask, -0.5)
+    assert {k: v for k, v in high.metrics.items() if k != "iou_mean"} == localization_metrics(high.heatmap, mask, 0.5)
+    assert low.metrics["iou_mean"] == high.metrics["iou_mean"]  # over the fixed thresholds 0.1-0.5
     assert low.metrics["iou"] != high.metrics["iou"]
     files, _ = export(session, None, 0.5, 0.35)
     record = json.loads(files[2].read_text())

@@ -63,11 +63,11 @@ def _loaded(server, tmp_path, image: Path = FILM):
 
 
 def _localize(c, model, text, presets=(), threshold=0.3, opacity=0.5):
-    return c.predict(model, text, list(presets), None, threshold, opacity, api_name="/localize")
+    return c.predict(model, text, list(presets), None, threshold, opacity, "file", api_name="/localize")
 
 
 def _export_heatmap(c, prompt, threshold=0.3, opacity=0.5) -> tuple[np.ndarray, dict]:
-    files, status = c.predict(prompt, threshold, opacity, api_name="/export")
+    files, status = c.predict(prompt, threshold, opacity, "file", api_name="/export")
     assert status.startswith("Exported"), status
     by_suffix = {Path(f).suffix: Path(f) for f in files}
     return np.load(by_suffix[".npy"]), json.loads(by_suffix[".json"].read_text())
@@ -100,14 +100,14 @@ def test_presets_and_prompt_box_give_one_heatmap_each_in_order(server, tmp_path)
     """Commas and new lines split the prompt box; ticked presets follow it; a repeated finding is shown once."""
     c = _loaded(server, tmp_path)
     presets = list(FINDINGS_BY_MODALITY["cxr"])[:2]
-    _, shown, _, _, _, _, status = _localize(c, server["default"], "mass,\nnodule\n", presets)
+    _, _, shown, *_, status = _localize(c, server["default"], "mass,\nnodule\n", presets)
     assert status.startswith("Localized"), status
     assert _shown(shown) == ["mass", "nodule", *presets]
     # every prompt has its own heatmap
     heatmaps = {prompt: _export_heatmap(c, prompt)[0] for prompt in ("mass", presets[0])}
     assert not np.allclose(heatmaps["mass"], heatmaps[presets[0]], equal_nan=True)
     # presets alone, with an empty prompt box, are prompts too
-    _, shown, _, _, _, _, status = _localize(c, server["default"], "", presets[:1])
+    _, _, shown, *_, status = _localize(c, server["default"], "", presets[:1])
     assert status.startswith("Localized") and _shown(shown) == presets[:1]
 
 
@@ -115,10 +115,10 @@ def test_opacity_and_threshold_through_redraw(server, tmp_path):
     """/redraw with another opacity changes the figure's pixels; another threshold changes the metrics."""
     c = _loaded(server, tmp_path)
     assert _localize(c, server["default"], "mass")[-1].startswith("Localized")
-    c.predict("10, 10, 30, 30", None, 0.3, 0.5, api_name="/set_boxes")
+    c.predict("10, 10, 30, 30", None, 0.3, 0.5, "file", api_name="/set_boxes")
     figures, metrics = {}, {}
     for threshold, opacity in ((0.3, 0.0), (0.3, 0.9), (-0.9, 0.9)):
-        figure, table, _, status = c.predict("mass", threshold, opacity, api_name="/redraw")
+        figure, _, table, *_, status = c.predict("mass", threshold, opacity, "file", api_name="/redraw")
         assert status == {"__type__": "update"}  # a redraw leaves the status line as it was: no error
         figures[threshold, opacity] = np.asarray(Image.open(figure).convert("RGB"), dtype=np.int16)
         metrics[threshold, opacity] = table
@@ -136,6 +136,6 @@ def test_example_loads_its_ground_truth_and_scores_it(server, tmp_path):
     status = outputs[-1]
     assert not status.startswith("⚠"), status
     assert cb.parse_boxes_text(outputs[3]) == examples[0].boxes  # the boxes field shows the example's boxes
-    _, _, table, _, _, _, status = _localize(c, server["default"], examples[0].prompt)
+    _, _, _, table, *_, status = _localize(c, server["default"], examples[0].prompt)
     assert status.startswith("Localized"), status
     assert "IoU" in table and "Pointing game" in table

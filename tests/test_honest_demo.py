@@ -198,9 +198,11 @@ def test_nothing_the_browser_receives_holds_a_server_path(tmp_path, tiny_config,
     try:
         received = [client.http.get(f"{client.url}/config").text]
         received.append(json.dumps(client.predict("load_example", 0, "cxr")))
-        received.append(json.dumps(client.predict("localize", "user/mine", "mass, pneumonia", [], None, 0.3, 0.5)))
-        received.append(json.dumps(client.predict("redraw", "mass", 0.2, 0.5)))
-        received.append(json.dumps(client.predict("export", "mass", 0.2, 0.5)))
+        received.append(
+            json.dumps(client.predict("localize", "user/mine", "mass, pneumonia", [], None, 0.3, 0.5, "file"))
+        )
+        received.append(json.dumps(client.predict("redraw", "mass", 0.2, 0.5, "file")))
+        received.append(json.dumps(client.predict("export", "mass", 0.2, 0.5, "file")))
         received.append(json.dumps(client.predict("select_model", "user/broken")))
         received.append(json.dumps(client.predict("refresh_models", "user/mine", "cxr")))
         received.append(json.dumps(client.predict("load_image", client.upload(ROOT / "README.md"), "user/mine")))

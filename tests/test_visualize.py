@@ -17,7 +17,7 @@ from afloc.localization.overlay import (
     to_rgb_uint8,
 )
 
-YELLOW, GREEN = (255, 255, 0), (0, 255, 0)
+YELLOW, WHITE, BLACK = (255, 255, 0), (255, 255, 255), (0, 0, 0)
 
 
 def _grey(height: int = 64, width: int = 64, seed: int = 0) -> np.ndarray:
@@ -124,21 +124,29 @@ def test_hidden_below_threshold_shows_the_image():
     assert not np.array_equal(out[heatmap > 0.8], to_rgb_uint8(grey)[heatmap > 0.8])
 
 
-def test_boxes_drawn_on_their_edges():
+def test_boxes_drawn_on_their_edges_dashed_white_over_black():
     grey = np.full((64, 64), 100, np.uint8)
     out = render_overlay(grey, np.zeros((64, 64)), opacity=0.0, boxes=[[10, 12, 20, 15]])
-    green = _has_color(out, GREEN)
-    # Edges on columns 10 and 29, rows 12 and 26 (the box covers pixels x..x+w-1).
-    assert green[12, 10:30].all() and green[26, 10:30].all() and green[12:27, 10].all() and green[12:27, 29].all()
-    assert green.sum() == 2 * 20 + 2 * 13
-    assert (out[19, 20] == 100).all() and not green[11, 15] and not green[13, 15]
+    white, black = _has_color(out, WHITE), _has_color(out, BLACK)
+    # Edges on columns 10 and 29, rows 12 and 26 (the box covers pixels x..x+w-1): every edge pixel is white or
+    # black, the white ones only on the edges, in dashes (white and black alternate along each edge).
+    outline = np.zeros((64, 64), bool)
+    outline[12, 10:30] = outline[26, 10:30] = outline[12:27, 10] = outline[12:27, 29] = True
+    assert (white | black)[outline].all() and not white[~outline].any()
+    assert 0.3 < white[outline].mean() < 0.7
+    assert np.count_nonzero(np.diff(white[12, 10:30].astype(int))) >= 3  # dashes, not one solid run
+    # the black halo is one or two pixels on each side of a 1-pixel line, and nothing further out changes
+    assert black[11, 10:30].all() and black[13, 11:29].all() and not black[9, 15] and not black[15, 15]
+    assert (out[19, 20] == 100).all()
 
 
 def test_box_labels_and_line_width():
     grey = np.full((512, 512), 100, np.uint8)
     box = [[200.4, 200.0, 100.0, 80.0]]
     plain = render_overlay(grey, np.zeros((512, 512)), opacity=0.0, boxes=box)
-    assert _has_color(plain, GREEN)[200, 250] and _has_color(plain, GREEN)[201, 250]  # default width 2 at 512 px
+    line = _has_color(plain, WHITE) | _has_color(plain, BLACK)
+    assert line[200, 200:300].all() and line[201, 200:300].all()  # default width 2 at 512 px
+    assert _has_color(plain, WHITE)[200:202, 200:300].any()
     labelled = render_overlay(grey, np.zeros((512, 512)), opacity=0.0, boxes=box, box_labels=["nodule"])
     changed = (labelled != plain).any(axis=-1)
     assert changed.any() and not changed[201:].any()  # the tag sits above the box
@@ -152,7 +160,7 @@ def test_colorbar_and_legend_sizes():
     assert bar.dtype == np.uint8 and bar.shape[0] == 64 and bar.shape[1] > 64
     assert np.array_equal(bar[:, :64], overlay)
     assert not np.array_equal(add_colorbar(overlay, threshold=0.5), bar)
-    legend = add_legend(bar, [("ground truth", GREEN), ("threshold contour", YELLOW)])
+    legend = add_legend(bar, [("ground truth", WHITE), ("threshold contour", YELLOW)])
     assert legend.shape[1] == bar.shape[1] and legend.shape[0] > 64
     assert np.array_equal(legend[:64], bar)
     assert np.array_equal(add_legend(bar, []), bar)
@@ -198,3 +206,50 @@ def test_save_png_round_trip(tmp_path):
         save_png(tmp_path / "missing" / "figure.png", figure)
     with pytest.raises(ValueError, match=".png"):
         save_png(tmp_path / "figure.jpg", figure)
+
+
+def _luminance(rgb) -> np.ndarray:
+    """WCAG 2.x relative luminance of sRGB colours ``[..., 3]`` (uint8)."""
+    c = np.asarray(rgb, dtype=np.float64) / 255.0
+    c = np.where(c <= 0.03928, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return c @ np.array([0.2126, 0.7152, 0.0722])
+
+
+def contrast_ratio(a, b) -> np.ndarray:
+    """WCAG contrast ratio ``(L1 + 0.05) / (L2 + 0.05)`` with ``L1`` the lighter."""
+    la, lb = _luminance(a), _luminance(b)
+    return (np.maximum(la, lb) + 0.05) / (np.minimum(la, lb) + 0.05)
+
+
+def line_neighbours(rgb: np.ndarray, colours) -> tuple[np.ndarray, np.ndarray]:
+    """The drawn line (pixels of ``colours``, e.g. the contour's yellow and its black halo, next to one another) and
+    the pixels just outside it (what the line is seen against)."""
+    from scipy import ndimage
+
+    hits = [_has_color(rgb, c) for c in colours]
+    line = np.zeros(rgb.shape[:2], bool)
+    for k, hit in enumerate(hits):  # a line pixel touches a pixel of another of the line's colours
+        others = np.logical_or.reduce([h for j, h in enumerate(hits) if j != k])
+        line |= hit & ndimage.binary_dilation(others, iterations=2)
+    return line, ndimage.binary_dilation(line) & ~line
+
+
+def test_the_contour_and_boxes_contrast_3_to_1_with_the_heat_beside_them():
+    """WCAG 1.4.11: a graphic needs 3:1 against what is beside it. Each line is two-tone (yellow on black; white
+    dashes on black), so one of its tones reaches 3:1 against any heat colour; yellow alone does not (it fails on
+    the light middle of the colour scale)."""
+    rng = np.random.default_rng(0)
+    film = rng.integers(40, 230, (160, 160), dtype=np.uint8)
+    y, x = np.mgrid[0:160, 0:160]
+    heatmap = np.cos(x / 25.0) * np.sin(y / 31.0)  # every value of the colour scale, light middle included
+    for threshold in (-0.6, 0.0, 0.05, 0.5):
+        for opacity in (0.5, 1.0):
+            out = render_overlay(film, heatmap, threshold=threshold, opacity=opacity, boxes=[[20, 30, 70, 60]])
+            for colours in ((YELLOW, BLACK), (WHITE, BLACK)):
+                line, beside = line_neighbours(out, colours)
+                assert line.any() and beside.any()
+                best = np.maximum(contrast_ratio(colours[0], out[beside]), contrast_ratio(colours[1], out[beside]))
+                assert best.min() >= 3.0, (threshold, opacity, colours, best.min())
+    # without its halo the yellow line would fail: on the light middle of the scale it is under 3:1
+    middle = np.asarray(render_overlay(np.full((4, 4), 200, np.uint8), np.zeros((4, 4)), opacity=0.5))[0, 0]
+    assert contrast_ratio(YELLOW, middle) < 3.0

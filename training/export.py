@@ -37,6 +37,7 @@ def _final_metrics(run_dir: Path) -> dict[str, float]:
 
 
 CARD_SECTIONS = {
+    "For clinicians": "for_clinicians",
     "Summary": "summary",
     "Training data": "training_data",
     "Recipe": "recipe",

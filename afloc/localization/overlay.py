@@ -22,12 +22,16 @@ import numpy as np
 __all__ = ["add_colorbar", "add_legend", "colorize", "render_figure", "render_overlay", "save_png", "to_rgb_uint8"]
 
 Color = tuple[int, int, int]
-# Dark figure chrome: X-rays are dark, and the yellow contour / green box swatches stay legible on it.
+# Dark figure chrome: X-rays are dark, and the yellow contour / white box swatches stay legible on it.
 _BACKGROUND: Color = (20, 20, 20)
 _FOREGROUND: Color = (235, 235, 235)
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 CONTOUR_COLOR: Color = (255, 255, 0)
-BOX_COLOR: Color = (0, 255, 0)
+BOX_COLOR: Color = (255, 255, 255)
+HALO_COLOR: Color = (0, 0, 0)
+"""Lines are drawn two-tone so that one tone contrasts with whatever lies beside it (WCAG 1.4.11 asks 3:1 for a
+graphic against its neighbours): the contour in yellow on a black halo, the boxes dashed white over black. Yellow
+and white reach 3:1 against the dark and saturated heat colours, black against the light ones; no red-green pair."""
 
 
 def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
@@ -109,6 +113,39 @@ def _put_text(canvas: np.ndarray, text: str, x: int, y_top: int, height: int, co
     cv2.putText(canvas, text, (int(x), int(y_top + text_height)), _FONT, scale, color, thickness, cv2.LINE_AA)
 
 
+def _halo(width: int) -> int:
+    """Width of the dark line under a line of ``width`` (one more pixel on each side, more for thick lines)."""
+    return width + 2 * max(1, (width + 1) // 2)
+
+
+def _dashed_rectangle(canvas: np.ndarray, corners: tuple[int, int, int, int], color: Color, width: int) -> None:
+    """A rectangle in ``HALO_COLOR`` with dashes of ``color`` over it (dash and gap 3 line widths long)."""
+    x0, y0, x1, y1 = corners
+    cv2.rectangle(canvas, (x0, y0), (x1, y1), HALO_COLOR, _halo(width), cv2.LINE_8)
+    dash = 3 * max(2, width)
+    for (ax, ay), (bx, by) in (((x0, y0), (x1, y0)), ((x1, y0), (x1, y1)), ((x1, y1), (x0, y1)), ((x0, y1), (x0, y0))):
+        length = max(abs(bx - ax), abs(by - ay))
+        for start in range(0, length + 1, 2 * dash):
+            end = min(start + dash - 1, length)
+            fa, fb = start / max(length, 1), end / max(length, 1)
+            p = (round(ax + (bx - ax) * fa), round(ay + (by - ay) * fa))
+            q = (round(ax + (bx - ax) * fb), round(ay + (by - ay) * fb))
+            cv2.line(canvas, p, q, color, width, cv2.LINE_8)
+
+
+def _draw_swatch(strip: np.ndarray, x: int, y: int, size: tuple[int, int], color: Color, kind: str) -> None:
+    """A legend swatch drawn as the line it names: ``"box"`` dashed over black, ``"contour"`` on a black halo."""
+    width, height = size
+    cv2.rectangle(strip, (x, y), (x + width - 1, y + height - 1), HALO_COLOR, cv2.FILLED)
+    inner = max(1, height // 3)
+    if kind == "box":
+        for left in range(x + 1, x + width - 1, 2 * max(2, inner)):
+            cv2.rectangle(strip, (left, y + inner), (min(left + max(2, inner) - 1, x + width - 2), y + 2 * inner - 1),
+                          color, cv2.FILLED)  # fmt: skip
+    else:
+        cv2.rectangle(strip, (x + 1, y + inner), (x + width - 2, y + 2 * inner - 1), color, cv2.FILLED)
+
+
 def _draw_boxes(canvas: np.ndarray, boxes, labels, color: Color, width: int) -> None:
     boxes = np.asarray(boxes, dtype=np.float64)
     boxes = boxes.reshape(0, 4) if boxes.size == 0 else boxes
@@ -121,7 +158,7 @@ def _draw_boxes(canvas: np.ndarray, boxes, labels, color: Color, width: int) -> 
     for k, (x, y, w, h) in enumerate(boxes):
         # The box covers pixel columns x .. x+w-1 (origin at the corner of the top-left pixel).
         x0, y0, x1, y1 = round(x), round(y), max(round(x), round(x + w) - 1), max(round(y), round(y + h) - 1)
-        cv2.rectangle(canvas, (x0, y0), (x1, y1), color, width, cv2.LINE_8)
+        _dashed_rectangle(canvas, (x0, y0, x1, y1), color, width)
         if labels is None or not labels[k]:
             continue
         text_width, pad = _text_size(str(labels[k]), font)[0], max(2, font // 4)
@@ -130,8 +167,8 @@ def _draw_boxes(canvas: np.ndarray, boxes, labels, color: Color, width: int) -> 
         above, below = y0 - width // 2 - tag_height, y1 + (width + 1) // 2 + 1
         top = above if above >= 0 else below if below + tag_height <= canvas.shape[0] else y0 + (width + 1) // 2
         left = min(max(0, x0 - width // 2), max(0, image_width - text_width - 2 * pad))
-        cv2.rectangle(canvas, (left, top), (left + text_width + 2 * pad, top + tag_height - 1), color, cv2.FILLED)
-        _put_text(canvas, str(labels[k]), left + pad, top + pad, font, (0, 0, 0))
+        cv2.rectangle(canvas, (left, top), (left + text_width + 2 * pad, top + tag_height - 1), HALO_COLOR, cv2.FILLED)
+        _put_text(canvas, str(labels[k]), left + pad, top + pad, font, color)
 
 
 def render_overlay(
@@ -157,11 +194,12 @@ def render_overlay(
         image: ``[H, W]`` or ``[H, W, 3]``, uint8 or float in ``[0, 1]``.
         heatmap: float ``[H, W]`` on ``[-1, 1]`` (the colormap spans exactly that range); NaN = transparent.
         opacity: weight of the colour in the blend, in ``[0, 1]`` (the colormap's own alpha is not used).
-        threshold: when given, the outline of ``heatmap > threshold`` is drawn in ``contour_color``.
+        threshold: when given, the outline of ``heatmap > threshold`` is drawn in ``contour_color`` on a black
+            halo.
         cmap: name of a (diverging) matplotlib colormap.
         show_below_threshold: False shows the colour only where ``heatmap > threshold``.
-        boxes: array-like ``[K, 4]`` of ``[x, y, w, h]`` in image pixels, drawn in ``box_color``.
-        box_labels: ``K`` strings written on a tag above each box (empty strings are skipped).
+        boxes: array-like ``[K, 4]`` of ``[x, y, w, h]`` in image pixels, drawn dashed in ``box_color`` over black.
+        box_labels: ``K`` strings written in ``box_color`` on a black tag above each box (empty ones skipped).
         contour_color, box_color: RGB colours.
         line_width: contour and box line width; None = ``max(1, round(min(H, W) / 256))``.
 
@@ -193,6 +231,7 @@ def render_overlay(
     cv2.copyTo(rgb, (~shown).view(np.uint8), out)  # in place: hidden pixels are the input image, bit-exact
     if region is not None:
         contours = cv2.findContours(region.view(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)[-2]
+        cv2.drawContours(out, contours, -1, HALO_COLOR, _halo(line_width), cv2.LINE_8)
         cv2.drawContours(out, contours, -1, contour_color, line_width, cv2.LINE_8)
     if boxes is not None:
         _draw_boxes(out, boxes, box_labels, box_color, line_width)
@@ -261,8 +300,9 @@ def add_colorbar(
 def add_legend(rgb: np.ndarray, entries: Sequence[tuple[str, Sequence[int]]]) -> np.ndarray:
     """Return a new uint8 ``[H + strip, W, 3]`` image: ``rgb`` with a legend strip below (a copy if no entries).
 
-    ``entries`` are ``(name, (r, g, b))`` pairs, e.g. ``[("ground truth", (0, 255, 0))]``, drawn as a swatch and
-    the name, wrapped into rows.
+    ``entries`` are ``(name, (r, g, b))`` pairs, e.g. ``[("ground truth", BOX_COLOR)]``, drawn as a swatch and
+    the name, wrapped into rows. A swatch looks like the line it names: ``BOX_COLOR`` dashed over black, any
+    other colour on a black halo (the contour).
     """
     rgb = to_rgb_uint8(rgb)
     if not entries:
@@ -279,7 +319,7 @@ def add_legend(rgb: np.ndarray, entries: Sequence[tuple[str, Sequence[int]]]) ->
         x += item_width + 2 * gap
     strip = np.full((y + row_height, width, 3), _BACKGROUND, np.uint8)
     for name, color, x, y in positions:
-        cv2.rectangle(strip, (x, y), (x + swatch - 1, y + font - 1), color, cv2.FILLED)
+        _draw_swatch(strip, x, y, (swatch, font), color, "box" if color == BOX_COLOR else "contour")
         _put_text(strip, name, x + swatch + gap // 2, y, font)
     return np.concatenate([rgb, strip], axis=0)
 

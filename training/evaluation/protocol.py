@@ -28,7 +28,13 @@ from tqdm import tqdm
 
 from afloc.imaging.io import load_image
 from afloc.imaging.transforms import PadResizeMapping, Preprocessing
-from afloc.localization.heatmaps import LocalizationConfig, apply_margin, heatmaps_from_embeddings, scale_to_unit_range
+from afloc.localization.heatmaps import (
+    LocalizationConfig,
+    apply_margin,
+    centre_prior,
+    heatmaps_from_embeddings,
+    scale_to_unit_range,
+)
 from afloc.localization.metrics import THRESHOLDS, cnr, pointing_game, threshold_metrics
 from afloc.predictor import AFLocPredictor
 from afloc.text.prompts import LOCALIZATION_TEMPLATE
@@ -142,8 +148,7 @@ def _baseline_map(name: str, size: int, sample_id: str) -> np.ndarray:
         rng = np.random.default_rng(zlib.crc32(sample_id.encode()))
         return rng.random((size, size), dtype=np.float32)
     if name == "center":
-        axis = np.arange(size, dtype=np.float32) - (size - 1) / 2
-        return np.exp(-(axis[:, None] ** 2 + axis[None, :] ** 2) / (2 * (size / 4) ** 2)).astype(np.float32)
+        return centre_prior(size, size)
     if name == "uniform":
         return np.zeros((size, size), np.float32)
     raise ValueError(f"unknown baseline {name!r}; expected one of {BASELINES}")
