@@ -4,7 +4,8 @@ The library's reader (:func:`afloc.imaging.io.load_image_with_info`) refuses fil
 size is over the pixel limit and formats that decode slowly, before decoding. What is left is a decoder that is
 slow or greedy on a file the checks accept, and decoders that hold the GIL: in the server's own process either
 would stop every other user. :class:`DecodeWorker` runs each decode in a fresh child forked from a forkserver that
-has the reader imported (about 20 ms per decode here), with
+has the reader imported, started ahead of the upload (a spare waits for the next one, so an upload pays only the
+transfer of its bytes and of the decoded array), with
 
 * ``RLIMIT_CPU`` (the kernel stops a child that computes too long),
 * ``RLIMIT_AS`` = the child's address space at start + ``memory_bytes`` (an allocation beyond it fails),
@@ -47,8 +48,17 @@ def _address_space_bytes() -> int:
         return 0
 
 
-def _child(connection, decode: Decoder, data: bytes, max_pixels: int, cpu_s: int, memory_bytes: int) -> None:
-    """In the child: set the limits, decode, send ``("ok", image, info)`` or ``("error", message)``."""
+_WARM_UP_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000002000000020800000000"
+    "57dd52f80000000e49444154789c6360606060600000000600017282"
+    "99ea0000000049454e44ae426082"
+)  # a 2 x 2 grey PNG
+
+
+def _child(requests, connection, decode: Decoder, cpu_s: int, memory_bytes: int) -> None:
+    """In the child: set the limits, wait for one ``(data, max_pixels)`` request, decode it, send
+    ``("ok", image, info)`` or ``("error", message)``. The child is started before its upload arrives (a spare), so
+    an upload does not wait for a process to start."""
     import resource
 
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
@@ -57,6 +67,15 @@ def _child(connection, decode: Decoder, data: bytes, max_pixels: int, cpu_s: int
         limit = start + memory_bytes
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
+        if decode is load_image_with_info:  # the reader's lazy set-up (Pillow's plugins) now, not in an upload
+            try:
+                decode(_WARM_UP_PNG, max_pixels=4)
+            except ValueError:  # a warm-up only; the real decode reports its own errors
+                pass
+        try:
+            data, max_pixels = requests.recv()
+        except (EOFError, OSError):
+            return  # the spare was not needed (the server stopped)
         image, info = decode(data, max_pixels=max_pixels)
         connection.send(("ok", image, info))
     except ValueError as error:
@@ -67,6 +86,34 @@ def _child(connection, decode: Decoder, data: bytes, max_pixels: int, cpu_s: int
         connection.send(("error", f"the file could not be decoded ({type(error).__name__})"))
     finally:
         connection.close()
+
+
+class _Child:
+    """A started child waiting for its upload: its process, the end that sends it the upload, the end that receives
+    its answer."""
+
+    def __init__(self, context, decode: Decoder, cpu_s: int, memory_bytes: int) -> None:
+        child_requests, self.requests = context.Pipe(duplex=False)  # (receiving end, sending end)
+        self.results, child_results = context.Pipe(duplex=False)
+        args = (child_requests, child_results, decode, cpu_s, memory_bytes)
+        self.process = context.Process(target=_child, args=args, name="afloc-decode", daemon=True)
+        self.process.start()
+        child_requests.close()
+        child_results.close()
+
+    def close(self, wait: bool = False) -> None:
+        """Close the pipes, end the process and reap it: in the background (an upload does not wait for it) unless
+        ``wait``."""
+        if not wait:
+            import threading
+
+            threading.Thread(target=self.close, args=(True,), name="afloc-decode-reaper", daemon=True).start()
+            return
+        for end in (self.requests, self.results):
+            end.close()
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(5.0)
 
 
 class DecodeWorker:
@@ -101,15 +148,55 @@ class DecodeWorker:
         except ImportError:
             pass
         self.isolated = self._context is not None
+        import threading
+
+        self._lock = threading.Lock()
+        self._spare: _Child | None = None  # a child started ahead of the next upload
+        self._closed = False
 
     def start(self) -> None:
-        """Start the forkserver now (it imports the reader once, a few seconds), in a background thread, so that
-        the first upload does not wait for it."""
+        """Start the forkserver now (it imports the reader once, a few seconds) and a first spare child, in a
+        background thread, so that the first upload waits for neither."""
         if self.isolated:
             import threading
-            from multiprocessing import forkserver
 
-            threading.Thread(target=forkserver.ensure_running, name="afloc-forkserver", daemon=True).start()
+            threading.Thread(target=self._prepare_spare, name="afloc-forkserver", daemon=True).start()
+
+    def _prepare_spare(self) -> None:
+        """Start a child for the next upload, unless one is waiting already."""
+        try:
+            child = _Child(self._context, self.decode, self.cpu_s, self.memory_bytes)
+        except OSError as error:  # e.g. out of processes: the next upload starts its own child
+            logger.warning("could not start a spare decode child (%s)", type(error).__name__)
+            return
+        with self._lock:
+            keep = self._spare is None and not self._closed
+            if keep:
+                self._spare = child
+        if not keep:
+            child.close()
+
+    def _take_child(self) -> _Child:
+        """The waiting spare (a new one is started in the background), else a child started now."""
+        import threading
+
+        with self._lock:
+            child, self._spare, closed = self._spare, None, self._closed
+        if not closed:
+            threading.Thread(target=self._prepare_spare, name="afloc-decode-spare", daemon=True).start()
+        if child is not None and child.process.is_alive():
+            return child
+        if child is not None:
+            child.close()
+        return _Child(self._context, self.decode, self.cpu_s, self.memory_bytes)
+
+    def close(self) -> None:
+        """Stop the waiting spare child and start no other (the server is stopping); a later decode starts its own
+        child."""
+        with self._lock:
+            child, self._spare, self._closed = self._spare, None, True
+        if child is not None:
+            child.close()
 
     def __call__(self, source: str | Path | bytes, *, max_pixels: int) -> tuple[np.ndarray, ImageInfo]:
         """Decode ``source`` (a path or bytes) like :func:`afloc.imaging.io.load_image_with_info`.
@@ -120,25 +207,23 @@ class DecodeWorker:
         data = source if isinstance(source, bytes) else _read(source)
         if not self.isolated:
             return self.decode(data, max_pixels=max_pixels)
-        receiver, sender = self._context.Pipe(duplex=False)
-        args = (sender, self.decode, data, max_pixels, self.cpu_s, self.memory_bytes)
-        process = self._context.Process(target=_child, args=args, name="afloc-decode", daemon=True)
+        child = self._take_child()
         start = time.monotonic()
-        process.start()
-        sender.close()
         try:
-            if not receiver.poll(self.timeout_s):
+            try:
+                child.requests.send((data, max_pixels))
+            except (BrokenPipeError, OSError):
+                child.process.join(1.0)
+                raise ValueError(self._death(child.process.exitcode, 0.0)) from None
+            if not child.results.poll(self.timeout_s):
                 raise ValueError(f"decoding took longer than {self.timeout_s:g} s: refused")
             try:
-                message = receiver.recv()
+                message = child.results.recv()
             except (EOFError, OSError):
-                process.join(1.0)
-                raise ValueError(self._death(process.exitcode, time.monotonic() - start)) from None
+                child.process.join(1.0)
+                raise ValueError(self._death(child.process.exitcode, time.monotonic() - start)) from None
         finally:
-            receiver.close()
-            if process.is_alive():
-                process.kill()
-            process.join(1.0)
+            child.close()
         if message[0] == "ok":
             return message[1], message[2]
         if message[0] == "memory":

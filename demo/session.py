@@ -78,6 +78,7 @@ class Session:
     last_used: float = field(default_factory=time.monotonic, repr=False)
     _shown: tuple[str, np.ndarray] | None = field(default=None, repr=False)
     _prior: np.ndarray | None = field(default=None, repr=False)
+    _memo: tuple | None = field(default=None, repr=False)  # (key, value) of the last threshold-free scores
     _views: dict[str, deque] = field(default_factory=dict, repr=False)
     _exports: deque = field(default_factory=deque, repr=False)
 
@@ -90,8 +91,14 @@ class Session:
         if encoded is not None:
             encoded.heatmap_cache_bytes = ENCODED_CACHE_BYTES
         self.encoded, self.predictor = encoded, predictor if encoded is not None else None
-        self._prior = None
+        self._prior, self._memo = None, None
         self.reset_results()
+
+    def memo(self, key, make):
+        """``make()``, kept for the next call with the same ``key`` (one entry: what a threshold move reuses)."""
+        if self._memo is None or self._memo[0] != key:
+            self._memo = (key, make())
+        return self._memo[1]
 
     def set_boxes(self, boxes: list[Box]) -> None:
         """New ground truth; labels chosen for the old boxes no longer apply."""

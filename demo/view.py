@@ -5,6 +5,7 @@ and the metrics against the ground truth with a reference value for each: the ce
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 from dataclasses import dataclass, field
@@ -48,12 +49,12 @@ WINDOW_LABELS = {
 @dataclass
 class View:
     """What the output panel shows for one prompt: ``overlay`` on screen, ``figure`` (overlay + colour bar +
-    legend) in exports, ``key`` (colour bar and legend as HTML) and ``summary`` (the text alternative)."""
+    legend, drawn when first asked for: exports) , ``key`` (colour bar and legend as HTML) and ``summary`` (the
+    text alternative)."""
 
     prompt: str | None = None
     threshold: float = DEFAULT_THRESHOLD
     opacity: float = DEFAULT_OPACITY
-    figure: np.ndarray | None = None
     overlay: np.ndarray | None = None
     heatmap: np.ndarray | None = None
     metrics: dict[str, float] | None = None
@@ -65,9 +66,19 @@ class View:
     scored_boxes: list[Box] = field(default_factory=list)
     matched_by: str | None = None  # "label", "chosen label", "all boxes (unlabelled)" or None (nothing scored)
 
+    legend: list = field(default_factory=list, repr=False)
+    _figure: np.ndarray | None = field(default=None, repr=False)
+
     @property
     def boxes_matched(self) -> bool:
         return self.matched_by in ("label", "chosen label")
+
+    @property
+    def figure(self) -> np.ndarray | None:
+        """The overlay with its colour bar and legend drawn in (an export's picture); None without a result."""
+        if self._figure is None and self.overlay is not None:
+            self._figure = add_legend(add_colorbar(self.overlay, threshold=self.threshold), self.legend)
+        return self._figure
 
 
 def _fmt(value: float, digits: int = 3) -> str:
@@ -122,6 +133,7 @@ def heatmap_summary(heatmap: np.ndarray, prompt: str, threshold: float, modality
     return text
 
 
+@functools.cache
 def _colour_stops(cmap: str = "RdBu_r", n: int = 9) -> str:
     import matplotlib
 
@@ -172,10 +184,20 @@ METRIC_MEANINGS = {
 }
 
 
-def _scores(heatmap: np.ndarray, mask: np.ndarray, threshold: float) -> dict[str, float]:
-    scores = localization_metrics(heatmap, mask, threshold)
-    scores["iou_mean"] = threshold_metrics(heatmap, mask, THRESHOLDS)["iou_mean"]
-    return scores
+def _scores(session: Session, prompt: str, boxes: list[Box], heatmap: np.ndarray, threshold: float):
+    """The metrics of the heatmap and of the centre prior against ``boxes``; what does not depend on the threshold
+    (the mask, both maps' mean IoU over 0.1-0.5) is kept for the next threshold move."""
+
+    def fixed():
+        mask = boxes_to_mask(boxes, *heatmap.shape)
+        means = [threshold_metrics(m, mask, THRESHOLDS)["iou_mean"] for m in (heatmap, session.centre_prior())]
+        return mask, means
+
+    key = (prompt, tuple(boxes), heatmap.shape, id(session.encoded))
+    mask, means = session.memo(key, fixed)
+    model = localization_metrics(heatmap, mask, threshold) | {"iou_mean": means[0]}
+    prior = localization_metrics(session.centre_prior(), mask, threshold) | {"iou_mean": means[1]}
+    return model, prior
 
 
 def metrics_text(view: View) -> str:
@@ -227,8 +249,8 @@ def render(session: Session, selected: str | None, threshold: float, opacity: fl
     entries = [(f"'{legend_prompt}' > {threshold:g}", CONTOUR_COLOR)] + (
         [("ground truth", BOX_COLOR)] if scored else []
     )
-    figure = add_legend(add_colorbar(overlay, threshold=threshold), entries)
-    view = View(prompt, threshold, opacity, figure, overlay, heatmap, scored_boxes=scored, matched_by=matched_by)
+    view = View(prompt, threshold, opacity, overlay, heatmap, scored_boxes=scored, matched_by=matched_by)
+    view.legend = entries
     view.notice = notice_text(session, prompt)
     view.summary = heatmap_summary(heatmap, normalize_prompt(prompt), threshold, session.modality, scored)
     view.key = key_html(view)
@@ -243,8 +265,6 @@ def render(session: Session, selected: str | None, threshold: float, opacity: fl
     if not scored:
         view.metrics_text = "No ground truth: pick an example, upload an annotation file or type boxes to see metrics."
         return view
-    mask = boxes_to_mask(scored, *heatmap.shape)
-    view.metrics = _scores(heatmap, mask, threshold)
-    view.reference = _scores(session.centre_prior(), mask, threshold)
+    view.metrics, view.reference = _scores(session, prompt, scored, heatmap, threshold)
     view.metrics_text = metrics_text(view)
     return view

@@ -72,3 +72,26 @@ def test_other_uploads_are_decoded_while_one_decoder_holds_its_gil():
     assert image.shape == (64, 64) and time.monotonic() - start < 2.0 and thread.is_alive()
     thread.join()
     assert refused
+
+
+def test_each_upload_gets_a_fresh_child_and_a_dead_spare_is_replaced():
+    """The spare child that waits for the next upload is used once; one that died while waiting is not handed an
+    upload (a fresh child decodes it)."""
+    worker = DecodeWorker()
+    worker.start()
+    data = encode(np.arange(64, dtype=np.uint8).reshape(8, 8), "PNG")
+    deadline = time.monotonic() + 20
+    while worker._spare is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    spare = worker._spare
+    assert spare is not None and spare.process.is_alive()
+    worker(data, max_pixels=100)
+    assert worker._spare is not spare  # used, not kept
+    while (worker._spare is None or worker._spare is spare) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker._spare.process.kill()  # the next spare dies while it waits
+    worker._spare.process.join(5)
+    image, _ = worker(data, max_pixels=100)
+    np.testing.assert_array_equal(image, load_image_with_info(data, max_pixels=100)[0])
+    worker.close()
+    assert worker._spare is None
