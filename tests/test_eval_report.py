@@ -201,7 +201,10 @@ def test_write_outputs_writes_every_file_and_json_round_trips(tmp_path):
     assert list(table["category"]) == ["A", "B", "C", "macro"] and list(table["n"]) == [2, 3, 1, 6]
     for column in ("iou_mean", "iou_ci_low", "iou_ci_high", "dice_mean", "cnr_mean", "pointing_game_ci_high"):
         assert column in table.columns
-    assert table.loc[3, "iou_mean"] == pytest.approx(summary["iou_mean"]["macro"])
+    # the headline IoU is the paper's rule; our per-sample mean has its own name
+    assert table.loc[3, "iou_mean"] == pytest.approx(summary["per_threshold_mean"]["iou"]["mean"])
+    assert table.loc[3, "iou_sample_mean"] == pytest.approx(summary["iou_mean"]["macro"])
+    assert "iou_authors_ci_low" not in table.columns  # the authors' interval only under the paper preset
     assert table.loc[0, "cnr_n"] == 1 and math.isnan(table.loc[2, "cnr_mean"])
 
 

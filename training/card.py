@@ -55,19 +55,21 @@ def evaluation_table(result_dirs: list[str | Path]) -> str:
 
 
 def per_category_table(result_dirs: list[str | Path]) -> str:
-    """Markdown table: per result, one row per category and one macro row (pointing game, IoU = each sample's IoU
-    averaged over the thresholds, CNR; means with 95% CIs)."""
+    """Markdown table: per result, one row per category and one macro row (pointing game, IoU by the paper's rule,
+    CNR; means with 95% CIs). A summary written before per-category paper-rule values existed gives each sample's
+    IoU averaged over the thresholds instead (``training.evaluation.report.headline``)."""
+    from training.evaluation.report import headline
+
     header = "| model | category | n | pointing game | IoU (mean over 0.1-0.5) | CNR |\n|---|---|---|---|---|---|"
     rows = []
     for folder in result_dirs:
         loc, meta = read_summary(folder)
-        pg, iou, cnr = loc["pointing_game"], loc["iou_mean"], loc["cnr"]
-        for category in sorted(pg.get("per_category", {})):
-            cells = [m.get("per_category", {}).get(category) for m in (pg, iou, cnr)]
-            n = cells[0].get("n", "-") if cells[0] else "-"
+        for category in sorted(loc["pointing_game"].get("per_category", {})):
+            pg, iou, cnr = (headline(loc, metric, category) for metric in ("pointing_game", "iou", "cnr"))
             rows.append(
-                f"| {meta['model']} | {category} | {n} | {_cell(cells[0])} | {_cell(cells[1])} | {_cell(cells[2], 2)} |"
+                f"| {meta['model']} | {category} | {pg.get('n', '-')} | {_cell(pg)} | {_cell(iou)} | {_cell(cnr, 2)} |"
             )
+        pg, iou, cnr = (headline(loc, metric) for metric in ("pointing_game", "iou", "cnr"))
         rows.append(f"| {meta['model']} | macro | {meta['n_samples']} | {_cell(pg)} | {_cell(iou)} | {_cell(cnr, 2)} |")
     return "\n".join([header, *rows])
 

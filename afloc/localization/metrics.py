@@ -148,29 +148,54 @@ def threshold_metrics(
     }
 
 
-def cnr(heatmap: ArrayLike, mask: ArrayLike, absolute: bool = False) -> float:
+CNR_REGIONS = ("union", "reference")
+
+
+def cnr(
+    heatmap: ArrayLike, mask: ArrayLike, absolute: bool = False, regions: str = "union", flat: float = float("nan")
+) -> float:
     """Contrast-to-noise ratio ``(mean_in - mean_out) / sqrt(var_in + var_out)``, threshold-free.
 
     Means and population variances (``ddof=0``) are taken over the valid pixels inside / outside the mask.
 
     Args:
         heatmap: ``[H, W]`` float map; NaN pixels are excluded.
-        mask: ``[H, W]`` boolean ground truth.
+        mask: ``[H, W]`` ground truth: boolean for ``regions="union"``; for ``regions="reference"``, the number
+            of boxes covering each pixel (the authors sum a phrase's box masks).
         absolute: ``False`` (default) keeps the sign, as the AFLoc reference does (a map brighter outside the
             box scores negative); ``True`` returns ``|CNR|`` as BioViL writes it.
+        regions: ``"union"`` (ours): inside = any box, outside = no box. ``"reference"`` (the authors'): inside =
+            pixels covered by exactly one box, outside = pixels covered by none; pixels where boxes overlap
+            belong to neither region.
+        flat: the value when both variances are 0 (a map constant inside and outside): NaN for us (no contrast
+            to measure against no noise), 0 in the authors' evaluation.
 
     Returns:
-        The CNR; NaN when the valid inside or outside region is empty, or when both variances are 0.
+        The CNR; NaN when the valid inside or outside region is empty, ``flat`` when both variances are 0.
     """
-    heatmap, mask, valid = _heatmap_and_mask(heatmap, mask)
-    inside, outside = heatmap[valid & mask], heatmap[valid & ~mask]
+    if regions not in CNR_REGIONS:
+        raise ValueError(f"regions must be one of {CNR_REGIONS}, got {regions!r}")
+    if regions == "reference":
+        heatmap, counts = _float_map(heatmap), np.asarray(mask)
+        if heatmap.shape != counts.shape:
+            raise ValueError(f"heatmap and mask must have the same shape, got {heatmap.shape} and {counts.shape}")
+        valid = valid_pixels(heatmap)
+        inside, outside = heatmap[valid & (counts == 1)], heatmap[valid & (counts == 0)]
+    else:
+        heatmap, mask, valid = _heatmap_and_mask(heatmap, mask)
+        inside, outside = heatmap[valid & mask], heatmap[valid & ~mask]
     if inside.size == 0 or outside.size == 0:
         return float("nan")
     denominator = np.sqrt(inside.var(dtype=np.float64) + outside.var(dtype=np.float64))
     if denominator == 0:
-        return float("nan")
+        return float(flat)
     value = float((inside.mean(dtype=np.float64) - outside.mean(dtype=np.float64)) / denominator)
     return abs(value) if absolute else value
+
+
+def _constant(values: np.ndarray) -> bool:
+    """Whether the valid values of a map are all equal (no pixel is the map's hottest: no point to play)."""
+    return bool(np.nanmax(values) == np.nanmin(values))
 
 
 def pointing_game(heatmap: ArrayLike, mask: ArrayLike) -> float:
@@ -180,10 +205,11 @@ def pointing_game(heatmap: ArrayLike, mask: ArrayLike) -> float:
     single arg-max): the *first* maximal pixel in row-major order decides, not "any maximal pixel".
 
     Returns:
-        1.0 for a hit, 0.0 for a miss; NaN when the mask has no valid pixel or no pixel is valid.
+        1.0 for a hit, 0.0 for a miss; NaN (undefined, skipped by the aggregates) when the mask has no valid
+        pixel, no pixel is valid, or the map is constant (its arg-max would be the first pixel, not a choice).
     """
     heatmap, mask, valid = _heatmap_and_mask(heatmap, mask)
-    if not (valid & mask).any():
+    if not (valid & mask).any() or _constant(heatmap):
         return float("nan")
     return float(mask.reshape(-1)[np.nanargmax(heatmap)])
 
@@ -258,6 +284,40 @@ def bootstrap_macro_ci(
     with np.errstate(invalid="ignore", divide="ignore"):
         category_means = (totals / counts).reshape(n_resamples, n_categories)
     return _percentile_interval(nanmean(category_means, axis=1), confidence)
+
+
+def per_category_bound_average_ci(
+    values: ArrayLike, categories: Sequence, n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """The authors' reported interval: the average over categories of each category's own bootstrap bounds.
+
+    Samples are resampled jointly (as in :func:`bootstrap_macro_ci`), each category's mean is taken per resample,
+    each category's bounds are read at the authors' order statistics (sorted resamples, indices
+    ``int(a * R) - 1`` and ``int((1 - a) * R) - 1`` with ``a = (1 - confidence) / 2``), and the lower and upper
+    bounds are averaged over the categories. This is not an interval of the macro average (the bounds of
+    different categories do not occur in the same resamples): it is reported beside our
+    :func:`bootstrap_macro_ci` only to compare with the paper's tables. The authors also round each bound to 3
+    decimals before averaging; that is not done here.
+
+    Returns:
+        ``(low, high)``; ``(nan, nan)`` if no value is finite.
+    """
+    values = _samples(values)
+    if not np.isfinite(values).any():
+        return float("nan"), float("nan")
+    names, codes = _encode(categories, values.size)
+    index = _resample_indices(values.size, n_resamples, confidence, seed)
+    resampled, resampled_codes = values[index], codes[index]
+    alpha = (1.0 - confidence) / 2.0
+    low_at, high_at = max(int(alpha * n_resamples) - 1, 0), max(int((1.0 - alpha) * n_resamples) - 1, 0)
+    lows, highs = [], []
+    for k in range(len(names)):
+        means = nanmean(np.where(resampled_codes == k, resampled, np.nan), axis=1)
+        means = np.sort(means[~np.isnan(means)])
+        if means.size:
+            lows.append(means[min(low_at, means.size - 1)])
+            highs.append(means[min(high_at, means.size - 1)])
+    return (float(np.mean(lows)), float(np.mean(highs))) if lows else (float("nan"), float("nan"))
 
 
 def _binary_labels_and_scores(labels: ArrayLike, scores: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -367,5 +427,6 @@ def localization_metrics(heatmap: ArrayLike, mask: ArrayLike, threshold: float) 
         denominator = np.sqrt(inside.var() + var_out)
         if denominator > 0:
             result["cnr"] = float((inside.mean() - mean_out) / denominator)
-    result["pointing_game"] = float(mask.reshape(-1)[np.nanargmax(heatmap)])
+    if not _constant(values):  # a constant map points nowhere (pointing_game's rule)
+        result["pointing_game"] = float(mask.reshape(-1)[np.nanargmax(heatmap)])
     return {k: float(v) for k, v in result.items()}

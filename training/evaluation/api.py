@@ -72,7 +72,12 @@ def evaluate_dataset(
 
     protocol = protocol or ProtocolConfig()
     result = registry.read_dataset(dataset, annotations, images, masks, phrase, split)
-    samples = result.samples[:limit] if limit else result.samples
+    samples = result.samples
+    if protocol.phrase_case == "lower":
+        from .datasets.base import group_phrases_lowercase
+
+        samples = group_phrases_lowercase(samples)
+    samples = samples[:limit] if limit else samples
     if not samples:
         raise ValueError(f"no sample to evaluate ({result.summary() if hasattr(result, 'summary') else result})")
     if not isinstance(source, str):
@@ -92,7 +97,14 @@ def evaluate_dataset(
     )
     if tuned_thresholds is not None:
         apply_tuned_thresholds(records, tuned_thresholds)
-    summary = summarize_localization(records, thresholds=protocol.thresholds, n_resamples=n_resamples, seed=seed)
+    summary = summarize_localization(
+        records,
+        thresholds=protocol.thresholds,
+        n_resamples=n_resamples,
+        seed=seed,
+        aggregation=protocol.aggregation,
+        authors_ci=protocol.preset == "paper",
+    )
     sides = np.array([r["side_mass"] for r in records], dtype=float)
     if np.isfinite(sides).any():
         from afloc.localization.metrics import bootstrap_ci

@@ -4,8 +4,10 @@ Each RESULT_DIR is an output folder of the evaluation (its ``summary.json``, see
 are dataset x metric, columns are models (``meta["model"]``; the folder name is appended when one model has two
 results on one dataset). Cells are ``mean [lo, hi]`` (95% bootstrap CI). IoU and Dice follow the paper's rule
 (per threshold: mean per category, then over categories; then the mean over thresholds), the rule of the
-reported numbers, so the optional "AFLoc (reported)" column compares like with like. Writes ``comparison.md``
-and ``comparison.png`` to ``--out`` (default ``./comparison``) and prints the table.
+reported numbers, so the optional "AFLoc (reported)" column compares like with like, provided the result was
+evaluated with ``--preset paper`` (the authors' margin, box rule, CNR regions and aggregation): a column that was not
+is marked ``‡`` and a warning above the table says it is not comparable with the reported column. Writes
+``comparison.md`` and ``comparison.png`` to ``--out`` (default ``./comparison``) and prints the table.
 """
 
 from __future__ import annotations
@@ -141,7 +143,10 @@ def build_table(result_dirs: Sequence[str | Path], documents: Sequence[Mapping],
         dataset = str(document["meta"].get("dataset") or "unknown")
         for metric, _ in METRICS:
             data.setdefault((dataset, metric), {})[label] = metric_cell(document["localization"], metric)
-    header = ["dataset", "metric", *columns] + ([f"{REPORTED_COLUMN} †"] if reported else [])
+    # beside the reported column, a result evaluated under other rules is marked (docs/evaluation_protocol.md)
+    off_protocol = {label for label, d in zip(labels, documents, strict=True) if d["meta"].get("preset") != "paper"}
+    shown = [f"{c} ‡" if reported and c in off_protocol else c for c in columns]
+    header = ["dataset", "metric", *shown] + ([f"{REPORTED_COLUMN} †"] if reported else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for dataset in datasets:
         for metric, metric_label in METRICS:
@@ -156,10 +161,19 @@ def build_table(result_dirs: Sequence[str | Path], documents: Sequence[Mapping],
         "over categories, then the mean over thresholds (the paper's rule); CNR (signed) and pointing game: "
         "macro average over categories. " + MISSING + ": not available.",
     ]
+    warning = []
     if reported:
         notes += ["", REPORTED_NOTE]
+        if off_protocol:
+            warning = [
+                f"**‡ Not comparable with the reported column: {', '.join(sorted(off_protocol))} "
+                f"{'was' if len(off_protocol) == 1 else 'were'} evaluated without `--preset paper`** (other margin, "
+                "box rule, CNR regions or aggregation than the authors'; docs/evaluation_protocol.md). Re-run "
+                "`python -m training evaluate ... --preset paper` to place it beside the paper's numbers.",
+                "",
+            ]
     notes += ["", "Sources:"] + [f"- {label}: `{path}`" for label, path in zip(labels, result_dirs, strict=True)]
-    return "\n".join(lines + notes) + "\n", data
+    return "\n".join(warning + lines + notes) + "\n", data
 
 
 def plot_comparison(data: Mapping, path: str | Path, reported: bool = True) -> Path:

@@ -4,7 +4,7 @@ Examples::
 
     python -m training evaluate --model assets/models/X --dataset phantom --images data/phantom20k --out results/x
     python -m training evaluate --baseline center --dataset ms-cxr --annotations MS_CXR_Local_Alignment_v1.1.json \\
-        --images /data/mimic-cxr-jpg --out results/center --margin 14 --box-rule reference
+        --images /data/mimic-cxr-jpg --out results/center --preset paper
     python -m training evaluate --model M --dataset chexlocalize --annotations gt_segmentations_val.json \\
         --images /data/CheXpert-v1.0 --split valid --out results/val
     python -m training evaluate --model M --dataset chexlocalize --annotations gt_segmentations_test.json \\
@@ -15,8 +15,11 @@ with ``<split>`` = ``valid`` (CheXpert-v1.0; ``val`` as in the CheXlocalize down
 Without ``--split`` the split is read off the annotation file's name (``gt_segmentations_val.json`` -> valid).
 Datasets without splits (all but ``phantom`` and ``chexlocalize``) refuse ``--split``.
 
+``--preset paper`` applies every rule of the authors' released evaluation (docs/evaluation_protocol.md).
+
 Outputs in ``--out``: ``samples.csv``, ``summary.csv``, ``summary.json`` (per category + macro, mean and 95%
-bootstrap CI), ``per_category.png``, ``threshold_curves.png`` and ``best_worst.png`` (overlays with ground truth).
+bootstrap CI; IoU and Dice by the paper's rule, our per-sample means as ``iou_sample_mean``/``dice_sample_mean``),
+``per_category.png``, ``threshold_curves.png`` and ``best_worst.png`` (overlays with ground truth).
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import json
 import sys
 from pathlib import Path
 
@@ -38,6 +40,7 @@ from .datasets import registry
 from .datasets.registry import DATASETS
 from .protocol import (
     BASELINES,
+    PRESETS,
     HeatmapSource,
     ProtocolConfig,
     tune_thresholds,
@@ -126,10 +129,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", required=True)
     parser.add_argument(
+        "--preset",
+        choices=["paper"],
+        default=None,
+        help="paper: every rule of the authors' released evaluation (margin 14, their box rule, CNR regions and "
+        "flat-map rule, lower-cased phrase grouping, their aggregation and, beside ours, their interval); "
+        "docs/evaluation_protocol.md. Use it to put numbers next to the paper's",
+    )
+    parser.add_argument(
         "--protocol",
         choices=["reference", "native"],
-        default="reference",
-        help="reference: S x S model-space maps; native: original pixels",
+        default=None,
+        help="reference (default): S x S model-space maps; native: original pixels",
     )
     parser.add_argument(
         "--margin",
@@ -141,9 +152,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--box-rule",
         choices=["centre", "reference"],
-        default="centre",
+        default=None,
         help="boxes -> masks: centre = pixel centres in original pixels, mapped like the image (default); "
-        "reference = the authors' flooring rule on the model-space grid (comparable with the paper)",
+        "reference = the authors' flooring rule on the model-space grid (part of --preset paper)",
     )
     parser.add_argument("--prompt", choices=["phrase", "template"], default="phrase")
     parser.add_argument("--template", action="append", help="prompt template with {category} (repeatable)")
@@ -194,17 +205,35 @@ def _tuned_thresholds(folder: str | None) -> dict[str, float] | None:
     return tune_thresholds(val)
 
 
+def protocol_config(args: argparse.Namespace) -> ProtocolConfig:
+    """The protocol the command line asks for; ``--preset paper`` refuses a flag that contradicts one of its rules."""
+    prompts = {
+        "prompt_mode": args.prompt,
+        "templates": tuple(args.template or ProtocolConfig().templates),
+        "ensemble": args.ensemble,
+    }
+    if args.preset == "paper":
+        contradicting = {
+            "--protocol native": args.protocol == "native",
+            f"--margin {args.margin}": args.margin is not None and args.margin != PRESETS["paper"]["margin"],
+            "--box-rule centre": args.box_rule == "centre",
+        }
+        given = [flag for flag, bad in contradicting.items() if bad]
+        if given:
+            raise ValueError(f"--preset paper applies the authors' rules; {', '.join(given)} contradicts them: drop it")
+        return ProtocolConfig.paper(**prompts)
+    return ProtocolConfig(
+        space="model" if args.protocol in (None, "reference") else "native",
+        margin=args.margin,
+        box_rule=args.box_rule or "centre",
+        **prompts,
+    )
+
+
 def run(args: argparse.Namespace) -> dict:
     from .report import write_outputs
 
-    config = ProtocolConfig(
-        space="model" if args.protocol == "reference" else "native",
-        margin=args.margin,
-        box_rule=args.box_rule,
-        prompt_mode=args.prompt,
-        templates=tuple(args.template or ProtocolConfig().templates),
-        ensemble=args.ensemble,
-    )
+    config = protocol_config(args)
     overrides = {
         "smoothing_sigma": args.smoothing_sigma,
         "similarity": args.similarity,
@@ -252,12 +281,17 @@ def run(args: argparse.Namespace) -> dict:
         "model": Path(args.model).name if args.model else f"baseline:{args.baseline}",
         "model_path": args.model,
         "dataset": args.dataset,
-        "protocol": args.protocol,
-        "margin": args.margin if args.margin is not None else _model_margin(source),
+        "preset": config.preset,
+        "protocol": "reference" if config.space == "model" else "native",
+        "margin": config.margin if config.margin is not None else _model_margin(source),
         "smoothing_sigma": source.predictor.localization.smoothing_sigma if args.model else None,
         "similarity": source.predictor.localization.similarity if args.model else None,
         "shallow_weight": source.predictor.localization.shallow_weight if args.model else None,
-        "box_rule": args.box_rule,
+        "box_rule": config.box_rule,
+        "cnr_regions": config.cnr_regions,
+        "flat_cnr": config.flat_cnr,
+        "phrase_case": config.phrase_case,
+        "aggregation": config.aggregation,
         "prompt": "ensemble" if args.ensemble else args.prompt,
         "n_samples": len(records),
         "missing_images": len(evaluation.missing),
@@ -311,9 +345,27 @@ def classification_summary(args: argparse.Namespace, source: HeatmapSource, samp
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = run(args)
-    from .report import HEADLINE_METRICS
-
-    loc = result["summary"]
-    print(json.dumps({k: loc[k]["macro"] for k in HEADLINE_METRICS if k in loc}))
+    print(headline_text(result["summary"], result["meta"]))
     print(f"wrote {args.out}")
     return 0
+
+
+def headline_text(localization: dict, meta: dict) -> str:
+    """The printout: the headline numbers, named (IoU and Dice by the paper's rule; our per-sample means apart)."""
+    from .report import headline
+
+    protocol = "--preset paper (the authors' evaluation rules)" if meta.get("preset") else "ours"
+    lines = [f"protocol: {protocol}"]
+    for metric, label in (("iou", "IoU"), ("dice", "Dice"), ("cnr", "CNR"), ("pointing_game", "pointing game")):
+        cell = headline(localization, metric)
+        text = f"{label}: {_number(cell['mean'])} [{_number(cell['ci'][0])}, {_number(cell['ci'][1])}] (ours)"
+        if "authors_ci" in cell:
+            text += f", [{_number(cell['authors_ci'][0])}, {_number(cell['authors_ci'][1])}] (the authors' interval)"
+        lines.append(text)
+    for metric, label in (("iou_mean", "IoU"), ("dice_mean", "Dice")):
+        lines.append(f"{label}, mean of per-sample means over t (ours): {_number(localization[metric]['macro'])}")
+    return "\n".join(lines)
+
+
+def _number(value) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"

@@ -35,7 +35,7 @@ from afloc.localization.heatmaps import (
     heatmaps_from_embeddings,
     scale_to_unit_range,
 )
-from afloc.localization.metrics import THRESHOLDS, cnr, pointing_game, threshold_metrics
+from afloc.localization.metrics import CNR_REGIONS, THRESHOLDS, cnr, pointing_game, threshold_metrics
 from afloc.predictor import AFLocPredictor
 from afloc.text.prompts import LOCALIZATION_TEMPLATE
 
@@ -45,9 +45,22 @@ TEMPLATE = LOCALIZATION_TEMPLATE.replace("{finding}", "{category}")  # the refer
 TUNE_GRID = tuple(round(float(t), 2) for t in np.arange(-0.9, 0.95, 0.1))  # CheXlocalize threshold tuning
 BASELINES = ("random", "center", "uniform")
 BOX_RULES = ("centre", "reference")
+PRESETS = {
+    "paper": {
+        "space": "model",
+        "margin": 14,
+        "box_rule": "reference",
+        "cnr_regions": "reference",
+        "flat_cnr": "zero",
+        "phrase_case": "lower",
+        "aggregation": "mean",
+    }
+}
+"""Settings of the authors' released evaluation (docs/evaluation_protocol.md has each rule beside ours and the
+measured size of each difference): ``ProtocolConfig.paper()`` applies them all."""
 
 
-def reference_box_mask(boxes: np.ndarray, height: int, width: int, size: int) -> np.ndarray:
+def reference_box_mask(boxes: np.ndarray, height: int, width: int, size: int, counts: bool = False) -> np.ndarray:
     """Boxes rasterised on the ``size x size`` model input exactly as the authors' evaluation does.
 
     Every coordinate is multiplied by ``size / max(height, width)``; the padding offset is
@@ -61,17 +74,19 @@ def reference_box_mask(boxes: np.ndarray, height: int, width: int, size: int) ->
         height, width: the original image's size.
         size: side of the model input.
 
+        counts: return how many boxes cover each pixel (the authors add the box masks) instead of the union.
+
     Returns:
-        ``bool [size, size]``, the union of the boxes.
+        ``bool [size, size]``, the union of the boxes; with ``counts``, ``uint16 [size, size]``.
     """
     scale = size / float(max(height, width))
     pad = size - int(min(height, width) * scale)
     left, top = (pad // 2, 0) if height >= width else (0, pad // 2)
-    out = np.zeros((size, size), dtype=bool)
+    out = np.zeros((size, size), dtype=np.uint16)
     for x, y, w, h in np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * scale:
         col, row = max(int(np.floor(x + left)), 0), max(int(np.floor(y + top)), 0)
-        out[row : row + int(np.floor(h)), col : col + int(np.floor(w))] = True
-    return out
+        out[row : row + int(np.floor(h)), col : col + int(np.floor(w))] += 1
+    return out if counts else out > 0
 
 
 @dataclass(frozen=True)
@@ -88,6 +103,16 @@ class ProtocolConfig:
         thresholds: IoU/Dice thresholds.
         box_rule: how boxes become model-space masks: ``"centre"`` (pixel centres in original pixels, mapped like
             the image) or ``"reference"`` (the authors' flooring rule, :func:`reference_box_mask`; model space only).
+        cnr_regions: ``"union"`` (ours: inside = any box) or ``"reference"`` (the authors': inside = pixels of
+            exactly one box, outside = of none; where a phrase's boxes overlap, neither). Needs the reference
+            box rule (the boxes are counted on its grid).
+        flat_cnr: CNR when a map has no variance inside nor outside: ``"nan"`` (ours: undefined) or ``"zero"``
+            (the authors').
+        phrase_case: ``"as-is"`` (ours: "Pleural effusion" and "pleural effusion" are two samples) or ``"lower"``
+            (the authors lower-case phrases before grouping an image's boxes by phrase: one sample).
+        aggregation: the mean over thresholds of the per-threshold macros: ``"nanmean"`` (ours: a threshold
+            where no category is defined is skipped) or ``"mean"`` (the authors': it makes the mean NaN).
+        preset: the name of the preset these settings came from (``"paper"``), recorded in the summary.
     """
 
     space: str = "model"
@@ -97,6 +122,11 @@ class ProtocolConfig:
     ensemble: bool = False
     thresholds: tuple[float, ...] = THRESHOLDS
     box_rule: str = "centre"
+    cnr_regions: str = "union"
+    flat_cnr: str = "nan"
+    phrase_case: str = "as-is"
+    aggregation: str = "nanmean"
+    preset: str | None = None
 
     def __post_init__(self) -> None:
         if self.space not in ("model", "native"):
@@ -109,9 +139,27 @@ class ProtocolConfig:
             raise ValueError(f"box_rule must be one of {BOX_RULES}, got {self.box_rule!r}")
         if self.box_rule == "reference" and self.space != "model":
             raise ValueError("box_rule='reference' is defined on the model-space maps only (use space='model')")
+        choices = {"cnr_regions": CNR_REGIONS, "flat_cnr": ("nan", "zero"), "phrase_case": ("as-is", "lower")}
+        choices |= {"aggregation": ("nanmean", "mean"), "preset": (None, *PRESETS)}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        if self.cnr_regions == "reference" and self.box_rule != "reference":
+            raise ValueError(
+                "cnr_regions='reference' counts boxes on the reference box rule's grid (box_rule='reference')"
+            )
         for template in self.templates:
             if "{category}" not in template:
                 raise ValueError(f"template {template!r} has no {{category}} placeholder")
+
+    @classmethod
+    def paper(cls, **settings) -> ProtocolConfig:
+        """The authors' evaluation rules (:data:`PRESETS` ``["paper"]``), with ``settings`` that no rule fixes
+        (prompts, templates, thresholds)."""
+        fixed = sorted(set(settings) & set(PRESETS["paper"]))
+        if fixed:
+            raise ValueError(f"the paper preset fixes {fixed}; drop them or evaluate without the preset")
+        return cls(**PRESETS["paper"], preset="paper", **settings)
 
     def prompts(self, sample: LocalizationSample) -> list[str]:
         category = sample.category.replace("_", " ")
@@ -187,15 +235,23 @@ class HeatmapSource:
         return heatmaps_from_embeddings(patches, self.predictor.embed_prompts(prompts), size, config, shallow)
 
 
-def score_heatmap(heatmap: np.ndarray, truth: np.ndarray, thresholds: Sequence[float]) -> dict[str, float]:
+def score_heatmap(
+    heatmap: np.ndarray, truth: np.ndarray, thresholds: Sequence[float], config: ProtocolConfig | None = None
+) -> dict[str, float]:
+    """One sample's scores. ``truth`` is a boolean mask, or (reference box rule) the number of boxes covering each
+    pixel: IoU, Dice and the pointing game use the pixels covered at all, CNR follows ``config.cnr_regions``."""
+    config = config or ProtocolConfig()
+    covered = truth > 0 if truth.dtype != np.bool_ else truth
     record: dict[str, float] = {}
-    sweep = threshold_metrics(heatmap, truth, thresholds)
+    sweep = threshold_metrics(heatmap, covered, thresholds)
     for t, i, d in zip(thresholds, sweep["iou"], sweep["dice"], strict=True):
         record[f"iou@{t:g}"], record[f"dice@{t:g}"] = float(i), float(d)
     record["iou_mean"], record["dice_mean"] = sweep["iou_mean"], sweep["dice_mean"]
-    record["cnr"] = cnr(heatmap, truth)
-    record["pointing_game"] = pointing_game(heatmap, truth)
-    for t, value in zip(TUNE_GRID, threshold_metrics(heatmap, truth, TUNE_GRID)["iou"], strict=True):
+    flat = 0.0 if config.flat_cnr == "zero" else float("nan")
+    regions = config.cnr_regions
+    record["cnr"] = cnr(heatmap, truth if regions == "reference" else covered, regions=regions, flat=flat)
+    record["pointing_game"] = pointing_game(heatmap, covered)
+    for t, value in zip(TUNE_GRID, threshold_metrics(heatmap, covered, TUNE_GRID)["iou"], strict=True):
         record[f"tune_iou@{t:g}"] = float(value)
     return record
 
@@ -238,16 +294,17 @@ def sample_heatmap(
 
 
 def _reference_truth(sample: LocalizationSample, mapping: PadResizeMapping) -> np.ndarray:
-    """Model-space ground truth with the authors' box rule; a mask given by the dataset is mapped like the image."""
+    """Model-space ground truth with the authors' box rule, as the number of boxes covering each pixel; a mask
+    given by the dataset is mapped like the image."""
     height, width = mapping.original_height, mapping.original_width
     if sample.image_size is not None and sample.image_size != (height, width):
         raise ValueError(
             f"{sample.sample_id}: the ground truth is for a {sample.image_size[0]}x{sample.image_size[1]} image, "
             f"got {height}x{width}"
         )
-    truth = reference_box_mask(sample.boxes, height, width, mapping.size)
-    if sample.mask_shape is not None:
-        truth |= mapping.mask_to_model(sample.mask)
+    truth = reference_box_mask(sample.boxes, height, width, mapping.size, counts=True)
+    if sample.mask_shape is not None:  # a dataset's mask counts once where no box covers it
+        truth[(truth == 0) & mapping.mask_to_model(sample.mask)] = 1
     return truth
 
 
@@ -303,7 +360,7 @@ def evaluate_localization(
             "prompt": " | ".join(config.prompts(sample)),
             "image": str(sample.image_path),
         }
-        record.update(score_heatmap(heatmap, truth, config.thresholds))
+        record.update(score_heatmap(heatmap, truth, config.thresholds, config))
         if config.space == "model":
             midline = mapping.left + mapping.resized_width / 2
         else:

@@ -36,15 +36,16 @@ from afloc.localization.metrics import (
     bootstrap_macro_ci,
     macro_average,
     nanmean,
+    per_category_bound_average_ci,
     roc_auc,
 )
 
 logger = logging.getLogger(__name__)
 
 HEADLINE_METRICS: tuple[str, ...] = ("iou_mean", "dice_mean", "cnr", "pointing_game")
-# Short names used in summary.csv columns and plots (``iou_mean`` -> ``iou``: the CSV has ``iou_mean`` etc.).
-SHORT_NAMES = {"iou_mean": "iou", "dice_mean": "dice", "cnr": "cnr", "pointing_game": "pointing_game"}
-LABELS = {"iou_mean": "IoU (mean over t)", "dice_mean": "Dice (mean over t)", "pointing_game": "pointing game"}
+"""The per-sample metrics summarized per category (``summary.json``); the headline IoU and Dice are the paper's
+rule (:func:`headline`)."""
+LABELS = {"iou": "IoU (mean over t)", "dice": "Dice (mean over t)", "pointing_game": "pointing game"}
 
 
 def threshold_key(metric: str, threshold: float) -> str:
@@ -104,12 +105,29 @@ def _threshold_macro_ci(
     return _ci(tuple(np.percentile(statistics, [alpha, 100.0 - alpha])))
 
 
+def authors_sample_means(matrix: np.ndarray) -> np.ndarray:
+    """``[N]`` each sample's mean over thresholds as the authors' interval computes it: the sum of its defined
+    values (a threshold where it is undefined adds 0) over the number of thresholds; NaN where none is defined."""
+    defined = ~np.isnan(matrix)
+    sums = np.where(defined, matrix, 0.0).sum(axis=1) / matrix.shape[1]
+    return np.where(defined.any(axis=1), sums, np.nan)
+
+
+def _over_thresholds(macros: Sequence[float], aggregation: str) -> float:
+    """The mean over thresholds of per-threshold averages: ``nanmean`` skips an undefined threshold (ours),
+    ``mean`` lets it make the result NaN (the authors')."""
+    values = np.asarray(macros, dtype=np.float64)
+    return float(np.mean(values)) if aggregation == "mean" else _mean_of_present(values)
+
+
 def summarize_localization(
     records: Sequence[Mapping[str, Any]],
     thresholds: Sequence[float] = THRESHOLDS,
     n_resamples: int = 1000,
     seed: int = 0,
     confidence: float = 0.95,
+    aggregation: str = "nanmean",
+    authors_ci: bool = False,
 ) -> dict[str, Any]:
     """Macro / micro averages, bootstrap CIs and per-category results of the localization records.
 
@@ -117,6 +135,9 @@ def summarize_localization(
         records: per-sample dicts (module docstring); ``category`` is converted with ``str``.
         thresholds: the thresholds whose ``iou@{t:g}`` / ``dice@{t:g}`` keys the records carry.
         n_resamples, seed, confidence: of every bootstrap (same seed, same intervals).
+        aggregation: the mean over thresholds: ``"nanmean"`` (ours) or ``"mean"`` (the authors', NaN-propagating).
+        authors_ci: also the authors' interval (``authors_ci``, :func:`per_category_bound_average_ci`) for the
+            headline IoU, Dice and CNR (the paper preset).
 
     Returns:
         Plain Python values (NaN where undefined; :func:`write_outputs` writes it as null)::
@@ -125,8 +146,12 @@ def summarize_localization(
              "<metric>": {"macro", "ci": [lo, hi], "micro", "n",
                           "per_category": {category: {"mean", "ci": [lo, hi], "n"}}}  for the HEADLINE_METRICS,
              "per_threshold": {"iou": {"0.1": macro, ...}, "dice": {...}},
-             "per_threshold_mean": {"iou": {"mean", "ci"}, "dice": {...}},
+             "per_threshold_mean": {"iou": {"mean", "ci", "per_category": {category: {"mean", "ci"}}}, "dice"},
              "iou_mean_of_thresholds", "dice_mean_of_thresholds"}
+
+        The headline IoU and Dice are ``per_threshold_mean`` (the paper's rule); ``iou_mean`` / ``dice_mean`` are
+        the macro of per-sample means (written as ``iou_sample_mean`` in ``summary.csv``). With ``authors_ci``,
+        ``per_threshold_mean[metric]`` and ``cnr`` carry ``authors_ci: [lo, hi]``.
 
         A category whose values are all NaN keeps an entry (``mean`` NaN, ``n`` 0) but is left out of the macro.
 
@@ -170,10 +195,27 @@ def summarize_localization(
         matrix = np.stack([_column(records, threshold_key(metric, t)) for t in thresholds], axis=1)
         macros = [macro_average(column, categories)[1] for column in matrix.T]
         summary["per_threshold"][metric] = {f"{t:g}": m for t, m in zip(thresholds, macros, strict=True)}
-        mean = _mean_of_present(np.asarray(macros))  # a threshold where no category is defined is skipped
+        mean = _over_thresholds(macros, aggregation)
         ci = _threshold_macro_ci(matrix, codes, n_resamples, confidence, seed)
-        summary["per_threshold_mean"][metric] = {"mean": mean, "ci": ci}
+        per_category = {}
+        for k, name in enumerate(names):
+            rows = matrix[codes == k]
+            category_macros = [_mean_of_present(column) for column in rows.T]
+            per_category[name] = {
+                "mean": _over_thresholds(category_macros, aggregation),
+                "ci": _threshold_macro_ci(rows, np.zeros(len(rows), dtype=int), n_resamples, confidence, seed),
+                "n": int(np.isfinite(rows).any(axis=1).sum()),
+            }
+        summary["per_threshold_mean"][metric] = {"mean": mean, "ci": ci, "per_category": per_category}
+        if authors_ci:
+            interval = per_category_bound_average_ci(
+                authors_sample_means(matrix), categories, n_resamples, confidence, seed
+            )
+            summary["per_threshold_mean"][metric]["authors_ci"] = _ci(interval)
         summary[f"{metric}_mean_of_thresholds"] = mean
+    if authors_ci:
+        interval = per_category_bound_average_ci(_column(records, "cnr"), categories, n_resamples, confidence, seed)
+        summary["cnr"]["authors_ci"] = _ci(interval)
     return summary
 
 
@@ -230,17 +272,53 @@ def to_json_safe(value: Any) -> Any:
     return value
 
 
+def headline(localization: Mapping[str, Any], metric: str, category: str | None = None) -> dict[str, Any]:
+    """``{"mean", "ci", "n"[, "authors_ci"]}`` of a headline metric, for the macro (``category`` None) or one
+    category. IoU and Dice follow the paper's rule (``per_threshold_mean``; a summary written before it had
+    per-category values falls back to the per-sample means); CNR and the pointing game are macro averages."""
+    if metric in ("iou", "dice"):
+        entry = localization.get("per_threshold_mean", {}).get(metric, {})
+        if category is None:
+            return {"mean": entry.get("mean"), "ci": entry.get("ci"), "n": localization[f"{metric}_mean"]["n"]} | (
+                {"authors_ci": entry["authors_ci"]} if "authors_ci" in entry else {}
+            )
+        cell = entry.get("per_category", {}).get(category)
+        if cell is not None:
+            return dict(cell)
+        metric = f"{metric}_mean"
+    entry = localization[metric]
+    if category is None:
+        return {"mean": entry["macro"], "ci": entry["ci"], "n": entry["n"]} | (
+            {"authors_ci": entry["authors_ci"]} if "authors_ci" in entry else {}
+        )
+    return dict(entry["per_category"][category])
+
+
+CSV_METRICS = ("iou", "dice", "cnr", "pointing_game")
+
+
 def _summary_rows(localization: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """summary.csv rows: each category then ``macro``; ``n`` counts samples, ``<metric>_n`` the defined ones."""
+    """summary.csv rows: each category then ``macro``. ``iou`` and ``dice`` are the paper's rule (per threshold:
+    mean per category, then over categories; then the mean over thresholds), ``iou_sample_mean`` and
+    ``dice_sample_mean`` our per-sample means; ``<metric>_n`` counts the defined samples, ``<metric>_authors_ci_*``
+    (paper preset only, macro row) the authors' interval."""
     rows = []
     for name in [*localization["categories"], "macro"]:
+        category = None if name == "macro" else name
         row: dict[str, Any] = {"category": name}
-        for metric in HEADLINE_METRICS:
-            entry, short = localization[metric], SHORT_NAMES[metric]
-            cell = entry if name == "macro" else entry["per_category"][name]
-            row[f"{short}_mean"] = cell["macro" if name == "macro" else "mean"]
+        for metric in CSV_METRICS:
+            cell = headline(localization, metric, category)
+            row[f"{metric}_mean"] = cell["mean"]
+            row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = cell["ci"]
+            row[f"{metric}_n"] = cell["n"]
+            if "authors_ci" in cell:
+                row[f"{metric}_authors_ci_low"], row[f"{metric}_authors_ci_high"] = cell["authors_ci"]
+        for metric in ("iou_mean", "dice_mean"):
+            entry = localization[metric]
+            cell = entry if category is None else entry["per_category"][name]
+            short = metric.replace("_mean", "_sample_mean")
+            row[short] = cell["macro" if category is None else "mean"]
             row[f"{short}_ci_low"], row[f"{short}_ci_high"] = cell["ci"]
-            row[f"{short}_n"] = cell["n"]
         rows.append(row)
     return rows
 
@@ -273,7 +351,10 @@ def write_outputs(
     ``summary.json`` = ``{"meta": meta, "localization": summary, "classification": ...}`` (the last key only when
     present), strict JSON with NaN written as ``null``. ``summary.csv`` has one row per category plus ``macro``
     with ``category``, ``n`` (samples) and ``<m>_mean``, ``<m>_ci_low``, ``<m>_ci_high``, ``<m>_n`` (defined
-    samples) for ``m`` in ``iou``, ``dice`` (per-sample means over thresholds), ``cnr``, ``pointing_game``.
+    samples) for ``m`` in ``iou``, ``dice`` (the paper's rule: per threshold, mean per category then over
+    categories; then the mean over thresholds), ``cnr``, ``pointing_game``; then ``iou_sample_mean`` and
+    ``dice_sample_mean`` (ours: each sample's mean over thresholds, then the macro) with their CIs; under the paper
+    preset also ``<m>_authors_ci_low`` / ``_high`` (the authors' interval, macro row).
 
     Returns:
         The written paths: samples.csv, summary.json, summary.csv, per_category.png, threshold_curves.png.
@@ -354,16 +435,17 @@ def grouped_bars(axis, groups: Sequence[str], series: Mapping[str, tuple[Sequenc
 
 
 def plot_per_category(localization: Mapping[str, Any], path: str | Path, title: str = "") -> Path:
-    """Grouped bars per category (+ macro) of IoU, Dice and pointing game with CIs; CNR on its own axis."""
+    """Grouped bars per category (+ macro) of IoU, Dice (the paper's rule) and pointing game with CIs; CNR on its
+    own axis."""
     groups = [*localization["categories"], "macro"]
 
     def series(metric: str) -> tuple[list, list]:
-        entry = localization[metric]
-        cells = [entry["per_category"][name] for name in localization["categories"]]
-        return [c["mean"] for c in cells] + [entry["macro"]], [c["ci"] for c in cells] + [entry["ci"]]
+        cells = [headline(localization, metric, name) for name in localization["categories"]]
+        cells.append(headline(localization, metric))
+        return [c["mean"] for c in cells], [c["ci"] for c in cells]
 
     figure, (overlap_axis, cnr_axis) = new_figure(2, (4.0 + 1.1 * len(groups), 4.0), width_ratios=(3, 2))
-    grouped_bars(overlap_axis, groups, {LABELS[m]: series(m) for m in ("iou_mean", "dice_mean", "pointing_game")})
+    grouped_bars(overlap_axis, groups, {LABELS[m]: series(m) for m in ("iou", "dice", "pointing_game")})
     overlap_axis.set_ylim(0.0, 1.0)
     overlap_axis.set_title("overlap and pointing game (95% CI)", fontsize=9)
     overlap_axis.legend(fontsize=7)

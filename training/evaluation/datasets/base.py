@@ -353,6 +353,27 @@ class Collector:
         return result
 
 
+def group_phrases_lowercase(samples: list[LocalizationSample]) -> list[LocalizationSample]:
+    """The authors' grouping: phrases lower-cased before an image's boxes are grouped by phrase, so samples of one
+    image whose phrases differ only in case become one (boxes concatenated, masks united; the phrase lower-cased;
+    category and size from the first), in first-seen order."""
+    merged: dict[tuple[str, str], LocalizationSample] = {}
+    for sample in samples:
+        key = (str(sample.image_path), sample.phrase.lower())
+        first = merged.get(key)
+        if first is None:
+            stem = sample.sample_id.rsplit("|", 1)[0] if "|" in sample.sample_id else sample.sample_id
+            merged[key] = LocalizationSample(sample.image_path, key[1], sample.category, sample.boxes, sample.mask,
+                                             sample.image_size, f"{stem}|{key[1]}")  # fmt: skip
+            continue
+        mask = first.mask
+        if sample.mask is not None:
+            mask = sample.mask if mask is None else mask | sample.mask
+        first.boxes = np.concatenate([first.boxes, sample.boxes])
+        first.mask = mask
+    return list(merged.values())
+
+
 # --------------------------------------------------------------------------- readers, defined in submodules
 
 __all__ = [
