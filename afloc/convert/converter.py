@@ -43,6 +43,7 @@ from .layouts import (
     infer_bert_config,
     read_state_dict,
 )
+from .saved_config import text_settings
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class ConversionResult:
         dropped_keys: checkpoint keys not used by the model (position ids, pooler).
         placeholders: classes of the pickled config that were replaced by inert placeholders.
         sha256: digest of the checkpoint file.
+        text_settings: each text setting and the head count, read from the checkpoint's config (or the tokenizer's
+            config.json, or the command line) or assumed, in words (also in the model card).
     """
 
     directory: Path
@@ -73,6 +76,7 @@ class ConversionResult:
     dropped_keys: list[str] = field(default_factory=list)
     placeholders: list[str] = field(default_factory=list)
     sha256: str = ""
+    text_settings: list[str] = field(default_factory=list)
 
 
 def _is_hub_id(text: str) -> bool:
@@ -145,6 +149,7 @@ def _card(name: str, layout: Layout, path: Path, result: ConversionResult, local
             f"({bert['num_hidden_layers']} layers, hidden {bert['hidden_size']}, {bert['num_attention_heads']} "
             f"heads, vocabulary {bert['vocab_size']}), sum of the last {LAST_N_LAYERS} layers, word pieces summed "
             f"into words, report vector = sum of word vectors / {MAX_LENGTH}.\n\n"
+            "Text settings:\n\n" + "\n".join(f"- {line}" for line in result.text_settings) + "\n\n"
             f"Heatmaps: {similarity} of the deep map with each prompt's report vector, Gaussian sigma "
             f"{localization.smoothing_sigma:g} on the grid, margin {localization.margin} px; zero-shot scores use "
             f"the same {similarity} with the global image vector."
@@ -162,7 +167,7 @@ def _card(name: str, layout: Layout, path: Path, result: ConversionResult, local
         provenance=(
             f"Converted from `{path.name}` (SHA-256 `{result.sha256}`), {layout.name} layout. Unused keys dropped: "
             f"{', '.join(result.dropped_keys) or 'none'}. The checkpoint's pickled configuration was read as inert "
-            f"data (no code run) and not used"
+            f"data (no code run); its text settings were checked (Recipe), nothing else of it is used"
             + (f" (classes: {', '.join(result.placeholders)})" if result.placeholders else "")
             + f".\n\n{layout.licence}"
         ),
@@ -192,7 +197,8 @@ def convert_checkpoint(
         layout: ``"authors"`` (AFLoc) or ``"gloria"``.
         margin: NaN border in model pixels (default 14, as the authors' inference always applies; 0 for none).
         similarity: ``"dot"`` (reference) or ``"cosine"`` for heatmaps and zero-shot scores.
-        num_attention_heads: BERT head count when neither a ``config.json`` nor the 64-wide convention applies.
+        num_attention_heads: BERT head count; needed when no ``config.json`` is next to the tokenizer and the hidden
+            size is not one of the published BERT family's (``layouts.STANDARD_BERT_HEADS``).
         overwrite: allow writing into a non-empty ``out``.
 
     Raises:
@@ -223,6 +229,18 @@ def convert_checkpoint(
                 "trained with (both methods use Bio_ClinicalBERT's 28996-entry vocabulary)"
             )
         bert = infer_bert_config(lazy, path, hints, num_attention_heads)
+        heads_from = bert.pop("_heads_from")
+        if heads_from.startswith("assumed"):
+            logger.warning("attention heads %s", heads_from)
+        try:
+            settings = text_settings(getattr(source, "data", {}).get("hyper_parameters")
+                                     if isinstance(getattr(source, "data", None), dict) else None,
+                                     bert["hidden_size"])  # fmt: skip
+        except ValueError as error:
+            raise ConversionError(f"{path}: {error}") from None
+        for line in settings:
+            if "assumed" in line:
+                logger.warning("text setting %s", line)
         backbone = infer_backbone(lazy, path)
         width = lazy["image_encoder.global_projection.weight"].shape[0]
         if width != bert["hidden_size"]:
@@ -246,6 +264,7 @@ def convert_checkpoint(
     except ValueError as error:
         raise ConversionError(f"{path}: the weights do not fit the {layout} architecture: {error}") from error
     result = ConversionResult(out, layout, backbone, bert, dropped, sorted(source.placeholders), _sha256(path))
+    result.text_settings = [*settings, f"num_attention_heads = {bert['num_attention_heads']} ({heads_from})"]
     card = _card(out.name, spec, path, result, localization)
     # the pixels the authors' inference feeds the network: their 8-bit resize and their short-side rule
     preprocessing = Preprocessing(

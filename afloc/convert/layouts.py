@@ -202,14 +202,21 @@ def _shape(state: dict[str, LazyTensor], key: str, path: Path) -> tuple[int, int
     return shape
 
 
+STANDARD_BERT_HEADS = {128: 2, 256: 4, 512: 8, 768: 12, 1024: 16}
+"""Head counts of the published BERT sizes (tiny, mini, small/medium, base, large: 64-wide heads), the only hidden
+sizes whose head count is taken from convention when no config says it."""
+
+
 def infer_bert_config(
     state: dict[str, LazyTensor], path: Path, hints: dict[str, Any] | None, num_attention_heads: int | None
 ) -> dict[str, Any]:
     """The ``transformers.BertConfig`` of the checkpoint's text encoder, from its tensor shapes.
 
-    The head count is not visible in the shapes: it comes from ``num_attention_heads``, else from the
-    ``config.json`` next to the tokenizer (``hints``), else the BERT convention of 64-wide heads (12 for
-    Bio_ClinicalBERT's 768).
+    The head count is not visible in the shapes and is never guessed silently: it comes from
+    ``num_attention_heads``, else from the ``config.json`` next to the tokenizer (``hints``), else, for the hidden
+    sizes of the published BERT family (:data:`STANDARD_BERT_HEADS`: 12 heads for Bio_ClinicalBERT's 768), from that
+    family's convention, which the returned config records in ``"_heads_from"`` for the model card. Any other
+    hidden size without a config or the argument is refused.
     """
     t = "text_encoder.bert."
     vocab_size, hidden = _shape(state, f"{t}embeddings.word_embeddings.weight", path)
@@ -232,17 +239,23 @@ def infer_bert_config(
         raise ConversionError(
             f"the config.json next to the tokenizer describes a different BERT than {path} ({'; '.join(clashes)})"
         )
-    heads = num_attention_heads or hints.get("num_attention_heads")
+    heads, source = num_attention_heads, "given with --num-attention-heads"
+    if heads is None and hints.get("num_attention_heads") is not None:
+        heads, source = hints["num_attention_heads"], "read from the config.json next to the tokenizer"
     if heads is None:
-        if hidden % 64:
+        if hidden not in STANDARD_BERT_HEADS:
             raise ConversionError(
-                f"cannot infer the attention head count of a {hidden}-wide BERT: pass --num-attention-heads "
-                "(or a tokenizer directory holding the BERT's config.json)"
+                f"cannot tell the attention head count of a {hidden}-wide BERT (not a size of the published BERT "
+                f"family {sorted(STANDARD_BERT_HEADS)}): pass --num-attention-heads, or a tokenizer directory that "
+                "holds the BERT's config.json"
             )
-        heads = hidden // 64
+        heads = STANDARD_BERT_HEADS[hidden]
+        source = (f"assumed: the published BERT family's {heads} heads for a {hidden}-wide BERT (no config.json "
+                  "next to the tokenizer, no --num-attention-heads)")  # fmt: skip
     if hidden % int(heads):
         raise ConversionError(f"hidden size {hidden} is not divisible by {heads} attention heads")
     config["num_attention_heads"] = int(heads)
+    config["_heads_from"] = source
     for name in ("hidden_act", "layer_norm_eps", "pad_token_id"):
         if name in hints:
             config[name] = hints[name]
