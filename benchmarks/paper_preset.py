@@ -51,7 +51,6 @@ METRICS = (("iou", "IoU"), ("dice", "Dice"), ("cnr", "CNR"), ("pointing_game", "
 def affected(args: argparse.Namespace) -> str:
     """How many samples each data-dependent rule can touch: boxes of one phrase that overlap (CNR regions), phrases of
     one image that differ only in case (grouping)."""
-    import numpy as np
 
     from training.evaluation.datasets import registry
     from training.evaluation.datasets.base import group_phrases_lowercase, read_image_size

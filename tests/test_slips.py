@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from afloc.convert.layouts import infer_bert_config
+from afloc.convert.layouts import ConversionError, infer_bert_config
 from afloc.imaging.boxes import Box
 from training.evaluation.datasets import LocalizationSample
 from training.realdata import cxr_reports, fundus
@@ -85,9 +85,10 @@ def _bert_state(hidden: int, layers: int = 4, intermediate: int = 37, vocab: int
     return {f"text_encoder.bert.{k}": SimpleNamespace(shape=v) for k, v in shape.items()}
 
 
-def test_head_count_of_a_foreign_bert_follows_the_64_wide_convention_or_its_config():
-    state = _bert_state(hidden=192)  # 3 heads by the 64-wide convention, 6 in its config, 4 when asked
-    assert infer_bert_config(state, Path("ckpt"), None, None)["num_attention_heads"] == 3
+def test_head_count_of_a_foreign_bert_is_read_from_its_config_or_given_never_guessed():
+    state = _bert_state(hidden=192)  # not a published BERT size: refused without a config, 6 in it, 4 when asked
+    with pytest.raises(ConversionError, match="192-wide"):
+        infer_bert_config(state, Path("ckpt"), None, None)
     config = infer_bert_config(state, Path("ckpt"), {"num_attention_heads": 6}, None)
     assert config["num_attention_heads"] == 6 and config["intermediate_size"] == 37 and config["num_hidden_layers"] == 4
     assert infer_bert_config(state, Path("ckpt"), {"num_attention_heads": 6}, 4)["num_attention_heads"] == 4

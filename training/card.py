@@ -56,20 +56,23 @@ def evaluation_table(result_dirs: list[str | Path]) -> str:
 
 def per_category_table(result_dirs: list[str | Path]) -> str:
     """Markdown table: per result, one row per category and one macro row (pointing game, IoU by the paper's rule,
-    CNR; means with 95% CIs). A summary written before per-category paper-rule values existed gives each sample's
-    IoU averaged over the thresholds instead (``training.evaluation.report.headline``)."""
+    CNR; means with 95% CIs). A summary written before per-category paper-rule values existed gives, in all its
+    rows, each sample's IoU averaged over the thresholds instead (the rule its card was written with)."""
     from training.evaluation.report import headline
 
     header = "| model | category | n | pointing game | IoU (mean over 0.1-0.5) | CNR |\n|---|---|---|---|---|---|"
     rows = []
     for folder in result_dirs:
         loc, meta = read_summary(folder)
+        # one rule per table: the paper's where the summary has it per category, else the per-sample means
+        iou_metric = "iou" if "per_category" in loc.get("per_threshold_mean", {}).get("iou", {}) else "iou_mean"
+        metrics = ("pointing_game", iou_metric, "cnr")
         for category in sorted(loc["pointing_game"].get("per_category", {})):
-            pg, iou, cnr = (headline(loc, metric, category) for metric in ("pointing_game", "iou", "cnr"))
+            pg, iou, cnr = (headline(loc, metric, category) for metric in metrics)
             rows.append(
                 f"| {meta['model']} | {category} | {pg.get('n', '-')} | {_cell(pg)} | {_cell(iou)} | {_cell(cnr, 2)} |"
             )
-        pg, iou, cnr = (headline(loc, metric) for metric in ("pointing_game", "iou", "cnr"))
+        pg, iou, cnr = (headline(loc, metric) for metric in metrics)
         rows.append(f"| {meta['model']} | macro | {meta['n_samples']} | {_cell(pg)} | {_cell(iou)} | {_cell(cnr, 2)} |")
     return "\n".join([header, *rows])
 
