@@ -303,7 +303,7 @@ class AFLocPredictor:
             maps = heatmaps_from_embeddings(
                 encoded.patch_embeddings,
                 vectors,
-                self.preprocessing.image_size,
+                self.preprocessing.input_size,
                 self.localization,
                 encoded.shallow_patch_embeddings,
             )

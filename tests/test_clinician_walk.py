@@ -40,20 +40,28 @@ def _example(page) -> None:
     page.get_by_text("at threshold").first.wait_for()
 
 
-def _localize(page, text: str) -> None:
-    """Type the findings and press Localize; wait for the status to change (it names the prompts localized)."""
-    before = page.locator("#afloc-result").inner_text()
-    page.get_by_label("Findings to localize").fill(text)
-    page.get_by_role("button", name="Localize", exact=True).click()
-    page.wait_for_function(
-        "before => { const t = document.getElementById('afloc-result').innerText.trim();"
-        " return t && t !== before.trim() && !/^[0-9.]+s/.test(t); }",  # not Gradio's timer while it runs
-        arg=before,
-    )
+SETTLED = (
+    "() => { const t = document.getElementById('afloc-result').innerText.trim();"
+    " return !t.includes('processing') && !/^[0-9.]+s/.test(t); }"
+)  # no event running: Gradio shows its progress text ("processing | 0.1s") in the status while one runs
 
 
 def _status(page) -> str:
-    return page.locator("#afloc-result").inner_text().strip()
+    """The status message (the last paragraph: Gradio may still show its progress line above it)."""
+    return page.locator("#afloc-result").inner_text().strip().split("\n\n")[-1].strip()
+
+
+def _localize(page, text: str) -> None:
+    """Type the findings and press Localize; wait for the new status (it names the prompts localized)."""
+    page.wait_for_function(SETTLED)
+    before = _status(page)
+    page.get_by_label("Findings to localize").fill(text)
+    page.get_by_role("button", name="Localize", exact=True).click()
+    page.wait_for_function(
+        f"before => ({SETTLED})() && "
+        "document.getElementById('afloc-result').innerText.trim().split('\\n\\n').pop().trim() !== before",
+        arg=before,
+    )
 
 
 def _choose(page, label: str, option: str) -> None:
@@ -218,9 +226,12 @@ def test_9_the_heatmap_is_described_announced_reachable_and_in_contrast(browser,
         best = np.maximum(contrast_ratio(colours[0], figure[beside]), contrast_ratio(colours[1], figure[beside]))
         assert best.min() >= 3.0, (colours, best.min())
     # Enter on the focused upload area opens the file chooser
-    page.evaluate("() => window.scrollTo(0, 0)")
-    page.locator("#afloc-upload .upload-container").focus()
-    with page.expect_file_chooser(timeout=5000):
+    upload = page.locator("#afloc-upload .upload-container")
+    upload.scroll_into_view_if_needed()
+    upload.focus()
+    page.wait_for_function("() => document.activeElement && document.activeElement.closest('#afloc-upload')")
+    page.wait_for_timeout(300)  # a person's pace between focusing and pressing (pressing at once raced, 1 run in 5)
+    with page.expect_file_chooser(timeout=15_000):
         page.keyboard.press("Enter")
     page.close()
 

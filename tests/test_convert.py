@@ -189,14 +189,18 @@ def test_converted_model_matches_ours_with_the_same_tensors(released, layout, to
     reference, _, out = released[layout]
     bundle = afloc.load_pretrained(out)
 
-    # the reference preset: the authors' 8-bit resize and short-side rule, their prompt joining, the 14 px margin
+    # the reference preset: the 8-bit resize and short-side rule, the prompt joining; AFLoc's inference pads to 224
+    # and emulates a crop with a 14 px margin, GLoRIA's test transform pads to 256 and really crops 224 (no margin)
+    gloria = layout == "gloria"
     assert bundle.preprocessing == Preprocessing(
-        image_size=224, mean=(0.5,) * 3, std=(0.5,) * 3, resize_8bit=True, size_rule="reference"
-    )
+        image_size=256 if gloria else 224, mean=(0.5,) * 3, std=(0.5,) * 3, resize_8bit=True, size_rule="reference",
+        crop_size=224 if gloria else None,
+    )  # fmt: skip
+    assert bundle.preprocessing.input_size == 224
     assert bundle.localization == LocalizationConfig(
         similarity="dot",
         smoothing_sigma=1.5,
-        margin=14,
+        margin=0 if gloria else 14,
         shallow_weight=0.0,
         prompt_rule="reference",
     )
@@ -274,7 +278,8 @@ def test_converted_directories_work_in_the_demo_and_the_evaluation(released, tmp
     argv += ["--split", "train", "--out", str(result), "--limit", "2", "--workers", "0", "--quiet"]
     assert training_main([*argv, "--n-resamples", "20", "--box-rule", "reference"]) == 0
     meta = json.loads((result / "summary.json").read_text())["meta"]
-    assert (meta["margin"], meta["box_rule"]) == (14, "reference")  # the converted model's own margin (D5)
+    # the converted model's own margin (D5): none for GLoRIA, whose input is really centre-cropped
+    assert (meta["margin"], meta["box_rule"]) == (0, "reference")
 
 
 def test_converted_model_applies_the_reference_margin_by_default(released, tokenizer_dir, tmp_path):

@@ -184,3 +184,68 @@ def _gloria_joining(text: str) -> str:
 )
 def test_gloria_prompts_are_joined_as_gloria_joins_them(prompt):
     assert normalize_prompt(prompt, "reference") == _gloria_joining(prompt)
+
+
+# ------------------------------------------------------------------------------ preprocessing: pad-resize + crop
+def _gloria_geometry(height: int, width: int, resize: int = 256, crop: int = 224):
+    """GLoRIA's test transform as published: the longer side to ``resize`` (the shorter ``int(short * (resize /
+    long))``), zero padding split floor/ceil, then torchvision's CenterCrop: the crop starts at
+    ``int(round((resize - crop) / 2))``. Returns (resized h, w, pad top, pad left, crop start)."""
+    if height >= width:
+        new_h, new_w = resize, int(float(width) * (resize / float(height)))
+    else:
+        new_h, new_w = int(float(height) * (resize / float(width))), resize
+    return new_h, new_w, (resize - new_h) // 2, (resize - new_w) // 2, int(round((resize - crop) / 2.0))
+
+
+@pytest.mark.parametrize("height, width", [(2022, 1736), (1736, 2022), (512, 512), (301, 97)])
+def test_the_crop_geometry_and_its_inverse_follow_gloria(height, width):
+    import numpy as np
+
+    from afloc.imaging.transforms import Preprocessing
+
+    preprocessing = Preprocessing(image_size=256, crop_size=224, resize_8bit=True, size_rule="reference")
+    image = np.random.default_rng(height).random((height, width)).astype(np.float32)
+    tensor, mapping = preprocessing(image)
+    assert tensor.shape == (3, 224, 224) and preprocessing.input_size == 224
+    new_h, new_w, top, left, start = _gloria_geometry(height, width)
+    assert (mapping.resized_height, mapping.resized_width, mapping.top, mapping.left) == (new_h, new_w, top, left)
+    assert (mapping.crop_top, mapping.crop_left, mapping.input_size) == (start, start, 224)
+    # the network sees the pad-resized square's centre: compare with the square cropped by hand
+    import cv2
+
+    grey = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
+    square = np.zeros((256, 256), np.uint8)
+    square[top : top + new_h, left : left + new_w] = cv2.resize(grey, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    expected = (square[start : start + 224, start : start + 224].astype(np.float32) / 255 - 0.5) / 0.5
+    np.testing.assert_allclose(tensor[0].numpy(), expected, atol=1e-6)
+    # a box round trip, and its model-space position by hand
+    box = np.array([[0.3 * width, 0.4 * height, 0.2 * width, 0.1 * height]])
+    scale_x, scale_y = new_w / width, new_h / height
+    np.testing.assert_allclose(
+        mapping.boxes_to_model(box),
+        [
+            [
+                box[0, 0] * scale_x + left - start,
+                box[0, 1] * scale_y + top - start,
+                box[0, 2] * scale_x,
+                box[0, 3] * scale_y,
+            ]
+        ],
+    )
+    np.testing.assert_allclose(mapping.boxes_to_original(mapping.boxes_to_model(box)), box)
+    # a heatmap maps back onto the original pixels with the cropped-away border undefined, not invented
+    heatmap = np.zeros((224, 224), np.float32)
+    back = mapping.heatmap_to_original(heatmap)
+    assert back.shape == (height, width)
+    rows, cols = np.nonzero(~np.isnan(back))
+    # defined pixels lie inside the crop's footprint on the original image
+    x0, y0 = (start - left) / scale_x, (start - top) / scale_y
+    x1, y1 = (start + 224 - left) / scale_x, (start + 224 - top) / scale_y
+    assert cols.min() >= np.floor(x0) - 1 and cols.max() <= np.ceil(x1) + 1
+    assert rows.min() >= np.floor(y0) - 1 and rows.max() <= np.ceil(y1) + 1
+    if min(x0, y0) > 2:  # the crop cuts into the film: its border is NaN
+        assert np.isnan(back).any()
+    mask = np.zeros((height, width), bool)
+    mask[height * 2 // 5 : height * 3 // 5, width * 2 // 5 : width * 3 // 5] = True  # the centre: inside the crop
+    assert mapping.mask_to_model(mask).shape == (224, 224) and mapping.mask_to_model(mask).any()

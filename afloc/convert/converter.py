@@ -3,14 +3,17 @@
     python -m afloc.convert authors Pretrained_CXR.ckpt --tokenizer Bio_ClinicalBERT/ --out models/afloc_cxr
     python -m afloc.convert gloria chexpert_resnet50.ckpt --tokenizer Bio_ClinicalBERT/ --out models/gloria
 
-The checkpoint is read by :mod:`afloc.convert.safe_pickle` (no pickled code runs; the pickled OmegaConf config becomes
-inert data and is ignored), its keys are mapped onto :class:`afloc.AFLoc`, the BERT architecture is inferred
-from the tensor shapes, and a :func:`afloc.save_pretrained` directory is written with the reference preset
-(``docs/method.md`` sections 7 and 9): the 8-bit image pad-resized to 224 with the authors' size rule, internal
-resize to 299, mean = std = 0.5, prompts joined as the authors' inference joins them, heatmaps from the raw dot
-product of the deep map with the report vector (sum of word vectors / 97), Gaussian sigma 1.5, the 14-pixel NaN
-margin of the authors' inference. The directory then works in the demo (``python app.py --model DIR``), the evaluation
-toolkit (``python -m training evaluate --model DIR``) and :func:`afloc.load_pretrained`.
+The checkpoint is read by :mod:`afloc.convert.safe_pickle` (no pickled code runs; the pickled OmegaConf config
+becomes inert data, of which only its plain text settings are read), its keys are mapped onto :class:`afloc.AFLoc`,
+the BERT architecture is inferred from the tensor shapes, and a :func:`afloc.save_pretrained` directory is written
+with the reference preset (``docs/method.md`` sections 7 and 9): the 8-bit image pad-resized to 224 with the
+authors' size rule (GLoRIA: to 256, then centre-cropped to 224, its test transform), internal resize to 299, mean =
+std = 0.5, prompts joined as the reference inference joins them, heatmaps from the raw dot product of the deep map
+with the report vector (sum of word vectors / 97), Gaussian sigma 1.5, the 14-pixel NaN margin of the authors'
+inference (GLoRIA: none, its crop is real). The text settings and the BERT head count are checked against the
+checkpoint's saved config (:mod:`afloc.convert.saved_config`): a checkpoint trained with other settings is refused,
+assumed ones are said. The directory then works in the demo (``python app.py --model DIR``), the evaluation toolkit
+(``python -m training evaluate --model DIR``) and :func:`afloc.load_pretrained`.
 """
 
 from __future__ import annotations
@@ -143,8 +146,10 @@ def _card(name: str, layout: Layout, path: Path, result: ConversionResult, local
         + layout.heatmaps,
         training_data="Not recorded in the checkpoint; see the authors' paper and release notes.",
         recipe=(
-            f"{_BACKBONE_NAMES[result.backbone]} image encoder ({levels} levels, input pad-resized to {IMAGE_SIZE} "
-            f"and resized to {INTERNAL_SIZE} inside the network, mean = std = 0.5); BERT text encoder inferred from "
+            f"{_BACKBONE_NAMES[result.backbone]} image encoder ({levels} levels, input pad-resized to "
+            f"{layout.resize_to}"
+            + (f" and centre-cropped to {layout.crop_to}" if layout.crop_to else "")
+            + f", resized to {INTERNAL_SIZE} inside the network, mean = std = 0.5); BERT text encoder inferred from "
             "the weights "
             f"({bert['num_hidden_layers']} layers, hidden {bert['hidden_size']}, {bert['num_attention_heads']} "
             f"heads, vocabulary {bert['vocab_size']}), sum of the last {LAST_N_LAYERS} layers, word pieces summed "
@@ -182,7 +187,7 @@ def convert_checkpoint(
     out: str | Path,
     layout: str = "authors",
     *,
-    margin: int = REFERENCE_MARGIN,
+    margin: int | None = None,
     similarity: str = "dot",
     num_attention_heads: int | None = None,
     overwrite: bool = False,
@@ -195,7 +200,8 @@ def convert_checkpoint(
             connection the first time).
         out: the model directory to write.
         layout: ``"authors"`` (AFLoc) or ``"gloria"``.
-        margin: NaN border in model pixels (default 14, as the authors' inference always applies; 0 for none).
+        margin: NaN border in model pixels; default: the layout's (14 for AFLoc, as the authors' inference always
+            applies; 0 for GLoRIA, whose input is really cropped).
         similarity: ``"dot"`` (reference) or ``"cosine"`` for heatmaps and zero-shot scores.
         num_attention_heads: BERT head count; needed when no ``config.json`` is next to the tokenizer and the hidden
             size is not one of the published BERT family's (``layouts.STANDARD_BERT_HEADS``).
@@ -214,6 +220,7 @@ def convert_checkpoint(
         raise ConversionError(f"checkpoint {str(path)!r} does not exist")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
         raise ConversionError(f"output {out} exists and is not an empty directory (pass overwrite / --overwrite)")
+    margin = spec.margin if margin is None else margin
     localization = LocalizationConfig(
         similarity=similarity, smoothing_sigma=1.5, margin=margin, prompt_rule="reference"
     )
@@ -268,7 +275,12 @@ def convert_checkpoint(
     card = _card(out.name, spec, path, result, localization)
     # the pixels the authors' inference feeds the network: their 8-bit resize and their short-side rule
     preprocessing = Preprocessing(
-        image_size=IMAGE_SIZE, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_8bit=True, size_rule="reference"
+        image_size=spec.resize_to,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        resize_8bit=True,
+        size_rule="reference",
+        crop_size=spec.crop_to,
     )
     save_pretrained(model, out, report_tokenizer, preprocessing, localization, card, zero_shot=zero_shot)
     load_pretrained(out)  # the directory must load back before we report success
@@ -313,8 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument(
             "--margin",
             type=int,
-            default=REFERENCE_MARGIN,
-            help=f"NaN border in model pixels (default {REFERENCE_MARGIN}, as in the authors' inference; 0 for none)",
+            default=None,
+            help=f"NaN border in model pixels (default: {LAYOUTS[name].margin}; AFLoc's inference applies "
+            f"{REFERENCE_MARGIN}, GLoRIA's input is really cropped)",
         )
         sub.add_argument(
             "--similarity",
@@ -322,7 +335,11 @@ def main(argv: list[str] | None = None) -> int:
             default="dot",
             help="heatmap / zero-shot similarity: dot = reference (default), cosine = the documented better option",
         )
-        sub.add_argument("--num-attention-heads", type=int, help="BERT heads if not inferable (default: hidden/64)")
+        sub.add_argument(
+            "--num-attention-heads",
+            type=int,
+            help="BERT heads (default: the config.json next to the vocabulary, else the published BERT sizes only)",
+        )
         sub.add_argument("--overwrite", action="store_true", help="write into a non-empty --out")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

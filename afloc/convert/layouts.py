@@ -40,6 +40,10 @@ class Layout:
         shallow_head: the image encoder has a layer2 projection (AFLoc's ``local2_embedder``).
         licence: what the model card says about the licence.
         heatmaps: what the model card says about how heatmaps relate to the original method.
+        resize_to, crop_to: the method's test-time geometry: pad-resize to ``resize_to``, then a centre crop to
+            ``crop_to`` (GLoRIA: 256, 224); ``crop_to`` None = no crop (AFLoc's inference: 224).
+        margin: the default NaN border of its heatmaps (AFLoc's inference emulates a crop with 14 px; a model that
+            is really cropped needs none).
     """
 
     name: str
@@ -48,6 +52,9 @@ class Layout:
     shallow_head: bool
     licence: str
     heatmaps: str
+    resize_to: int = 224
+    crop_to: int | None = None
+    margin: int = 14
 
     def groups(self) -> dict[str, str]:
         """``{checkpoint key or key prefix ending in '.': our key or prefix}``."""
@@ -82,7 +89,12 @@ LAYOUTS = {
         "Code: this converter is Apache-2.0; GLoRIA's code is under the licence of its repository. Weights: "
         "distributed by the GLoRIA authors under their own terms; check their release before sharing them.",
         "Heatmaps use AFLoc's inference path on GLoRIA's deep map (region vectors x report vector), so it is scored "
-        "by the same protocol as a baseline; GLoRIA's own code shows word-attention maps instead.",
+        "by the same protocol as a baseline; GLoRIA's own code shows word-attention maps instead. The image goes "
+        "through GLoRIA's test transform: pad-resized to 256 and centre-cropped to 224, so a heatmap covers the "
+        "crop and the cropped-away border of the film is undefined.",
+        resize_to=256,
+        crop_to=224,
+        margin=0,
     ),
 }
 

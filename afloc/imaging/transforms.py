@@ -6,6 +6,7 @@ Coordinates are pixels with the origin at the top-left corner of the top-left pi
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -21,9 +22,14 @@ class PadResizeMapping:
 
     Attributes:
         original_height, original_width: size of the original image.
-        size: side of the square model input.
+        size: side of the pad-resized square (the model input unless it is cropped).
         resized_height, resized_width: size of the image content after resizing (before padding).
         top, left: zero padding above / left of the content.
+        crop_size: side of the centre crop of the square that the model sees (GLoRIA: 224 of 256); None = no crop.
+        crop_top, crop_left: where that crop starts in the square.
+
+    "Model space" is the model input: the ``input_size`` square. Boxes, points and masks map into it; a model-space
+    heatmap maps back onto the original pixels with the cropped-away border undefined (NaN), not invented.
     """
 
     original_height: int
@@ -33,6 +39,24 @@ class PadResizeMapping:
     resized_width: int
     top: int
     left: int
+    crop_size: int | None = None
+    crop_top: int = 0
+    crop_left: int = 0
+
+    @property
+    def input_size(self) -> int:
+        """Side of the model input: the crop, or the pad-resized square."""
+        return self.crop_size or self.size
+
+    def cropped(self, crop_size: int | None) -> PadResizeMapping:
+        """This mapping with a centre crop of ``crop_size`` (torchvision's ``CenterCrop`` rule: the crop starts at
+        ``int(round((size - crop_size) / 2))``); None returns it unchanged."""
+        if crop_size is None:
+            return self
+        if not 2 <= crop_size <= self.size:
+            raise ValueError(f"crop_size must lie in [2, {self.size}], got {crop_size}")
+        start = int(round((self.size - crop_size) / 2.0))
+        return dataclasses.replace(self, crop_size=crop_size, crop_top=start, crop_left=start)
 
     @property
     def scale_x(self) -> float:
@@ -42,26 +66,37 @@ class PadResizeMapping:
     def scale_y(self) -> float:
         return self.resized_height / self.original_height
 
+    @property
+    def _offset(self) -> np.ndarray:
+        """Where the original image's corner lands in model space: the padding, less the crop."""
+        return np.array([self.left - self.crop_left, self.top - self.crop_top], dtype=np.float64)
+
     def boxes_to_model(self, boxes: np.ndarray) -> np.ndarray:
         """Map ``[K, 4]`` ``[x, y, w, h]`` boxes from original pixels to model pixels."""
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         scale = np.array([self.scale_x, self.scale_y, self.scale_x, self.scale_y])
-        return boxes * scale + np.array([self.left, self.top, 0.0, 0.0])
+        return boxes * scale + np.array([*self._offset, 0.0, 0.0])
 
     def boxes_to_original(self, boxes: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`boxes_to_model`."""
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         scale = np.array([self.scale_x, self.scale_y, self.scale_x, self.scale_y])
-        return (boxes - np.array([self.left, self.top, 0.0, 0.0])) / scale
+        return (boxes - np.array([*self._offset, 0.0, 0.0])) / scale
 
     def points_to_model(self, points: np.ndarray) -> np.ndarray:
         """Map ``[K, 2]`` ``(x, y)`` points from original pixels to model pixels."""
         points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        return points * np.array([self.scale_x, self.scale_y]) + np.array([self.left, self.top])
+        return points * np.array([self.scale_x, self.scale_y]) + self._offset
 
     def points_to_original(self, points: np.ndarray) -> np.ndarray:
         points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        return (points - np.array([self.left, self.top])) / np.array([self.scale_x, self.scale_y])
+        return (points - self._offset) / np.array([self.scale_x, self.scale_y])
+
+    def crop(self, square: np.ndarray) -> np.ndarray:
+        """The model input's part of an array on the pad-resized square (``[size, size, ...]``)."""
+        if self.crop_size is None:
+            return square
+        return square[self.crop_top : self.crop_top + self.crop_size, self.crop_left : self.crop_left + self.crop_size]
 
     def mask_to_model(self, mask: np.ndarray) -> np.ndarray:
         """Map a boolean ``[H, W]`` mask to model space (pixel-centre nearest neighbour; padding is False)."""
@@ -72,19 +107,27 @@ class PadResizeMapping:
         )
         out = np.zeros((self.size, self.size), dtype=bool)
         out[self.top : self.top + self.resized_height, self.left : self.left + self.resized_width] = resized > 0
-        return out
+        return self.crop(out)
 
     def heatmap_to_original(self, heatmap: np.ndarray) -> np.ndarray:
-        """Map a model-space heatmap ``[S, S]`` or ``[K, S, S]`` back to ``[H, W]`` / ``[K, H, W]``.
+        """Map a model-space heatmap ``[S, S]`` or ``[K, S, S]`` (``S = input_size``) back to ``[H, W]`` /
+        ``[K, H, W]``.
 
-        The padding is removed and the content resized bilinearly to the exact original size. NaN pixels
-        (undefined, e.g. a margin) stay NaN (nearest-neighbour mapping of the NaN mask).
+        A cropped-away border is undefined (NaN); the padding is removed and the content resized bilinearly to
+        the exact original size. NaN pixels (undefined, e.g. a margin or the crop's border) stay NaN
+        (nearest-neighbour mapping of the NaN mask).
         """
         heatmap = np.asarray(heatmap, dtype=np.float32)
         if heatmap.ndim == 3:
             return np.stack([self.heatmap_to_original(h) for h in heatmap])
-        if heatmap.shape != (self.size, self.size):
-            raise ValueError(f"heatmap must be {self.size}x{self.size}, got {heatmap.shape}")
+        if heatmap.shape != (self.input_size, self.input_size):
+            raise ValueError(f"heatmap must be {self.input_size}x{self.input_size}, got {heatmap.shape}")
+        if self.crop_size is not None:
+            square = np.full((self.size, self.size), np.nan, dtype=np.float32)
+            square[self.crop_top : self.crop_top + self.crop_size, self.crop_left : self.crop_left + self.crop_size] = (
+                heatmap
+            )
+            heatmap = square
         content = heatmap[self.top : self.top + self.resized_height, self.left : self.left + self.resized_width]
         undefined = np.isnan(content)
         target = (self.original_width, self.original_height)
@@ -171,6 +214,9 @@ class Preprocessing:
             ``False`` (default) resizes the float image: no quantisation, which keeps 16-bit films' depth.
         size_rule: ``"exact"`` (default) or ``"reference"``, how the short side is computed, see
             :func:`pad_resize_mapping`.
+        crop_size: when set, the pad-resized ``image_size`` square is centre-cropped to this side before the
+            network (GLoRIA: 256 then 224); the model input is then ``crop_size`` (:attr:`input_size`), and a
+            heatmap maps back with the cropped-away border undefined.
         modality: what the model was trained on, ``"cxr"`` (default; greyscale films, replicated to three
             channels) or ``"fundus"`` (colour photographs kept RGB, usually with per-channel ``mean``/``std`` of
             the training photographs). The demo picks models and prompt presets by it.
@@ -186,6 +232,13 @@ class Preprocessing:
     resize_8bit: bool = False
     size_rule: str = "exact"
     modality: str = "cxr"
+    crop_size: int | None = None
+
+    @property
+    def input_size(self) -> int:
+        """Side of the model input: ``crop_size`` when the pad-resized square is centre-cropped, else
+        ``image_size``."""
+        return self.crop_size or self.image_size
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -196,6 +249,14 @@ class Preprocessing:
             raise ValueError(f"size_rule must be one of {SIZE_RULES}, got {self.size_rule!r}")
         if not isinstance(self.resize_8bit, bool):
             raise ValueError(f"resize_8bit must be true or false, got {self.resize_8bit!r}")
+        if self.crop_size is not None and (
+            not isinstance(self.crop_size, int)
+            or isinstance(self.crop_size, bool)
+            or not 2 <= self.crop_size <= self.image_size
+        ):
+            raise ValueError(
+                f"crop_size must be an integer in [2, image_size={self.image_size}], got {self.crop_size!r}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -226,6 +287,8 @@ class Preprocessing:
             padded = padded.astype(np.float32) / np.float32(255.0)
         else:
             padded, mapping = pad_resize(image, self.image_size, self.size_rule)
+        mapping = mapping.cropped(self.crop_size)
+        padded = mapping.crop(padded)  # GLoRIA's test transform: pad-resize, then a centre crop
         if padded.ndim == 2:
             padded = np.repeat(padded[..., None], 3, axis=2)
         tensor = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))

@@ -90,7 +90,9 @@ class _Keeper:
             self.items.sort(key=lambda e: e[0]["iou_mean"])
             self.items = self.items[: self.k] + self.items[-self.k :]
 
-    def examples(self, space: str):
+    def examples(self, space: str, preprocessing=None):
+        """The kept samples' images in the heatmaps' space (model space: pad-resized, and cropped when the
+        ``preprocessing`` crops, as the model saw them)."""
         from afloc.imaging.io import load_image
         from afloc.imaging.transforms import pad_resize
 
@@ -98,7 +100,9 @@ class _Keeper:
         for record, sample, heatmap, truth in self.items:
             image = load_image(sample.image_path)
             if space == "model":
-                image, _ = pad_resize(image, heatmap.shape[0])
+                side = preprocessing.image_size if preprocessing is not None else heatmap.shape[0]
+                image, mapping = pad_resize(image, side)
+                image = mapping.cropped(getattr(preprocessing, "crop_size", None)).crop(image)
             out.append((record, image, heatmap, truth))
         return out
 
@@ -302,7 +306,7 @@ def run(args: argparse.Namespace) -> dict:
     }
     out = Path(args.out)
     write_outputs(out, records, summary, meta)
-    grid = best_worst_grid(keeper.examples(config.space))
+    grid = best_worst_grid(keeper.examples(config.space, getattr(source, "preprocessing", None)))
     if grid is not None:
         from afloc.localization.overlay import save_png
 

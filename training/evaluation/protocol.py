@@ -224,7 +224,7 @@ class HeatmapSource:
 
     def heatmaps(self, encoded, prompts: list[str], sample_id: str, margin: int | None) -> np.ndarray:
         """``margin=None`` keeps the model's own margin (0 for baselines)."""
-        size = self.preprocessing.image_size
+        size = self.preprocessing.input_size
         if self.predictor is None:
             maps = np.stack([_baseline_map(self.baseline, size, f"{sample_id}|{p}") for p in prompts])
             return scale_to_unit_range(apply_margin(maps, margin or 0))
@@ -302,7 +302,7 @@ def _reference_truth(sample: LocalizationSample, mapping: PadResizeMapping) -> n
             f"{sample.sample_id}: the ground truth is for a {sample.image_size[0]}x{sample.image_size[1]} image, "
             f"got {height}x{width}"
         )
-    truth = reference_box_mask(sample.boxes, height, width, mapping.size, counts=True)
+    truth = mapping.crop(reference_box_mask(sample.boxes, height, width, mapping.size, counts=True))
     if sample.mask_shape is not None:  # a dataset's mask counts once where no box covers it
         truth[(truth == 0) & mapping.mask_to_model(sample.mask)] = 1
     return truth
@@ -362,7 +362,7 @@ def evaluate_localization(
         }
         record.update(score_heatmap(heatmap, truth, config.thresholds, config))
         if config.space == "model":
-            midline = mapping.left + mapping.resized_width / 2
+            midline = mapping.left - mapping.crop_left + mapping.resized_width / 2
         else:
             midline = mapping.original_width / 2
         record["side_mass"] = side_mass(heatmap, sample.phrase, midline)
