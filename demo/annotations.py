@@ -19,6 +19,7 @@ from afloc.imaging.boxes import (
     check_json_depth,
     checked_box,
     parse_yolo_line,
+    parse_yolo_names,
 )
 from afloc.text.tokenizer import split_sentences
 
@@ -90,8 +91,11 @@ NAMES_FILE = re.compile(r"(\.names$|class|names)", re.IGNORECASE)
 def read_class_names(text: str) -> list[str] | None:
     """The class names of a YOLO names file (``retinal.names``, ``classes.txt``: one name per line, line index =
     class id; underscores become spaces), or None when ``text`` is not one (a line that is not a name)."""
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    if not lines or len(lines) > 1000 or not all(len(line) <= 100 and _NAME.fullmatch(line) for line in lines):
+    try:
+        lines = parse_yolo_names(text, "names file")
+    except ValueError:
+        return None
+    if len(lines) > 1000 or not all(len(line) <= 100 and _NAME.fullmatch(line) for line in lines):
         return None
     if any(sum(bool(re.fullmatch(r"[-+]?[0-9.]+(e[-+]?\d+)?", f)) for f in line.split()) >= 2 for line in lines):
         return None  # numbers in columns: a box file (YOLO with class names as tokens), not a names file

@@ -101,14 +101,13 @@ class _Child:
         child_requests.close()
         child_results.close()
 
-    def close(self, wait: bool = False) -> None:
-        """Close the pipes, end the process and reap it: in the background (an upload does not wait for it) unless
-        ``wait``."""
-        if not wait:
-            import threading
+    def close(self) -> None:
+        """End the child and reap it in the background (an upload does not wait for it)."""
+        import threading
 
-            threading.Thread(target=self.close, args=(True,), name="afloc-decode-reaper", daemon=True).start()
-            return
+        threading.Thread(target=self._reap, name="afloc-decode-reaper", daemon=True).start()
+
+    def _reap(self) -> None:
         for end in (self.requests, self.results):
             end.close()
         if self.process.is_alive():

@@ -24,8 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from afloc.imaging.boxes import Box
+from afloc.localization.heatmaps import centre_prior, scale_to_unit_range
 from afloc.localization.overlay import save_png
 from afloc.predictor import AFLocPredictor, EncodedImage, ZeroShotResult
+
+from .annotations import category
 
 KEEP_VIEWS = 3  # a browser may still be fetching the previous image when the next one is written
 KEEP_EXPORTS = 5
@@ -106,15 +109,11 @@ class Session:
 
     def box_labels(self) -> list[str]:
         """The distinct categories of the ground-truth boxes' labels, sorted (what a prompt can be scored against)."""
-        from .annotations import category
-
         return sorted({category(box.label) for box in self.boxes if box.label.strip()})
 
     def centre_prior(self) -> np.ndarray:
         """The centre prior on this image's pixels, on ``[-1, 1]`` like a heatmap (made once per image)."""
         if self._prior is None or self._prior.shape != self.image.shape[:2]:
-            from afloc.localization.heatmaps import centre_prior, scale_to_unit_range
-
             self._prior = scale_to_unit_range(centre_prior(*self.image.shape[:2])[None])[0]
         return self._prior
 

@@ -19,6 +19,7 @@ from afloc.localization.overlay import (
     CONTOUR_COLOR,
     add_colorbar,
     add_legend,
+    colorize,
     render_overlay,
 )
 from afloc.text.tokenizer import normalize_prompt
@@ -134,10 +135,9 @@ def heatmap_summary(heatmap: np.ndarray, prompt: str, threshold: float, modality
 
 
 @functools.cache
-def _colour_stops(cmap: str = "RdBu_r", n: int = 9) -> str:
-    import matplotlib
-
-    colours = matplotlib.colormaps[cmap](np.linspace(0, 1, n), bytes=True)[:, :3]
+def _colour_stops(n: int = 9) -> str:
+    """The overlay's colour scale (:func:`afloc.localization.overlay.colorize`, -1 to 1) as CSS gradient stops."""
+    colours = np.rint(colorize(np.linspace(-1.0, 1.0, n)[None])[0, :, :3] * 255).astype(int)
     return ", ".join(f"rgb({r},{g},{b}) {100 * k / (n - 1):.0f}%" for k, (r, g, b) in enumerate(colours))
 
 

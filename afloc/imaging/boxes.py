@@ -113,6 +113,22 @@ def boxes_to_mask(boxes, height: int, width: int) -> np.ndarray:
     return mask
 
 
+def parse_yolo_names(text: str, where: str) -> list[str]:
+    """The class names of a YOLO names file (``retinal.names``, ``classes.txt``): one name per line, the line index
+    is the class id, so a blank line inside the list is refused (it would shift every later id); trailing blank
+    lines are ignored.
+
+    Raises:
+        ValueError: naming ``where``, when the file holds no name or a blank line among the names.
+    """
+    lines = [line.strip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines or not all(lines):
+        raise ValueError(f"{where}: expected one class name per line (line index = class id), without blank lines")
+    return lines
+
+
 def parse_yolo_line(line: str, width: int, height: int, where: str) -> tuple[str, Box] | None:
     """One YOLO label line ``class cx cy w h`` (centre and size normalised by the image size) as
     ``(class token, Box in pixels of a width x height image)``; ``None`` for a blank line.

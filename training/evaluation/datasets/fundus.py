@@ -9,7 +9,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from afloc.imaging.boxes import parse_yolo_line
+from afloc.imaging.boxes import parse_yolo_line, parse_yolo_names
 
 from .base import (
     Collector,
@@ -32,15 +32,6 @@ IDRID_LESIONS = {
 """IDRiD lesion codes (the mask file suffix) -> phrase."""
 
 _MASK_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
-
-
-def _read_names(path: Path) -> list[str]:
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    while lines and not lines[-1]:
-        lines.pop()
-    if not lines or not all(lines):
-        raise ValueError(f"{path}: expected one class name per line (line index = class id), without blank lines")
-    return lines
 
 
 def read_yolo(
@@ -73,7 +64,8 @@ def read_yolo(
                 f"{label_dir}: expected one *.names (or classes.txt) file with the class names, found {candidates}"
             )
         names_file = candidates[0]
-    names = _read_names(require_file(names_file, "YOLO class names file"))
+    path = require_file(names_file, "YOLO class names file")
+    names = parse_yolo_names(path.read_text(encoding="utf-8"), str(path))
     images = images_by_stem(image_dir)
     labels = {path.stem: path for path in sorted(label_dir.glob("*.txt")) if path.name != "classes.txt"}
     collector = Collector()
