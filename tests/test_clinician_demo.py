@@ -199,6 +199,9 @@ def test_a_names_file_is_known_by_its_name_or_its_company_never_a_broken_box_fil
     assert read_class_names("ActiveTuberculosis\nObsoletePulmonaryTuberculosis\n") is not None
     for text in ("{not json", "1 0.5 0.5 0.1 0.1\n", "mass 0.27 0.32 0.13 0.11\n", "x,y,w,h\n", ""):
         assert read_class_names(text) is None, text
+    # line index = class id: a blank line inside would shift every later id, so it is no names file; trailing ones are
+    assert read_class_names("optic_disc\n\nhaemorrhage\n") is None
+    assert read_class_names("optic_disc\nhaemorrhage\n\n\n") == ["optic disc", "haemorrhage"]
     session = _loaded(tmp_path)
     (tmp_path / "notes.txt").write_text("just some words\n")  # one file, not named like a names file: refused
     assert cb.load_annotations(session, tmp_path / "notes.txt")[1].error
