@@ -226,13 +226,23 @@ def test_9_the_heatmap_is_described_announced_reachable_and_in_contrast(browser,
         best = np.maximum(contrast_ratio(colours[0], figure[beside]), contrast_ratio(colours[1], figure[beside]))
         assert best.min() >= 3.0, (colours, best.min())
     # Enter on the focused upload area opens the file chooser
+    page.wait_for_function(SETTLED)  # no event re-rendering the upload area (and taking its focus) meanwhile
     upload = page.locator("#afloc-upload .upload-container")
     upload.scroll_into_view_if_needed()
     upload.focus()
     page.wait_for_function("() => document.activeElement && document.activeElement.closest('#afloc-upload')")
-    page.wait_for_timeout(300)  # a person's pace between focusing and pressing (pressing at once raced, 1 run in 5)
-    with page.expect_file_chooser(timeout=15_000):
-        page.keyboard.press("Enter")
+    # Playwright starts intercepting file choosers when the first listener is added, without waiting for the
+    # browser's reply; a key pressed before that reaches the browser opens an unseen chooser (CI failed so,
+    # 1 run in ~10). The evaluate round trip after adding the listener orders the press after the interception.
+    choosers = []
+    page.on("filechooser", lambda chooser: choosers.append(chooser))
+    page.evaluate("() => 0")
+    page.keyboard.press("Enter")
+    for _ in range(150):
+        if choosers:
+            break
+        page.wait_for_timeout(100)
+    assert choosers, page.evaluate("() => document.activeElement && document.activeElement.outerHTML.slice(0, 200)")
     page.close()
 
 
