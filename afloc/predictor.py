@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from .hub.bundle import ModelBundle, ModelMetadata
 from .hub.format import load_pretrained
 from .imaging.transforms import PadResizeMapping, Preprocessing
+from .localization import gloria
 from .localization.calibration import ZeroShotCalibration, uncalibrated_probability
 from .localization.heatmaps import LocalizationConfig, heatmaps_from_embeddings
 from .localization.ood import OODSummary, ood_features
@@ -207,13 +208,23 @@ class AFLocPredictor:
         Raises:
             ValueError: an unknown field or an invalid value (from :class:`LocalizationConfig`).
         """
-        unknown = set(changes) - set(LocalizationConfig.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown localization settings {sorted(unknown)}")
-        localization = dataclasses.replace(self.localization, **changes)
+        return self._sharing(_replaced(self.localization, changes, "localization"), self.zero_shot, self.calibration)
+
+    def with_zero_shot(self, **changes) -> AFLocPredictor:
+        """A predictor with other zero-shot settings (``ZeroShotConfig`` fields), sharing this one's model; the
+        calibration is dropped (it was fitted to the other scores).
+
+        Raises:
+            ValueError: an unknown field or an invalid value (from :class:`ZeroShotConfig`).
+        """
+        return self._sharing(self.localization, _replaced(self.zero_shot, changes, "zero-shot"), None)
+
+    def _sharing(
+        self, localization: LocalizationConfig, zero_shot: ZeroShotConfig, calibration: ZeroShotCalibration | None
+    ) -> AFLocPredictor:
         return AFLocPredictor(
             self.model, self.tokenizer, self.preprocessing, localization, self.device, self._text_cache_size,
-            self.zero_shot, self.calibration, self.ood, self.metadata,
+            zero_shot, calibration, self.ood, self.metadata,
         )  # fmt: skip
 
     def encode_image(self, image: np.ndarray | str | Path | bytes) -> EncodedImage:
@@ -276,7 +287,64 @@ class AFLocPredictor:
                     self._text_cache.popitem(last=False)
         return torch.stack([found[p] for p in normalized])
 
+    def prompt_words(self, prompts: str | Sequence[str]) -> list[torch.Tensor]:
+        """Per prompt, its word vectors ``[n, D]`` (CPU, float32): [CLS] and the prompt's words, without [SEP] or
+        padding, normalised like :meth:`embed_prompts` (the query of GLoRIA's word attention)."""
+        rule = self.localization.prompt_rule
+        normalized = [normalize_prompt(p, rule) for p in _as_prompt_list(prompts)]
+        with torch.inference_mode():
+            out = self.model.encode_text(self.tokenizer(normalized).to(self.device))
+        words = out.word_embeddings.float().cpu()
+        return [words[i][out.word_mask[i].cpu()] for i in range(len(normalized))]
+
+    def gloria_scores(self, prompts: str | Sequence[str], image: EncodedImage | None = None) -> np.ndarray:
+        """GLoRIA's own zero-shot score of each prompt for ``image`` ``[K]``: (global cosine + local) / 2, the local
+        similarity over the word columns GLoRIA's released code compares (:func:`afloc.localization.gloria.
+        zero_shot_columns`: as many columns after [CLS] as the raw prompt has characters, so [SEP] and zero
+        padding columns too, up to ``max_length - 1``)."""
+        encoded = self._image(image)
+        prompt_list = _as_prompt_list(prompts)
+        rule = self.localization.prompt_rule
+        normalized = [normalize_prompt(p, rule) for p in prompt_list]
+        with torch.inference_mode():
+            out = self.model.encode_text(self.tokenizer(normalized).to(self.device))
+        words, mask = out.word_embeddings.float().cpu(), out.word_mask.cpu()
+        reports = out.report_embedding.float().cpu()
+        max_length = self.tokenizer.max_length
+        scores = []
+        for i, prompt in enumerate(prompt_list):
+            count = gloria.zero_shot_columns(prompt, int(mask[i].sum()) - 1, max_length)
+            columns = torch.zeros(count, words.shape[-1])
+            available = words[i, 1 : 1 + count]  # [SEP] and zero padding after the words, as in GLoRIA's layout
+            columns[: available.shape[0]] = available
+            score = gloria.zero_shot_score(encoded.image_embedding, encoded.patch_embeddings, reports[i], columns)
+            scores.append(float(score))
+        return np.asarray(scores, dtype=np.float64)
+
     # ---------------------------------------------------------------- outputs
+    def model_space_heatmaps(
+        self,
+        patch_embeddings: torch.Tensor,
+        shallow_patch_embeddings: torch.Tensor,
+        prompts: Sequence[str],
+        localization: LocalizationConfig | None = None,
+    ) -> np.ndarray:
+        """``[K, S, S]`` model-space heatmaps of one image's embeddings (uncached; :meth:`localize` caches them): the
+        one place that turns embeddings and prompts into maps, for :meth:`localize` and the evaluation.
+
+        Args:
+            localization: settings instead of :attr:`localization` (the evaluation's margin).
+        """
+        config = localization or self.localization
+        return heatmaps_from_embeddings(
+            patch_embeddings,
+            self.embed_prompts(prompts),
+            self.preprocessing.input_size,
+            config,
+            shallow_patch_embeddings,
+            self.prompt_words(prompts) if config.similarity == "gloria" else None,
+        )
+
     def localize(
         self,
         prompts: str | Sequence[str],
@@ -299,14 +367,8 @@ class AFLocPredictor:
         todo = [k for k in dict.fromkeys(keys) if k not in encoded._heatmaps]
         fresh: dict[str, np.ndarray] = {}
         if todo:
-            vectors = self.embed_prompts(todo)  # normalising is idempotent under both rules
-            maps = heatmaps_from_embeddings(
-                encoded.patch_embeddings,
-                vectors,
-                self.preprocessing.input_size,
-                self.localization,
-                encoded.shallow_patch_embeddings,
-            )
+            # normalising is idempotent under both rules
+            maps = self.model_space_heatmaps(encoded.patch_embeddings, encoded.shallow_patch_embeddings, todo)
             for key, heatmap in zip(todo, maps, strict=True):
                 fresh[key] = np.array(heatmap, dtype=np.float32)
                 fresh[key].setflags(write=False)
@@ -321,9 +383,17 @@ class AFLocPredictor:
 
     def zero_shot_logits(self, findings: str | Sequence[str], image: EncodedImage | None = None) -> dict[str, float]:
         """Per finding, the zero-shot logit ``z``: positive minus negative prompt-set score (``sigmoid(z)`` is the
-        uncalibrated probability)."""
-        embedding = self._image(image).image_embedding[None]
-        return {f: float(z[0]) for f, z in self.zero_shot_logits_batch(findings, embedding).items()}
+        uncalibrated probability). Under ``ZeroShotConfig(similarity="gloria")`` a set's score is the maximum of
+        :meth:`gloria_scores` over its prompts (GLoRIA's class score)."""
+        encoded = self._image(image)
+        if self.zero_shot.similarity == "gloria":
+            result = {}
+            for finding in _as_prompt_list(findings):
+                positives, negatives = classification_prompts(finding.strip())
+                pos, neg = (self.gloria_scores(prompts, encoded).max() for prompts in (positives, negatives))
+                result[finding] = float(pos - neg)
+            return result
+        return {f: float(z[0]) for f, z in self.zero_shot_logits_batch(findings, encoded.image_embedding[None]).items()}
 
     def zero_shot_logits_batch(self, findings: str | Sequence[str], embeddings: torch.Tensor) -> dict[str, np.ndarray]:
         """:meth:`zero_shot_logits` of ``[N, D]`` global image embeddings at once (``encode_images``' output).
@@ -331,6 +401,11 @@ class AFLocPredictor:
         Scores are ``logit_scale x cos`` (default) or raw dot products of each image embedding with the mean report
         vector of each prompt set (see :class:`ZeroShotConfig`).
         """
+        if self.zero_shot.similarity == "gloria":
+            raise ValueError(
+                "zero-shot similarity 'gloria' needs each image's deep map: score images one at a time with "
+                "zero_shot_logits / classify"
+            )
         embeddings = embeddings.float().cpu()
         result = {}
         for finding in _as_prompt_list(findings):
@@ -373,6 +448,14 @@ class AFLocPredictor:
             finding: result.probability if result.probability is not None else result.uncalibrated
             for finding, result in self.zero_shot_results(findings, image).items()
         }
+
+
+def _replaced(settings, changes: dict, what: str):
+    """``settings`` (a frozen dataclass) with ``changes``; an unknown field is refused by name."""
+    unknown = set(changes) - set(settings.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown {what} settings {sorted(unknown)}")
+    return dataclasses.replace(settings, **changes)
 
 
 def _as_float_image(image: np.ndarray) -> np.ndarray:

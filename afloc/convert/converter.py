@@ -138,7 +138,9 @@ def _sha256(path: Path) -> str:
 
 def _card(name: str, layout: Layout, path: Path, result: ConversionResult, localization: LocalizationConfig) -> str:
     bert = result.bert_config
-    similarity = "raw dot product" if localization.similarity == "dot" else "cosine similarity"
+    similarity = {"dot": "raw dot product", "cosine": "cosine similarity", "gloria": "GLoRIA's own score"}[
+        localization.similarity
+    ]
     levels = "shallow (layer2), deep (layer3) and global" if layout.shallow_head else "deep (layer3) and global"
     return render_model_card(
         name=name,
@@ -154,10 +156,19 @@ def _card(name: str, layout: Layout, path: Path, result: ConversionResult, local
             f"({bert['num_hidden_layers']} layers, hidden {bert['hidden_size']}, {bert['num_attention_heads']} "
             f"heads, vocabulary {bert['vocab_size']}), sum of the last {LAST_N_LAYERS} layers, word pieces summed "
             f"into words, report vector = sum of word vectors / {MAX_LENGTH}.\n\n"
-            "Text settings:\n\n" + "\n".join(f"- {line}" for line in result.text_settings) + "\n\n"
-            f"Heatmaps: {similarity} of the deep map with each prompt's report vector, Gaussian sigma "
-            f"{localization.smoothing_sigma:g} on the grid, margin {localization.margin} px; zero-shot scores use "
-            f"the same {similarity} with the global image vector."
+            "Text settings:\n\n"
+            + "\n".join(f"- {line}" for line in result.text_settings)
+            + "\n\n"
+            + (
+                "Heatmaps: GLoRIA's own word-attention map (per region, the maximum over [CLS] and the prompt's "
+                f"words of their attention), Gaussian sigma {localization.smoothing_sigma:g} on the grid, margin "
+                f"{localization.margin} px; zero-shot scores are GLoRIA's own (global cosine + local word-context "
+                "similarity) / 2, a prompt set scoring its best prompt."
+                if localization.similarity == "gloria"
+                else f"Heatmaps: {similarity} of the deep map with each prompt's report vector, Gaussian sigma "
+                f"{localization.smoothing_sigma:g} on the grid, margin {localization.margin} px; zero-shot scores "
+                f"use the same {similarity} with the global image vector."
+            )
         ),
         metrics="Not measured here. Compare with the numbers the authors report in their paper.",
         limitations=(
@@ -166,6 +177,9 @@ def _card(name: str, layout: Layout, path: Path, result: ConversionResult, local
                 " Raw dot products are the reference behaviour; convert with `--similarity cosine` for cosine "
                 "similarity, the documented better option."
                 if localization.similarity == "dot"
+                else " GLoRIA's own scores were chosen at conversion (as published); `--similarity dot` scores it "
+                "through the AFLoc path like our models."
+                if localization.similarity == "gloria"
                 else " Cosine similarity was chosen at conversion; the reference uses raw dot products."
             )
         ),
@@ -202,7 +216,8 @@ def convert_checkpoint(
         layout: ``"authors"`` (AFLoc) or ``"gloria"``.
         margin: NaN border in model pixels; default: the layout's (14 for AFLoc, as the authors' inference always
             applies; 0 for GLoRIA, whose input is really cropped).
-        similarity: ``"dot"`` (reference) or ``"cosine"`` for heatmaps and zero-shot scores.
+        similarity: ``"dot"`` (reference) or ``"cosine"`` for heatmaps and zero-shot scores through the AFLoc path;
+            ``"gloria"`` (GLoRIA layout only): GLoRIA's own word-attention maps and zero-shot scores, as published.
         num_attention_heads: BERT head count; needed when no ``config.json`` is next to the tokenizer and the hidden
             size is not one of the published BERT family's (``layouts.STANDARD_BERT_HEADS``).
         overwrite: allow writing into a non-empty ``out``.
@@ -220,6 +235,8 @@ def convert_checkpoint(
         raise ConversionError(f"checkpoint {str(path)!r} does not exist")
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
         raise ConversionError(f"output {out} exists and is not an empty directory (pass overwrite / --overwrite)")
+    if similarity == "gloria" and layout != "gloria":
+        raise ConversionError("similarity 'gloria' is GLoRIA's own scoring: it needs the gloria layout")
     margin = spec.margin if margin is None else margin
     localization = LocalizationConfig(
         similarity=similarity, smoothing_sigma=1.5, margin=margin, prompt_rule="reference"
@@ -331,9 +348,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         sub.add_argument(
             "--similarity",
-            choices=("dot", "cosine"),
+            choices=("dot", "cosine", "gloria"),
             default="dot",
-            help="heatmap / zero-shot similarity: dot = reference (default), cosine = the documented better option",
+            help="heatmap / zero-shot similarity: dot = reference (default), cosine = the documented better option, "
+            "gloria = GLoRIA's own word-attention maps and zero-shot scores (gloria layout)",
         )
         sub.add_argument(
             "--num-attention-heads",

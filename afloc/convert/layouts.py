@@ -88,8 +88,11 @@ LAYOUTS = {
         False,
         "Code: this converter is Apache-2.0; GLoRIA's code is under the licence of its repository. Weights: "
         "distributed by the GLoRIA authors under their own terms; check their release before sharing them.",
-        "Heatmaps use AFLoc's inference path on GLoRIA's deep map (region vectors x report vector), so it is scored "
-        "by the same protocol as a baseline; GLoRIA's own code shows word-attention maps instead. The image goes "
+        "Two ways to score it. Through the AFLoc path (the default): heatmaps from GLoRIA's deep map and the "
+        "prompt's report vector, zero-shot from the global vectors, scored by the same protocol as our models. As "
+        "published (`--similarity gloria` here, or `training evaluate --similarity gloria --zero-shot-similarity "
+        "gloria`): GLoRIA's own word-attention map (the maximum over the prompt's words) and its zero-shot score "
+        "((global cosine + local similarity) / 2). The image goes "
         "through GLoRIA's test transform: pad-resized to 256 and centre-cropped to 224, so a heatmap covers the "
         "crop and the cropped-away border of the film is undefined.",
         resize_to=256,

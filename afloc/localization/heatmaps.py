@@ -7,6 +7,7 @@ smoothing on the grid -> bilinear upsampling to the input size -> optional NaN m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
 from ..settings import from_dict
+from .gloria import attention_map
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,9 @@ class LocalizationConfig:
     Attributes:
         similarity: ``"dot"`` = raw dot product of each region with the prompt's report vector (reference;
             the report vector's 1/max_length scale only changes the map's scale, which min-max removes) or
-            ``"cosine"``.
+            ``"cosine"``, or ``"gloria"``: GLoRIA's own map, the maximum over the prompt's words of their attention
+            over the regions (:func:`afloc.localization.gloria.attention_map`; for scoring a converted GLoRIA
+            model as published; no shallow map).
         smoothing_sigma: Gaussian sigma in grid cells on the deep map (1.5); 0 disables smoothing.
         margin: width in model pixels of a NaN border (the reference protocol's optional 14 px emulates a
             centre crop); 0 = none.
@@ -38,7 +42,7 @@ class LocalizationConfig:
             models use ``"reference"``.
     """
 
-    similarity: Literal["dot", "cosine"] = "dot"
+    similarity: Literal["dot", "cosine", "gloria"] = "dot"
     smoothing_sigma: float = 1.5
     margin: int = 0
     shallow_weight: float = 0.0
@@ -47,14 +51,16 @@ class LocalizationConfig:
     def __post_init__(self) -> None:
         if self.prompt_rule not in ("sentences", "reference"):
             raise ValueError(f"prompt_rule must be 'sentences' or 'reference', got {self.prompt_rule!r}")
-        if self.similarity not in ("dot", "cosine"):
-            raise ValueError(f"similarity must be 'dot' or 'cosine', got {self.similarity!r}")
+        if self.similarity not in ("dot", "cosine", "gloria"):
+            raise ValueError(f"similarity must be 'dot', 'cosine' or 'gloria', got {self.similarity!r}")
         if self.smoothing_sigma < 0:
             raise ValueError(f"smoothing_sigma must be >= 0, got {self.smoothing_sigma}")
         if self.margin < 0:
             raise ValueError(f"margin must be >= 0, got {self.margin}")
         if not 0.0 <= self.shallow_weight <= 1.0:
             raise ValueError(f"shallow_weight must be in [0, 1], got {self.shallow_weight}")
+        if self.similarity == "gloria" and self.shallow_weight > 0:
+            raise ValueError("similarity 'gloria' (GLoRIA's word-attention map) has no shallow map: shallow_weight 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -155,6 +161,7 @@ def heatmaps_from_embeddings(
     image_size: int,
     config: LocalizationConfig,
     shallow_patch_embeddings: torch.Tensor | None = None,
+    prompt_words: Sequence[torch.Tensor] | None = None,
 ) -> np.ndarray:
     """Model-space heatmaps on [-1, 1].
 
@@ -164,11 +171,18 @@ def heatmaps_from_embeddings(
         image_size: side S of the model input.
         config: localization settings.
         shallow_patch_embeddings: ``[D, h2, w2]``, needed when ``config.shallow_weight > 0``.
+        prompt_words: per prompt, its ``[n, D]`` word vectors ([CLS] and its words), needed when
+            ``config.similarity == "gloria"``.
 
     Returns:
         ``[K, S, S]`` float32 heatmaps, NaN on the margin.
     """
-    deep = similarity_maps(patch_embeddings, text_embeddings, config.similarity).cpu().numpy()
+    if config.similarity == "gloria":
+        if prompt_words is None or len(prompt_words) != len(text_embeddings):
+            raise ValueError("similarity 'gloria' needs each prompt's word vectors (prompt_words)")
+        deep = torch.stack([attention_map(words, patch_embeddings) for words in prompt_words]).cpu().numpy()
+    else:
+        deep = similarity_maps(patch_embeddings, text_embeddings, config.similarity).cpu().numpy()
     # the margin is applied before min-max so that the scaling only sees the pixels that are kept
     maps = scale_to_unit_range(apply_margin(upsample(smooth(deep, config.smoothing_sigma), image_size), config.margin))
     if config.shallow_weight > 0:

@@ -13,16 +13,19 @@ from ..settings import from_dict
 class ZeroShotConfig:
     """Attributes:
     similarity: scores are ``"cosine"`` x ``logit_scale`` (the training calibration, default) or the reference's
-        raw ``"dot"`` product of the global image embedding with the mean report vector of each prompt set.
+        raw ``"dot"`` product of the global image embedding with the mean report vector of each prompt set; or
+        ``"gloria"``: GLoRIA's own score of each prompt, (global cosine + local word-context similarity) / 2
+        (:func:`afloc.localization.gloria.zero_shot_score`), a prompt set scoring the maximum over its prompts as
+        in GLoRIA's zero-shot classification; ``logit_scale`` is not used.
     logit_scale: scale of the cosine scores before the positive / negative softmax.
     """
 
-    similarity: Literal["dot", "cosine"] = "cosine"
+    similarity: Literal["dot", "cosine", "gloria"] = "cosine"
     logit_scale: float = 10.0
 
     def __post_init__(self) -> None:
-        if self.similarity not in ("dot", "cosine"):
-            raise ValueError(f"zero-shot similarity must be 'dot' or 'cosine', got {self.similarity!r}")
+        if self.similarity not in ("dot", "cosine", "gloria"):
+            raise ValueError(f"zero-shot similarity must be 'dot', 'cosine' or 'gloria', got {self.similarity!r}")
         if not self.logit_scale > 0:
             raise ValueError(f"zero-shot logit_scale must be > 0, got {self.logit_scale}")
 

@@ -179,9 +179,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--similarity",
-        choices=("dot", "cosine"),
+        choices=("dot", "cosine", "gloria"),
         default=None,
-        help="region-prompt similarity instead of the model's own; for choosing it on a validation split",
+        help="region-prompt similarity instead of the model's own (gloria = GLoRIA's own word-attention map, for "
+        "scoring a converted GLoRIA model as published); for choosing it on a validation split",
+    )
+    parser.add_argument(
+        "--zero-shot-similarity",
+        choices=("dot", "cosine", "gloria"),
+        default=None,
+        help="with --classification: zero-shot scores instead of the model's own (gloria = GLoRIA's own "
+        "(global + local) / 2 score)",
     )
     parser.add_argument(
         "--shallow-weight",
@@ -244,6 +252,10 @@ def run(args: argparse.Namespace) -> dict:
         "shallow_weight": args.shallow_weight,
     }
     overrides = {key: value for key, value in overrides.items() if value is not None}
+    if args.zero_shot_similarity and not (args.model and args.classification):
+        raise ValueError(
+            "--zero-shot-similarity changes a model's zero-shot scores; it needs --model and --classification"
+        )
     if overrides and not args.model:
         flags = ", ".join("--" + key.replace("_", "-") for key in overrides)
         raise ValueError(f"{flags} changes a model's heatmaps; it needs --model, not --baseline")
@@ -256,6 +268,8 @@ def run(args: argparse.Namespace) -> dict:
         if overrides:
             # LocalizationConfig validates the values (e.g. a shallow weight outside [0, 1])
             predictor = predictor.with_localization(**overrides)
+        if args.zero_shot_similarity:
+            predictor = predictor.with_zero_shot(similarity=args.zero_shot_similarity)
         source = predictor
     keeper = _Keeper()
     evaluation = evaluate_dataset(
@@ -291,6 +305,7 @@ def run(args: argparse.Namespace) -> dict:
         "smoothing_sigma": source.predictor.localization.smoothing_sigma if args.model else None,
         "similarity": source.predictor.localization.similarity if args.model else None,
         "shallow_weight": source.predictor.localization.shallow_weight if args.model else None,
+        "zero_shot_similarity": source.predictor.zero_shot.similarity if args.model and args.classification else None,
         "box_rule": config.box_rule,
         "cnr_regions": config.cnr_regions,
         "flat_cnr": config.flat_cnr,

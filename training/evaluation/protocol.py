@@ -32,7 +32,6 @@ from afloc.localization.heatmaps import (
     LocalizationConfig,
     apply_margin,
     centre_prior,
-    heatmaps_from_embeddings,
     scale_to_unit_range,
 )
 from afloc.localization.metrics import CNR_REGIONS, THRESHOLDS, cnr, pointing_game, threshold_metrics
@@ -232,7 +231,7 @@ class HeatmapSource:
         config = self.predictor.localization
         if margin is not None:
             config = LocalizationConfig(**{**config.to_dict(), "margin": margin})
-        return heatmaps_from_embeddings(patches, self.predictor.embed_prompts(prompts), size, config, shallow)
+        return self.predictor.model_space_heatmaps(patches, shallow, prompts, config)
 
 
 def score_heatmap(
