@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pairs = []
     for item in args.ingredient:
-        checkpoint, _, result = item.partition("=")
+        checkpoint, _, result = item.rpartition("=")  # checkpoint names hold "=" (periodic-step=200.ckpt)
         if not result:
             parser.error(f"--ingredient {item!r}: expected CKPT=VAL_RESULT_DIR")
         pairs.append((Path(checkpoint), Path(result)))

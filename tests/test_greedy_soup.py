@@ -18,7 +18,7 @@ def test_ingredients_are_ranked_and_kept_only_when_the_soup_improves(tmp_path, m
     own = {"a": 0.40, "b": 0.44, "c": 0.14, "d": 0.39}
     checkpoints = {}
     for name, score in own.items():
-        checkpoints[name] = tmp_path / f"{name}.ckpt"
+        checkpoints[name] = tmp_path / f"{name}-step=200.ckpt"
         checkpoints[name].write_text(name)
         _result(tmp_path / f"val_{name}", score)
     # the val score of each soup, by its ingredients (as the stubbed evaluation will report it)
@@ -28,7 +28,7 @@ def test_ingredients_are_ranked_and_kept_only_when_the_soup_improves(tmp_path, m
     def run(*args):
         calls.append(args)
         if args[0] == "average":
-            out, members = Path(args[2]), [Path(m).stem for m in args[3:]]
+            out, members = Path(args[2]), [Path(m).name[0] for m in args[3:]]
             out.write_text("".join(sorted(members)))
         else:
             model, out = Path(args[args.index("--model") + 1]), Path(args[args.index("--out") + 1])
