@@ -74,11 +74,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--smoothing-sigma", type=float, help="instead of the model's own (as training evaluate)")
+    parser.add_argument("--similarity", choices=("dot", "cosine", "gloria"), help="instead of the model's own")
+    parser.add_argument("--shallow-weight", type=float, help="instead of the model's own")
     args = parser.parse_args(argv)
     predictor = AFLocPredictor.from_pretrained(args.model, device="cpu")
+    overrides = {"smoothing_sigma": args.smoothing_sigma, "similarity": args.similarity}
+    overrides["shallow_weight"] = args.shallow_weight
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    if overrides:
+        predictor = predictor.with_localization(**overrides)
     samples = read_ms_cxr(args.corpus / "annotations" / f"{args.split}_phrases.json", args.corpus).samples
     result = measure(predictor, samples, args.limit)
     result.update({"model": args.model, "corpus": str(args.corpus), "split": args.split})
+    result["localization"] = predictor.localization.to_dict()
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
