@@ -22,7 +22,7 @@ from .localization.heatmaps import LocalizationConfig, heatmaps_from_embeddings
 from .localization.ood import OODSummary, ood_features
 from .localization.zero_shot import ZeroShotConfig
 from .modeling.network import AFLoc
-from .modeling.types import ImageEncoderOutput
+from .modeling.types import ImageEncoderOutput, TextEncoderOutput
 from .text.prompts import classification_prompts, covers, unseen_findings
 from .text.tokenizer import ReportTokenizer, normalize_prompt
 
@@ -276,9 +276,7 @@ class AFLocPredictor:
             found = {p: self._text_cache[p] for p in normalized if p in self._text_cache}
         missing = [p for p in dict.fromkeys(normalized) if p not in found]
         if missing:
-            tokens = self.tokenizer(missing).to(self.device)
-            with torch.inference_mode():
-                vectors = self.model.encode_text(tokens).report_embedding.float().cpu()
+            vectors = self._encode_texts(missing).report_embedding.float().cpu()  # normalising again: no change
             found.update(zip(missing, vectors, strict=True))
             with self._lock:
                 for prompt, vector in zip(missing, vectors, strict=True):
@@ -287,15 +285,24 @@ class AFLocPredictor:
                     self._text_cache.popitem(last=False)
         return torch.stack([found[p] for p in normalized])
 
-    def prompt_words(self, prompts: str | Sequence[str]) -> list[torch.Tensor]:
-        """Per prompt, its word vectors ``[n, D]`` (CPU, float32): [CLS] and the prompt's words, without [SEP] or
-        padding, normalised like :meth:`embed_prompts` (the query of GLoRIA's word attention)."""
+    def _encode_texts(self, prompts: str | Sequence[str]) -> TextEncoderOutput:
+        """The text encoder's output (on the model's device) for prompts normalised like :meth:`embed_prompts`
+        (uncached)."""
         rule = self.localization.prompt_rule
         normalized = [normalize_prompt(p, rule) for p in _as_prompt_list(prompts)]
         with torch.inference_mode():
-            out = self.model.encode_text(self.tokenizer(normalized).to(self.device))
-        words = out.word_embeddings.float().cpu()
-        return [words[i][out.word_mask[i].cpu()] for i in range(len(normalized))]
+            return self.model.encode_text(self.tokenizer(normalized).to(self.device))
+
+    @staticmethod
+    def _query_words(out: TextEncoderOutput) -> list[torch.Tensor]:
+        """Per prompt, ``[n, D]`` on the CPU: [CLS] and the prompt's words, without [SEP] or padding."""
+        words, mask = out.word_embeddings.float().cpu(), out.word_mask.cpu()
+        return [words[i][mask[i]] for i in range(len(words))]
+
+    def prompt_words(self, prompts: str | Sequence[str]) -> list[torch.Tensor]:
+        """Per prompt, its word vectors ``[n, D]`` (CPU, float32): [CLS] and the prompt's words, without [SEP] or
+        padding, normalised like :meth:`embed_prompts` (the query of GLoRIA's word attention)."""
+        return self._query_words(self._encode_texts(prompts))
 
     def gloria_scores(self, prompts: str | Sequence[str], image: EncodedImage | None = None) -> np.ndarray:
         """GLoRIA's own zero-shot score of each prompt for ``image`` ``[K]``: (global cosine + local) / 2, the local
@@ -304,16 +311,11 @@ class AFLocPredictor:
         padding columns too, up to ``max_length - 1``)."""
         encoded = self._image(image)
         prompt_list = _as_prompt_list(prompts)
-        rule = self.localization.prompt_rule
-        normalized = [normalize_prompt(p, rule) for p in prompt_list]
-        with torch.inference_mode():
-            out = self.model.encode_text(self.tokenizer(normalized).to(self.device))
-        words, mask = out.word_embeddings.float().cpu(), out.word_mask.cpu()
-        reports = out.report_embedding.float().cpu()
-        max_length = self.tokenizer.max_length
+        out = self._encode_texts(prompt_list)
+        words, reports = out.word_embeddings.float().cpu(), out.report_embedding.float().cpu()
         scores = []
         for i, prompt in enumerate(prompt_list):
-            count = gloria.zero_shot_columns(prompt, int(mask[i].sum()) - 1, max_length)
+            count = gloria.zero_shot_columns(prompt, int(out.word_mask[i].sum()) - 1, self.tokenizer.max_length)
             columns = torch.zeros(count, words.shape[-1])
             available = words[i, 1 : 1 + count]  # [SEP] and zero padding after the words, as in GLoRIA's layout
             columns[: available.shape[0]] = available
@@ -336,13 +338,13 @@ class AFLocPredictor:
             localization: settings instead of :attr:`localization` (the evaluation's margin).
         """
         config = localization or self.localization
+        if config.similarity == "gloria":  # the word vectors and report vectors of one encoding
+            out = self._encode_texts(prompts)
+            reports, words = out.report_embedding.float().cpu(), self._query_words(out)
+        else:
+            reports, words = self.embed_prompts(prompts), None
         return heatmaps_from_embeddings(
-            patch_embeddings,
-            self.embed_prompts(prompts),
-            self.preprocessing.input_size,
-            config,
-            shallow_patch_embeddings,
-            self.prompt_words(prompts) if config.similarity == "gloria" else None,
+            patch_embeddings, reports, self.preprocessing.input_size, config, shallow_patch_embeddings, words
         )
 
     def localize(

@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from afloc.localization.heatmaps import SIMILARITIES  # noqa: E402
 from afloc.localization.metrics import bootstrap_ci  # noqa: E402
 from afloc.predictor import AFLocPredictor  # noqa: E402
 from training.evaluation.datasets import read_ms_cxr  # noqa: E402
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--smoothing-sigma", type=float, help="instead of the model's own (as training evaluate)")
-    parser.add_argument("--similarity", choices=("dot", "cosine", "gloria"), help="instead of the model's own")
+    parser.add_argument("--similarity", choices=SIMILARITIES, help="instead of the model's own")
     parser.add_argument("--shallow-weight", type=float, help="instead of the model's own")
     args = parser.parse_args(argv)
     predictor = AFLocPredictor.from_pretrained(args.model, device="cpu")

@@ -32,7 +32,7 @@ from ..hub.cards import render_model_card
 from ..hub.format import load_pretrained, save_pretrained
 from ..hub.state_dict import load_state_dict_strict
 from ..imaging.transforms import Preprocessing
-from ..localization.heatmaps import LocalizationConfig
+from ..localization.heatmaps import SIMILARITIES, LocalizationConfig
 from ..localization.zero_shot import ZeroShotConfig
 from ..modeling.config import AFLocConfig, ImageEncoderConfig, LossConfig, TextEncoderConfig
 from ..modeling.network import AFLoc
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         sub.add_argument(
             "--similarity",
-            choices=("dot", "cosine", "gloria"),
+            choices=SIMILARITIES,
             default="dot",
             help="heatmap / zero-shot similarity: dot = reference (default), cosine = the documented better option, "
             "gloria = GLoRIA's own word-attention maps and zero-shot scores (gloria layout)",

@@ -19,6 +19,10 @@ from scipy.ndimage import gaussian_filter
 from ..settings import from_dict
 from .gloria import attention_map
 
+SIMILARITIES = ("dot", "cosine", "gloria")
+"""Region-prompt similarities of :class:`LocalizationConfig` (and zero-shot scores of
+:class:`afloc.localization.zero_shot.ZeroShotConfig`): the command lines' choices."""
+
 
 @dataclass(frozen=True)
 class LocalizationConfig:
@@ -51,7 +55,7 @@ class LocalizationConfig:
     def __post_init__(self) -> None:
         if self.prompt_rule not in ("sentences", "reference"):
             raise ValueError(f"prompt_rule must be 'sentences' or 'reference', got {self.prompt_rule!r}")
-        if self.similarity not in ("dot", "cosine", "gloria"):
+        if self.similarity not in SIMILARITIES:
             raise ValueError(f"similarity must be 'dot', 'cosine' or 'gloria', got {self.similarity!r}")
         if self.smoothing_sigma < 0:
             raise ValueError(f"smoothing_sigma must be >= 0, got {self.smoothing_sigma}")

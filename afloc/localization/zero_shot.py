@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from ..settings import from_dict
+from .heatmaps import SIMILARITIES
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class ZeroShotConfig:
     logit_scale: float = 10.0
 
     def __post_init__(self) -> None:
-        if self.similarity not in ("dot", "cosine", "gloria"):
+        if self.similarity not in SIMILARITIES:
             raise ValueError(f"zero-shot similarity must be 'dot', 'cosine' or 'gloria', got {self.similarity!r}")
         if not self.logit_scale > 0:
             raise ValueError(f"zero-shot logit_scale must be > 0, got {self.logit_scale}")

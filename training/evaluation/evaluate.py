@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from afloc.commands import command
+from afloc.localization.heatmaps import SIMILARITIES
 from afloc.localization.overlay import render_overlay
 
 from .api import evaluate_dataset
@@ -179,14 +180,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--similarity",
-        choices=("dot", "cosine", "gloria"),
+        choices=SIMILARITIES,
         default=None,
         help="region-prompt similarity instead of the model's own (gloria = GLoRIA's own word-attention map, for "
         "scoring a converted GLoRIA model as published); for choosing it on a validation split",
     )
     parser.add_argument(
         "--zero-shot-similarity",
-        choices=("dot", "cosine", "gloria"),
+        choices=SIMILARITIES,
         default=None,
         help="with --classification: zero-shot scores instead of the model's own (gloria = GLoRIA's own "
         "(global + local) / 2 score)",
