@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint, _, result = item.rpartition("=")  # checkpoint names hold "=" (periodic-step=200.ckpt)
         if not result:
             parser.error(f"--ingredient {item!r}: expected CKPT=VAL_RESULT_DIR")
+        if not Path(checkpoint).is_file() or not (Path(result) / "summary.csv").is_file():
+            parser.error(f"--ingredient {item!r}: no checkpoint file, or no summary.csv in the result folder")
         pairs.append((Path(checkpoint), Path(result)))
     ranked = sorted(((macro(result), checkpoint) for checkpoint, result in pairs), key=lambda x: -x[0])
     args.out.mkdir(parents=True, exist_ok=True)

@@ -48,3 +48,15 @@ def test_ingredients_are_ranked_and_kept_only_when_the_soup_improves(tmp_path, m
     tried = [call for call in calls if call[0] == "average"]
     assert [len(call) - 3 for call in tried] == [2, 3, 4]  # b+a, b+a+d, b+a+d+c
     assert all("--dataset" in call for call in calls if call[0] == "evaluate")
+
+
+def test_a_missing_result_is_refused_by_name(tmp_path, capsys):
+    checkpoint = tmp_path / "a-step=200.ckpt"
+    checkpoint.write_text("a")
+    try:
+        greedy.main(["--out", str(tmp_path / "o"), "--ingredient", f"{checkpoint}={tmp_path / 'nowhere'}"])
+    except SystemExit as stop:
+        assert stop.code == 2
+    else:
+        raise AssertionError("a missing result folder was accepted")
+    assert "no summary.csv" in capsys.readouterr().err
