@@ -214,3 +214,22 @@ def test_evaluate_ensemble_uses_every_prompt(tmp_path, monkeypatch, planted):
     assert float(row["iou@0.3"]) > 0.6, row["iou@0.3"]
     (alone,) = run_evaluate(tmp_path / "phrase", monkeypatch, planted, films).values()
     assert float(alone["iou@0.3"]) < 0.55, alone["iou@0.3"]  # one blob of two: about half of the truth
+
+
+def test_prompts_file_prompts_its_category_and_only_it(tmp_path, monkeypatch, planted):
+    """Bug class: ``--prompts-file`` read but not reaching the heatmaps, or replacing the prompts of a category it
+    does not name. The file sends the "opacity" category to the mid-dark blob ("findings ..."); the "mass"
+    category keeps its phrase and finds the bright one."""
+    height, width = 150, 90
+    bright, dark = (6, 10, 30, 30), (width - 36, height - 40, 30, 30)
+    image = film(height, width, {BRIGHT: bright, MID_DARK: dark})
+    films = [("two.png", image, [("opacity", dark), ("mass", bright)])]
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"opacity": ["findings of opacity", "findings here"]}))
+    rows = run_evaluate(tmp_path / "file", monkeypatch, planted, films, "--prompts-file", str(prompts))
+    assert rows["two|opacity"]["prompt"] == "findings of opacity | findings here"
+    assert float(rows["two|opacity"]["pointing_game"]) == 1.0
+    assert rows["two|mass"]["prompt"] == "mass"
+    assert float(rows["two|mass"]["pointing_game"]) == 1.0
+    without = run_evaluate(tmp_path / "phrase", monkeypatch, planted, films)
+    assert float(without["two|opacity"]["pointing_game"]) == 0.0  # the phrase alone finds the bright blob

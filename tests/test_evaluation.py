@@ -44,6 +44,32 @@ def test_prompts_per_mode():
         ProtocolConfig(templates=("no placeholder",))
 
 
+def test_category_prompts_replace_phrase_for_their_category_only():
+    effusion = LocalizationSample("x.png", "small left pleural effusion", "pleural_effusion", [[1, 1, 2, 2]])
+    nodule = LocalizationSample("x.png", "a nodule", "nodule", [[1, 1, 2, 2]])
+    own = ProtocolConfig(category_prompts=(("pleural_effusion", ("effusion", "fluid", "effusion")),))
+    assert own.prompts(effusion) == ["effusion", "fluid"]  # duplicates are scored once
+    assert own.prompts(nodule) == ["a nodule"]
+    with pytest.raises(ValueError, match="non-empty"):
+        ProtocolConfig(category_prompts=(("nodule", ()),))
+    with pytest.raises(ValueError, match="non-empty"):
+        ProtocolConfig(category_prompts=(("nodule", ("  ",)),))
+
+
+def test_prompts_file_is_read_and_refused_by_name(tmp_path):
+    from training.evaluation.evaluate import _category_prompts
+
+    good = tmp_path / "prompts.json"
+    good.write_text('{"nodule": ["a nodule", "a mass"]}')
+    assert _category_prompts(str(good)) == (("nodule", ("a nodule", "a mass")),)
+    for text in ("not json", '["a list"]', '{"nodule": "a nodule"}'):
+        good.write_text(text)
+        with pytest.raises(ValueError, match="prompts-file"):
+            _category_prompts(str(good))
+    with pytest.raises(ValueError, match="not a readable JSON file"):
+        _category_prompts(str(tmp_path / "missing.json"))
+
+
 def test_oracle_source_scores_perfectly_and_baselines_do_not(phantom):
     samples = read_phantom(phantom, split="train").samples[:12]
 

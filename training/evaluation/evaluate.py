@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import json
 import sys
 from pathlib import Path
 
@@ -164,6 +165,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--prompt", choices=["phrase", "template"], default="phrase")
     parser.add_argument("--template", action="append", help="prompt template with {category} (repeatable)")
     parser.add_argument("--ensemble", action="store_true", help="average heatmaps of phrase + templates")
+    parser.add_argument(
+        "--prompts-file",
+        help='JSON {"category": ["prompt", ...]}: these categories are prompted with their own prompts (averaged)',
+    )
     parser.add_argument("--tuned-thresholds-from", help="a val result folder: CheXlocalize per-category thresholds")
     parser.add_argument("--classification", action="store_true", help="also zero-shot AUC (phantom labels)")
     parser.add_argument("--limit", type=int, default=None, help="first N samples only, for a quick look")
@@ -218,12 +223,25 @@ def _tuned_thresholds(folder: str | None) -> dict[str, float] | None:
     return tune_thresholds(val)
 
 
+def _category_prompts(path: str | None) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    if not path:
+        return ()
+    try:
+        table = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--prompts-file {path}: not a readable JSON file ({error})") from error
+    if not isinstance(table, dict) or not all(isinstance(v, list) for v in table.values()):
+        raise ValueError(f'--prompts-file {path}: expected {{"category": ["prompt", ...]}}')
+    return tuple((str(category), tuple(prompts)) for category, prompts in table.items())
+
+
 def protocol_config(args: argparse.Namespace) -> ProtocolConfig:
     """The protocol the command line asks for; ``--preset paper`` refuses a flag that contradicts one of its rules."""
     prompts = {
         "prompt_mode": args.prompt,
         "templates": tuple(args.template or ProtocolConfig().templates),
         "ensemble": args.ensemble,
+        "category_prompts": _category_prompts(args.prompts_file),
     }
     if args.preset == "paper":
         contradicting = {
@@ -313,6 +331,7 @@ def run(args: argparse.Namespace) -> dict:
         "phrase_case": config.phrase_case,
         "aggregation": config.aggregation,
         "prompt": "ensemble" if args.ensemble else args.prompt,
+        "category_prompts": {category: list(prompts) for category, prompts in config.category_prompts} or None,
         "n_samples": len(records),
         "missing_images": len(evaluation.missing),
         "unreadable_images": len(evaluation.unreadable),

@@ -99,6 +99,9 @@ class ProtocolConfig:
         prompt_mode: ``"phrase"`` (the dataset's phrase) or ``"template"`` ("Findings suggesting {category}.").
         templates: templates used by ``prompt_mode="template"`` and by the ensemble.
         ensemble: average the [-1, 1] maps of the phrase and every template (prompt ensemble), then rescale.
+        category_prompts: ``((category, (prompt, ...)), ...)``: a category named here is prompted with its own
+            prompts instead of the phrase and the templates (several are averaged like the ensemble); other
+            categories keep the rules above. ``training evaluate --prompts-file`` reads it from JSON.
         thresholds: IoU/Dice thresholds.
         box_rule: how boxes become model-space masks: ``"centre"`` (pixel centres in original pixels, mapped like
             the image) or ``"reference"`` (the authors' flooring rule, :func:`reference_box_mask`; model space only).
@@ -119,6 +122,7 @@ class ProtocolConfig:
     prompt_mode: str = "phrase"
     templates: tuple[str, ...] = (TEMPLATE,)
     ensemble: bool = False
+    category_prompts: tuple[tuple[str, tuple[str, ...]], ...] = ()
     thresholds: tuple[float, ...] = THRESHOLDS
     box_rule: str = "centre"
     cnr_regions: str = "union"
@@ -150,6 +154,9 @@ class ProtocolConfig:
         for template in self.templates:
             if "{category}" not in template:
                 raise ValueError(f"template {template!r} has no {{category}} placeholder")
+        for category, prompts in self.category_prompts:
+            if not prompts or not all(isinstance(p, str) and p.strip() for p in prompts):
+                raise ValueError(f"category_prompts[{category!r}] must be a non-empty list of non-empty prompts")
 
     @classmethod
     def paper(cls, **settings) -> ProtocolConfig:
@@ -161,6 +168,9 @@ class ProtocolConfig:
         return cls(**PRESETS["paper"], preset="paper", **settings)
 
     def prompts(self, sample: LocalizationSample) -> list[str]:
+        own = dict(self.category_prompts).get(sample.category)
+        if own:
+            return list(dict.fromkeys(own))
         category = sample.category.replace("_", " ")
         from_templates = [t.format(category=category) for t in self.templates]
         if self.ensemble:
