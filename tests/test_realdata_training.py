@@ -66,3 +66,36 @@ def test_init_model_copies_matching_weights(tmp_path, tiny_config, tiny_tokenize
     assert not torch.equal(target.state_dict()[key], source.state_dict()[key])
     _copy_matching_weights(target, str(folder))
     assert torch.equal(target.state_dict()[key], source.state_dict()[key])
+
+
+def test_full_report_fraction_mixes_whole_reports_into_training_captions_only(tmp_path, tiny_bert):
+    """Bug class: the option not reaching the captions, reaching val/test too, or changing the captions of runs
+    that do not set it (the reference's sampled subsets must stay the same draw for draw)."""
+    import random
+
+    from afloc.text.tokenizer import sample_caption
+
+    corpus = write_tiny_corpus(tmp_path / "corpus")
+
+    def captions(fraction: float, split: str = "train") -> tuple[list[str], list]:
+        module = ImageReportDataModule(str(corpus), text_model=str(tiny_bert), image_size=48, batch_size=4,
+                                       num_workers=0, full_report_fraction=fraction)  # fmt: skip
+        module.setup("fit")
+        data = module.datasets[split]
+        return [data[i]["caption"] for i in range(3 * len(data))], data.sentences  # three epochs
+
+    reference, sentences = captions(0.0)
+    n = len(sentences)
+    assert sum(len(s) > 1 for s in sentences) >= n // 2, "the tiny corpus needs reports of several sentences"
+    expected = [sample_caption(sentences[i % n], random.Random(f"1:{i // n}:{i % n}")) for i in range(3 * n)]
+    assert reference == expected  # fraction 0 is the reference's draw, unchanged
+    full, _ = captions(1.0)
+    assert full == [". ".join(sentences[i % n]) for i in range(3 * n)]
+    half, _ = captions(0.5)
+    several = [i for i in range(3 * n) if len(sentences[i % n]) > 1]
+    share = sum(half[i] == full[i] for i in several) / len(several)
+    assert 0.2 < share < 0.8, share  # about half whole reports (a sampled subset is never the whole report)
+    if n_val := len(captions(0.0, "val")[0]):
+        assert captions(1.0, "val")[0] == captions(0.0, "val")[0], n_val  # training captions only
+    with pytest.raises(ValueError, match="full_report_fraction"):
+        ImageReportDataModule(str(corpus), full_report_fraction=1.5)

@@ -41,8 +41,12 @@ class ImageReportDataset(Dataset):
         seed: int = 1,
         word_limit: int | None = None,
         augmentation: Augmentation | None = None,
+        full_report_fraction: float = 0.0,
     ) -> None:
+        if not 0.0 <= full_report_fraction <= 1.0:
+            raise ValueError(f"full_report_fraction must be in [0, 1], got {full_report_fraction}")
         self.records = records
+        self.full_report_fraction = full_report_fraction
         self.augmentation = augmentation
         self.sentences = [report_sentences(r.report) for r in records]
         if (
@@ -68,7 +72,10 @@ class ImageReportDataset(Dataset):
             image = self.augmentation(image, np.random.default_rng([self.seed, epoch, position]))
         tensor, _ = self.preprocessing(image)
         rng = random.Random(f"{self.seed}:{epoch}:{position}")
-        return {"image": tensor, "caption": sample_caption(self.sentences[position], rng, self.full_report)}
+        full = self.full_report
+        if not full and self.full_report_fraction > 0:  # no draw at 0: earlier runs keep their captions
+            full = rng.random() < self.full_report_fraction
+        return {"image": tensor, "caption": sample_caption(self.sentences[position], rng, full)}
 
 
 class EpochSampler(Sampler[int]):
@@ -171,6 +178,8 @@ class ImageReportDataModule(pl.LightningDataModule):
         batch_size: pairs per batch (per device).
         num_workers: DataLoader worker processes.
         full_report: captions are whole reports instead of the reference's random sentence subsets.
+        full_report_fraction: this share of the training captions (drawn per sample and epoch) are whole reports,
+            the rest sampled subsets (0 = the reference; ``full_report`` = 1). Not in the reference.
         caption_word_limit: cap each report's sentence list with the authors' rule before sampling: stop at the
             sentence where the cumulative word count equals this number (they use 5; see
             :func:`afloc.text.tokenizer.limit_sentences`). ``None`` (default) samples from every sentence.
@@ -210,8 +219,11 @@ class ImageReportDataModule(pl.LightningDataModule):
         std: tuple[float, float, float] = (0.5, 0.5, 0.5),
         augment: str = "none",
         same_label_batches: float = 0.0,
+        full_report_fraction: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= full_report_fraction <= 1.0:
+            raise ValueError(f"full_report_fraction must be in [0, 1], got {full_report_fraction}")
         if not 0.0 <= same_label_batches <= 1.0:
             raise ValueError(f"same_label_batches must be in [0, 1], got {same_label_batches}")
         self.augmentation = Augmentation.named(augment)  # checked now: a bad name stops the run before any data
@@ -250,6 +262,7 @@ class ImageReportDataModule(pl.LightningDataModule):
                 self.hparams.seed,
                 word_limit=self.hparams.get("caption_word_limit"),
                 augmentation=self.augmentation if split == "train" else None,
+                full_report_fraction=self.hparams.get("full_report_fraction", 0.0) if split == "train" else 0.0,
             )
         if self.dropped_reports["train"]:
             logger.warning("dropped %d training studies with no usable sentence", self.dropped_reports["train"])
