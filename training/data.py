@@ -46,7 +46,7 @@ class ImageReportDataset(Dataset):
         if not 0.0 <= full_report_fraction <= 1.0:
             raise ValueError(f"full_report_fraction must be in [0, 1], got {full_report_fraction}")
         self.records = records
-        self.full_report_fraction = full_report_fraction
+        self.full_report_fraction = 1.0 if full_report else full_report_fraction
         self.augmentation = augmentation
         self.sentences = [report_sentences(r.report) for r in records]
         if (
@@ -54,7 +54,6 @@ class ImageReportDataset(Dataset):
         ):  # the authors' cap on a report's sentence list (afloc.text.tokenizer.limit_sentences)
             self.sentences = [limit_sentences(s, word_limit) if s else s for s in self.sentences]
         self.preprocessing = preprocessing
-        self.full_report = full_report
         self.seed = seed
 
     def __len__(self) -> int:
@@ -72,9 +71,8 @@ class ImageReportDataset(Dataset):
             image = self.augmentation(image, np.random.default_rng([self.seed, epoch, position]))
         tensor, _ = self.preprocessing(image)
         rng = random.Random(f"{self.seed}:{epoch}:{position}")
-        full = self.full_report
-        if not full and self.full_report_fraction > 0:  # no draw at 0: earlier runs keep their captions
-            full = rng.random() < self.full_report_fraction
+        fraction = self.full_report_fraction  # no draw at 0 or 1: those runs keep their captions draw for draw
+        full = fraction >= 1.0 or (fraction > 0 and rng.random() < fraction)
         return {"image": tensor, "caption": sample_caption(self.sentences[position], rng, full)}
 
 
