@@ -19,6 +19,7 @@ from afloc.text.tokenizer import ReportTokenizer, limit_sentences, load_tokenize
 
 from .augment import Augmentation
 from .manifest import ManifestRecord, read_manifest
+from .zone_views import apply_view, random_region, zone_view
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +43,13 @@ class ImageReportDataset(Dataset):
         word_limit: int | None = None,
         augmentation: Augmentation | None = None,
         full_report_fraction: float = 0.0,
+        zone_view_fraction: float = 0.0,
     ) -> None:
         if not 0.0 <= full_report_fraction <= 1.0:
             raise ValueError(f"full_report_fraction must be in [0, 1], got {full_report_fraction}")
+        if not 0.0 <= zone_view_fraction <= 1.0:
+            raise ValueError(f"zone_view_fraction must be in [0, 1], got {zone_view_fraction}")
+        self.zone_view_fraction = zone_view_fraction
         self.records = records
         self.full_report_fraction = 1.0 if full_report else full_report_fraction
         self.augmentation = augmentation
@@ -73,7 +78,17 @@ class ImageReportDataset(Dataset):
         rng = random.Random(f"{self.seed}:{epoch}:{position}")
         fraction = self.full_report_fraction  # no draw at 0 or 1: those runs keep their captions draw for draw
         full = fraction >= 1.0 or (fraction > 0 and rng.random() < fraction)
-        return {"image": tensor, "caption": sample_caption(self.sentences[position], rng, full)}
+        caption = sample_caption(self.sentences[position], rng, full)
+        if self.zone_view_fraction > 0:  # its own generator: the captions above stay draw for draw
+            view_rng = random.Random(f"{self.seed}:{epoch}:{position}:view")
+            if view_rng.random() < self.zone_view_fraction:
+                view = zone_view(self.sentences[position], view_rng)
+                if view is None:
+                    tensor = apply_view(tensor, random_region(view_rng))
+                else:
+                    box, caption = view
+                    tensor = apply_view(tensor, box)
+        return {"image": tensor, "caption": caption}
 
 
 class EpochSampler(Sampler[int]):
@@ -178,6 +193,9 @@ class ImageReportDataModule(pl.LightningDataModule):
         full_report: captions are whole reports instead of the reference's random sentence subsets.
         full_report_fraction: this share of the training captions (drawn per sample and epoch) are whole reports,
             the rest sampled subsets (0 = the reference; ``full_report`` = 1). Not in the reference.
+        zone_view_fraction: this share of the training films (drawn per sample and epoch) are shown only where one
+            located sentence of their report says (frontal chest films; :mod:`training.zone_views`), captioned with
+            that sentence and the report's sentences that name no side. 0 (default) = off. Not in the reference.
         caption_word_limit: cap each report's sentence list with the authors' rule before sampling: stop at the
             sentence where the cumulative word count equals this number (they use 5; see
             :func:`afloc.text.tokenizer.limit_sentences`). ``None`` (default) samples from every sentence.
@@ -218,10 +236,13 @@ class ImageReportDataModule(pl.LightningDataModule):
         augment: str = "none",
         same_label_batches: float = 0.0,
         full_report_fraction: float = 0.0,
+        zone_view_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         if not 0.0 <= full_report_fraction <= 1.0:
             raise ValueError(f"full_report_fraction must be in [0, 1], got {full_report_fraction}")
+        if not 0.0 <= zone_view_fraction <= 1.0:
+            raise ValueError(f"zone_view_fraction must be in [0, 1], got {zone_view_fraction}")
         if not 0.0 <= same_label_batches <= 1.0:
             raise ValueError(f"same_label_batches must be in [0, 1], got {same_label_batches}")
         self.augmentation = Augmentation.named(augment)  # checked now: a bad name stops the run before any data
@@ -261,6 +282,7 @@ class ImageReportDataModule(pl.LightningDataModule):
                 word_limit=self.hparams.get("caption_word_limit"),
                 augmentation=self.augmentation if split == "train" else None,
                 full_report_fraction=self.hparams.get("full_report_fraction", 0.0) if split == "train" else 0.0,
+                zone_view_fraction=self.hparams.get("zone_view_fraction", 0.0) if split == "train" else 0.0,
             )
         if self.dropped_reports["train"]:
             logger.warning("dropped %d training studies with no usable sentence", self.dropped_reports["train"])
