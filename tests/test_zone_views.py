@@ -57,7 +57,11 @@ def test_a_view_captions_its_sentence_with_the_unsided_ones_only():
         first = caption.split(". ")[0]
         assert first in sentences[1:3] and box == sentence_region(first)
         # the other located sentence is about a place the view hides
-        assert caption.split(". ")[1:] == ["ap chest", "no pleural effusion", "findings consistent with covid-19 pneumonia"]
+        assert caption.split(". ")[1:] == [
+            "ap chest",
+            "no pleural effusion",
+            "findings consistent with covid-19 pneumonia",
+        ]
         seen.add(first)
     assert len(seen) == 2  # both located sentences are drawn
     assert zone_view(["the lungs are clear", "no effusion"], random.Random(0)) is None

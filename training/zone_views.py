@@ -59,9 +59,7 @@ def sentence_region(sentence: str) -> tuple[float, float, float, float] | None:
     return (x0, y0, x1, y1)
 
 
-def zone_view(
-    sentences: Sequence[str], rng: random.Random
-) -> tuple[tuple[float, float, float, float], str] | None:
+def zone_view(sentences: Sequence[str], rng: random.Random) -> tuple[tuple[float, float, float, float], str] | None:
     """Draw one located sentence of a report: its region and the view's caption, or None if none is located.
 
     The caption is the drawn sentence followed by the report's sentences that name no side, in report order.
