@@ -10,7 +10,7 @@ import torch
 from training_fixtures import write_tiny_bert, write_tiny_corpus
 
 from training.data import ImageReportDataModule
-from training.zone_views import apply_view, sentence_region, zone_view
+from training.zone_views import FUNDUS_DISC, apply_view, fundus_region, report_eye, sentence_region, zone_view
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +109,66 @@ def test_zone_view_fraction_reaches_training_images_only(tmp_path, tiny_bert):
             assert torch.equal(a["image"], b["image"]) and a["caption"] == b["caption"]
     with pytest.raises(ValueError, match="zone_view_fraction"):
         ImageReportDataModule(str(corpus), zone_view_fraction=-0.1)
+
+
+# fundus: a right eye's disc (and nose) is on the image's right; a left eye is the mirror image
+@pytest.mark.parametrize(
+    ("sentence", "eye", "expected"),
+    [
+        ("the optic disc appears normal", "right", (0.55, 0.3, 0.95, 0.7)),
+        ("the optic disc appears normal", "left", (0.05, 0.3, 0.45, 0.7)),
+        ("hard exudates temporal to the macula", "right", (0.0, 0.25, 0.45, 0.75)),  # temporal: away from the nose
+        ("hard exudates temporal to the macula", "left", (0.55, 0.25, 1.0, 0.75)),
+        ("yellow exudates between the disc and the macula", "right", (0.45, 0.3, 0.8, 0.7)),  # not also "macula"
+        ("haemorrhages at the macula", None, (0.3, 0.3, 0.7, 0.7)),  # the macula needs no eye
+        ("several retinal haemorrhages near the superior arcade", "right", (0.05, 0.1, 0.7, 0.5)),
+    ],
+)
+def test_a_fundus_sentence_names_its_region_for_its_eye(sentence, eye, expected):
+    assert fundus_region(sentence, eye) == pytest.approx(expected)
+
+
+def test_fundus_sentences_that_place_nothing_or_need_the_eye_give_none():
+    assert fundus_region("no hard exudates", "right") is None
+    assert fundus_region("features of diabetic retinopathy", "left") is None
+    assert fundus_region("the optic disc appears normal", None) is None  # which side is the disc on?
+
+
+def test_the_eye_is_read_from_the_whole_report():
+    assert report_eye("EYE: OD.\nFINDINGS: The optic disc appears normal.") == "right"
+    assert report_eye("EYE: Left eye (OS).\nFINDINGS: No haemorrhages.") == "left"
+    assert report_eye("FINDINGS: The optic disc appears normal.") is None
+    assert report_eye("The right eye and the left eye.") is None  # both named: no single eye
+    sentences = ["the optic disc appears normal", "no haemorrhages"]  # "OD" alone is dropped as a sentence
+    box, caption = zone_view(sentences, random.Random(0), "fundus", eye=report_eye("EYE: OD. " + ". ".join(sentences)))
+    assert box == pytest.approx(FUNDUS_DISC[1]) and caption == "the optic disc appears normal. no haemorrhages"
+    with pytest.raises(ValueError, match="layout"):
+        zone_view(sentences, random.Random(0), "knee")
+
+
+def test_a_fundus_corpus_gets_the_fundus_layout_and_the_eye_of_its_report(tmp_path, tiny_bert):
+    """Bug class: colour photographs viewed with the chest's layout, or the eye lost with the one-word "OD"."""
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    rows = []
+    for i, eye in enumerate(["OD", "OS"] * 3):
+        Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(tmp_path / f"{i}.png")
+        report = f"EYE: {eye}. FINDINGS: The optic disc appears normal. No haemorrhages. IMPRESSION: Normal fundus."
+        rows.append({"image": f"{i}.png", "report": report, "split": "train"})
+    with (tmp_path / "manifest.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["image", "report", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    module = ImageReportDataModule(str(tmp_path / "manifest.csv"), text_model=str(tiny_bert), image_size=40,
+                                   batch_size=2, num_workers=0, modality="fundus", zone_view_fraction=1.0)  # fmt: skip
+    module.setup("fit")
+    for i in range(6):
+        item = module.datasets["train"][i]
+        shown = (item["image"] != 0).any(dim=0)
+        columns = shown.any(dim=0).nonzero().flatten()
+        x0, _, x1, _ = FUNDUS_DISC[1] if i % 2 == 0 else (1 - FUNDUS_DISC[1][2], 0, 1 - FUNDUS_DISC[1][0], 0)
+        assert (columns.min().item(), columns.max().item() + 1) == (round(x0 * 40), round(x1 * 40)), i
+        assert item["caption"].startswith("the optic disc appears normal")

@@ -19,7 +19,7 @@ from afloc.text.tokenizer import ReportTokenizer, limit_sentences, load_tokenize
 
 from .augment import Augmentation
 from .manifest import ManifestRecord, read_manifest
-from .zone_views import apply_view, random_region, zone_view
+from .zone_views import apply_view, random_region, report_eye, zone_view
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ class ImageReportDataset(Dataset):
         if not 0.0 <= zone_view_fraction <= 1.0:
             raise ValueError(f"zone_view_fraction must be in [0, 1], got {zone_view_fraction}")
         self.zone_view_fraction = zone_view_fraction
+        self.zone_layout = "fundus" if preprocessing.modality == "fundus" else "chest"
+        self.eyes = [report_eye(r.report) for r in records] if self.zone_layout == "fundus" else [None] * len(records)
         self.records = records
         self.full_report_fraction = 1.0 if full_report else full_report_fraction
         self.augmentation = augmentation
@@ -82,9 +84,9 @@ class ImageReportDataset(Dataset):
         if self.zone_view_fraction > 0:  # its own generator: the captions above stay draw for draw
             view_rng = random.Random(f"{self.seed}:{epoch}:{position}:view")
             if view_rng.random() < self.zone_view_fraction:
-                view = zone_view(self.sentences[position], view_rng)
+                view = zone_view(self.sentences[position], view_rng, self.zone_layout, self.eyes[position])
                 if view is None:
-                    tensor = apply_view(tensor, random_region(view_rng))
+                    tensor = apply_view(tensor, random_region(view_rng, self.zone_layout))
                 else:
                     box, caption = view
                     tensor = apply_view(tensor, box)
@@ -194,8 +196,9 @@ class ImageReportDataModule(pl.LightningDataModule):
         full_report_fraction: this share of the training captions (drawn per sample and epoch) are whole reports,
             the rest sampled subsets (0 = the reference; ``full_report`` = 1). Not in the reference.
         zone_view_fraction: this share of the training films (drawn per sample and epoch) are shown only where one
-            located sentence of their report says (frontal chest films; :mod:`training.zone_views`), captioned with
-            that sentence and the report's sentences that name no side. 0 (default) = off. Not in the reference.
+            located sentence of their report says (the layout of frontal chest films or, with ``modality="fundus"``,
+            of macula-centred fundus photographs; :mod:`training.zone_views`), captioned with that sentence and the
+            report's sentences that name no place. 0 (default) = off. Not in the reference.
         caption_word_limit: cap each report's sentence list with the authors' rule before sampling: stop at the
             sentence where the cumulative word count equals this number (they use 5; see
             :func:`afloc.text.tokenizer.limit_sentences`). ``None`` (default) samples from every sentence.

@@ -1,4 +1,4 @@
-"""Zone views: a frontal chest film shown only where one report sentence says its finding is.
+"""Zone views: an image shown only where one report sentence says its finding is (frontal chest films, fundus).
 
 A sentence such as "patchy opacities in the right lower zone" names a side and a zone. On a frontal film these
 lie at roughly fixed places of the image (the patient's right is the image's left), so the sentence alone, with no
@@ -9,6 +9,12 @@ regions to choose from, and every one of them is where the report says. Nothing 
 region comes from the text and a fixed frontal-film layout, so it applies to real reports as written. A report
 that locates nothing gets a view of a random side and zone with its usual caption, so that a partly hidden film
 does not by itself say that the report names a place.
+
+Fundus photographs (``layout="fundus"``) have their own layout: graders place findings relative to the disc and
+the macula ("temporal to the macula", "near the superior arcade"), and with the eye that the report names ("right
+eye", "OD") these are fixed parts of a macula-centred photograph too; a sentence about the disc itself ("the optic
+disc appears normal") gets the disc's side. Every report names the disc, so without views the disc sentence tells
+no photograph from another; in a view it tells the disc's part of the photograph from the others.
 
 Not in the reference (``ImageReportDataset(zone_view_fraction=...)``, ``--data.zone_view_fraction``).
 """
@@ -59,23 +65,104 @@ def sentence_region(sentence: str) -> tuple[float, float, float, float] | None:
     return (x0, y0, x1, y1)
 
 
-def zone_view(sentences: Sequence[str], rng: random.Random) -> tuple[tuple[float, float, float, float], str] | None:
+# Fundus photographs (macula-centred, seen from the front): the places graders name, as image-frame boxes of a
+# RIGHT eye (the disc, and so the nose, on the image's right); a left eye's boxes are mirrored. Fixed, generous
+# extents of the pad-resized square for a 3:2 or 4:3 photograph with the fovea near the centre.
+FUNDUS_PLACES: tuple[tuple[re.Pattern, tuple[float, float, float, float]], ...] = (
+    (re.compile(r"\b(superonasal(ly)?|upper nasal)\b", re.I), (0.6, 0.1, 1.0, 0.5)),
+    (re.compile(r"\b(inferonasal(ly)?|lower nasal)\b", re.I), (0.6, 0.5, 1.0, 0.9)),
+    (re.compile(r"\bnasal to the (optic )?(disc|nerve head)\b", re.I), (0.7, 0.25, 1.0, 0.75)),
+    (re.compile(r"\b(papillomacular|between the (optic )?(disc|nerve head) and the (macula|fovea))\b", re.I),
+     (0.45, 0.3, 0.8, 0.7)),
+    (re.compile(r"\btemporal to the (macula|fovea)\b", re.I), (0.0, 0.25, 0.45, 0.75)),
+    (re.compile(r"\b(superior (temporal )?(vascular )?arcade|superotemporal)\b", re.I), (0.05, 0.1, 0.7, 0.5)),
+    (re.compile(r"\b(inferior (temporal )?(vascular )?arcade|inferotemporal)\b", re.I), (0.05, 0.5, 0.7, 0.9)),
+    (re.compile(r"\b(macula|macular|fovea|foveal|posterior pole)\b", re.I), (0.3, 0.3, 0.7, 0.7)),
+)  # fmt: skip
+FUNDUS_DISC = (re.compile(r"\b(disc|optic nerve head|papilla|peripapillary)\b", re.I), (0.55, 0.3, 0.95, 0.7))
+_RIGHT_EYE = re.compile(r"\b(right eye|od)\b", re.I)
+_LEFT_EYE = re.compile(r"\b(left eye|os)\b", re.I)
+LAYOUTS = ("chest", "fundus")
+
+
+def fundus_region(sentence: str, eye: str | None) -> tuple[float, float, float, float] | None:
+    """The image-frame box that a fundus sentence's place words name, for a ``"right"`` or ``"left"`` eye, or None.
+
+    Named places (nasal, papillomacular, temporal to the macula, the arcades, the macula) come first, their boxes
+    joined; a sentence that names none of them but names the disc ("the optic disc appears normal", "exudates
+    adjacent to the optic disc") gets the disc's box. Every box but the macula's depends on the eye: with the eye
+    unknown only the macula can be placed.
+    """
+    boxes, rest = [], sentence
+    for pattern, box in FUNDUS_PLACES:  # most specific first; a matched phrase is used up ("temporal to the macula"
+        if pattern.search(rest):  # is not also "the macula")
+            boxes.append(box)
+            rest = pattern.sub(" ", rest)
+    if not boxes and FUNDUS_DISC[0].search(sentence):
+        boxes = [FUNDUS_DISC[1]]
+    if not boxes:
+        return None
+    macula = FUNDUS_PLACES[-1][1]
+    if eye is None and any(b != macula for b in boxes):
+        return None
+    if eye == "left":
+        boxes = [(1.0 - x1, y0, 1.0 - x0, y1) for x0, y0, x1, y1 in boxes]
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    return None if (x1 - x0) * (y1 - y0) > MAX_VIEW_AREA else (x0, y0, x1, y1)
+
+
+def report_eye(text: str) -> str | None:
+    """``"right"`` or ``"left"`` when a report names one eye ("Right eye", "EYE: OD."), else None."""
+    right, left = bool(_RIGHT_EYE.search(text)), bool(_LEFT_EYE.search(text))
+    return "right" if right and not left else "left" if left and not right else None
+
+
+def sentence_regions(
+    sentences: Sequence[str], layout: str = "chest", eye: str | None = None
+) -> list[tuple[float, float, float, float] | None]:
+    """Each sentence's region under a layout (``"chest"``: :func:`sentence_region`; ``"fundus"``:
+    :func:`fundus_region` with ``eye``, or the eye the sentences name when it is None; pass the eye read from the
+    whole report with :func:`report_eye`, since cleaning drops one-word sentences such as "OD")."""
+    if layout == "chest":
+        return [sentence_region(s) for s in sentences]
+    if layout == "fundus":
+        eye = eye or report_eye(" . ".join(sentences))
+        return [fundus_region(s, eye) for s in sentences]
+    raise ValueError(f"unknown zone-view layout {layout!r}; expected one of {LAYOUTS}")
+
+
+def _places_something(sentence: str, layout: str) -> bool:
+    if layout == "chest":
+        return any(p.search(sentence) for p in _SIDE_WORDS.values()) or bool(_BOTH.search(sentence))
+    return any(p.search(sentence) for p, _ in FUNDUS_PLACES) or bool(FUNDUS_DISC[0].search(sentence))
+
+
+def zone_view(
+    sentences: Sequence[str], rng: random.Random, layout: str = "chest", eye: str | None = None
+) -> tuple[tuple[float, float, float, float], str] | None:
     """Draw one located sentence of a report: its region and the view's caption, or None if none is located.
 
-    The caption is the drawn sentence followed by the report's sentences that name no side, in report order.
+    The caption is the drawn sentence followed by the report's sentences that name no place (chest: no side;
+    fundus: no place and not the disc), in report order: what the view hides is not described. ``eye``: see
+    :func:`sentence_regions`.
     """
-    located = [(i, box) for i, s in enumerate(sentences) if (box := sentence_region(s)) is not None]
+    regions = sentence_regions(sentences, layout, eye)
+    located = [(i, box) for i, box in enumerate(regions) if box is not None]
     if not located:
         return None
     chosen, box = located[rng.randrange(len(located))]
-    sided = {i for i, s in enumerate(sentences) if any(p.search(s) for p in _SIDE_WORDS.values()) or _BOTH.search(s)}
-    rest = [s for i, s in enumerate(sentences) if i != chosen and i not in sided]
+    rest = [s for i, s in enumerate(sentences) if i != chosen and not _places_something(s, layout)]
     return box, ". ".join([sentences[chosen], *rest])
 
 
-def random_region(rng: random.Random) -> tuple[float, float, float, float]:
-    """One side at one zone or at every height, drawn at random: the view of a report that locates nothing, so that
-    a partly hidden film does not by itself say "this report names a place"."""
+def random_region(rng: random.Random, layout: str = "chest") -> tuple[float, float, float, float]:
+    """A region drawn at random (chest: one side at one zone or at every height; fundus: one of the named places,
+    either eye): the view of a report that locates nothing, so that a partly hidden image does not by itself say
+    "this report names a place"."""
+    if layout == "fundus":
+        x0, y0, x1, y1 = rng.choice([box for _, box in (*FUNDUS_PLACES, FUNDUS_DISC)])
+        return (x0, y0, x1, y1) if rng.random() < 0.5 else (1.0 - x1, y0, 1.0 - x0, y1)
     x0, x1 = SIDE_X[rng.choice(sorted(SIDE_X))]
     zone = rng.choice([*sorted(ZONE_Y), "all"])
     y0, y1 = (ZONE_Y["upper"][0], ZONE_Y["lower"][1]) if zone == "all" else ZONE_Y[zone]
