@@ -172,3 +172,70 @@ def test_a_fundus_corpus_gets_the_fundus_layout_and_the_eye_of_its_report(tmp_pa
         x0, _, x1, _ = FUNDUS_DISC[1] if i % 2 == 0 else (1 - FUNDUS_DISC[1][2], 0, 1 - FUNDUS_DISC[1][0], 0)
         assert (columns.min().item(), columns.max().item() + 1) == (round(x0 * 40), round(x1 * 40)), i
         assert item["caption"].startswith("the optic disc appears normal")
+
+
+def test_region_mask_holds_the_cells_inside_each_box():
+    from afloc.modeling.losses import boxes_to_region_mask
+
+    mask = boxes_to_region_mask(
+        torch.tensor([[0.0, 0.5, 0.5, 1.0], [0.0, 0.0, 1.0, 1.0], [0.6, 0.6, 0.62, 0.62]]), 4, 4
+    )
+    assert mask[0].nonzero().tolist() == [[2, 0], [2, 1], [3, 0], [3, 1]]  # rows 2-3, columns 0-1
+    assert mask[1].all()
+    assert mask[2].sum() == 1 and mask[2, 2, 2]  # a box between cell centres keeps its nearest cell
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hidden_regions_take_no_part_in_the_local_loss(seed):
+    """What a masked region holds cannot change the loss; an all-True mask is the unmasked loss."""
+    from afloc.modeling.losses import local_contrastive_loss
+
+    generator = torch.Generator().manual_seed(seed)
+    patches = torch.randn(4, 8, 3, 3, generator=generator, dtype=torch.float64)
+    tokens = torch.randn(4, 5, 8, generator=generator, dtype=torch.float64)
+    token_mask = torch.ones(4, 5, dtype=torch.bool)
+    token_mask[1, 3:] = False
+    for null_attention in (False, True):
+        plain = local_contrastive_loss(patches, tokens, token_mask, null_attention=null_attention)
+        full = torch.ones(4, 3, 3, dtype=torch.bool)
+        assert torch.allclose(local_contrastive_loss(patches, tokens, token_mask, null_attention=null_attention,
+                                                     region_mask=full), plain)  # fmt: skip
+        region_mask = torch.rand(4, 3, 3, generator=generator) < 0.5
+        region_mask[:, 1, 1] = True
+        masked = local_contrastive_loss(patches, tokens, token_mask, null_attention=null_attention,
+                                        region_mask=region_mask)  # fmt: skip
+        changed = patches.clone()
+        changed.permute(0, 2, 3, 1)[~region_mask] = torch.randn(int((~region_mask).sum()), 8, dtype=torch.float64)
+        again = local_contrastive_loss(changed, tokens, token_mask, null_attention=null_attention,
+                                       region_mask=region_mask)  # fmt: skip
+        assert torch.allclose(masked, again)
+        assert not torch.allclose(masked, plain)  # the mask does change what is attended to
+    with pytest.raises(ValueError, match="region_mask"):
+        local_contrastive_loss(patches, tokens, token_mask, region_mask=torch.zeros(4, 3, 3, dtype=torch.bool))
+
+
+def test_zone_view_masks_carry_each_items_visible_box(tmp_path, tiny_bert):
+    from training.data import Collate
+
+    corpus = write_tiny_corpus(tmp_path / "corpus")
+    module = ImageReportDataModule(str(corpus), text_model=str(tiny_bert), image_size=48, batch_size=4,
+                                   num_workers=0, zone_view_fraction=0.5, zone_view_masks=True)  # fmt: skip
+    module.setup("fit")
+    data = module.datasets["train"]
+    plain = ImageReportDataModule(str(corpus), text_model=str(tiny_bert), image_size=48, batch_size=4, num_workers=0)
+    plain.setup("fit")
+    boxes = []
+    for i in range(2 * len(data)):
+        item, reference = data[i], plain.datasets["train"][i]["image"]
+        box = item["view_box"].tolist()
+        boxes.append(box)
+        inside = torch.zeros(48, 48, dtype=torch.bool)
+        inside[round(box[1] * 48) : round(box[3] * 48), round(box[0] * 48) : round(box[2] * 48)] = True
+        assert torch.equal(item["image"][:, inside], reference[:, inside]), i  # the box is what shows
+        assert (item["image"][:, ~inside] == 0).all(), i  # and nothing else
+    assert 0 < sum(b == [0.0, 0.0, 1.0, 1.0] for b in boxes) < len(boxes)
+    batch = Collate(module.tokenizer)([data[0], data[1]])
+    assert batch["view_boxes"].shape == (2, 4)
+    assert "view_box" not in module.datasets["val"][0]  # training only
+    with pytest.raises(ValueError, match="zone_view_masks"):
+        ImageReportDataModule(str(corpus), zone_view_masks=True)

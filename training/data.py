@@ -19,7 +19,7 @@ from afloc.text.tokenizer import ReportTokenizer, limit_sentences, load_tokenize
 
 from .augment import Augmentation
 from .manifest import ManifestRecord, read_manifest
-from .zone_views import apply_view, random_region, report_eye, zone_view
+from .zone_views import WHOLE_IMAGE, apply_view, random_region, report_eye, zone_view
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +44,14 @@ class ImageReportDataset(Dataset):
         augmentation: Augmentation | None = None,
         full_report_fraction: float = 0.0,
         zone_view_fraction: float = 0.0,
+        zone_view_masks: bool = False,
     ) -> None:
         if not 0.0 <= full_report_fraction <= 1.0:
             raise ValueError(f"full_report_fraction must be in [0, 1], got {full_report_fraction}")
         if not 0.0 <= zone_view_fraction <= 1.0:
             raise ValueError(f"zone_view_fraction must be in [0, 1], got {zone_view_fraction}")
         self.zone_view_fraction = zone_view_fraction
+        self.zone_view_masks = zone_view_masks
         self.zone_layout = "fundus" if preprocessing.modality == "fundus" else "chest"
         self.eyes = [report_eye(r.report) for r in records] if self.zone_layout == "fundus" else [None] * len(records)
         self.records = records
@@ -81,16 +83,17 @@ class ImageReportDataset(Dataset):
         fraction = self.full_report_fraction  # no draw at 0 or 1: those runs keep their captions draw for draw
         full = fraction >= 1.0 or (fraction > 0 and rng.random() < fraction)
         caption = sample_caption(self.sentences[position], rng, full)
-        if self.zone_view_fraction > 0:  # its own generator: the captions above stay draw for draw
-            view_rng = random.Random(f"{self.seed}:{epoch}:{position}:view")
-            if view_rng.random() < self.zone_view_fraction:
-                view = zone_view(self.sentences[position], view_rng, self.zone_layout, self.eyes[position])
-                if view is None:
-                    tensor = apply_view(tensor, random_region(view_rng, self.zone_layout))
-                else:
-                    box, caption = view
-                    tensor = apply_view(tensor, box)
-        return {"image": tensor, "caption": caption}
+        if self.zone_view_fraction == 0:
+            return {"image": tensor, "caption": caption}
+        box = WHOLE_IMAGE
+        view_rng = random.Random(f"{self.seed}:{epoch}:{position}:view")  # its own: the captions stay draw for draw
+        if view_rng.random() < self.zone_view_fraction:
+            view = zone_view(self.sentences[position], view_rng, self.zone_layout, self.eyes[position])
+            box, caption = (random_region(view_rng, self.zone_layout), caption) if view is None else view
+            tensor = apply_view(tensor, box)
+        if not self.zone_view_masks:
+            return {"image": tensor, "caption": caption}
+        return {"image": tensor, "caption": caption, "view_box": torch.tensor(box, dtype=torch.float32)}
 
 
 class EpochSampler(Sampler[int]):
@@ -180,6 +183,8 @@ class Collate:
         if good:
             batch["images"] = torch.stack([item["image"] for item in good])
             batch["text"] = self.tokenizer([item["caption"] for item in good])
+            if "view_box" in good[0]:
+                batch["view_boxes"] = torch.stack([item["view_box"] for item in good])
         return batch
 
 
@@ -199,6 +204,9 @@ class ImageReportDataModule(pl.LightningDataModule):
             located sentence of their report says (the layout of frontal chest films or, with ``modality="fundus"``,
             of macula-centred fundus photographs; :mod:`training.zone_views`), captioned with that sentence and the
             report's sentences that name no place. 0 (default) = off. Not in the reference.
+        zone_view_masks: the local losses' words and sentences attend only to the regions a view shows (each
+            batch carries ``view_boxes``); without it the hidden, filled regions take part and can stand for the
+            view's place. Needs ``zone_view_fraction`` > 0.
         caption_word_limit: cap each report's sentence list with the authors' rule before sampling: stop at the
             sentence where the cumulative word count equals this number (they use 5; see
             :func:`afloc.text.tokenizer.limit_sentences`). ``None`` (default) samples from every sentence.
@@ -240,8 +248,11 @@ class ImageReportDataModule(pl.LightningDataModule):
         same_label_batches: float = 0.0,
         full_report_fraction: float = 0.0,
         zone_view_fraction: float = 0.0,
+        zone_view_masks: bool = False,
     ) -> None:
         super().__init__()
+        if zone_view_masks and zone_view_fraction == 0:
+            raise ValueError("zone_view_masks needs zone views: set zone_view_fraction > 0")
         if not 0.0 <= full_report_fraction <= 1.0:
             raise ValueError(f"full_report_fraction must be in [0, 1], got {full_report_fraction}")
         if not 0.0 <= zone_view_fraction <= 1.0:
@@ -286,6 +297,7 @@ class ImageReportDataModule(pl.LightningDataModule):
                 augmentation=self.augmentation if split == "train" else None,
                 full_report_fraction=self.hparams.get("full_report_fraction", 0.0) if split == "train" else 0.0,
                 zone_view_fraction=self.hparams.get("zone_view_fraction", 0.0) if split == "train" else 0.0,
+                zone_view_masks=self.hparams.get("zone_view_masks", False) and split == "train",
             )
         if self.dropped_reports["train"]:
             logger.warning("dropped %d training studies with no usable sentence", self.dropped_reports["train"])

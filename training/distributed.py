@@ -22,6 +22,13 @@ def _gather_mask(mask: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts, dim=0).bool()
 
 
+def gather_boxes(boxes: torch.Tensor) -> torch.Tensor:
+    """Concatenate a per-sample tensor without gradient (zone-view boxes) from every rank along dim 0."""
+    parts = [torch.empty_like(boxes) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, boxes.contiguous())
+    return torch.cat(parts, dim=0)
+
+
 def _pad_to_global_length(tensor: torch.Tensor, dim: int) -> torch.Tensor:
     """Pad ``dim`` with zeros to the largest size over all ranks (token / sentence counts differ per rank)."""
     length = torch.tensor([tensor.shape[dim]], device=tensor.device)

@@ -16,7 +16,7 @@ from afloc import AFLocConfig, AFLocLoss, ImageEncoderConfig, LossConfig, TextEn
 from afloc.modeling.types import ImageEncoderOutput, TextEncoderOutput
 from afloc.text.tokenizer import sample_caption
 
-from .distributed import gather_image_outputs, gather_text_outputs
+from .distributed import gather_boxes, gather_image_outputs, gather_text_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -180,9 +180,11 @@ class AFLocPretraining(pl.LightningModule):
         text_trainable = not self.hparams.freeze_text or self.model.text_adapter is not None
         with torch.set_grad_enabled(torch.is_grad_enabled() and text_trainable):
             text_out: TextEncoderOutput = self.model.encode_text(batch["text"])
+        view_boxes = batch.get("view_boxes")  # zone views (training.zone_views): the visible part of each image
         if self.hparams.gather_across_ranks and self.trainer.world_size > 1:
             image_out, text_out = gather_image_outputs(image_out), gather_text_outputs(text_out)
-        terms = self.loss(image_out, text_out)
+            view_boxes = None if view_boxes is None else gather_boxes(view_boxes)
+        terms = self.loss(image_out, text_out, view_boxes)
         batch_size = batch["images"].shape[0]
         for name, value in terms.items():
             self.log(

@@ -31,6 +31,7 @@ import torch
 # overlapping, so that a finding near a zone's edge stays inside its view
 SIDE_X = {"right": (0.0, 0.56), "left": (0.44, 1.0)}  # the patient's right lung is on the image's left
 ZONE_Y = {"upper": (0.05, 0.5), "mid": (0.3, 0.75), "lower": (0.5, 1.0)}
+WHOLE_IMAGE = (0.0, 0.0, 1.0, 1.0)  # the box of an image shown whole
 MAX_VIEW_AREA = 0.6  # a sentence that covers more than this (both lungs, all zones) gives no view
 
 _SIDE_WORDS = {

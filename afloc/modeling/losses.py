@@ -59,6 +59,7 @@ def _chunk_region_token_scores(
     attention_temperature: float,
     aggregation_temperature: float,
     null_attention: bool = False,
+    region_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``R(i, j)`` for a chunk of texts against all images.
 
@@ -70,6 +71,7 @@ def _chunk_region_token_scores(
         tokens: ``[c, T, D]`` token features of ``c`` texts.
         token_mask: ``[c, T]`` bool.
         null_attention: a "no token" slot of logit 0 in step 2's softmax (see :class:`LossConfig`).
+        region_mask: ``[Bi, N]`` bool, the regions each image's words may attend to (step 3); None = all.
 
     Returns:
         ``[c, Bi]`` log-sum-exp aggregated similarities.
@@ -90,7 +92,10 @@ def _chunk_region_token_scores(
     else:
         attention = attention.softmax(dim=-1)
     # 3. softmax over regions of the sharpened token-normalised scores, per token
-    attention = (attention_temperature * attention).softmax(dim=1).to(regions.dtype)
+    attention = attention_temperature * attention
+    if region_mask is not None:  # regions outside an image's view take no attention
+        attention = attention.masked_fill(~region_mask[:, :, None, None], float("-inf"))
+    attention = attention.softmax(dim=1).to(regions.dtype)
     # 4. attended visual context of every token: [Bi, c*T, N] @ [Bi, N, D]
     context = torch.bmm(attention.view(num_images, num_regions, -1).transpose(1, 2), regions)
     context = context.view(num_images, num_texts, num_tokens, dim)
@@ -114,6 +119,7 @@ def local_contrastive_loss(
     text_chunk_size: int | None = None,
     recompute: bool = False,
     null_attention: bool = False,
+    region_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Region <-> token loss (used for words on the shallow map and for sentences on the deep map).
 
@@ -136,6 +142,8 @@ def local_contrastive_loss(
         text_chunk_size: texts per chunk; ``None`` picks one from the tensor sizes.
         recompute: activation recomputation per chunk.
         null_attention: a "no token" slot of logit 0 in each region's softmax over tokens (not in the reference).
+        region_mask: ``[B, h, w]`` bool, the regions of each image that tokens may attend to (a zone view's
+            visible part; not in the reference); None = every region. Every image needs at least one.
     """
     if patch_embeddings.ndim != 4 or token_embeddings.ndim != 3:
         raise ValueError(
@@ -152,6 +160,15 @@ def local_contrastive_loss(
     if not bool(token_mask.any(dim=1).all()):
         raise ValueError("every text needs at least one token in token_mask")
 
+    if region_mask is not None:
+        if region_mask.shape != (patch_embeddings.shape[0], *patch_embeddings.shape[2:]):
+            raise ValueError(
+                f"region_mask shape {tuple(region_mask.shape)} != [B, h, w] of the patches "
+                f"{(patch_embeddings.shape[0], *patch_embeddings.shape[2:])}"
+            )
+        region_mask = region_mask.bool().flatten(1)
+        if not bool(region_mask.any(dim=1).all()):
+            raise ValueError("every image needs at least one region in region_mask")
     regions = patch_embeddings.flatten(2).transpose(1, 2)  # [Bi, N, D]
     num_images, num_regions, _ = regions.shape
     num_texts, num_tokens, _ = token_embeddings.shape
@@ -175,6 +192,7 @@ def local_contrastive_loss(
             attention_temperature,
             aggregation_temperature,
             null_attention,
+            region_mask,
         )
         if recompute and torch.is_grad_enabled():
             chunks.append(checkpoint(_chunk_region_token_scores, *args, use_reentrant=False))
@@ -183,6 +201,24 @@ def local_contrastive_loss(
     sorted_scores = torch.cat(chunks, dim=0)
     scores = torch.empty_like(sorted_scores).index_copy(0, order, sorted_scores)  # [B_texts, B_images] R(i, j)
     return _symmetric_cross_entropy(logit_scale * scores.t())
+
+
+def boxes_to_region_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``[B, height, width]`` bool: the grid cells whose centres lie inside each ``(x0, y0, x1, y1)`` box (image
+    fractions); a box that holds no cell centre keeps the cell nearest to its centre."""
+    rows = (torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5) / height
+    cols = (torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5) / width
+    x0, y0, x1, y1 = (boxes[:, k, None] for k in range(4))
+    inside_rows = (rows[None] >= y0) & (rows[None] < y1)  # [B, h]
+    inside_cols = (cols[None] >= x0) & (cols[None] < x1)  # [B, w]
+    mask = inside_rows[:, :, None] & inside_cols[:, None, :]
+    empty = ~mask.flatten(1).any(dim=1)
+    if bool(empty.any()):
+        row = ((y0 + y1)[:, 0] / 2 * height).long().clamp(0, height - 1)
+        col = ((x0 + x1)[:, 0] / 2 * width).long().clamp(0, width - 1)
+        index = empty.nonzero().flatten()
+        mask[index, row[index], col[index]] = True
+    return mask
 
 
 class AFLocLoss(nn.Module):
@@ -195,8 +231,11 @@ class AFLocLoss(nn.Module):
         super().__init__()
         self.config = config or LossConfig()
 
-    def _local(self, patches: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _local(
+        self, patches: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, view_boxes: torch.Tensor | None
+    ) -> torch.Tensor:
         c = self.config
+        regions = None if view_boxes is None else boxes_to_region_mask(view_boxes, *patches.shape[-2:])
         return local_contrastive_loss(
             patches,
             tokens,
@@ -207,19 +246,28 @@ class AFLocLoss(nn.Module):
             c.text_chunk_size,
             c.recompute,
             c.null_attention,
+            regions,
         )
 
-    def forward(self, image: ImageEncoderOutput, text: TextEncoderOutput) -> dict[str, torch.Tensor]:
-        """Returns ``{"report", "sentence", "word"}`` (those with weight > 0) and ``"total"``."""
+    def forward(
+        self, image: ImageEncoderOutput, text: TextEncoderOutput, view_boxes: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Returns ``{"report", "sentence", "word"}`` (those with weight > 0) and ``"total"``.
+
+        ``view_boxes``: ``[B, 4]`` ``(x0, y0, x1, y1)`` image fractions of each image's visible part (zone views,
+        ``training.zone_views``; ``(0, 0, 1, 1)`` for a whole image): the local losses attend inside them only.
+        """
         c = self.config
         terms: dict[str, torch.Tensor] = {}
         if c.report_weight > 0:
             terms["report"] = global_contrastive_loss(image.image_embedding, text.report_embedding, c.logit_scale)
         if c.sentence_weight > 0:
-            terms["sentence"] = self._local(image.patch_embeddings, text.sentence_embeddings, text.sentence_mask)
+            terms["sentence"] = self._local(
+                image.patch_embeddings, text.sentence_embeddings, text.sentence_mask, view_boxes
+            )
         if c.word_weight > 0:
             patches = image.shallow_patch_embeddings if c.word_level == "shallow" else image.patch_embeddings
-            terms["word"] = self._local(patches, text.word_embeddings, text.word_mask)
+            terms["word"] = self._local(patches, text.word_embeddings, text.word_mask, view_boxes)
         weights = {"report": c.report_weight, "sentence": c.sentence_weight, "word": c.word_weight}
         total = sum(weights[name] * value for name, value in terms.items())
         terms["total"] = total
