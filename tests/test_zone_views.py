@@ -239,3 +239,31 @@ def test_zone_view_masks_carry_each_items_visible_box(tmp_path, tiny_bert):
     assert "view_box" not in module.datasets["val"][0]  # training only
     with pytest.raises(ValueError, match="zone_view_masks"):
         ImageReportDataModule(str(corpus), zone_view_masks=True)
+
+
+def test_a_fit_with_zone_view_masks_hands_the_boxes_to_the_loss(tmp_path, tiny_bert, monkeypatch):
+    """Bug class: the boxes made by the data never reaching the loss (the views would train unmasked)."""
+    from pathlib import Path
+
+    from afloc.modeling.losses import AFLocLoss
+    from training.cli import cli_main
+
+    seen: list = []
+    forward = AFLocLoss.forward
+
+    def spy(self, image, text, view_boxes=None):
+        seen.append(None if view_boxes is None else view_boxes.clone())
+        return forward(self, image, text, view_boxes)
+
+    monkeypatch.setattr(AFLocLoss, "forward", spy)
+    corpus = write_tiny_corpus(tmp_path / "corpus")
+    configs = Path(__file__).resolve().parents[1] / "training" / "configs"
+    cli_main(["fit", "--config", str(configs / "smoke.yaml"), "--model.text_model", str(tiny_bert),
+              "--data.manifest", str(corpus), "--trainer.default_root_dir", str(tmp_path),
+              "--trainer.logger.init_args.save_dir", str(tmp_path), "--data.zone_view_fraction", "1",
+              "--data.zone_view_masks", "true"])  # fmt: skip
+    boxes = [b for b in seen if b is not None]
+    assert len(boxes) >= 2  # the two training steps
+    for b in boxes:
+        assert b.shape[1] == 4 and not (b == torch.tensor([0.0, 0.0, 1.0, 1.0])).all(dim=1).any()  # all views
+    assert any(b is None for b in seen)  # validation batches: whole images, no boxes
