@@ -53,7 +53,8 @@ class ImageReportDataset(Dataset):
         self.zone_view_fraction = zone_view_fraction
         self.zone_view_masks = zone_view_masks
         self.zone_layout = "fundus" if preprocessing.modality == "fundus" else "chest"
-        self.eyes = [report_eye(r.report) for r in records] if self.zone_layout == "fundus" else [None] * len(records)
+        fundus_views = zone_view_fraction > 0 and self.zone_layout == "fundus"  # read only where views need it
+        self.eyes = [report_eye(r.report) for r in records] if fundus_views else [None] * len(records)
         self.records = records
         self.full_report_fraction = 1.0 if full_report else full_report_fraction
         self.augmentation = augmentation

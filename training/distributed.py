@@ -15,18 +15,16 @@ def _gather(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(all_gather(tensor.contiguous()), dim=0)
 
 
-def _gather_mask(mask: torch.Tensor) -> torch.Tensor:
-    """Concatenate a boolean mask from every rank (no gradient; sent as uint8, which every backend supports)."""
-    parts = [torch.empty_like(mask, dtype=torch.uint8) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, mask.to(torch.uint8).contiguous())
-    return torch.cat(parts, dim=0).bool()
-
-
 def gather_boxes(boxes: torch.Tensor) -> torch.Tensor:
-    """Concatenate a per-sample tensor without gradient (zone-view boxes) from every rank along dim 0."""
+    """Concatenate a per-sample tensor without gradient (zone-view boxes, masks) from every rank along dim 0."""
     parts = [torch.empty_like(boxes) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, boxes.contiguous())
     return torch.cat(parts, dim=0)
+
+
+def _gather_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Concatenate a boolean mask from every rank (no gradient; sent as uint8, which every backend supports)."""
+    return gather_boxes(mask.to(torch.uint8)).bool()
 
 
 def _pad_to_global_length(tensor: torch.Tensor, dim: int) -> torch.Tensor:
