@@ -7,7 +7,7 @@ import random
 
 import pytest
 import torch
-from training_fixtures import write_tiny_bert, write_tiny_corpus
+from training_fixtures import write_manifest, write_tiny_bert, write_tiny_corpus
 
 from training.data import ImageReportDataModule
 from training.zone_views import FUNDUS_DISC, apply_view, fundus_region, report_eye, sentence_region, zone_view
@@ -148,7 +148,6 @@ def test_the_eye_is_read_from_the_whole_report():
 
 def test_a_fundus_corpus_gets_the_fundus_layout_and_the_eye_of_its_report(tmp_path, tiny_bert):
     """Bug class: colour photographs viewed with the chest's layout, or the eye lost with the one-word "OD"."""
-    import csv
 
     import numpy as np
     from PIL import Image
@@ -158,10 +157,7 @@ def test_a_fundus_corpus_gets_the_fundus_layout_and_the_eye_of_its_report(tmp_pa
         Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(tmp_path / f"{i}.png")
         report = f"EYE: {eye}. FINDINGS: The optic disc appears normal. No haemorrhages. IMPRESSION: Normal fundus."
         rows.append({"image": f"{i}.png", "report": report, "split": "train"})
-    with (tmp_path / "manifest.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["image", "report", "split"])
-        writer.writeheader()
-        writer.writerows(rows)
+    write_manifest(tmp_path / "manifest.csv", rows)
     module = ImageReportDataModule(str(tmp_path / "manifest.csv"), text_model=str(tiny_bert), image_size=40,
                                    batch_size=2, num_workers=0, modality="fundus", zone_view_fraction=1.0)  # fmt: skip
     module.setup("fit")

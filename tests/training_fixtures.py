@@ -51,3 +51,13 @@ def write_tiny_corpus(directory: Path, n: int = 24, size: int = 48, corrupt: int
         writer.writeheader()
         writer.writerows(rows)
     return directory / "manifest.csv"
+
+
+def write_manifest(path: Path, rows: list[dict]) -> Path:
+    """A manifest CSV at ``path`` with the columns image, report, split (and any other keys of the rows)."""
+    fields = list(dict.fromkeys(key for row in rows for key in row))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

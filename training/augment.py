@@ -4,7 +4,8 @@ Real images differ from each other in ways the report text never mentions: expos
 the camera's field of view, a slight tilt or offset. An augmentation here changes only such things, so the report
 stays true of the augmented image:
 
-* no horizontal flip (it would swap the patient's sides and the eye's nasal/temporal sides that reports name);
+* no horizontal flip here (it would swap the patient's sides, or turn a right eye into a left one, under words
+  that still name the old ones; :mod:`training.mirror` flips with the words swapped);
 * rotations of a few degrees and small shifts and zooms (a finding stays in its zone);
 * exposure (gamma), contrast and brightness; for colour photographs, per-channel gains and a field-of-view
   circle of random radius (fundus cameras crop the retina to a circle of their own size).

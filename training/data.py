@@ -19,9 +19,12 @@ from afloc.text.tokenizer import ReportTokenizer, limit_sentences, load_tokenize
 
 from .augment import Augmentation
 from .manifest import ManifestRecord, read_manifest
+from .mirror import mirror_box, mirror_caption, mirror_image, mirror_pair_order
 from .zone_views import WHOLE_IMAGE, apply_view, random_region, report_eye, zone_view
 
 logger = logging.getLogger(__name__)
+
+MIRROR_OFFSET = 1 << 40  # a sampler index at or above this asks for the sample's mirror (:mod:`training.mirror`)
 
 
 class ImageReportDataset(Dataset):
@@ -31,7 +34,9 @@ class ImageReportDataset(Dataset):
     is reproducible per (seed, epoch, sample) in any worker process and after resuming.
 
     Items are ``{"image": [3, S, S], "caption": str}`` or ``None`` for an unreadable image (counted by the
-    collate function, never silently trained on).
+    collate function, never silently trained on). An index plus ``MIRROR_OFFSET`` gives the sample mirrored, its
+    caption's sides (or eye) swapped (:mod:`training.mirror`); ``mirror_fraction`` mirrors that share of the
+    samples at random (those whose text has no mirror stay as they are).
     """
 
     def __init__(
@@ -45,7 +50,11 @@ class ImageReportDataset(Dataset):
         full_report_fraction: float = 0.0,
         zone_view_fraction: float = 0.0,
         zone_view_masks: bool = False,
+        mirror_fraction: float = 0.0,
+        mirror_pairs: bool = False,
     ) -> None:
+        if not 0.0 <= mirror_fraction <= 1.0:
+            raise ValueError(f"mirror_fraction must be in [0, 1], got {mirror_fraction}")
         if not 0.0 <= full_report_fraction <= 1.0:
             raise ValueError(f"full_report_fraction must be in [0, 1], got {full_report_fraction}")
         if not 0.0 <= zone_view_fraction <= 1.0:
@@ -53,8 +62,11 @@ class ImageReportDataset(Dataset):
         self.zone_view_fraction = zone_view_fraction
         self.zone_view_masks = zone_view_masks
         self.zone_layout = "fundus" if preprocessing.modality == "fundus" else "chest"
-        fundus_views = zone_view_fraction > 0 and self.zone_layout == "fundus"  # read only where views need it
-        self.eyes = [report_eye(r.report) for r in records] if fundus_views else [None] * len(records)
+        self.mirroring = mirror_fraction > 0 or mirror_pairs
+        self.mirror_fraction = mirror_fraction
+        # the eye is read only where views or mirrors need it (runs without them keep their captions)
+        fundus_eyes = (zone_view_fraction > 0 or self.mirroring) and self.zone_layout == "fundus"
+        self.eyes = [report_eye(r.report) for r in records] if fundus_eyes else [None] * len(records)
         self.records = records
         self.full_report_fraction = 1.0 if full_report else full_report_fraction
         self.augmentation = augmentation
@@ -69,8 +81,16 @@ class ImageReportDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def pairable(self) -> list[bool]:
+        """Per record: its mirror's text differs from its own (chest: it names a side and can be mirrored;
+        fundus: it names the eye), so that the record and its mirror make a pair the losses can tell apart."""
+        if self.zone_layout == "fundus":
+            return [eye is not None for eye in self.eyes]
+        return [mirror_caption(r.report) not in (None, r.report) for r in self.records]
+
     def __getitem__(self, index: int) -> dict | None:
-        epoch, position = divmod(int(index), len(self.records))
+        mirrored, index = divmod(int(index), MIRROR_OFFSET)
+        epoch, position = divmod(index, len(self.records))
         record = self.records[position]
         try:
             image = load_image(record.image)
@@ -84,17 +104,39 @@ class ImageReportDataset(Dataset):
         fraction = self.full_report_fraction  # no draw at 0 or 1: those runs keep their captions draw for draw
         full = fraction >= 1.0 or (fraction > 0 and rng.random() < fraction)
         caption = sample_caption(self.sentences[position], rng, full)
-        if self.zone_view_fraction == 0:
-            return {"image": tensor, "caption": caption}
         box = WHOLE_IMAGE
-        view_rng = random.Random(f"{self.seed}:{epoch}:{position}:view")  # its own: the captions stay draw for draw
-        if view_rng.random() < self.zone_view_fraction:
-            view = zone_view(self.sentences[position], view_rng, self.zone_layout, self.eyes[position])
-            box, caption = (random_region(view_rng, self.zone_layout), caption) if view is None else view
-            tensor = apply_view(tensor, box)
+        if self.zone_view_fraction > 0:
+            view_rng = random.Random(f"{self.seed}:{epoch}:{position}:view")  # its own: captions stay draw for draw
+            if view_rng.random() < self.zone_view_fraction:
+                view = zone_view(self.sentences[position], view_rng, self.zone_layout, self.eyes[position])
+                box, caption = (random_region(view_rng, self.zone_layout), caption) if view is None else view
+                tensor = apply_view(tensor, box)
+        if self.mirroring:
+            tensor, caption, box = self._mirror(tensor, caption, box, position, epoch, bool(mirrored))
+        elif mirrored:
+            raise ValueError("a mirrored sample was asked of a dataset built without mirroring")
         if not self.zone_view_masks:
             return {"image": tensor, "caption": caption}
         return {"image": tensor, "caption": caption, "view_box": torch.tensor(box, dtype=torch.float32)}
+
+    def _mirror(
+        self, tensor: torch.Tensor, caption: str, box: tuple, position: int, epoch: int, asked: bool
+    ) -> tuple[torch.Tensor, str, tuple]:
+        """The sample mirrored by the ``mirror_fraction`` draw, or the opposite of that draw when ``asked`` (the
+        second of a mirror pair), if its text can be mirrored. A fundus caption first gets its report's eye when it
+        lost it (cleaning drops "EYE: OD."), in every sample, so that the eye words do not by themselves say
+        "mirrored"."""
+        eye = self.eyes[position]
+        if eye is not None and report_eye(caption) is None:
+            caption = f"{eye} eye. {caption}"
+        mirror_rng = random.Random(f"{self.seed}:{epoch}:{position}:mirror")
+        drawn = self.mirror_fraction > 0 and mirror_rng.random() < self.mirror_fraction
+        if drawn == asked:
+            return tensor, caption, box
+        mirrored = mirror_caption(caption, self.zone_layout)
+        if mirrored is None:
+            return tensor, caption, box
+        return mirror_image(tensor), mirrored, mirror_box(box)
 
 
 class EpochSampler(Sampler[int]):
@@ -112,13 +154,23 @@ class EpochSampler(Sampler[int]):
         groups: list[str] | None = None,
         batch_size: int | None = None,
         same_group_fraction: float = 0.0,
+        pairable: list[bool] | None = None,
+        mirror_pairs: int = 0,
     ) -> None:
         if not 0.0 <= same_group_fraction <= 1.0:
             raise ValueError(f"same_group_fraction must be in [0, 1], got {same_group_fraction}")
         if same_group_fraction > 0 and (groups is None or len(groups) != size or not batch_size or not shuffle):
             raise ValueError("same-group batches need one group per sample, a batch size and shuffling")
+        if mirror_pairs:
+            if pairable is None or len(pairable) != size or not batch_size or not shuffle:
+                raise ValueError("mirror pairs need a pairable flag per sample, a batch size and shuffling")
+            if not 0 < mirror_pairs <= batch_size // 2:
+                raise ValueError(f"mirror_pairs must be in [1, {batch_size // 2}] (half the batch), got {mirror_pairs}")
+            if same_group_fraction > 0:
+                raise ValueError("mirror pairs and same-group batches cannot be combined")
         self.size, self.seed, self.shuffle, self.epoch = size, seed, shuffle, 0
         self.groups, self.batch_size, self.same_group_fraction = groups, batch_size, same_group_fraction
+        self.pairable, self.mirror_pairs = pairable, mirror_pairs
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -130,7 +182,7 @@ class EpochSampler(Sampler[int]):
         return 0, 1
 
     def __len__(self) -> int:
-        if self.same_group_fraction > 0:
+        if self.same_group_fraction > 0 or self.mirror_pairs:
             return (self.size // self.batch_size) * self.batch_size
         return math.ceil(self.size / self._rank_world()[1])
 
@@ -162,6 +214,14 @@ class EpochSampler(Sampler[int]):
                 raise ValueError("same-group batches are implemented for one process only")
             order = self._grouped_order(torch.Generator().manual_seed(self.seed + self.epoch))
             return iter((order + self.epoch * self.size).tolist())
+        if self.mirror_pairs:
+            if world > 1:
+                raise ValueError("mirror pairs are implemented for one process only")
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            order = (order + self.epoch * self.size).tolist()
+            return iter(
+                mirror_pair_order(order, self.size, self.batch_size, self.pairable, self.mirror_pairs, MIRROR_OFFSET)
+            )
         if self.shuffle:
             order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
         else:
@@ -208,6 +268,12 @@ class ImageReportDataModule(pl.LightningDataModule):
         zone_view_masks: the local losses' words and sentences attend only to the regions a view shows (each
             batch carries ``view_boxes``); without it the hidden, filled regions take part and can stand for the
             view's place. Needs ``zone_view_fraction`` > 0.
+        mirror_fraction: this share of the training images (drawn per sample and epoch) is mirrored left to right,
+            its caption's side words (chest) or eye (fundus) swapped; text that cannot be mirrored (the middle lobe,
+            the lingula) stays unmirrored. 0 (default) = off (:mod:`training.mirror`). Not in the reference.
+        mirror_pairs: pairs per training batch of a film and its own mirror, among the films whose mirrored text
+            differs (a side named; fundus: the eye named): hard negatives that differ only in where the finding or
+            the disc lies. 0 (default) = off; at most half the batch; one process only. Not in the reference.
         caption_word_limit: cap each report's sentence list with the authors' rule before sampling: stop at the
             sentence where the cumulative word count equals this number (they use 5; see
             :func:`afloc.text.tokenizer.limit_sentences`). ``None`` (default) samples from every sentence.
@@ -250,8 +316,16 @@ class ImageReportDataModule(pl.LightningDataModule):
         full_report_fraction: float = 0.0,
         zone_view_fraction: float = 0.0,
         zone_view_masks: bool = False,
+        mirror_fraction: float = 0.0,
+        mirror_pairs: int = 0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= mirror_fraction <= 1.0:
+            raise ValueError(f"mirror_fraction must be in [0, 1], got {mirror_fraction}")
+        if not 0 <= mirror_pairs <= batch_size // 2:
+            raise ValueError(f"mirror_pairs must be in [0, batch_size // 2 = {batch_size // 2}], got {mirror_pairs}")
+        if mirror_pairs and same_label_batches:
+            raise ValueError("mirror_pairs and same_label_batches cannot be combined")
         if zone_view_masks and zone_view_fraction == 0:
             raise ValueError("zone_view_masks needs zone views: set zone_view_fraction > 0")
         if not 0.0 <= full_report_fraction <= 1.0:
@@ -299,6 +373,8 @@ class ImageReportDataModule(pl.LightningDataModule):
                 full_report_fraction=self.hparams.get("full_report_fraction", 0.0) if split == "train" else 0.0,
                 zone_view_fraction=self.hparams.get("zone_view_fraction", 0.0) if split == "train" else 0.0,
                 zone_view_masks=self.hparams.get("zone_view_masks", False) and split == "train",
+                mirror_fraction=self.hparams.get("mirror_fraction", 0.0) if split == "train" else 0.0,
+                mirror_pairs=bool(self.hparams.get("mirror_pairs", 0)) and split == "train",
             )
         if self.dropped_reports["train"]:
             logger.warning("dropped %d training studies with no usable sentence", self.dropped_reports["train"])
@@ -315,9 +391,11 @@ class ImageReportDataModule(pl.LightningDataModule):
             raise ValueError(f"{self.manifest} has no usable '{split}' records")
         fraction = self.hparams.get("same_label_batches", 0.0) if train else 0.0
         groups = [(r.labels or ("",))[0] for r in dataset.records] if fraction else None
+        pairs = self.hparams.get("mirror_pairs", 0) if train else 0
         sampler = EpochSampler(
             len(dataset), seed=self.hparams.seed, shuffle=train, groups=groups,
             batch_size=self.hparams.batch_size, same_group_fraction=fraction,
+            pairable=dataset.pairable() if pairs else None, mirror_pairs=pairs,
         )  # fmt: skip
         return DataLoader(
             dataset,
