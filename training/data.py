@@ -214,14 +214,8 @@ class EpochSampler(Sampler[int]):
                 raise ValueError("same-group batches are implemented for one process only")
             order = self._grouped_order(torch.Generator().manual_seed(self.seed + self.epoch))
             return iter((order + self.epoch * self.size).tolist())
-        if self.mirror_pairs:
-            if world > 1:
-                raise ValueError("mirror pairs are implemented for one process only")
-            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-            order = (order + self.epoch * self.size).tolist()
-            return iter(
-                mirror_pair_order(order, self.size, self.batch_size, self.pairable, self.mirror_pairs, MIRROR_OFFSET)
-            )
+        if self.mirror_pairs and world > 1:
+            raise ValueError("mirror pairs are implemented for one process only")
         if self.shuffle:
             order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
         else:
@@ -229,7 +223,12 @@ class EpochSampler(Sampler[int]):
         total = len(self) * world
         order = torch.cat([order, order[: total - self.size]]) if total > self.size else order
         offset = self.epoch * self.size if self.shuffle else 0
-        return iter((order[rank::world] + offset).tolist())
+        indices = (order[rank::world] + offset).tolist()
+        if self.mirror_pairs:  # one process and shuffled (checked above and in __init__): a whole permutation
+            indices = mirror_pair_order(
+                indices, self.size, self.batch_size, self.pairable, self.mirror_pairs, MIRROR_OFFSET
+            )
+        return iter(indices)
 
 
 class Collate:
@@ -323,7 +322,7 @@ class ImageReportDataModule(pl.LightningDataModule):
         if not 0.0 <= mirror_fraction <= 1.0:
             raise ValueError(f"mirror_fraction must be in [0, 1], got {mirror_fraction}")
         if not 0 <= mirror_pairs <= batch_size // 2:
-            raise ValueError(f"mirror_pairs must be in [0, batch_size // 2 = {batch_size // 2}], got {mirror_pairs}")
+            raise ValueError(f"mirror_pairs must be in [0, {batch_size // 2}] (half the batch), got {mirror_pairs}")
         if mirror_pairs and same_label_batches:
             raise ValueError("mirror_pairs and same_label_batches cannot be combined")
         if zone_view_masks and zone_view_fraction == 0:

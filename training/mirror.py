@@ -92,7 +92,8 @@ def mirror_pair_order(
     for start in range(0, len(order) - batch_size + 1, batch_size):
         batch = order[start : start + batch_size]
         chosen = [i for i in batch if pairable[i % size]][:pairs_per_batch]
-        rest = [i for i in batch if i not in set(chosen)][: batch_size - 2 * len(chosen)]
+        paired = set(chosen)
+        rest = [i for i in batch if i not in paired][: batch_size - 2 * len(chosen)]
         for i in chosen:
             out += [i, i + offset]
         out += rest
