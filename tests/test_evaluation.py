@@ -463,3 +463,85 @@ def test_evaluate_dataset_from_python_equals_the_command(tmp_path, phantom, mode
         read_dataset("nope", images=str(phantom))
     with pytest.raises(ValueError, match="--dataset coco needs --annotations"):
         read_dataset("coco", images=str(phantom))
+
+
+# ------------------------------------------------------------------------------ map-level ensembles
+
+
+def test_ensemble_source_is_the_rescaled_mean_of_its_members_maps(tiny_model, tiny_tokenizer, tiny_config):
+    """An ensemble's map is the [-1, 1] rescaling of its members' mean map, member by member as each shows it."""
+    import torch
+
+    import afloc
+    from afloc import AFLocPredictor, LocalizationConfig
+    from training.evaluation.protocol import EnsembleSource
+
+    torch.manual_seed(1)
+    other_model = afloc.AFLoc(tiny_config).eval()
+    preprocessing = Preprocessing(image_size=64)
+    first = AFLocPredictor(tiny_model, tiny_tokenizer, preprocessing, LocalizationConfig(), device="cpu")
+    second = AFLocPredictor(
+        other_model, tiny_tokenizer, preprocessing, LocalizationConfig(shallow_weight=0.5), device="cpu"
+    )
+    image = np.random.default_rng(5).random((70, 50)).astype(np.float32)
+    tensor, _ = preprocessing(image)
+    prompts = ["left pleural effusion", "cardiomegaly"]
+    ensemble = EnsembleSource([first, second])
+    (encoded,) = ensemble.encode(tensor[None])
+    maps = ensemble.heatmaps(encoded, prompts, "id", None)
+    members = [
+        p.localize(prompt, image=p.encode_image(image), space="model") for prompt in prompts for p in (first, second)
+    ]
+    for k in range(len(prompts)):
+        mean = (members[2 * k] + members[2 * k + 1]) / 2
+        expected = 2 * (mean - mean.min()) / (mean.max() - mean.min()) - 1
+        np.testing.assert_allclose(maps[k], expected, atol=1e-5)
+        assert not np.allclose(maps[k], members[2 * k], atol=1e-2)  # the second model changes the map
+    same = EnsembleSource([first, first])
+    (twice,) = same.encode(tensor[None])
+    np.testing.assert_allclose(same.heatmaps(twice, prompts[:1], "id", None)[0], members[0], atol=1e-5)
+
+
+def test_ensemble_refuses_one_model_and_models_that_prepare_images_differently(tiny_model, tiny_tokenizer):
+    from afloc import AFLocPredictor, LocalizationConfig
+    from training.evaluation.protocol import EnsembleSource
+
+    def predictor(size: int) -> AFLocPredictor:
+        return AFLocPredictor(tiny_model, tiny_tokenizer, Preprocessing(image_size=size), LocalizationConfig())
+
+    with pytest.raises(ValueError, match="at least two models, got 1"):
+        EnsembleSource([predictor(64)])
+    with pytest.raises(ValueError, match="model 2: .*image_size=96"):
+        EnsembleSource([predictor(64), predictor(96)])
+
+
+def test_evaluate_with_several_models_scores_their_ensemble(tmp_path, phantom, model_dir, capsys):
+    """``--model A B`` scores the map-level ensemble, names both models, and refuses ``--classification``."""
+    common = ["--dataset", "phantom", "--images", str(phantom), "--split", "train", "--limit", "6"]
+    common += ["--workers", "0", "--quiet", "--n-resamples", "20", "--protocol", "native"]
+    # a second model of another seed, saved with the same preprocessing
+    import torch
+
+    import afloc
+
+    torch.manual_seed(2)
+    config = afloc.AFLocPredictor.from_pretrained(model_dir).model.config
+    tokenizer = afloc.AFLocPredictor.from_pretrained(model_dir).tokenizer
+    second = save_pretrained(
+        afloc.AFLoc(config).eval(), tmp_path / "second", tokenizer, preprocessing=Preprocessing(image_size=64)
+    )
+
+    def run(name: str, *models) -> tuple[dict, list[str]]:
+        out = tmp_path / name
+        assert training_main(["evaluate", "--model", *map(str, models), *common, "--out", str(out)]) == 0
+        return json.loads((out / "summary.json").read_text())["meta"], (out / "samples.csv").read_text().splitlines()
+
+    one_meta, one_rows = run("one", model_dir)
+    both_meta, both_rows = run("both", model_dir, second)
+    assert one_meta["model"] == "model" and both_meta["model"] == "model + second"
+    assert both_meta["model_path"] == [str(model_dir), str(second)]
+    assert both_rows != one_rows
+    capsys.readouterr()
+    refused = ["evaluate", "--model", str(model_dir), str(second), *common, "--out", str(tmp_path / "c")]
+    assert training_main([*refused, "--classification"]) == 2
+    assert "single --model" in capsys.readouterr().err

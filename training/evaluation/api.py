@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .datasets import registry
-from .protocol import HeatmapSource, ProtocolConfig, apply_tuned_thresholds, evaluate_localization
+from .protocol import EnsembleSource, HeatmapSource, ProtocolConfig, apply_tuned_thresholds, evaluate_localization
 
 
 @dataclass
@@ -58,8 +58,9 @@ def evaluate_dataset(
     """The paper's localization protocol on a dataset, from Python (``training evaluate`` is a thin layer over it).
 
     Args:
-        source: an :class:`afloc.AFLocPredictor`, or a baseline name (``"center"``, ``"uniform"``, ``"random"``,
-            ``"kind-oracle"``: the mean training mask of each finding, for PhantomCXR-layout corpora).
+        source: an :class:`afloc.AFLocPredictor`, a list of them (a map-level ensemble: the mean of their
+            unit-range maps, :class:`.protocol.EnsembleSource`), or a baseline name (``"center"``, ``"uniform"``,
+            ``"random"``, ``"kind-oracle"``: the mean training mask of each finding, for PhantomCXR-layout corpora).
         dataset: a name of :data:`.datasets.registry.DATASETS`; ``annotations`` ... ``split``: its paths and options.
         protocol: model-space or native scoring, margin, box rule, prompts (default :class:`ProtocolConfig`).
         tuned_thresholds: per-category thresholds tuned on a validation run (CheXlocalize), applied and reported.
@@ -80,7 +81,9 @@ def evaluate_dataset(
     samples = samples[:limit] if limit else samples
     if not samples:
         raise ValueError(f"no sample to evaluate ({result.summary() if hasattr(result, 'summary') else result})")
-    if not isinstance(source, str):
+    if isinstance(source, (list, tuple)):
+        heatmaps = EnsembleSource(source) if len(source) > 1 else HeatmapSource(predictor=source[0])
+    elif not isinstance(source, str):
         heatmaps = HeatmapSource(predictor=source)
     elif source == "kind-oracle":
         if dataset != "phantom":

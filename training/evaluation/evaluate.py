@@ -112,7 +112,12 @@ class _Keeper:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m training evaluate", description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="model directory (save_pretrained) or our .ckpt")
+    source.add_argument(
+        "--model",
+        nargs="+",
+        help="model directory (save_pretrained) or our .ckpt; several: a map-level ensemble (the mean of their "
+        "[-1, 1] maps), each with the heatmap flags below",
+    )
     source.add_argument(
         "--baseline",
         choices=[*BASELINES, "kind-oracle"],
@@ -283,13 +288,18 @@ def run(args: argparse.Namespace) -> dict:
         registry.check_arguments(args.dataset, args.annotations, args.images, args.masks, args.split)  # before loading
         from afloc import AFLocPredictor
 
-        predictor = AFLocPredictor.from_pretrained(args.model, device=args.device)
-        if overrides:
-            # LocalizationConfig validates the values (e.g. a shallow weight outside [0, 1])
-            predictor = predictor.with_localization(**overrides)
-        if args.zero_shot_similarity:
-            predictor = predictor.with_zero_shot(similarity=args.zero_shot_similarity)
-        source = predictor
+        if len(args.model) > 1 and args.classification:
+            raise ValueError("--classification scores one model; give a single --model")
+        predictors = []
+        for path in args.model:
+            predictor = AFLocPredictor.from_pretrained(path, device=args.device)
+            if overrides:
+                # LocalizationConfig validates the values (e.g. a shallow weight outside [0, 1])
+                predictor = predictor.with_localization(**overrides)
+            if args.zero_shot_similarity:
+                predictor = predictor.with_zero_shot(similarity=args.zero_shot_similarity)
+            predictors.append(predictor)
+        source = predictors[0] if len(predictors) == 1 else predictors
     keeper = _Keeper()
     evaluation = evaluate_dataset(
         source,
@@ -315,8 +325,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.classification:
         summary["classification"] = classification_summary(args, source, samples)
     meta = {
-        "model": Path(args.model).name if args.model else f"baseline:{args.baseline}",
-        "model_path": args.model,
+        "model": " + ".join(Path(path).name for path in args.model) if args.model else f"baseline:{args.baseline}",
+        "model_path": (args.model[0] if len(args.model) == 1 else args.model) if args.model else None,
         "dataset": args.dataset,
         "preset": config.preset,
         "protocol": "reference" if config.space == "model" else "native",

@@ -16,6 +16,7 @@ there); each image is encoded once for all its phrases. Heatmap sources are the 
 
 from __future__ import annotations
 
+import warnings
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -242,6 +243,40 @@ class HeatmapSource:
         if margin is not None:
             config = LocalizationConfig(**{**config.to_dict(), "margin": margin})
         return self.predictor.model_space_heatmaps(patches, shallow, prompts, config)
+
+
+class EnsembleSource(HeatmapSource):
+    """The mean of several models' unit-range maps (a map-level ensemble), rescaled to [-1, 1].
+
+    Each model keeps its own localization settings and margin rule; all must prepare images the same way (size,
+    crop, normalisation), so that one input serves all and their maps lie on the same grid. Unlike a weight soup
+    (``training average``), the models need not share a start or an architecture.
+    """
+
+    def __init__(self, predictors: Sequence[AFLocPredictor]) -> None:
+        predictors = list(predictors)
+        if len(predictors) < 2:
+            raise ValueError(f"an ensemble needs at least two models, got {len(predictors)}")
+        first = predictors[0].preprocessing
+        for index, other in enumerate(predictors[1:], start=2):
+            if other.preprocessing != first:
+                raise ValueError(
+                    f"the ensemble's models prepare images differently (model 1: {first}; model {index}: "
+                    f"{other.preprocessing}): one input cannot serve both, and their maps would not align"
+                )
+        super().__init__(predictor=predictors[0])
+        self.members = [HeatmapSource(predictor=p) for p in predictors]
+        self.name = "ensemble"
+
+    def encode(self, tensors: torch.Tensor):
+        per_model = [member.encode(tensors) for member in self.members]
+        return list(zip(*per_model, strict=True))
+
+    def heatmaps(self, encoded, prompts: list[str], sample_id: str, margin: int | None) -> np.ndarray:
+        maps = [m.heatmaps(e, prompts, sample_id, margin) for m, e in zip(self.members, encoded, strict=True)]
+        with warnings.catch_warnings():  # a pixel NaN in every member (the margin) stays NaN without a warning
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return scale_to_unit_range(np.nanmean(np.stack(maps), axis=0))
 
 
 def score_heatmap(
