@@ -19,6 +19,7 @@ from .imaging.transforms import PadResizeMapping, Preprocessing
 from .localization import gloria
 from .localization.calibration import ZeroShotCalibration, uncalibrated_probability
 from .localization.heatmaps import LocalizationConfig, heatmaps_from_embeddings
+from .localization.lung_field import LungField, films_from_tensors, gate_heatmaps
 from .localization.ood import OODSummary, ood_features
 from .localization.zero_shot import ZeroShotConfig
 from .modeling.network import AFLoc
@@ -71,6 +72,8 @@ class EncodedImage:
             None when the model has no summary).
         out_of_distribution: ``ood_score`` over the summary's threshold (its validation images' 99th percentile):
             the heatmap and zero-shot scores are not meaningful for this image. None when not known.
+        lung_gate: ``[S, S]`` model-space lung probabilities that gate every heatmap of this image (the predictor's
+            :class:`afloc.localization.lung_field.LungField`); None when the predictor has none.
     """
 
     image: np.ndarray
@@ -80,6 +83,7 @@ class EncodedImage:
     image_embedding: torch.Tensor
     ood_score: float | None = None
     out_of_distribution: bool | None = None
+    lung_gate: np.ndarray | None = field(default=None, repr=False)
     heatmap_cache_bytes: int = field(default=HEATMAP_CACHE_BYTES, repr=False)
     _heatmaps: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
@@ -154,6 +158,9 @@ class AFLocPredictor:
         ood: the validation images' embedding summary (``ood.safetensors``): :meth:`encode_image` then sets
             ``ood_score`` and ``out_of_distribution`` on every image; None = not known.
         metadata: what the model was trained on (the findings its reports named: :meth:`zero_shot_results`).
+        lung_field: a chest lung-field gate (``lung_field.safetensors`` in the model folder): every heatmap is
+            multiplied by the film's lung probabilities (:func:`afloc.localization.lung_field.gate_heatmaps`); None =
+            ungated maps.
     """
 
     def __init__(
@@ -168,6 +175,7 @@ class AFLocPredictor:
         calibration: ZeroShotCalibration | None = None,
         ood: OODSummary | None = None,
         metadata: ModelMetadata | None = None,
+        lung_field: LungField | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
@@ -176,13 +184,16 @@ class AFLocPredictor:
         self.localization = localization or LocalizationConfig()
         self.zero_shot = zero_shot or ZeroShotConfig()
         self.calibration, self.ood, self.metadata = calibration, ood, metadata or ModelMetadata()
+        self.lung_field = lung_field
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._text_cache_size = text_cache_size
         self._lock = threading.Lock()
         self._current: EncodedImage | None = None
 
     @classmethod
-    def from_bundle(cls, bundle: ModelBundle, device: str | torch.device | None = None) -> AFLocPredictor:
+    def from_bundle(
+        cls, bundle: ModelBundle, device: str | torch.device | None = None, lung_field: LungField | None = None
+    ) -> AFLocPredictor:
         return cls(
             bundle.model,
             bundle.tokenizer,
@@ -193,12 +204,15 @@ class AFLocPredictor:
             calibration=bundle.calibration,
             ood=bundle.ood,
             metadata=bundle.metadata,
+            lung_field=lung_field,
         )
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None) -> AFLocPredictor:
-        """Load a model directory (or our Lightning checkpoint) and wrap it."""
-        return cls.from_bundle(load_pretrained(path), device)
+        """Load a model directory (or our Lightning checkpoint) and wrap it; a model directory's lung field
+        (``lung_field.safetensors``) comes with it."""
+        field = LungField.load(path) if Path(path).is_dir() and LungField.exists(path) else None
+        return cls.from_bundle(load_pretrained(path), device, field)
 
     # ---------------------------------------------------------------- images
     def with_localization(self, **changes) -> AFLocPredictor:
@@ -219,12 +233,18 @@ class AFLocPredictor:
         """
         return self._sharing(self.localization, _replaced(self.zero_shot, changes, "zero-shot"), None)
 
+    def with_lung_field(self, lung_field: LungField | None) -> AFLocPredictor:
+        """A predictor whose heatmaps are gated by ``lung_field`` (None: ungated), sharing this one's model."""
+        shared = self._sharing(self.localization, self.zero_shot, self.calibration)
+        shared.lung_field = lung_field
+        return shared
+
     def _sharing(
         self, localization: LocalizationConfig, zero_shot: ZeroShotConfig, calibration: ZeroShotCalibration | None
     ) -> AFLocPredictor:
         return AFLocPredictor(
             self.model, self.tokenizer, self.preprocessing, localization, self.device, self._text_cache_size,
-            zero_shot, calibration, self.ood, self.metadata,
+            zero_shot, calibration, self.ood, self.metadata, self.lung_field,
         )  # fmt: skip
 
     def encode_image(self, image: np.ndarray | str | Path | bytes) -> EncodedImage:
@@ -244,6 +264,8 @@ class AFLocPredictor:
             shallow_patch_embeddings=out.shallow_patch_embeddings[0].float().cpu(),
             image_embedding=out.image_embedding[0].float().cpu(),
         )
+        if self.lung_field is not None:
+            encoded.lung_gate = self.lung_gates(tensor.unsqueeze(0))[0]
         if self.ood is not None:
             encoded.ood_score = self.ood.score(ood_features(encoded.patch_embeddings))
             encoded.out_of_distribution = self.ood.is_out(encoded.ood_score)
@@ -255,6 +277,13 @@ class AFLocPredictor:
         with torch.inference_mode():
             out = self.model.encode_image(tensors.to(self.device))
         return ImageEncoderOutput(**{f.name: getattr(out, f.name).float().cpu() for f in dataclasses.fields(out)})
+
+    def lung_gates(self, tensors: torch.Tensor) -> np.ndarray | None:
+        """``[B, S, S]`` lung probabilities of a batch of preprocessed images (undoing the normalisation to see the
+        films as the model did), or None without a lung field."""
+        if self.lung_field is None:
+            return None
+        return self.lung_field(films_from_tensors(tensors, self.preprocessing.mean, self.preprocessing.std))
 
     def set_image(self, image: np.ndarray | str | Path | bytes) -> EncodedImage:
         """Encode ``image`` and make it the default for :meth:`localize` / :meth:`classify`."""
@@ -330,12 +359,14 @@ class AFLocPredictor:
         shallow_patch_embeddings: torch.Tensor,
         prompts: Sequence[str],
         localization: LocalizationConfig | None = None,
+        lung_gate: np.ndarray | None = None,
     ) -> np.ndarray:
         """``[K, S, S]`` model-space heatmaps of one image's embeddings (uncached; :meth:`localize` caches them): the
         one place that turns embeddings and prompts into maps, for :meth:`localize` and the evaluation.
 
         Args:
             localization: settings instead of :attr:`localization` (the evaluation's margin).
+            lung_gate: the image's ``[S, S]`` lung probabilities (:meth:`lung_gates`); None = ungated.
         """
         config = localization or self.localization
         if config.similarity == "gloria":  # the word vectors and report vectors of one encoding
@@ -343,9 +374,10 @@ class AFLocPredictor:
             reports, words = out.report_embedding.float().cpu(), self._query_words(out)
         else:
             reports, words = self.embed_prompts(prompts), None
-        return heatmaps_from_embeddings(
+        maps = heatmaps_from_embeddings(
             patch_embeddings, reports, self.preprocessing.input_size, config, shallow_patch_embeddings, words
         )
+        return maps if lung_gate is None else gate_heatmaps(maps, lung_gate)
 
     def localize(
         self,
@@ -370,7 +402,9 @@ class AFLocPredictor:
         fresh: dict[str, np.ndarray] = {}
         if todo:
             # normalising is idempotent under both rules
-            maps = self.model_space_heatmaps(encoded.patch_embeddings, encoded.shallow_patch_embeddings, todo)
+            maps = self.model_space_heatmaps(
+                encoded.patch_embeddings, encoded.shallow_patch_embeddings, todo, lung_gate=encoded.lung_gate
+            )
             for key, heatmap in zip(todo, maps, strict=True):
                 fresh[key] = np.array(heatmap, dtype=np.float32)
                 fresh[key].setflags(write=False)

@@ -1,9 +1,8 @@
 """Entry point: ``python -m training COMMAND ...``.
 
 Commands: ``fit``, ``validate``, ``test`` (LightningCLI, see ``--help``), ``prepare-mimic``, ``prepare-fundus``,
-``prepare-cxr``, ``average``, ``export``, ``calibrate``, ``plot``, ``evaluate``, ``compare``, ``card`` and
-``channel-stats``
-(each with ``--help``).
+``prepare-cxr``, ``average``, ``export``, ``calibrate``, ``plot``, ``evaluate``, ``compare``, ``card``,
+``channel-stats`` and ``lung-field`` (each with ``--help``).
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ TOOLS = {
     "card": "card",
     "calibrate": "calibrate",
     "channel-stats": "channel_stats",
+    "lung-field": "lung_field",
 }
 
 

@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .datasets import registry
-from .protocol import EnsembleSource, HeatmapSource, ProtocolConfig, apply_tuned_thresholds, evaluate_localization
+from .protocol import (
+    EnsembleSource,
+    HeatmapSource,
+    LungFieldSource,
+    ProtocolConfig,
+    apply_tuned_thresholds,
+    evaluate_localization,
+)
 
 
 @dataclass
@@ -54,6 +61,7 @@ def evaluate_dataset(
     image_size: int = 224,
     progress: bool = False,
     on_heatmap=None,
+    lung_field=None,
 ) -> EvaluationResult:
     """The paper's localization protocol on a dataset, from Python (``training evaluate`` is a thin layer over it).
 
@@ -65,6 +73,8 @@ def evaluate_dataset(
         protocol: model-space or native scoring, margin, box rule, prompts (default :class:`ProtocolConfig`).
         tuned_thresholds: per-category thresholds tuned on a validation run (CheXlocalize), applied and reported.
         oracle_train, image_size: the kind oracle's training samples and the baselines' model-space size.
+        lung_field: the :class:`afloc.localization.lung_field.LungField` of the ``"lung-field"`` baseline (the
+            field alone; to gate a model's maps, give its predictor the field: ``predictor.with_lung_field``).
 
     Raises:
         ValueError: a bad dataset, path or setting, or no sample to score.
@@ -93,6 +103,10 @@ def evaluate_dataset(
 
         train = read_phantom(images, "train").samples[:oracle_train]
         heatmaps = KindOracleSource(train, samples, image_size=image_size)
+    elif source == "lung-field":
+        if lung_field is None:
+            raise ValueError("the lung-field baseline needs a lung field (--lung-field DIR)")
+        heatmaps = LungFieldSource(lung_field, image_size=image_size)
     else:
         heatmaps = HeatmapSource(baseline=source, image_size=image_size)
     records, unreadable = evaluate_localization(

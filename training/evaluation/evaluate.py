@@ -120,9 +120,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     source.add_argument(
         "--baseline",
-        choices=[*BASELINES, "kind-oracle"],
+        choices=[*BASELINES, "kind-oracle", "lung-field"],
         help="a no-training heatmap scored by the same protocol; kind-oracle (phantom only): each finding kind's "
-        "mean training mask, blind to the prompt's side and zone and to the image",
+        "mean training mask, blind to the prompt's side and zone and to the image; lung-field: the film's lung "
+        "field alone (needs --lung-field)",
+    )
+    parser.add_argument(
+        "--lung-field",
+        help="a lung-field folder (python -m training lung-field): gates every model's maps by the film's lung "
+        "probabilities, or is the lung-field baseline itself",
     )
     parser.add_argument("--oracle-train", type=int, default=2000, help="training samples the kind oracle averages")
     parser.add_argument("--dataset", required=True, choices=list(DATASETS))
@@ -284,12 +290,28 @@ def run(args: argparse.Namespace) -> dict:
         flags = ", ".join("--" + key.replace("_", "-") for key in overrides)
         raise ValueError(f"{flags} changes a model's heatmaps; it needs --model, not --baseline")
     source = args.baseline
+    lung_field = None
+    if args.baseline == "lung-field":
+        if not args.lung_field:
+            raise ValueError("--baseline lung-field needs --lung-field DIR")
+        from afloc.localization.lung_field import LungField
+
+        lung_field = LungField.load(args.lung_field)
+    elif args.lung_field and args.baseline:
+        raise ValueError(
+            f"--lung-field gates a model's maps or is the lung-field baseline, not --baseline {args.baseline}"
+        )
     if args.model:
         registry.check_arguments(args.dataset, args.annotations, args.images, args.masks, args.split)  # before loading
         from afloc import AFLocPredictor
 
         if len(args.model) > 1 and args.classification:
             raise ValueError("--classification scores one model; give a single --model")
+        field = None
+        if args.lung_field:
+            from afloc.localization.lung_field import LungField
+
+            field = LungField.load(args.lung_field)
         predictors = []
         for path in args.model:
             predictor = AFLocPredictor.from_pretrained(path, device=args.device)
@@ -298,6 +320,8 @@ def run(args: argparse.Namespace) -> dict:
                 predictor = predictor.with_localization(**overrides)
             if args.zero_shot_similarity:
                 predictor = predictor.with_zero_shot(similarity=args.zero_shot_similarity)
+            if field is not None:
+                predictor = predictor.with_lung_field(field)
             predictors.append(predictor)
         source = predictors[0] if len(predictors) == 1 else predictors
     keeper = _Keeper()
@@ -320,6 +344,7 @@ def run(args: argparse.Namespace) -> dict:
         image_size=args.image_size,
         progress=not args.quiet,
         on_heatmap=keeper,
+        lung_field=lung_field,
     )
     records, summary, samples, source = evaluation.records, evaluation.summary, evaluation.samples, evaluation.source
     if args.classification:
@@ -335,6 +360,7 @@ def run(args: argparse.Namespace) -> dict:
         "similarity": source.predictor.localization.similarity if args.model else None,
         "shallow_weight": source.predictor.localization.shallow_weight if args.model else None,
         "zero_shot_similarity": source.predictor.zero_shot.similarity if args.model and args.classification else None,
+        "lung_field": args.lung_field,
         "box_rule": config.box_rule,
         "cnr_regions": config.cnr_regions,
         "flat_cnr": config.flat_cnr,

@@ -230,7 +230,9 @@ class HeatmapSource:
         if self.predictor is None:
             return [None] * len(tensors)
         out = self.predictor.encode_images(tensors)
-        return list(zip(out.patch_embeddings, out.shallow_patch_embeddings, strict=True))
+        gates = self.predictor.lung_gates(tensors)
+        gates = [None] * len(tensors) if gates is None else list(gates)
+        return list(zip(out.patch_embeddings, out.shallow_patch_embeddings, gates, strict=True))
 
     def heatmaps(self, encoded, prompts: list[str], sample_id: str, margin: int | None) -> np.ndarray:
         """``margin=None`` keeps the model's own margin (0 for baselines)."""
@@ -238,11 +240,11 @@ class HeatmapSource:
         if self.predictor is None:
             maps = np.stack([_baseline_map(self.baseline, size, f"{sample_id}|{p}") for p in prompts])
             return scale_to_unit_range(apply_margin(maps, margin or 0))
-        patches, shallow = encoded
+        patches, shallow, gate = encoded
         config = self.predictor.localization
         if margin is not None:
             config = LocalizationConfig(**{**config.to_dict(), "margin": margin})
-        return self.predictor.model_space_heatmaps(patches, shallow, prompts, config)
+        return self.predictor.model_space_heatmaps(patches, shallow, prompts, config, lung_gate=gate)
 
 
 class EnsembleSource(HeatmapSource):
@@ -277,6 +279,25 @@ class EnsembleSource(HeatmapSource):
         with warnings.catch_warnings():  # a pixel NaN in every member (the margin) stays NaN without a warning
             warnings.simplefilter("ignore", RuntimeWarning)
             return scale_to_unit_range(np.nanmean(np.stack(maps), axis=0))
+
+
+class LungFieldSource(HeatmapSource):
+    """A prompt-blind baseline: the film's lung field alone (:class:`afloc.localization.lung_field.LungField`),
+    the floor a lung-gated model must clear to show that its heat, not the gate, finds the lesion."""
+
+    def __init__(self, lung_field, image_size: int = 224) -> None:
+        self.predictor, self.baseline, self.name = None, "lung-field", "lung-field"
+        self.lung_field = lung_field
+        self.preprocessing = Preprocessing(image_size=image_size)
+
+    def encode(self, tensors: torch.Tensor):
+        from afloc.localization.lung_field import films_from_tensors
+
+        films = films_from_tensors(tensors, self.preprocessing.mean, self.preprocessing.std)
+        return list(self.lung_field(films))
+
+    def heatmaps(self, encoded, prompts: list[str], sample_id: str, margin: int | None) -> np.ndarray:
+        return scale_to_unit_range(apply_margin(np.stack([encoded] * len(prompts)), margin or 0))
 
 
 def score_heatmap(

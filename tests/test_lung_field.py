@@ -1,0 +1,167 @@
+"""The lung-field gate: the gating rule, the field's files, the predictor and evaluation paths, the training command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from afloc import Preprocessing, save_pretrained
+from afloc.localization.lung_field import (
+    LungField,
+    LungFieldNet,
+    films_from_tensors,
+    gate_heatmaps,
+    prepare,
+)
+
+
+@pytest.fixture
+def field() -> LungField:
+    torch.manual_seed(3)
+    return LungField(LungFieldNet(width=4), size=32, width=4)
+
+
+def test_a_gate_of_ones_changes_nothing_and_a_closed_region_goes_to_the_minimum():
+    rng = np.random.default_rng(0)
+    maps = rng.uniform(-1, 1, (2, 8, 8)).astype(np.float32)
+    maps[:, 0, 0], maps[:, 0, 1] = -1.0, 1.0  # already min-max scaled, as heatmaps are
+    np.testing.assert_allclose(gate_heatmaps(maps, np.ones((8, 8))), maps, atol=1e-6)
+    gate = np.ones((8, 8), np.float32)
+    gate[4:, :] = 0.0
+    gated = gate_heatmaps(maps, gate)
+    assert np.all(gated[:, 4:, :] == -1.0)  # no lung: the map's floor
+    assert np.all(gated.max(axis=(1, 2)) == 1.0)
+    # inside the gate the order of the pixels is kept
+    inside = (maps[0, :4] + 1) / 2
+    assert np.array_equal(np.argsort(gated[0, :4], axis=None), np.argsort(inside, axis=None))
+    # a half gate halves the map before rescaling: the brightest pixel moves to where the gate is whole
+    soft = np.ones((8, 8), np.float32)
+    soft[0, 1] = 0.1
+    assert gate_heatmaps(maps, soft)[0, 0, 1] < 1.0
+
+
+def test_gating_keeps_nan_and_refuses_a_gate_of_another_shape():
+    maps = np.linspace(-1, 1, 16, dtype=np.float32).reshape(1, 4, 4)
+    maps[0, 0, 0] = np.nan
+    gated = gate_heatmaps(maps, np.full((4, 4), 0.5))
+    assert np.isnan(gated[0, 0, 0]) and np.nanmin(gated) == -1.0 and np.nanmax(gated) == 1.0
+    with pytest.raises(ValueError, match=r"gate \(3, 3\) does not match the maps \(4, 4\)"):
+        gate_heatmaps(maps, np.ones((3, 3)))
+
+
+def test_field_input_is_grey_resized_and_equalised():
+    film = np.zeros((64, 64, 3), np.float32)
+    film[:, 32:] = 0.2  # two grey levels: equalisation spreads them to the ends of [0, 1]
+    grey = prepare(film, 32)
+    assert grey.shape == (32, 32) and grey.dtype == np.float32
+    assert set(np.unique(grey).round(3)) == {0.0, 1.0}
+    tensors = (torch.full((2, 3, 8, 8), 0.4) - 0.5) / 0.5
+    np.testing.assert_allclose(films_from_tensors(tensors, (0.5,) * 3, (0.5,) * 3), 0.4, atol=1e-6)
+
+
+def test_field_maps_films_to_probabilities_and_survives_saving(tmp_path, field):
+    films = np.random.default_rng(1).random((2, 40, 40)).astype(np.float32)
+    gates = field(films)
+    assert gates.shape == (2, 40, 40) and gates.min() >= 0.0 and gates.max() <= 1.0
+    field.save(tmp_path / "f")
+    loaded = LungField.load(tmp_path / "f")
+    assert (loaded.size, loaded.width) == (32, 4)
+    np.testing.assert_allclose(loaded(films), gates, atol=1e-6)
+    with pytest.raises(ValueError, match="expected square films"):
+        field(films[:, :, :30])
+
+
+def test_a_missing_or_broken_field_is_refused_by_name(tmp_path, field):
+    with pytest.raises(ValueError, match="no lung field"):
+        LungField.load(tmp_path)
+    field.save(tmp_path / "f")
+    (tmp_path / "f" / "lung_field.json").write_text(json.dumps({"size": 32, "width": 8}))
+    with pytest.raises(ValueError, match="do not fit a width-8 lung field"):
+        LungField.load(tmp_path / "f")
+    (tmp_path / "f" / "lung_field.json").write_text("{")
+    with pytest.raises(ValueError, match="not a lung-field config"):
+        LungField.load(tmp_path / "f")
+    (tmp_path / "f" / "lung_field.json").write_text(json.dumps({"size": 10**6, "width": 4}))
+    with pytest.raises(ValueError, match="out of range"):
+        LungField.load(tmp_path / "f")
+
+
+def test_predictor_gates_what_it_shows_and_the_evaluation_scores_the_same(tiny_model, tiny_tokenizer, field):
+    from afloc import AFLocPredictor, LocalizationConfig
+    from training.evaluation.protocol import HeatmapSource
+
+    plain = AFLocPredictor(tiny_model, tiny_tokenizer, Preprocessing(image_size=64), LocalizationConfig(), "cpu")
+    gated = plain.with_lung_field(field)
+    assert plain.lung_field is None and gated.lung_field is field
+    image = np.random.default_rng(2).random((70, 50)).astype(np.float32)
+    encoded = gated.encode_image(image)
+    assert encoded.lung_gate.shape == (64, 64)
+    shown = gated.localize("left pleural effusion", image=encoded, space="model")
+    ungated = plain.localize("left pleural effusion", image=plain.encode_image(image), space="model")
+    np.testing.assert_allclose(shown, gate_heatmaps(ungated[None], encoded.lung_gate)[0], atol=1e-5)
+    assert not np.allclose(shown, ungated, atol=1e-3)
+    source = HeatmapSource(predictor=gated)
+    tensor, _ = gated.preprocessing(image)
+    (one,) = source.encode(tensor[None])
+    np.testing.assert_allclose(source.heatmaps(one, ["left pleural effusion"], "id", None)[0], shown, atol=1e-5)
+
+
+def test_a_model_folder_brings_its_field(tmp_path, tiny_model, tiny_tokenizer, field):
+    from afloc import AFLocPredictor
+
+    folder = save_pretrained(tiny_model, tmp_path / "model", tiny_tokenizer, preprocessing=Preprocessing(image_size=64))
+    assert AFLocPredictor.from_pretrained(folder).lung_field is None
+    field.save(folder)
+    loaded = AFLocPredictor.from_pretrained(folder).lung_field
+    assert loaded is not None and loaded.size == 32
+
+
+def test_evaluate_scores_the_field_alone_and_gates_a_model(tmp_path, tiny_model, tiny_tokenizer, field, capsys):
+    from training.__main__ import main as training_main
+    from training.phantoms.generate import CorpusSpec, generate_corpus
+
+    corpus = tmp_path / "phantom"
+    generate_corpus(corpus, CorpusSpec(n=24, size=128, seed=5), workers=1, dicom_samples=0)
+    field.save(tmp_path / "field")
+    model = save_pretrained(tiny_model, tmp_path / "model", tiny_tokenizer, preprocessing=Preprocessing(image_size=64))
+    common = ["--dataset", "phantom", "--images", str(corpus), "--split", "train", "--limit", "5"]
+    common += ["--workers", "0", "--quiet", "--n-resamples", "10", "--image-size", "64"]
+
+    def run(name: str, *extra: str) -> int:
+        return training_main(["evaluate", *extra, *common, "--out", str(tmp_path / name)])
+
+    assert run("alone", "--baseline", "lung-field", "--lung-field", str(tmp_path / "field")) == 0
+    meta = json.loads((tmp_path / "alone" / "summary.json").read_text())["meta"]
+    assert meta["model"] == "baseline:lung-field" and meta["lung_field"] == str(tmp_path / "field")
+    assert run("plain", "--model", str(model)) == 0
+    assert run("gated", "--model", str(model), "--lung-field", str(tmp_path / "field")) == 0
+    plain = (tmp_path / "plain" / "samples.csv").read_text()
+    assert (tmp_path / "gated" / "samples.csv").read_text() != plain
+    capsys.readouterr()
+    assert run("refused", "--baseline", "lung-field") == 2
+    assert "needs --lung-field" in capsys.readouterr().err
+    assert run("refused2", "--baseline", "center", "--lung-field", str(tmp_path / "field")) == 2
+
+
+def test_the_training_command_writes_a_field_that_loads(tmp_path):
+    from training.__main__ import main as training_main
+
+    out = tmp_path / "field"
+    assert training_main(["lung-field", "--out", str(out), "--max-steps", "2", "--samples", "3"]) == 0
+    assert LungField.load(out).size == 128
+    assert training_main(["lung-field", "--out", str(out), "--samples", "0"]) == 2
+
+
+def test_phantom_masks_are_the_visible_lungs():
+    """The target is the visible lung of each side: inside the film, left and right of the midline."""
+    from training.lung_field import phantom_films
+
+    films, lungs = phantom_films(2, seed=4, side=128)
+    assert films.shape == lungs.shape == (2, 128, 128)
+    for lung in lungs:
+        assert 0.15 < lung.mean() < 0.6  # the lungs fill a good part of a frontal film, not all of it
+        assert lung[:, :54].sum() > 0 and lung[:, 74:].sum() > 0  # both sides
+        assert lung[:, 63:65].sum() < lung[:, 30:32].sum()  # the mediastinum is not lung
