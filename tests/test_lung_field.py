@@ -144,6 +144,11 @@ def test_evaluate_scores_the_field_alone_and_gates_a_model(tmp_path, tiny_model,
     assert run("refused", "--baseline", "lung-field") == 2
     assert "needs --lung-field" in capsys.readouterr().err
     assert run("refused2", "--baseline", "center", "--lung-field", str(tmp_path / "field")) == 2
+    assert run("refused3", "--model", str(model), "--lung-field-threshold", "0.5") == 2
+    hard = ["--model", str(model), "--lung-field", str(tmp_path / "field"), "--lung-field-threshold", "0.5"]
+    assert run("hard", *hard) == 0
+    assert json.loads((tmp_path / "hard" / "summary.json").read_text())["meta"]["lung_field_threshold"] == 0.5
+    assert (tmp_path / "hard" / "samples.csv").read_text() != (tmp_path / "gated" / "samples.csv").read_text()
 
 
 def test_the_training_command_writes_a_field_that_loads(tmp_path):
@@ -165,3 +170,19 @@ def test_phantom_masks_are_the_visible_lungs():
         assert 0.15 < lung.mean() < 0.6  # the lungs fill a good part of a frontal film, not all of it
         assert lung[:, :54].sum() > 0 and lung[:, 74:].sum() > 0  # both sides
         assert lung[:, 63:65].sum() < lung[:, 30:32].sum()  # the mediastinum is not lung
+
+
+def test_a_thresholded_field_is_a_hard_gate_and_its_rule_is_saved(tmp_path, field):
+    films = np.random.default_rng(6).random((2, 40, 40)).astype(np.float32)
+    soft = field(films)
+    threshold = float(np.median(soft))
+    hard = field.with_threshold(threshold)
+    np.testing.assert_array_equal(hard(films), (soft > threshold).astype(np.float32))
+    hard.save(tmp_path / "h")
+    assert LungField.load(tmp_path / "h").threshold == threshold
+    assert LungField.load(tmp_path / "h").with_threshold(None)(films).tolist() == soft.tolist()
+    with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\)"):
+        field.with_threshold(1.0)
+    (tmp_path / "h" / "lung_field.json").write_text(json.dumps({"size": 32, "width": 4, "threshold": 2}))
+    with pytest.raises(ValueError, match="lung_field.json: the lung field's threshold"):
+        LungField.load(tmp_path / "h")

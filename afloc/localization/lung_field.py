@@ -87,12 +87,21 @@ class LungField:
     Args:
         net: the network (put in eval mode, kept on the CPU: it is small).
         size: the side the network sees (the gate is resized back to the film's side).
+        width: the network's width (saved so that :meth:`load` can rebuild it).
+        threshold: None = the gate is the lung probability itself (soft); a value in (0, 1) = the gate is 1 where
+            the probability exceeds it and 0 elsewhere (a hard lung field, like an expert's lung mask).
     """
 
-    def __init__(self, net: LungFieldNet, size: int = 128, width: int = 16) -> None:
+    def __init__(self, net: LungFieldNet, size: int = 128, width: int = 16, threshold: float | None = None) -> None:
         if size % 8:
             raise ValueError(f"the lung field's size must be divisible by 8, got {size}")
-        self.net, self.size, self.width = net.eval(), size, width
+        if threshold is not None and not 0.0 < threshold < 1.0:
+            raise ValueError(f"the lung field's threshold must be in (0, 1) or None, got {threshold}")
+        self.net, self.size, self.width, self.threshold = net.eval(), size, width, threshold
+
+    def with_threshold(self, threshold: float | None) -> LungField:
+        """The same network with another gate rule (None: soft)."""
+        return LungField(self.net, self.size, self.width, threshold)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         """Lung probabilities ``[B, S, S]`` in [0, 1] of a batch of model-space films ``[B, S, S]`` (grey) or
@@ -106,8 +115,10 @@ class LungField:
         inputs = torch.from_numpy(np.stack([prepare(image, self.size) for image in images]))[:, None]
         with torch.inference_mode():
             probabilities = torch.sigmoid(self.net(inputs))[:, 0].numpy()
-        gates = [cv2.resize(p, (side, side), interpolation=cv2.INTER_LINEAR) for p in probabilities]
-        return np.clip(np.stack(gates), 0.0, 1.0)
+        gates = np.clip(
+            np.stack([cv2.resize(p, (side, side), interpolation=cv2.INTER_LINEAR) for p in probabilities]), 0, 1
+        )
+        return gates if self.threshold is None else (gates > self.threshold).astype(np.float32)
 
     def save(self, folder: str | Path) -> Path:
         """Write ``lung_field.safetensors`` and ``lung_field.json`` into ``folder``; returns the weights' path."""
@@ -117,7 +128,8 @@ class LungField:
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.net.state_dict().items()}
         save_file(state, str(folder / WEIGHTS))
-        (folder / CONFIG).write_text(json.dumps({"size": self.size, "width": self.width}, indent=2) + "\n")
+        config = {"size": self.size, "width": self.width, "threshold": self.threshold}
+        (folder / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         return folder / WEIGHTS
 
     @classmethod
@@ -135,7 +147,9 @@ class LungField:
         try:
             config = json.loads((folder / CONFIG).read_text())
             size, width = int(config["size"]), int(config["width"])
-        except (ValueError, KeyError, TypeError) as error:
+            threshold = config.get("threshold")
+            threshold = None if threshold is None else float(threshold)
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"{folder / CONFIG}: not a lung-field config ({error})") from error
         if not (8 <= size <= 1024 and 1 <= width <= 128):
             raise ValueError(f"{folder / CONFIG}: size {size} or width {width} out of range")
@@ -144,7 +158,10 @@ class LungField:
             net.load_state_dict(load_file(str(folder / WEIGHTS)))
         except (RuntimeError, OSError) as error:
             raise ValueError(f"{folder / WEIGHTS}: weights do not fit a width-{width} lung field ({error})") from error
-        return cls(net, size, width)
+        try:
+            return cls(net, size, width, threshold)
+        except ValueError as error:
+            raise ValueError(f"{folder / CONFIG}: {error}") from error
 
     @staticmethod
     def exists(folder: str | Path) -> bool:

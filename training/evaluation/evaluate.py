@@ -130,6 +130,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a lung-field folder (python -m training lung-field): gates every model's maps by the film's lung "
         "probabilities, or is the lung-field baseline itself",
     )
+    parser.add_argument(
+        "--lung-field-threshold",
+        type=float,
+        default=None,
+        help="gate with the lung field thresholded at this probability (1 inside, 0 outside) instead of the "
+        "field's own rule (soft unless its lung_field.json sets a threshold)",
+    )
     parser.add_argument("--oracle-train", type=int, default=2000, help="training samples the kind oracle averages")
     parser.add_argument("--dataset", required=True, choices=list(DATASETS))
     parser.add_argument("--annotations", help="annotation file (or YOLO label folder)")
@@ -291,12 +298,16 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(f"{flags} changes a model's heatmaps; it needs --model, not --baseline")
     source = args.baseline
     lung_field = None
+    if args.lung_field_threshold is not None and not args.lung_field:
+        raise ValueError("--lung-field-threshold needs --lung-field DIR")
     if args.baseline == "lung-field":
         if not args.lung_field:
             raise ValueError("--baseline lung-field needs --lung-field DIR")
         from afloc.localization.lung_field import LungField
 
         lung_field = LungField.load(args.lung_field)
+        if args.lung_field_threshold is not None:
+            lung_field = lung_field.with_threshold(args.lung_field_threshold)
     elif args.lung_field and args.baseline:
         raise ValueError(
             f"--lung-field gates a model's maps or is the lung-field baseline, not --baseline {args.baseline}"
@@ -312,6 +323,8 @@ def run(args: argparse.Namespace) -> dict:
             from afloc.localization.lung_field import LungField
 
             field = LungField.load(args.lung_field)
+            if args.lung_field_threshold is not None:
+                field = field.with_threshold(args.lung_field_threshold)
         predictors = []
         for path in args.model:
             predictor = AFLocPredictor.from_pretrained(path, device=args.device)
@@ -361,6 +374,7 @@ def run(args: argparse.Namespace) -> dict:
         "shallow_weight": source.predictor.localization.shallow_weight if args.model else None,
         "zero_shot_similarity": source.predictor.zero_shot.similarity if args.model and args.classification else None,
         "lung_field": args.lung_field,
+        "lung_field_threshold": args.lung_field_threshold,
         "box_rule": config.box_rule,
         "cnr_regions": config.cnr_regions,
         "flat_cnr": config.flat_cnr,
