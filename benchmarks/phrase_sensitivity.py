@@ -18,13 +18,15 @@ import argparse
 import json
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from afloc.localization.heatmaps import SIMILARITIES  # noqa: E402
+from afloc.localization.heatmaps import SIMILARITIES, scale_to_unit_range  # noqa: E402
+from afloc.localization.lung_field import LungField  # noqa: E402
 from afloc.localization.metrics import bootstrap_ci  # noqa: E402
 from afloc.predictor import AFLocPredictor  # noqa: E402
 from training.evaluation.datasets import read_ms_cxr  # noqa: E402
@@ -43,12 +45,23 @@ def unilateral(phrase: str) -> bool:
     return len(words) == 1 and "bilateral" not in phrase.lower()
 
 
-def measure(predictor: AFLocPredictor, samples, limit: int | None = None) -> dict:
+def ensemble_maps(predictors: list[AFLocPredictor], image_path: str, prompts: list[str]) -> np.ndarray:
+    """One model's maps on the film's pixels, or several models' mean map rescaled to [-1, 1] (as the map-level
+    ensemble of ``training evaluate --model A B ...``)."""
+    maps = [p.localize(prompts, image=p.encode_image(image_path)) for p in predictors]
+    if len(maps) == 1:
+        return maps[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return scale_to_unit_range(np.nanmean(np.stack(maps), axis=0))
+
+
+def measure(predictor: AFLocPredictor | list[AFLocPredictor], samples, limit: int | None = None) -> dict:
+    predictors = predictor if isinstance(predictor, list) else [predictor]
     prompted, correct, rows = [], [], []
     for sample in [s for s in samples if unilateral(s.phrase)][:limit]:
-        encoded = predictor.encode_image(sample.image_path)
         swapped = swap_sides(sample.phrase)
-        maps = predictor.localize([sample.phrase, swapped], image=encoded)
+        maps = ensemble_maps(predictors, sample.image_path, [sample.phrase, swapped])
         midline = maps.shape[2] / 2
         right = side_mass(maps[0], sample.phrase, midline)
         wrong = side_mass(maps[1], swapped, midline)
@@ -70,25 +83,33 @@ def measure(predictor: AFLocPredictor, samples, limit: int | None = None) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True)
+    parser.add_argument("--model", required=True, nargs="+", help="one model, or several: their map-level ensemble")
     parser.add_argument("--corpus", required=True, type=Path)
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--lung-field", help="gate the maps by this lung field (as training evaluate)")
+    parser.add_argument("--lung-field-threshold", type=float, help="a hard gate at this lung probability")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--smoothing-sigma", type=float, help="instead of the model's own (as training evaluate)")
     parser.add_argument("--similarity", choices=SIMILARITIES, help="instead of the model's own")
     parser.add_argument("--shallow-weight", type=float, help="instead of the model's own")
     args = parser.parse_args(argv)
-    predictor = AFLocPredictor.from_pretrained(args.model, device="cpu")
     overrides = {"smoothing_sigma": args.smoothing_sigma, "similarity": args.similarity}
     overrides["shallow_weight"] = args.shallow_weight
     overrides = {key: value for key, value in overrides.items() if value is not None}
-    if overrides:
-        predictor = predictor.with_localization(**overrides)
+    field = LungField.load(args.lung_field) if args.lung_field else None
+    if field is not None and args.lung_field_threshold is not None:
+        field = field.with_threshold(args.lung_field_threshold)
+    predictors = []
+    for path in args.model:
+        predictor = AFLocPredictor.from_pretrained(path, device="cpu")
+        predictor = predictor.with_localization(**overrides) if overrides else predictor
+        predictors.append(predictor.with_lung_field(field) if field is not None else predictor)
     samples = read_ms_cxr(args.corpus / "annotations" / f"{args.split}_phrases.json", args.corpus).samples
-    result = measure(predictor, samples, args.limit)
+    result = measure(predictors, samples, args.limit)
     result.update({"model": args.model, "corpus": str(args.corpus), "split": args.split})
-    result["localization"] = predictor.localization.to_dict()
+    result["localization"] = predictors[0].localization.to_dict()
+    result["lung_field"] = {"folder": args.lung_field, "threshold": args.lung_field_threshold} if field else None
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
