@@ -184,6 +184,8 @@ class AFLocPredictor:
         self.localization = localization or LocalizationConfig()
         self.zero_shot = zero_shot or ZeroShotConfig()
         self.calibration, self.ood, self.metadata = calibration, ood, metadata or ModelMetadata()
+        if lung_field is not None and self.preprocessing.modality == "fundus":
+            raise ValueError("a lung field gates chest films; this model reads fundus photographs")
         self.lung_field = lung_field
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._text_cache_size = text_cache_size
@@ -235,9 +237,10 @@ class AFLocPredictor:
 
     def with_lung_field(self, lung_field: LungField | None) -> AFLocPredictor:
         """A predictor whose heatmaps are gated by ``lung_field`` (None: ungated), sharing this one's model."""
-        shared = self._sharing(self.localization, self.zero_shot, self.calibration)
-        shared.lung_field = lung_field
-        return shared
+        return AFLocPredictor(
+            self.model, self.tokenizer, self.preprocessing, self.localization, self.device, self._text_cache_size,
+            self.zero_shot, self.calibration, self.ood, self.metadata, lung_field,
+        )  # fmt: skip
 
     def _sharing(
         self, localization: LocalizationConfig, zero_shot: ZeroShotConfig, calibration: ZeroShotCalibration | None

@@ -85,7 +85,7 @@ def test_a_missing_or_broken_field_is_refused_by_name(tmp_path, field):
     (tmp_path / "f" / "lung_field.json").write_text("{")
     with pytest.raises(ValueError, match="not a lung-field config"):
         LungField.load(tmp_path / "f")
-    (tmp_path / "f" / "lung_field.json").write_text(json.dumps({"size": 10**6, "width": 4}))
+    (tmp_path / "f" / "lung_field.json").write_text(json.dumps({"size": 1024, "width": 4}))
     with pytest.raises(ValueError, match="out of range"):
         LungField.load(tmp_path / "f")
 
@@ -228,3 +228,19 @@ def test_the_bundled_field_finds_the_lungs_of_real_films():
         predicted = field(film[None])[0] > 0.5
         scores.append(2 * (predicted & lungs).sum() / (predicted.sum() + lungs.sum()))
     assert np.mean(scores) > 0.75, scores
+
+
+def test_a_fundus_model_refuses_a_lung_field(tiny_model, tiny_tokenizer, field):
+    from afloc import AFLocPredictor, LocalizationConfig
+
+    fundus = Preprocessing(image_size=64, modality="fundus")
+    with pytest.raises(ValueError, match="gates chest films; this model reads fundus photographs"):
+        AFLocPredictor(tiny_model, tiny_tokenizer, fundus, LocalizationConfig(), "cpu").with_lung_field(field)
+
+
+def test_an_oversized_weights_file_is_not_read(tmp_path, field):
+    field.save(tmp_path / "f")
+    with open(tmp_path / "f" / "lung_field.safetensors", "ab") as handle:
+        handle.write(b"\0" * 3_000_000)
+    with pytest.raises(ValueError, match="far more than a width-4 lung field's"):
+        LungField.load(tmp_path / "f")

@@ -151,9 +151,13 @@ class LungField:
             threshold = None if threshold is None else float(threshold)
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise ValueError(f"{folder / CONFIG}: not a lung-field config ({error})") from error
-        if not (8 <= size <= 1024 and 1 <= width <= 128):
+        if not (8 <= size <= 512 and 1 <= width <= 64):  # bounds the network's cost (width 64: 7.5 M parameters)
             raise ValueError(f"{folder / CONFIG}: size {size} or width {width} out of range")
         net = LungFieldNet(width)
+        expected = 4 * sum(t.numel() for t in net.state_dict().values())
+        if (folder / WEIGHTS).stat().st_size > 2 * expected + 1_000_000:  # float32 weights and a small header
+            raise ValueError(f"{folder / WEIGHTS}: {(folder / WEIGHTS).stat().st_size} bytes, far more than a "
+                             f"width-{width} lung field's {expected}; not read")  # fmt: skip
         try:
             net.load_state_dict(load_file(str(folder / WEIGHTS)))
         except (RuntimeError, OSError) as error:
