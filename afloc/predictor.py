@@ -224,7 +224,8 @@ class AFLocPredictor:
         Raises:
             ValueError: an unknown field or an invalid value (from :class:`LocalizationConfig`).
         """
-        return self._sharing(_replaced(self.localization, changes, "localization"), self.zero_shot, self.calibration)
+        localization = _replaced(self.localization, changes, "localization")
+        return self._sharing(localization, self.zero_shot, self.calibration, self.lung_field)
 
     def with_zero_shot(self, **changes) -> AFLocPredictor:
         """A predictor with other zero-shot settings (``ZeroShotConfig`` fields), sharing this one's model; the
@@ -233,21 +234,22 @@ class AFLocPredictor:
         Raises:
             ValueError: an unknown field or an invalid value (from :class:`ZeroShotConfig`).
         """
-        return self._sharing(self.localization, _replaced(self.zero_shot, changes, "zero-shot"), None)
+        return self._sharing(self.localization, _replaced(self.zero_shot, changes, "zero-shot"), None, self.lung_field)
 
     def with_lung_field(self, lung_field: LungField | None) -> AFLocPredictor:
         """A predictor whose heatmaps are gated by ``lung_field`` (None: ungated), sharing this one's model."""
-        return AFLocPredictor(
-            self.model, self.tokenizer, self.preprocessing, self.localization, self.device, self._text_cache_size,
-            self.zero_shot, self.calibration, self.ood, self.metadata, lung_field,
-        )  # fmt: skip
+        return self._sharing(self.localization, self.zero_shot, self.calibration, lung_field)
 
     def _sharing(
-        self, localization: LocalizationConfig, zero_shot: ZeroShotConfig, calibration: ZeroShotCalibration | None
+        self,
+        localization: LocalizationConfig,
+        zero_shot: ZeroShotConfig,
+        calibration: ZeroShotCalibration | None,
+        lung_field: LungField | None,
     ) -> AFLocPredictor:
         return AFLocPredictor(
             self.model, self.tokenizer, self.preprocessing, localization, self.device, self._text_cache_size,
-            zero_shot, calibration, self.ood, self.metadata, self.lung_field,
+            zero_shot, calibration, self.ood, self.metadata, lung_field,
         )  # fmt: skip
 
     def encode_image(self, image: np.ndarray | str | Path | bytes) -> EncodedImage:

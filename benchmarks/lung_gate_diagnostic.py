@@ -27,6 +27,7 @@ import json
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -112,7 +113,6 @@ class SelfGateAlone(SelfGated):
 def film_tophat(path: str, size: int, element: int, blur: float = 6.0) -> np.ndarray:
     """A per-film lung field without annotation: the black top-hat of the film itself (parts darker than their
     surroundings at the scale of ``element`` model pixels), smoothed and scaled to [0, 1]."""
-    import cv2
 
     from afloc.imaging.transforms import pad_resize
 
@@ -129,7 +129,6 @@ def film_tophat(path: str, size: int, element: int, blur: float = 6.0) -> np.nda
 def mean_film_tophat(corpus: str, size: int, element: int) -> np.ndarray:
     """A film-blind lung atlas from unlabelled training films: the black top-hat of their mean film (the parts
     darker than their surroundings at the scale of ``element`` model pixels), scaled to [0, 1]."""
-    import cv2
 
     from afloc.imaging.transforms import pad_resize
 
@@ -144,26 +143,6 @@ def mean_film_tophat(corpus: str, size: int, element: int) -> np.ndarray:
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (element, element))
     atlas = cv2.morphologyEx((total / count).astype(np.float32), cv2.MORPH_BLACKHAT, kernel)
     return (atlas - atlas.min()) / (atlas.max() - atlas.min())
-
-
-class LungInterior(HeatmapSource):
-    """A prompt-blind map that knows only the lungs: each lung pixel's distance to the lung border."""
-
-    def __init__(self, lungs: LungMasks, size: int) -> None:
-        import cv2
-
-        self.predictor, self.baseline, self.name = None, "lungs", "lung mask (distance to its border)"
-        self.preprocessing = Preprocessing(image_size=size)
-        self.maps = {
-            key: cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5).astype(np.float32)
-            for key, mask in lungs.masks.items()
-        }
-
-    def encode(self, tensors):
-        return [None] * len(tensors)
-
-    def heatmaps(self, encoded, prompts, sample_id, margin):
-        return scale_to_unit_range(np.stack([self.maps[sample_id]] * len(prompts)))
 
 
 class GateAlone(HeatmapSource):
@@ -231,17 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     lungs = LungMasks(samples, Path(args.shared), size)
     train = read_phantom(args.corpus, "train").samples
     sources["prior mask"] = KindOracleSource([s for s in train if s.category == CATEGORY][:2000], samples, size)
-    sources["lungs"] = LungInterior(lungs, size)
+    distances = {k: cv2.distanceTransform(m.astype(np.uint8), cv2.DIST_L2, 5) for k, m in lungs.masks.items()}
+    sources["lungs"] = GateAlone(lambda key: distances[key], size)  # knows only the lungs: distance to their border
     atlas_train = [s for s in train if s.category == CATEGORY][:2000]
-    mean_lungs = np.mean(
-        [
-            pad_resize_mapping(*(load_image(lung_mask_path(s.sample_id, Path(args.shared))) > 0.5).shape[:2], size)
-            .mask_to_model(load_image(lung_mask_path(s.sample_id, Path(args.shared))) > 0.5)
-            .astype(np.float32)
-            for s in atlas_train[:500]
-        ],
-        axis=0,
-    )
+    mean_lungs = np.mean(list(LungMasks(atlas_train[:500], Path(args.shared), size).masks.values()), axis=0)
     gates = {
         "the film's lung mask": lambda key: lungs.masks[key].astype(np.float32),
         "the mean training lung mask": lambda key: mean_lungs,

@@ -18,19 +18,18 @@ import argparse
 import json
 import re
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from afloc.localization.heatmaps import SIMILARITIES, scale_to_unit_range  # noqa: E402
+from afloc.localization.heatmaps import SIMILARITIES  # noqa: E402
 from afloc.localization.lung_field import LungField  # noqa: E402
 from afloc.localization.metrics import bootstrap_ci  # noqa: E402
 from afloc.predictor import AFLocPredictor  # noqa: E402
 from training.evaluation.datasets import read_ms_cxr  # noqa: E402
-from training.evaluation.protocol import side_mass  # noqa: E402
+from training.evaluation.protocol import mean_map, side_mass  # noqa: E402
 
 SIDE = re.compile(r"\b(right|left)\b")
 
@@ -49,11 +48,7 @@ def ensemble_maps(predictors: list[AFLocPredictor], image_path: str, prompts: li
     """One model's maps on the film's pixels, or several models' mean map rescaled to [-1, 1] (as the map-level
     ensemble of ``training evaluate --model A B ...``)."""
     maps = [p.localize(prompts, image=p.encode_image(image_path)) for p in predictors]
-    if len(maps) == 1:
-        return maps[0]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return scale_to_unit_range(np.nanmean(np.stack(maps), axis=0))
+    return maps[0] if len(maps) == 1 else mean_map(maps)
 
 
 def measure(predictor: AFLocPredictor | list[AFLocPredictor], samples, limit: int | None = None) -> dict:

@@ -297,34 +297,27 @@ def run(args: argparse.Namespace) -> dict:
         flags = ", ".join("--" + key.replace("_", "-") for key in overrides)
         raise ValueError(f"{flags} changes a model's heatmaps; it needs --model, not --baseline")
     source = args.baseline
-    lung_field = None
     if args.lung_field_threshold is not None and not args.lung_field:
         raise ValueError("--lung-field-threshold needs --lung-field DIR")
-    if args.baseline == "lung-field":
-        if not args.lung_field:
-            raise ValueError("--baseline lung-field needs --lung-field DIR")
+    if args.baseline == "lung-field" and not args.lung_field:
+        raise ValueError("--baseline lung-field needs --lung-field DIR")
+    if args.lung_field and args.baseline not in (None, "lung-field"):
+        raise ValueError(
+            f"--lung-field gates a model's maps or is the lung-field baseline, not --baseline {args.baseline}"
+        )
+    lung_field = None
+    if args.lung_field:
         from afloc.localization.lung_field import LungField
 
         lung_field = LungField.load(args.lung_field)
         if args.lung_field_threshold is not None:
             lung_field = lung_field.with_threshold(args.lung_field_threshold)
-    elif args.lung_field and args.baseline:
-        raise ValueError(
-            f"--lung-field gates a model's maps or is the lung-field baseline, not --baseline {args.baseline}"
-        )
     if args.model:
         registry.check_arguments(args.dataset, args.annotations, args.images, args.masks, args.split)  # before loading
         from afloc import AFLocPredictor
 
         if len(args.model) > 1 and args.classification:
             raise ValueError("--classification scores one model; give a single --model")
-        field = None
-        if args.lung_field:
-            from afloc.localization.lung_field import LungField
-
-            field = LungField.load(args.lung_field)
-            if args.lung_field_threshold is not None:
-                field = field.with_threshold(args.lung_field_threshold)
         predictors = []
         for path in args.model:
             predictor = AFLocPredictor.from_pretrained(path, device=args.device)
@@ -333,8 +326,8 @@ def run(args: argparse.Namespace) -> dict:
                 predictor = predictor.with_localization(**overrides)
             if args.zero_shot_similarity:
                 predictor = predictor.with_zero_shot(similarity=args.zero_shot_similarity)
-            if field is not None:
-                predictor = predictor.with_lung_field(field)
+            if lung_field is not None:
+                predictor = predictor.with_lung_field(lung_field)
             predictors.append(predictor)
         source = predictors[0] if len(predictors) == 1 else predictors
     keeper = _Keeper()

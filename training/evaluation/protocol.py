@@ -275,10 +275,15 @@ class EnsembleSource(HeatmapSource):
         return list(zip(*per_model, strict=True))
 
     def heatmaps(self, encoded, prompts: list[str], sample_id: str, margin: int | None) -> np.ndarray:
-        maps = [m.heatmaps(e, prompts, sample_id, margin) for m, e in zip(self.members, encoded, strict=True)]
-        with warnings.catch_warnings():  # a pixel NaN in every member (the margin) stays NaN without a warning
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return scale_to_unit_range(np.nanmean(np.stack(maps), axis=0))
+        return mean_map([m.heatmaps(e, prompts, sample_id, margin) for m, e in zip(self.members, encoded, strict=True)])
+
+
+def mean_map(maps: Sequence[np.ndarray]) -> np.ndarray:
+    """The NaN-ignoring mean of same-shaped ``[K, h, w]`` map stacks, each of its K maps rescaled to [-1, 1] (a
+    pixel NaN in every stack stays NaN, without a warning): how ensembles of models or of prompts combine maps."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return scale_to_unit_range(np.nanmean(np.stack(maps), axis=0))
 
 
 class LungFieldSource(HeatmapSource):
@@ -349,7 +354,7 @@ def sample_heatmap(
     """``(heatmap, ground truth)`` of one sample in the protocol's space."""
     prompts = config.prompts(sample)
     maps = source.heatmaps(encoded, prompts, sample.sample_id, config.margin)
-    heatmap = maps[0] if len(maps) == 1 else scale_to_unit_range(np.nanmean(maps, axis=0, keepdims=True))[0]
+    heatmap = maps[0] if len(maps) == 1 else mean_map([m[None] for m in maps])[0]
     if config.box_rule == "reference":
         return heatmap, _reference_truth(sample, mapping)
     truth = sample.gt_mask(mapping.original_height, mapping.original_width)
