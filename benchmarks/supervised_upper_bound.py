@@ -12,7 +12,7 @@ is given: this measures the image side only). A diagnostic, never shipped and ne
 
 On a real-data corpus (``training prepare-fundus`` / ``prepare-cxr``), ``--classes category`` makes one class per
 finding category (the prompt-level classes those corpora are scored on); ``--modality fundus --mean ... --std ...``
-preprocess colour photographs as the recipe does, and ``--split`` picks the scored split (``test`` by default: a
+preprocess colour photographs as the recipe does, and ``--split`` picks the scored splits (``test`` by default: a
 diagnostic, never a choice)::
 
     python benchmarks/supervised_upper_bound.py --corpus data/realcxr --classes category --backbone resnet10 \\
@@ -44,6 +44,7 @@ from afloc.modeling.image_encoder import ImageEncoder  # noqa: E402
 from training.callbacks import summarize_scores  # noqa: E402
 from training.evaluation.datasets import read_phantom  # noqa: E402
 from training.evaluation.protocol import HeatmapSource, ProtocolConfig, evaluate_localization  # noqa: E402
+from training.evaluation.report import summarize_localization, to_json_safe  # noqa: E402
 
 KINDS = ("consolidation", "atelectasis", "pleural_effusion", "pneumothorax", "cardiomegaly", "nodule", "mass", "edema")
 SIDES = ("right", "left", "both")
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--train-images", type=int, default=6000, help="training studies with findings loaded")
-    parser.add_argument("--test", type=int, default=1000, help="test samples scored (held-out phrasings)")
+    parser.add_argument("--test", type=int, default=1000, help="samples scored per split at most (evenly spaced)")
     parser.add_argument("--sigma", type=float, default=0.6)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=None, help="write summary.json here")
@@ -109,7 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         default="kind-side",
         help="kind-side: PhantomCXR's (kind, side) classes; category: one class per category",
     )
-    parser.add_argument("--split", default="test", help="the split scored")
+    parser.add_argument(
+        "--split",
+        nargs="+",
+        default=["test"],
+        help="the splits scored, each with bootstrap CIs per category (train: the fit on training films)",
+    )
     parser.add_argument("--modality", default="cxr")
     parser.add_argument("--mean", type=float, nargs=3, default=(0.5, 0.5, 0.5))
     parser.add_argument("--std", type=float, nargs=3, default=(0.5, 0.5, 0.5))
@@ -154,21 +160,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"step {steps} loss {loss.item():.4f} {time.perf_counter() - start:.0f} s", flush=True)
     encoder.eval()
 
-    test = read_phantom(args.corpus, args.split).samples
-    if args.classes == "kind-side":
-        test = [s for s in test if s.category in KINDS]
-    test = [s for s in test if args.classes == "kind-side" or s.category in categories][: args.test]
-    classes = {s.sample_id: pick_class(s) for s in test}
-    source = SupervisedSource(encoder, head, preprocessing, classes, args.sigma)
-    records, _ = evaluate_localization(test, source, ProtocolConfig(space="native"), workers=0, progress=False)
-    scores = summarize_scores(records)
-    by_category = {}
-    for record in records:
-        by_category.setdefault(record["category"], []).append(record)
-    scores["per_category"] = {c: summarize_scores(r) for c, r in sorted(by_category.items())}
-    result = {"steps": steps, "train_seconds": args.minutes * 60, "samples": len(records), **scores, **vars(args)}
-    result = {k: (str(v) if isinstance(v, Path) else v) for k, v in result.items()}
-    print(json.dumps(result, indent=1))
+    result = {"steps": steps, "train_seconds": args.minutes * 60, **vars(args), "splits": {}}
+    for split in args.split:
+        test = read_phantom(args.corpus, split).samples
+        if args.classes == "kind-side":
+            test = [s for s in test if s.category in KINDS]
+        test = [s for s in test if args.classes == "kind-side" or s.category in categories]
+        if len(test) > args.test:  # evenly spaced, so that every category of a grouped file keeps its share
+            test = [test[i] for i in np.linspace(0, len(test) - 1, args.test).round().astype(int)]
+        classes = {s.sample_id: pick_class(s) for s in test}
+        source = SupervisedSource(encoder, head, preprocessing, classes, args.sigma)
+        records, _ = evaluate_localization(test, source, ProtocolConfig(space="native"), workers=0, progress=False)
+        scores = summarize_scores(records)
+        by_category = {}
+        for record in records:
+            by_category.setdefault(record["category"], []).append(record)
+        scores["per_category"] = {c: summarize_scores(r) for c, r in sorted(by_category.items())}
+        scores["summary"] = summarize_localization(records)
+        result["splits"][split] = {"samples": len(records), **scores}
+        print(split, json.dumps({k: v for k, v in scores.items() if k != "summary"}, indent=1), flush=True)
+    result = to_json_safe({k: (str(v) if isinstance(v, Path) else v) for k, v in result.items()})
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "summary.json").write_text(json.dumps(result, indent=1))
