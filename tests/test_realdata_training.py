@@ -99,3 +99,47 @@ def test_full_report_fraction_mixes_whole_reports_into_training_captions_only(tm
         assert captions(1.0, "val")[0] == captions(0.0, "val")[0], n_val  # training captions only
     with pytest.raises(ValueError, match="full_report_fraction"):
         ImageReportDataModule(str(corpus), full_report_fraction=1.5)
+
+
+def test_label_repeats_show_a_rare_finding_more_often(tmp_path, tiny_bert):
+    """--data.label_repeats: a record with a named label appears n times per training epoch (the largest n of its
+    labels), each copy with its own caption draw; val is untouched; a label nobody carries or a bad n is refused."""
+    import csv
+
+    corpus = write_tiny_corpus(tmp_path / "corpus")
+    with open(corpus) as handle:
+        rows = list(csv.DictReader(handle))
+    labels = ["active_tb", "active_tb;obsolete_tb", "covid", "", "obsolete_tb"]
+    for i, row in enumerate(rows):
+        row["labels"] = labels[i % len(labels)]
+    with open(corpus, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["image", "report", "split", "labels"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+    def module(**options):
+        data = ImageReportDataModule(str(corpus), text_model=str(tiny_bert), image_size=48, batch_size=4,
+                                     num_workers=0, **options)  # fmt: skip
+        data.setup("fit")
+        return data
+
+    plain, repeated = module(), module(label_repeats={"active_tb": 3, "obsolete_tb": 2})
+    times = {"active_tb": 3, "active_tb;obsolete_tb": 3, "covid": 1, "": 1, "obsolete_tb": 2}
+    train = [r for r in rows if r["split"] == "train"]
+    assert len(repeated.datasets["train"]) == sum(times[r["labels"]] for r in train) > len(plain.datasets["train"])
+    counts = {}
+    for record in repeated.datasets["train"].records:
+        counts[record.image] = counts.get(record.image, 0) + 1
+    assert {str(r.image): counts[r.image] for r in plain.datasets["train"].records} == {
+        str(r.image): times[";".join(r.labels)] for r in plain.datasets["train"].records
+    }
+    assert len(repeated.datasets["val"]) == len(plain.datasets["val"])
+    dataset = repeated.datasets["train"]
+    first = next(i for i, r in enumerate(dataset.records) if "active_tb" in r.labels)
+    captions = {dataset[first + k]["caption"] for k in range(3)}
+    assert all(dataset.records[first + k].image == dataset.records[first].image for k in range(3))
+    assert len(captions) > 1  # the copies are drawn independently, not one sample three times
+    with pytest.raises(ValueError, match="no training record carries.*'pneumothorax'"):
+        module(label_repeats={"pneumothorax": 2})
+    with pytest.raises(ValueError, match="whole number >= 1"):
+        ImageReportDataModule(str(corpus), label_repeats={"active_tb": 0})

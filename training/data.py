@@ -139,6 +139,24 @@ class ImageReportDataset(Dataset):
         return mirror_image(tensor), mirrored, mirror_box(box)
 
 
+def repeat_by_label(records: list[ManifestRecord], repeats: dict[str, int]) -> list[ManifestRecord]:
+    """Each record ``n`` times, ``n`` the largest of ``repeats`` over its labels (1 when it has none of them).
+
+    Raises:
+        ValueError: a label of ``repeats`` that no record carries (named, with the labels that occur).
+    """
+    present = {label for record in records for label in record.labels}
+    missing = sorted(set(repeats) - present)
+    if missing:
+        raise ValueError(
+            f"label_repeats names labels no training record carries: {missing}; present: {sorted(present)}"
+        )
+    out = []
+    for record in records:
+        out += [record] * max([repeats[label] for label in record.labels if label in repeats], default=1)
+    return out
+
+
 class EpochSampler(Sampler[int]):
     """Seeded per-epoch shuffling that is aware of DDP ranks and encodes the epoch in the index.
 
@@ -291,6 +309,10 @@ class ImageReportDataModule(pl.LightningDataModule):
         same_label_batches: this fraction of training batches holds films of one manifest label only (the first of
             its ``labels``), the rest are drawn at random: within such a batch the reports differ only in where and
             how much, so matching them needs the location (not in the reference; 0 = off).
+        label_repeats: ``{label: n}``: each training record that carries one of these manifest labels appears n
+            times per epoch (the largest n among its labels), each time with its own caption draw and
+            augmentation: a rare finding is seen more often (e.g. ``{"active_tb": 3}``). Every label named must
+            occur in the training split. None (default) = each record once. Not in the reference.
     """
 
     def __init__(
@@ -317,8 +339,12 @@ class ImageReportDataModule(pl.LightningDataModule):
         zone_view_masks: bool = False,
         mirror_fraction: float = 0.0,
         mirror_pairs: int = 0,
+        label_repeats: dict[str, int] | None = None,
     ) -> None:
         super().__init__()
+        for label, times in (label_repeats or {}).items():
+            if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+                raise ValueError(f"label_repeats[{label!r}] must be a whole number >= 1, got {times!r}")
         if not 0.0 <= mirror_fraction <= 1.0:
             raise ValueError(f"mirror_fraction must be in [0, 1], got {mirror_fraction}")
         if not 0 <= mirror_pairs <= batch_size // 2:
@@ -362,6 +388,8 @@ class ImageReportDataModule(pl.LightningDataModule):
             self.dropped_reports[split] = len(records) - len(kept)
             if split == "train" and self.hparams.limit_train:
                 kept = kept[: self.hparams.limit_train]
+            if split == "train" and self.hparams.get("label_repeats"):
+                kept = repeat_by_label(kept, self.hparams.label_repeats)
             self.datasets[split] = ImageReportDataset(
                 kept,
                 preprocessing,
