@@ -1,0 +1,32 @@
+"""The supervised upper bound scores every split it is given (train: the fit), each with bootstrap CIs per finding,
+and caps each split at ``--test`` targets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from training.evaluation.datasets import read_phantom
+from training.phantoms.generate import CorpusSpec, generate_corpus
+
+bound = pytest.importorskip("benchmarks.supervised_upper_bound")
+
+
+def test_several_splits_each_with_cis(tmp_path):
+    corpus = tmp_path / "corpus"
+    generate_corpus(corpus, CorpusSpec(n=40, size=128, seed=5), workers=1, dicom_samples=0)
+    out = tmp_path / "out"
+    argv = ["--corpus", str(corpus), "--classes", "category", "--image-size", "64", "--minutes", "0.01",
+            "--batch", "4", "--threads", "1", "--split", "train", "test", "--test", "6", "--out", str(out)]  # fmt: skip
+    assert bound.main(argv) == 0
+    result = json.loads((out / "summary.json").read_text())
+    assert set(result["splits"]) == {"train", "test"} and result["steps"] >= 1
+    for split, scores in result["splits"].items():
+        available = len(read_phantom(corpus, split).samples)
+        assert scores["samples"] == min(6, available)
+        summary = scores["summary"]
+        assert summary["n_samples"] == scores["samples"]
+        for category, entry in summary["pointing_game"]["per_category"].items():
+            low, high = entry["ci"]
+            assert low <= entry["mean"] <= high, (split, category)
