@@ -116,10 +116,18 @@ def main(argv: list[str] | None = None) -> int:
         default=["test"],
         help="the splits scored, each with bootstrap CIs per category (train: the fit on training films)",
     )
+    parser.add_argument(
+        "--categories",
+        nargs="+",
+        default=None,
+        help="with --classes category: train and score only these findings (default: all)",
+    )
     parser.add_argument("--modality", default="cxr")
     parser.add_argument("--mean", type=float, nargs=3, default=(0.5, 0.5, 0.5))
     parser.add_argument("--std", type=float, nargs=3, default=(0.5, 0.5, 0.5))
     args = parser.parse_args(argv)
+    if args.categories and args.classes != "category":
+        parser.error("--categories needs --classes category")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -131,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     train = read_phantom(args.corpus, "train").samples
     if args.classes == "category":
         categories = sorted({s.category for s in train})
+        if args.categories:
+            unknown = sorted(set(args.categories) - set(categories))
+            if unknown:
+                parser.error(f"--categories {unknown} not in the training split's findings {categories}")
+            categories = sorted(args.categories)
+            train = [s for s in train if s.category in categories]
         n_classes, pick_class = len(categories), (lambda sample: categories.index(sample.category))
     else:
         train = [s for s in train if s.category in KINDS]

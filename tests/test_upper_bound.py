@@ -30,3 +30,19 @@ def test_several_splits_each_with_cis(tmp_path):
         for category, entry in summary["pointing_game"]["per_category"].items():
             low, high = entry["ci"]
             assert low <= entry["mean"] <= high, (split, category)
+
+
+def test_categories_train_and_score_only_those_findings(tmp_path):
+    corpus = tmp_path / "corpus"
+    generate_corpus(corpus, CorpusSpec(n=40, size=128, seed=5), workers=1, dicom_samples=0)
+    chosen = sorted({s.category for s in read_phantom(corpus, "test").samples})[:2]
+    out = tmp_path / "out"
+    argv = ["--corpus", str(corpus), "--classes", "category", "--image-size", "64", "--minutes", "0.01",
+            "--batch", "4", "--threads", "1", "--split", "test", "--out", str(out)]  # fmt: skip
+    assert bound.main([*argv, "--categories", *chosen]) == 0
+    result = json.loads((out / "summary.json").read_text())
+    assert result["splits"]["test"]["summary"]["categories"] == chosen
+    for wrong in (["--categories", "haemorrhage"], ["--categories", chosen[0], "--classes", "kind-side"]):
+        with pytest.raises(SystemExit) as stop:
+            bound.main([*argv, *wrong])
+        assert stop.value.code == 2
