@@ -185,14 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         classes = {s.sample_id: pick_class(s) for s in test}
         source = SupervisedSource(encoder, head, preprocessing, classes, args.sigma)
         records, _ = evaluate_localization(test, source, ProtocolConfig(space="native"), workers=0, progress=False)
-        scores = summarize_scores(records)
-        by_category = {}
-        for record in records:
-            by_category.setdefault(record["category"], []).append(record)
-        scores["per_category"] = {c: summarize_scores(r) for c, r in sorted(by_category.items())}
-        scores["summary"] = summarize_localization(records)
-        result["splits"][split] = {"samples": len(records), **scores}
-        print(split, json.dumps({k: v for k, v in scores.items() if k != "summary"}, indent=1), flush=True)
+        summary = summarize_localization(records)  # macro and per finding, with CIs
+        result["splits"][split] = {"samples": len(records), **summarize_scores(records), "summary": summary}
+        pointing, cnr = summary["pointing_game"], summary["cnr"]
+        ci = lambda entry: "[{:.3f}, {:.3f}]".format(*entry["ci"])  # noqa: E731
+        print(f"{split} macro: PG {pointing['macro']:.3f} {ci(pointing)} CNR {cnr['macro']:.2f} {ci(cnr)}")
+        for name in summary["categories"]:
+            p, c = pointing["per_category"][name], cnr["per_category"][name]
+            print(f"{split} {name}: PG {p['mean']:.3f} {ci(p)} CNR {c['mean']:.2f} {ci(c)}", flush=True)
     result = to_json_safe({k: (str(v) if isinstance(v, Path) else v) for k, v in result.items()})
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

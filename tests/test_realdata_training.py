@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from training_fixtures import write_tiny_bert, write_tiny_corpus
+from training_fixtures import write_manifest, write_tiny_bert, write_tiny_corpus
 
 from training.augment import Augmentation
 from training.data import ImageReportDataModule
@@ -112,10 +112,7 @@ def test_label_repeats_show_a_rare_finding_more_often(tmp_path, tiny_bert):
     labels = ["active_tb", "active_tb;obsolete_tb", "covid", "", "obsolete_tb"]
     for i, row in enumerate(rows):
         row["labels"] = labels[i % len(labels)]
-    with open(corpus, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["image", "report", "split", "labels"])
-        writer.writeheader()
-        writer.writerows(rows)
+    write_manifest(corpus, rows)
 
     def module(**options):
         data = ImageReportDataModule(str(corpus), text_model=str(tiny_bert), image_size=48, batch_size=4,

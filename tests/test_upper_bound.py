@@ -13,9 +13,14 @@ from training.phantoms.generate import CorpusSpec, generate_corpus
 bound = pytest.importorskip("benchmarks.supervised_upper_bound")
 
 
-def test_several_splits_each_with_cis(tmp_path):
-    corpus = tmp_path / "corpus"
-    generate_corpus(corpus, CorpusSpec(n=40, size=128, seed=5), workers=1, dicom_samples=0)
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bound") / "corpus"
+    generate_corpus(out, CorpusSpec(n=40, size=128, seed=5), workers=1, dicom_samples=0)
+    return out
+
+
+def test_several_splits_each_with_cis(corpus, tmp_path):
     out = tmp_path / "out"
     argv = ["--corpus", str(corpus), "--classes", "category", "--image-size", "64", "--minutes", "0.01",
             "--batch", "4", "--threads", "1", "--split", "train", "test", "--test", "6", "--out", str(out)]  # fmt: skip
@@ -32,9 +37,7 @@ def test_several_splits_each_with_cis(tmp_path):
             assert low <= entry["mean"] <= high, (split, category)
 
 
-def test_categories_train_and_score_only_those_findings(tmp_path):
-    corpus = tmp_path / "corpus"
-    generate_corpus(corpus, CorpusSpec(n=40, size=128, seed=5), workers=1, dicom_samples=0)
+def test_categories_train_and_score_only_those_findings(corpus, tmp_path):
     chosen = sorted({s.category for s in read_phantom(corpus, "test").samples})[:2]
     out = tmp_path / "out"
     argv = ["--corpus", str(corpus), "--classes", "category", "--image-size", "64", "--minutes", "0.01",
