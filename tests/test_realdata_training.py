@@ -140,3 +140,45 @@ def test_label_repeats_show_a_rare_finding_more_often(tmp_path, tiny_bert):
         module(label_repeats={"pneumothorax": 2})
     with pytest.raises(ValueError, match="whole number >= 1"):
         ImageReportDataModule(str(corpus), label_repeats={"active_tb": 0})
+
+
+def test_drop_negated_leaves_denied_findings_out_of_training_captions_only(tmp_path, tiny_bert):
+    """--data.drop_negated: a report's negated sentences ("No hard exudates.") never reach a training caption while
+    it has another sentence; an all-negative report keeps its text; val captions and runs without the option keep
+    them. Bug class: a negation pattern that also eats affirmed findings ("nodular opacity"), or that empties a
+    normal report (a caption of no words stops training)."""
+    import csv
+
+    from training.data import affirmed_sentences
+
+    assert affirmed_sentences(["no hard exudates", "scattered hard exudates temporal to the macula"]) == [
+        "scattered hard exudates temporal to the macula"
+    ]
+    mixed = ["there are no haemorrhages", "without effusion", "nodular opacity", "normal fundus"]
+    assert affirmed_sentences(mixed) == ["nodular opacity", "normal fundus"]
+    assert affirmed_sentences(["no pleural effusion", "no pneumothorax"]) == ["no pleural effusion", "no pneumothorax"]
+
+    corpus = write_tiny_corpus(tmp_path / "corpus")
+    with open(corpus) as handle:
+        rows = list(csv.DictReader(handle))
+    for i, row in enumerate(rows):
+        row["report"] = (
+            "No pleural effusion. There is no pneumothorax."
+            if i % 3 == 0
+            else f"Patchy opacity in the right lower zone number {i}. No pleural effusion. There is no pneumothorax."
+        )
+    write_manifest(corpus, rows)
+
+    def captions(split: str, **options) -> list[str]:
+        data = ImageReportDataModule(str(corpus), text_model=str(tiny_bert), image_size=48, batch_size=4,
+                                     num_workers=0, **options)  # fmt: skip
+        data.setup("fit")
+        dataset = data.datasets[split]
+        return [dataset[i]["caption"] for i in range(3 * len(dataset))]
+
+    dropped = captions("train", drop_negated=True)
+    assert any(c.startswith("patchy opacity") for c in dropped)
+    assert all("no pleural effusion" not in c for c in dropped if "patchy" in c)
+    assert any("no pleural effusion" in c or "no pneumothorax" in c for c in dropped)  # all-negative reports
+    assert any("there is no pneumothorax" in c and "patchy" in c for c in captions("train"))  # off: unchanged
+    assert captions("val", drop_negated=True) == captions("val")

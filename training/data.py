@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +26,15 @@ from .zone_views import WHOLE_IMAGE, apply_view, random_region, report_eye, zone
 logger = logging.getLogger(__name__)
 
 MIRROR_OFFSET = 1 << 40  # a sampler index at or above this asks for the sample's mirror (:mod:`training.mirror`)
+# a cleaned sentence (lower case, words only) that denies a finding: "no hard exudates", "there is no effusion"
+_NEGATED = re.compile(r"^(no|there (is|are) no|without|negative for)\b")
+
+
+def affirmed_sentences(sentences: list[str]) -> list[str]:
+    """A report's cleaned sentences without the negated ones ("no hard exudates", "there are no haemorrhages",
+    "without effusion"), or all of them when every sentence is negated (a normal report keeps its text)."""
+    kept = [s for s in sentences if not _NEGATED.match(s)]
+    return kept or list(sentences)
 
 
 class ImageReportDataset(Dataset):
@@ -52,6 +62,7 @@ class ImageReportDataset(Dataset):
         zone_view_masks: bool = False,
         mirror_fraction: float = 0.0,
         mirror_pairs: bool = False,
+        drop_negated: bool = False,
     ) -> None:
         if not 0.0 <= mirror_fraction <= 1.0:
             raise ValueError(f"mirror_fraction must be in [0, 1], got {mirror_fraction}")
@@ -75,6 +86,8 @@ class ImageReportDataset(Dataset):
             word_limit is not None
         ):  # the authors' cap on a report's sentence list (afloc.text.tokenizer.limit_sentences)
             self.sentences = [limit_sentences(s, word_limit) if s else s for s in self.sentences]
+        if drop_negated:
+            self.sentences = [affirmed_sentences(s) for s in self.sentences]
         self.preprocessing = preprocessing
         self.seed = seed
 
@@ -313,6 +326,10 @@ class ImageReportDataModule(pl.LightningDataModule):
             times per epoch (the largest n among its labels), each time with its own caption draw and
             augmentation: a rare finding is seen more often (e.g. ``{"active_tb": 3}``). Every label named must
             occur in the training split. None (default) = each record once. Not in the reference.
+        drop_negated: training captions leave out negated sentences ("No hard exudates.", "There is no pleural
+            effusion.") of a report that has any other sentence (:func:`affirmed_sentences`): a negated finding's
+            words name something the image does not show, and the word loss would still look for a region to match
+            them. Off (default) = the reference. Not in the reference.
     """
 
     def __init__(
@@ -340,6 +357,7 @@ class ImageReportDataModule(pl.LightningDataModule):
         mirror_fraction: float = 0.0,
         mirror_pairs: int = 0,
         label_repeats: dict[str, int] | None = None,
+        drop_negated: bool = False,
     ) -> None:
         super().__init__()
         for label, times in (label_repeats or {}).items():
@@ -402,6 +420,7 @@ class ImageReportDataModule(pl.LightningDataModule):
                 zone_view_masks=self.hparams.get("zone_view_masks", False) and split == "train",
                 mirror_fraction=self.hparams.get("mirror_fraction", 0.0) if split == "train" else 0.0,
                 mirror_pairs=bool(self.hparams.get("mirror_pairs", 0)) and split == "train",
+                drop_negated=self.hparams.get("drop_negated", False) and split == "train",
             )
         if self.dropped_reports["train"]:
             logger.warning("dropped %d training studies with no usable sentence", self.dropped_reports["train"])
