@@ -18,6 +18,7 @@ from .hub.format import load_pretrained
 from .imaging.transforms import PadResizeMapping, Preprocessing
 from .localization import gloria
 from .localization.calibration import ZeroShotCalibration, uncalibrated_probability
+from .localization.field_of_view import retina_gates
 from .localization.heatmaps import LocalizationConfig, heatmaps_from_embeddings
 from .localization.lung_field import LungField, films_from_tensors, gate_heatmaps
 from .localization.ood import OODSummary, ood_features
@@ -72,8 +73,9 @@ class EncodedImage:
             None when the model has no summary).
         out_of_distribution: ``ood_score`` over the summary's threshold (its validation images' 99th percentile):
             the heatmap and zero-shot scores are not meaningful for this image. None when not known.
-        lung_gate: ``[S, S]`` model-space lung probabilities that gate every heatmap of this image (the predictor's
-            :class:`afloc.localization.lung_field.LungField`); None when the predictor has none.
+        gate: ``[S, S]`` model-space gate in [0, 1] that every heatmap of this image is multiplied by
+            (:meth:`AFLocPredictor.image_gates`: the lung field's probabilities, or a fundus photograph's field of
+            view); None when the predictor gates nothing.
     """
 
     image: np.ndarray
@@ -83,7 +85,7 @@ class EncodedImage:
     image_embedding: torch.Tensor
     ood_score: float | None = None
     out_of_distribution: bool | None = None
-    lung_gate: np.ndarray | None = field(default=None, repr=False)
+    gate: np.ndarray | None = field(default=None, repr=False)
     heatmap_cache_bytes: int = field(default=HEATMAP_CACHE_BYTES, repr=False)
     _heatmaps: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
@@ -186,6 +188,8 @@ class AFLocPredictor:
         self.calibration, self.ood, self.metadata = calibration, ood, metadata or ModelMetadata()
         if lung_field is not None and self.preprocessing.modality == "fundus":
             raise ValueError("a lung field gates chest films; this model reads fundus photographs")
+        if self.localization.field_of_view and self.preprocessing.modality != "fundus":
+            raise ValueError("the field-of-view gate is for fundus photographs; this model reads chest films")
         self.lung_field = lung_field
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._text_cache_size = text_cache_size
@@ -269,8 +273,9 @@ class AFLocPredictor:
             shallow_patch_embeddings=out.shallow_patch_embeddings[0].float().cpu(),
             image_embedding=out.image_embedding[0].float().cpu(),
         )
-        if self.lung_field is not None:
-            encoded.lung_gate = self.lung_gates(tensor.unsqueeze(0))[0]
+        gates = self.image_gates(tensor.unsqueeze(0))
+        if gates is not None:
+            encoded.gate = gates[0]
         if self.ood is not None:
             encoded.ood_score = self.ood.score(ood_features(encoded.patch_embeddings))
             encoded.out_of_distribution = self.ood.is_out(encoded.ood_score)
@@ -282,6 +287,16 @@ class AFLocPredictor:
         with torch.inference_mode():
             out = self.model.encode_image(tensors.to(self.device))
         return ImageEncoderOutput(**{f.name: getattr(out, f.name).float().cpu() for f in dataclasses.fields(out)})
+
+    def image_gates(self, tensors: torch.Tensor) -> np.ndarray | None:
+        """``[B, S, S]`` gates in [0, 1] of a batch of preprocessed images that every heatmap of the image is
+        multiplied by: the lung field's probabilities (chest, with a lung field), the field of view (fundus, with
+        ``localization.field_of_view``), or None (ungated)."""
+        if self.lung_field is not None:
+            return self.lung_gates(tensors)
+        if self.localization.field_of_view:
+            return retina_gates(tensors, self.preprocessing.mean, self.preprocessing.std)
+        return None
 
     def lung_gates(self, tensors: torch.Tensor) -> np.ndarray | None:
         """``[B, S, S]`` lung probabilities of a batch of preprocessed images (undoing the normalisation to see the
@@ -364,14 +379,14 @@ class AFLocPredictor:
         shallow_patch_embeddings: torch.Tensor,
         prompts: Sequence[str],
         localization: LocalizationConfig | None = None,
-        lung_gate: np.ndarray | None = None,
+        gate: np.ndarray | None = None,
     ) -> np.ndarray:
         """``[K, S, S]`` model-space heatmaps of one image's embeddings (uncached; :meth:`localize` caches them): the
         one place that turns embeddings and prompts into maps, for :meth:`localize` and the evaluation.
 
         Args:
             localization: settings instead of :attr:`localization` (the evaluation's margin).
-            lung_gate: the image's ``[S, S]`` lung probabilities (:meth:`lung_gates`); None = ungated.
+            gate: the image's ``[S, S]`` gate (:meth:`image_gates`); None = ungated.
         """
         config = localization or self.localization
         if config.similarity == "gloria":  # the word vectors and report vectors of one encoding
@@ -382,7 +397,7 @@ class AFLocPredictor:
         maps = heatmaps_from_embeddings(
             patch_embeddings, reports, self.preprocessing.input_size, config, shallow_patch_embeddings, words
         )
-        return maps if lung_gate is None else gate_heatmaps(maps, lung_gate)
+        return maps if gate is None else gate_heatmaps(maps, gate)
 
     def localize(
         self,
@@ -408,7 +423,7 @@ class AFLocPredictor:
         if todo:
             # normalising is idempotent under both rules
             maps = self.model_space_heatmaps(
-                encoded.patch_embeddings, encoded.shallow_patch_embeddings, todo, lung_gate=encoded.lung_gate
+                encoded.patch_embeddings, encoded.shallow_patch_embeddings, todo, gate=encoded.gate
             )
             for key, heatmap in zip(todo, maps, strict=True):
                 fresh[key] = np.array(heatmap, dtype=np.float32)

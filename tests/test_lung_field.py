@@ -99,10 +99,10 @@ def test_predictor_gates_what_it_shows_and_the_evaluation_scores_the_same(tiny_m
     assert plain.lung_field is None and gated.lung_field is field
     image = np.random.default_rng(2).random((70, 50)).astype(np.float32)
     encoded = gated.encode_image(image)
-    assert encoded.lung_gate.shape == (64, 64)
+    assert encoded.gate.shape == (64, 64)
     shown = gated.localize("left pleural effusion", image=encoded, space="model")
     ungated = plain.localize("left pleural effusion", image=plain.encode_image(image), space="model")
-    np.testing.assert_allclose(shown, gate_heatmaps(ungated[None], encoded.lung_gate)[0], atol=1e-5)
+    np.testing.assert_allclose(shown, gate_heatmaps(ungated[None], encoded.gate)[0], atol=1e-5)
     assert not np.allclose(shown, ungated, atol=1e-3)
     source = HeatmapSource(predictor=gated)
     tensor, _ = gated.preprocessing(image)

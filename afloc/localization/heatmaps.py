@@ -44,6 +44,9 @@ class LocalizationConfig:
             ``"sentences"`` (default; sentences joined with ". " like training captions) or ``"reference"`` (the
             authors' inference: one-word sentences dropped, the rest joined with a space). Converted authors'
             models use ``"reference"``.
+        field_of_view: fundus photographs only: every map is gated by the photograph's field of view (the retina,
+            found from its brightness: :mod:`afloc.localization.field_of_view`), so that the black surround and the
+            padding get no heat. False = ungated (reference).
     """
 
     similarity: Literal["dot", "cosine", "gloria"] = "dot"
@@ -51,6 +54,7 @@ class LocalizationConfig:
     margin: int = 0
     shallow_weight: float = 0.0
     prompt_rule: Literal["sentences", "reference"] = "sentences"
+    field_of_view: bool = False
 
     def __post_init__(self) -> None:
         if self.prompt_rule not in ("sentences", "reference"):

@@ -62,6 +62,7 @@ def evaluate_dataset(
     progress: bool = False,
     on_heatmap=None,
     lung_field=None,
+    field_of_view: bool = False,
 ) -> EvaluationResult:
     """The paper's localization protocol on a dataset, from Python (``training evaluate`` is a thin layer over it).
 
@@ -75,12 +76,20 @@ def evaluate_dataset(
         oracle_train, image_size: the kind oracle's training samples and the baselines' model-space size.
         lung_field: the :class:`afloc.localization.lung_field.LungField` of the ``"lung-field"`` baseline (the
             field alone; to gate a model's maps, give its predictor the field: ``predictor.with_lung_field``).
+        field_of_view: a ``"center"``, ``"uniform"`` or ``"random"`` baseline's maps are gated by each
+            photograph's field of view (:mod:`afloc.localization.field_of_view`); a model's gate is its predictor's
+            ``localization.field_of_view``.
 
     Raises:
         ValueError: a bad dataset, path or setting, or no sample to score.
     """
     from .report import summarize_localization
 
+    if field_of_view and source not in ("center", "uniform", "random"):
+        raise ValueError(
+            "field_of_view gates the centre, uniform or random baseline; a model's gate is its predictor's "
+            f"localization.field_of_view, and {source if isinstance(source, str) else 'a model'!r} takes no gate here"
+        )
     protocol = protocol or ProtocolConfig()
     result = registry.read_dataset(dataset, annotations, images, masks, phrase, split)
     samples = result.samples
@@ -108,7 +117,7 @@ def evaluate_dataset(
             raise ValueError("the lung-field baseline needs a lung field (--lung-field DIR)")
         heatmaps = LungFieldSource(lung_field, image_size=image_size)
     else:
-        heatmaps = HeatmapSource(baseline=source, image_size=image_size)
+        heatmaps = HeatmapSource(baseline=source, image_size=image_size, field_of_view=field_of_view)
     records, unreadable = evaluate_localization(
         samples, heatmaps, protocol, batch_size, workers, progress=progress, on_heatmap=on_heatmap
     )

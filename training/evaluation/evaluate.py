@@ -221,6 +221,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="weight in [0, 1] of the shallow (word-level) map fused with the deep map, instead of the model's own",
     )
+    parser.add_argument(
+        "--field-of-view",
+        action="store_true",
+        help="fundus: gate every map by the photograph's field of view (the retina, from its brightness), a model's "
+        "or the centre / uniform / random baseline's; for choosing it on a validation split",
+    )
     parser.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples (seeded)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -287,12 +293,15 @@ def run(args: argparse.Namespace) -> dict:
         "smoothing_sigma": args.smoothing_sigma,
         "similarity": args.similarity,
         "shallow_weight": args.shallow_weight,
+        "field_of_view": True if args.field_of_view else None,
     }
     overrides = {key: value for key, value in overrides.items() if value is not None}
     if args.zero_shot_similarity and not (args.model and args.classification):
         raise ValueError(
             "--zero-shot-similarity changes a model's zero-shot scores; it needs --model and --classification"
         )
+    if args.field_of_view and not args.model:
+        overrides.pop("field_of_view")
     if overrides and not args.model:
         flags = ", ".join("--" + key.replace("_", "-") for key in overrides)
         raise ValueError(f"{flags} changes a model's heatmaps; it needs --model, not --baseline")
@@ -351,6 +360,7 @@ def run(args: argparse.Namespace) -> dict:
         progress=not args.quiet,
         on_heatmap=keeper,
         lung_field=lung_field,
+        field_of_view=bool(args.field_of_view and not args.model),
     )
     records, summary, samples, source = evaluation.records, evaluation.summary, evaluation.samples, evaluation.source
     if args.classification:
@@ -365,6 +375,7 @@ def run(args: argparse.Namespace) -> dict:
         "smoothing_sigma": source.predictor.localization.smoothing_sigma if args.model else None,
         "similarity": source.predictor.localization.similarity if args.model else None,
         "shallow_weight": source.predictor.localization.shallow_weight if args.model else None,
+        "field_of_view": bool(args.field_of_view) or bool(args.model and source.predictor.localization.field_of_view),
         "zero_shot_similarity": source.predictor.zero_shot.similarity if args.model and args.classification else None,
         "lung_field": args.lung_field,
         "lung_field_threshold": args.lung_field_threshold,

@@ -29,12 +29,14 @@ from tqdm import tqdm
 
 from afloc.imaging.io import load_image
 from afloc.imaging.transforms import PadResizeMapping, Preprocessing
+from afloc.localization.field_of_view import retina_gates
 from afloc.localization.heatmaps import (
     LocalizationConfig,
     apply_margin,
     centre_prior,
     scale_to_unit_range,
 )
+from afloc.localization.lung_field import gate_heatmaps
 from afloc.localization.metrics import CNR_REGIONS, THRESHOLDS, cnr, pointing_game, threshold_metrics
 from afloc.predictor import AFLocPredictor
 from afloc.text.prompts import LOCALIZATION_TEMPLATE
@@ -216,8 +218,14 @@ class HeatmapSource:
     """Model-space heatmaps ``[K, S, S]`` for an image's prompts, from a predictor or a baseline."""
 
     def __init__(
-        self, predictor: AFLocPredictor | None = None, baseline: str | None = None, image_size: int = 224
+        self,
+        predictor: AFLocPredictor | None = None,
+        baseline: str | None = None,
+        image_size: int = 224,
+        field_of_view: bool = False,
     ) -> None:
+        """``field_of_view``: a baseline's maps are gated by each photograph's field of view, as a fundus model's
+        are with ``LocalizationConfig.field_of_view`` (a model takes the setting from its predictor)."""
         if (predictor is None) == (baseline is None):
             raise ValueError("give exactly one of a model (predictor) or a baseline")
         if baseline is not None and baseline not in BASELINES:
@@ -225,12 +233,17 @@ class HeatmapSource:
         self.predictor, self.baseline = predictor, baseline
         self.preprocessing = predictor.preprocessing if predictor else Preprocessing(image_size=image_size)
         self.name = baseline or "model"
+        if field_of_view and predictor is not None:
+            raise ValueError("a model's field-of-view gate is its predictor's setting (localization.field_of_view)")
+        self.field_of_view = field_of_view
 
     def encode(self, tensors: torch.Tensor):
         if self.predictor is None:
+            if self.field_of_view:
+                return list(retina_gates(tensors, self.preprocessing.mean, self.preprocessing.std))
             return [None] * len(tensors)
         out = self.predictor.encode_images(tensors)
-        gates = self.predictor.lung_gates(tensors)
+        gates = self.predictor.image_gates(tensors)
         gates = [None] * len(tensors) if gates is None else list(gates)
         return list(zip(out.patch_embeddings, out.shallow_patch_embeddings, gates, strict=True))
 
@@ -239,12 +252,13 @@ class HeatmapSource:
         size = self.preprocessing.input_size
         if self.predictor is None:
             maps = np.stack([_baseline_map(self.baseline, size, f"{sample_id}|{p}") for p in prompts])
-            return scale_to_unit_range(apply_margin(maps, margin or 0))
+            maps = scale_to_unit_range(apply_margin(maps, margin or 0))
+            return maps if encoded is None else gate_heatmaps(maps, encoded)
         patches, shallow, gate = encoded
         config = self.predictor.localization
         if margin is not None:
             config = LocalizationConfig(**{**config.to_dict(), "margin": margin})
-        return self.predictor.model_space_heatmaps(patches, shallow, prompts, config, lung_gate=gate)
+        return self.predictor.model_space_heatmaps(patches, shallow, prompts, config, gate=gate)
 
 
 class EnsembleSource(HeatmapSource):
