@@ -60,9 +60,10 @@ def test_fit_export_and_demo_know_a_fundus_model(tmp_path, vocab_file, tiny_bert
     saved = torch.load(last, map_location="cpu", weights_only=True)["afloc"]["preprocessing"]
     assert saved["modality"] == "fundus" and saved["mean"] == pytest.approx(MEAN) and saved["image_size"] == 64
     out = tmp_path / "models" / "tiny_fundus"
-    assert training_main(["export", "--ckpt", last, "--out", str(out)]) == 0
+    assert training_main(["export", "--ckpt", last, "--out", str(out), "--field-of-view"]) == 0
     bundle = load_pretrained(out)
     assert bundle.preprocessing.modality == "fundus" and bundle.preprocessing.std == pytest.approx(tuple(STD))
+    assert bundle.localization.field_of_view  # saved, and so the demo's predictor gates by the retina
     store = ModelStore([tmp_path / "models"])
     assert [key for _, key in model_choices(store, "fundus")] == [store.key_for(out)]
     assert store.key_for(out) not in [key for _, key in model_choices(store, "cxr")]

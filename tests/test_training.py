@@ -67,7 +67,7 @@ def test_smoke_fit_export_plot(tmp_path, tiny_bert, corpus):
     assert (log_dir / "curves.png").stat().st_size > 1000
 
 
-def test_centred_frozen_text_fit_and_compact_export(tmp_path, tiny_bert, corpus):
+def test_centred_frozen_text_fit_and_compact_export(tmp_path, tiny_bert, corpus, capsys):
     """center_words: the centre is computed from training captions at fit start, saved, and survives an export
     that leaves the (frozen) text weights out."""
     frozen = ["--model.freeze_text", "true", "--model.center_words", "true", "--model.center_captions", "6"]
@@ -85,14 +85,19 @@ def test_centred_frozen_text_fit_and_compact_export(tmp_path, tiny_bert, corpus)
     sections = tmp_path / "sections.md"
     sections.write_text("## Limitations\n\nSees only toy films.\n\n## Reproduce\n\n```\npython -m training fit\n```\n")
     args = ["export", "--ckpt", last, "--out", str(out), "--external-text", "--card-sections", str(sections)]
-    args += ["--smoothing-sigma", "0.6"]
+    args += ["--smoothing-sigma", "0.6", "--similarity", "cosine", "--shallow-weight", "0.5"]
     assert training_main(args) == 0
     card = (out / "README.md").read_text()
     assert "## Limitations\n\nSees only toy films." in card and "python -m training fit" in card
+    fov = [*args[:4], str(tmp_path / "fov"), *args[5:], "--field-of-view"]
+    assert training_main(fov) == 2 and "for fundus models" in capsys.readouterr().err  # a chest model: refused
+    assert not (tmp_path / "fov").exists()
     sections.write_text("## Results\n\nmade up\n")
     assert training_main([*args[:4], str(tmp_path / "other"), *args[5:]]) == 2
     bundle = load_pretrained(out)
     assert bundle.localization.smoothing_sigma == 0.6
+    assert (bundle.localization.similarity, bundle.localization.shallow_weight) == ("cosine", 0.5)
+    assert not bundle.localization.field_of_view
     loaded = bundle.model
     assert torch.equal(loaded.word_center, model.word_center.cpu())
     text = cli.datamodule.tokenizer(captions[:3])

@@ -17,6 +17,7 @@ from afloc import load_pretrained, save_pretrained
 from afloc.commands import command
 from afloc.hub.bundle import ModelMetadata
 from afloc.hub.cards import render_model_card
+from afloc.localization.heatmaps import SIMILARITIES
 
 from .manifest import read_manifest
 
@@ -83,12 +84,16 @@ def export(
     card_sections: str | Path | None = None,
     smoothing_sigma: float | None = None,
     calibrate_on_val: bool = True,
+    localization_changes: dict | None = None,
 ) -> Path:
     """Write a model directory from a checkpoint of ``python -m training fit``.
 
     With ``calibrate_on_val`` (default), the zero-shot calibration and the out-of-distribution summary are fitted
     on the training manifest's val split (:func:`training.calibrate.calibrate`) when that split is readable here
     and has labelled images; otherwise the model is exported without them (and the demo says so).
+    ``localization_changes``: heatmap settings (:class:`afloc.localization.heatmaps.LocalizationConfig` fields, e.g.
+    ``{"similarity": "cosine", "shallow_weight": 0.5, "field_of_view": True}``) saved with the model instead of
+    the checkpoint's, the ones chosen on a validation split with ``training evaluate``'s flags of the same names.
     """
     ckpt = Path(ckpt)
     overrides = read_card_sections(card_sections) if card_sections else {}
@@ -137,6 +142,13 @@ def export(
     localization = bundle.localization
     if smoothing_sigma is not None:
         localization = dataclasses.replace(localization, smoothing_sigma=smoothing_sigma)
+    if localization_changes:
+        unknown = sorted(set(localization_changes) - {f.name for f in dataclasses.fields(localization)})
+        if unknown:
+            raise ValueError(f"unknown heatmap settings {unknown}")
+        localization = dataclasses.replace(localization, **localization_changes)  # validated by the dataclass
+        if localization.field_of_view and bundle.preprocessing.modality != "fundus":
+            raise ValueError("--field-of-view is for fundus models; this model reads chest films")
     metadata = ModelMetadata(synthetic_data=synthetic_data, findings=_manifest_findings(data.get("manifest")))
     directory = save_pretrained(
         bundle,
@@ -201,7 +213,20 @@ def main(argv: list[str] | None = None) -> int:
         help="Markdown file whose '## Title' blocks (Summary, Training data, Recipe, Intended use, Limitations, "
         "Provenance and licence, Reproduce) replace the card's defaults",
     )
+    parser.add_argument("--similarity", choices=SIMILARITIES, default=None, help="heatmap similarity to save")
+    parser.add_argument(
+        "--shallow-weight", type=float, default=None, help="weight in [0, 1] of the shallow map fused with the deep map"
+    )
+    parser.add_argument(
+        "--field-of-view",
+        action="store_true",
+        help="fundus: save the field-of-view gate on (every map gated by the retina, found from its brightness)",
+    )
     args = parser.parse_args(argv)
+    changes = {"similarity": args.similarity, "shallow_weight": args.shallow_weight}
+    changes = {key: value for key, value in changes.items() if value is not None}
+    if args.field_of_view:
+        changes["field_of_view"] = True
     path = export(
         args.ckpt,
         args.out,
@@ -214,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         args.card_sections,
         args.smoothing_sigma,
         not args.no_calibration,
+        changes,
     )
     print(f"wrote {path}")
     return 0
