@@ -18,7 +18,7 @@ from .hub.format import load_pretrained
 from .imaging.transforms import PadResizeMapping, Preprocessing
 from .localization import gloria
 from .localization.calibration import ZeroShotCalibration, uncalibrated_probability
-from .localization.field_of_view import retina_gates
+from .localization.field_of_view import check_modality, retina_gates
 from .localization.heatmaps import LocalizationConfig, heatmaps_from_embeddings
 from .localization.lung_field import LungField, films_from_tensors, gate_heatmaps
 from .localization.ood import OODSummary, ood_features
@@ -188,8 +188,7 @@ class AFLocPredictor:
         self.calibration, self.ood, self.metadata = calibration, ood, metadata or ModelMetadata()
         if lung_field is not None and self.preprocessing.modality == "fundus":
             raise ValueError("a lung field gates chest films; this model reads fundus photographs")
-        if self.localization.field_of_view and self.preprocessing.modality != "fundus":
-            raise ValueError("the field-of-view gate is for fundus photographs; this model reads chest films")
+        check_modality(self.localization.field_of_view, self.preprocessing.modality)
         self.lung_field = lung_field
         self._text_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._text_cache_size = text_cache_size

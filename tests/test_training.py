@@ -90,7 +90,7 @@ def test_centred_frozen_text_fit_and_compact_export(tmp_path, tiny_bert, corpus,
     card = (out / "README.md").read_text()
     assert "## Limitations\n\nSees only toy films." in card and "python -m training fit" in card
     fov = [*args[:4], str(tmp_path / "fov"), *args[5:], "--field-of-view"]
-    assert training_main(fov) == 2 and "for fundus models" in capsys.readouterr().err  # a chest model: refused
+    assert training_main(fov) == 2 and "for fundus photographs" in capsys.readouterr().err  # a chest model: refused
     assert not (tmp_path / "fov").exists()
     sections.write_text("## Results\n\nmade up\n")
     assert training_main([*args[:4], str(tmp_path / "other"), *args[5:]]) == 2

@@ -17,6 +17,7 @@ from afloc import load_pretrained, save_pretrained
 from afloc.commands import command
 from afloc.hub.bundle import ModelMetadata
 from afloc.hub.cards import render_model_card
+from afloc.localization.field_of_view import check_modality
 from afloc.localization.heatmaps import SIMILARITIES
 
 from .manifest import read_manifest
@@ -139,16 +140,14 @@ def export(
         **sections,
     )
     max_bytes = int(max_shard_mb * 1e6) if max_shard_mb else None
-    localization = bundle.localization
+    changes = dict(localization_changes or {})
     if smoothing_sigma is not None:
-        localization = dataclasses.replace(localization, smoothing_sigma=smoothing_sigma)
-    if localization_changes:
-        unknown = sorted(set(localization_changes) - {f.name for f in dataclasses.fields(localization)})
-        if unknown:
-            raise ValueError(f"unknown heatmap settings {unknown}")
-        localization = dataclasses.replace(localization, **localization_changes)  # validated by the dataclass
-        if localization.field_of_view and bundle.preprocessing.modality != "fundus":
-            raise ValueError("--field-of-view is for fundus models; this model reads chest films")
+        changes["smoothing_sigma"] = smoothing_sigma
+    unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(bundle.localization)})
+    if unknown:
+        raise ValueError(f"unknown heatmap settings {unknown}")
+    localization = dataclasses.replace(bundle.localization, **changes)  # validated by the dataclass
+    check_modality(localization.field_of_view, bundle.preprocessing.modality)  # before anything is written
     metadata = ModelMetadata(synthetic_data=synthetic_data, findings=_manifest_findings(data.get("manifest")))
     directory = save_pretrained(
         bundle,

@@ -34,11 +34,22 @@ def retina_gate(film: np.ndarray, low: float = LOW, high: float = HIGH, smoothin
     film = np.asarray(film, dtype=np.float32)
     if film.ndim != 2:
         raise ValueError(f"expected a grey [S, S] film, got shape {film.shape}")
-    grey = gaussian_filter(film, sigma=max(smoothing * film.shape[0], 0.0)) if smoothing > 0 else film
+    grey = gaussian_filter(film, sigma=smoothing * film.shape[0]) if smoothing > 0 else film
     top = float(np.percentile(grey, 99))
     if top <= 0.0:
         return np.ones_like(film)
     return np.clip((grey / top - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
+def check_modality(field_of_view: bool, modality: str) -> None:
+    """Refuse the gate for a model that does not read fundus photographs (a chest film has no black surround to
+    remove; the gate would cut its dark lungs out), naming the problem.
+
+    Raises:
+        ValueError: ``field_of_view`` is set and ``modality`` is not ``"fundus"``.
+    """
+    if field_of_view and modality != "fundus":
+        raise ValueError("the field-of-view gate is for fundus photographs; this model reads chest films")
 
 
 def retina_gates(tensors: torch.Tensor, mean, std) -> np.ndarray:

@@ -293,15 +293,13 @@ def run(args: argparse.Namespace) -> dict:
         "smoothing_sigma": args.smoothing_sigma,
         "similarity": args.similarity,
         "shallow_weight": args.shallow_weight,
-        "field_of_view": True if args.field_of_view else None,
+        "field_of_view": True if args.field_of_view and args.model else None,  # a baseline's gate: evaluate_dataset
     }
     overrides = {key: value for key, value in overrides.items() if value is not None}
     if args.zero_shot_similarity and not (args.model and args.classification):
         raise ValueError(
             "--zero-shot-similarity changes a model's zero-shot scores; it needs --model and --classification"
         )
-    if args.field_of_view and not args.model:
-        overrides.pop("field_of_view")
     if overrides and not args.model:
         flags = ", ".join("--" + key.replace("_", "-") for key in overrides)
         raise ValueError(f"{flags} changes a model's heatmaps; it needs --model, not --baseline")
@@ -375,7 +373,7 @@ def run(args: argparse.Namespace) -> dict:
         "smoothing_sigma": source.predictor.localization.smoothing_sigma if args.model else None,
         "similarity": source.predictor.localization.similarity if args.model else None,
         "shallow_weight": source.predictor.localization.shallow_weight if args.model else None,
-        "field_of_view": bool(args.field_of_view) or bool(args.model and source.predictor.localization.field_of_view),
+        "field_of_view": source.predictor.localization.field_of_view if args.model else bool(args.field_of_view),
         "zero_shot_similarity": source.predictor.zero_shot.similarity if args.model and args.classification else None,
         "lung_field": args.lung_field,
         "lung_field_threshold": args.lung_field_threshold,
