@@ -1,4 +1,5 @@
-"""Zero-shot classification AUC on real films of a ``training prepare-cxr`` corpus (issue #32).
+"""Zero-shot classification AUC on real films of a ``training prepare-cxr`` corpus (issue #32), or on real
+photographs of a ``training prepare-fundus`` corpus (issue #24, ``--modality fundus``).
 
 For each comparison, the films of the two groups in the chosen split (by the manifest's ``labels`` and
 ``source``), the model's zero-shot probability of one finding text (``AFLocPredictor.classify``: positive against
@@ -8,7 +9,16 @@ negative prompts), and the ROC AUC with a bootstrap 95% CI:
 * other lung disease vs normal (COVID-QU-Ex "Non-COVID"): "pneumonia";
 * tuberculosis (TBX11K) vs normal (COVID-QU-Ex; another source, so read with care): "tuberculosis".
 
+Fundus photographs (a lesion's presence read from the manifest's ``labels``, which come from the boxes):
+
+* hard exudates present vs absent: "hard exudates";
+* haemorrhages present vs absent: "haemorrhages".
+
+Scored on the training split too, it measures the fit against generalisation: a model can learn which photographs
+hold a finding without learning where it is (the localization evaluation says where).
+
     python benchmarks/zero_shot_real.py --model MODEL --corpus data/realcxr --split test --out DIR
+    python benchmarks/zero_shot_real.py --modality fundus --model MODEL --corpus data/idrid_corpus --split val
 """
 
 from __future__ import annotations
@@ -42,30 +52,49 @@ def group(record) -> str:
     return labels
 
 
+FUNDUS_COMPARISONS = (
+    ("hard_exudates_present_vs_absent", "hard exudates", "hard_exudates"),
+    ("haemorrhage_present_vs_absent", "haemorrhages", "haemorrhage"),
+)
+
+
+def groups(record, modality: str) -> dict[str, bool]:
+    """Per comparison of ``modality``, whether the record is a positive (True), a negative (False); absent: neither."""
+    if modality == "fundus":
+        labels = set(filter(None, record.extra.get("labels", "").split(";")))
+        return {name: finding in labels for name, _, finding in FUNDUS_COMPARISONS}
+    kind = group(record)
+    return {name: kind == positive for name, _, positive in COMPARISONS if kind in (positive, "normal")}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--corpus", required=True, type=Path)
     parser.add_argument("--split", default="test")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--modality", choices=("chest", "fundus"), default="chest")
     args = parser.parse_args(argv)
     predictor = AFLocPredictor.from_pretrained(args.model, device="cpu")
     records = read_manifest(args.corpus / "manifest.csv", split=args.split)
-    texts = sorted({text for _, text, _ in COMPARISONS})
-    scores: dict[str, list[tuple[str, dict]]] = {}
+    comparisons = FUNDUS_COMPARISONS if args.modality == "fundus" else COMPARISONS
+    texts = sorted({text for _, text, _ in comparisons})
+    labelled: dict[str, list[tuple[int, float]]] = {name: [] for name, _, _ in comparisons}
     for record in records:
-        kind = group(record)
-        if kind in {"normal", *(g for _, _, g in COMPARISONS)}:
+        member = groups(record, args.modality)
+        if member:
             probabilities = predictor.classify(texts, image=predictor.encode_image(record.image))
-            scores.setdefault(kind, []).append(probabilities)
-    result = {"model": args.model, "split": args.split, "films": {k: len(v) for k, v in scores.items()}}
-    for name, text, positive in COMPARISONS:
-        pos, neg = scores.get(positive, []), scores.get("normal", [])
-        labels = np.array([1] * len(pos) + [0] * len(neg))
-        values = np.array([p[text] for p in pos + neg])
-        auc = roc_auc(labels, values) if len(pos) and len(neg) else float("nan")
-        result[name] = {"text": text, "auc": auc, "ci": list(bootstrap_auc_ci(labels, values)) if len(pos) else None,
-                        "positives": len(pos), "negatives": len(neg)}  # fmt: skip
+            for name, text, _ in comparisons:
+                if name in member:
+                    labelled[name].append((int(member[name]), probabilities[text]))
+    result = {"model": args.model, "split": args.split, "modality": args.modality}
+    for name, text, _ in comparisons:
+        labels = np.array([y for y, _ in labelled[name]], dtype=int)
+        values = np.array([v for _, v in labelled[name]], dtype=float)
+        pos, neg = int(labels.sum()), int(len(labels) - labels.sum())
+        auc = roc_auc(labels, values) if pos and neg else float("nan")
+        result[name] = {"text": text, "auc": auc, "ci": list(bootstrap_auc_ci(labels, values)) if pos and neg else None,
+                        "positives": pos, "negatives": neg}  # fmt: skip
     print(json.dumps(result, indent=1))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

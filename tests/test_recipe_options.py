@@ -281,3 +281,34 @@ def test_anneal_without_a_budget_is_refused(tmp_path, vocab_file, tiny_bert_conf
 
     with pytest.raises(ValueError, match="anneal_fraction must be in"):
         AFLocPretraining(anneal_fraction=1.5)
+
+
+def test_frozen_image_stages_keep_their_weights_and_statistics(tmp_path, vocab_file, tiny_bert_config, monkeypatch):
+    """``freeze_image_stages 2``: the stem and layer1 (weights and BatchNorm running statistics) come out of a fit
+    as they went in; layer2 and the projections learn."""
+    from training.system import AFLocPretraining
+
+    before: dict[str, torch.Tensor] = {}
+
+    class Snapshot(pl.Callback):
+        def on_train_start(self, trainer, pl_module) -> None:
+            before.update({k: v.detach().clone() for k, v in pl_module.model.image_encoder.state_dict().items()})
+
+    monkeypatch.setattr(_LearningRates, "extra", [Snapshot()], raising=False)
+    _, _ = _annealed_fit(
+        tmp_path, vocab_file, tiny_bert_config, "--model.freeze_image_stages", "2", "--model.learning_rate", "0.01",
+        "--trainer.max_steps", "3", "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "1",
+    )  # fmt: skip
+    after = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=True)["state_dict"]
+    prefix = "model.image_encoder."
+    after = {k.removeprefix(prefix): v for k, v in after.items() if k.startswith(prefix)}
+    frozen = [k for k in before if k.startswith(("backbone.conv1", "backbone.bn1", "backbone.layer1."))]
+    assert any("running_mean" in k for k in frozen)
+    for key in frozen:
+        assert torch.equal(after[key], before[key]), key
+    assert not torch.equal(after["backbone.layer2.0.conv1.weight"], before["backbone.layer2.0.conv1.weight"])
+    assert not torch.equal(after["backbone.layer2.0.bn1.running_mean"], before["backbone.layer2.0.bn1.running_mean"])
+    with pytest.raises(ValueError, match="freeze_image_stages must be in 0..5"):
+        AFLocPretraining(freeze_image_stages=6)
+    with pytest.raises(ValueError, match="recalibrate_bn_batches would change the BatchNorm statistics of the frozen"):
+        AFLocPretraining(freeze_image_stages=1, recalibrate_bn_batches=2)

@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 # the network's defaults live in afloc's dataclasses; the flat arguments below take them from there
 _IMAGE, _TEXT, _LOSS = ImageEncoderConfig(), TextEncoderConfig(), LossConfig()
+# the ResNet backbone's stages from the input, for ``freeze_image_stages``
+_BACKBONE_STAGES = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",), ("layer4",))
 
 
 def _by_keyword(cls, values: dict):
@@ -44,6 +46,10 @@ class AFLocPretraining(pl.LightningModule):
         text_model: BERT directory or hub id; None = the offline all-MiniLM-L6-v2.
         freeze_text: keep the text encoder at its pretrained weights (no gradients, dropout off). Faster on a
             CPU, and the exported model can leave the text weights out (``export --external-text``).
+        freeze_image_stages: keep the first this many stages of the image backbone (1: the stem, 2: and layer1, 3:
+            and layer2, ... 5: every stage) at their initial weights (``init_model`` or ``image_weights``), with no
+            gradients and their BatchNorm statistics fixed (0 = train everything, the reference). Less to fit on a
+            small corpus: the early filters cannot learn the training images' own features. Not in the reference.
         center_words: subtract the mean word vector of ``center_captions`` training captions from every word
             vector (computed once when fitting starts, saved in the model). Needs ``freeze_text``. Not in the
             reference; see :attr:`afloc.modeling.config.TextEncoderConfig.center_words`.
@@ -92,6 +98,7 @@ class AFLocPretraining(pl.LightningModule):
         image_weights: str | None = None,
         text_model: str | None = None,
         freeze_text: bool = False,
+        freeze_image_stages: int = 0,
         center_words: bool = False,
         center_captions: int = 1024,
         recalibrate_bn_batches: int = 0,
@@ -136,6 +143,10 @@ class AFLocPretraining(pl.LightningModule):
             raise ValueError(f"center_captions must be >= 1, got {center_captions}")
         if cache_text and not (freeze_text and text_context == "sentence"):
             raise ValueError("cache_text needs freeze_text: true and text_context: sentence")
+        if not 0 <= freeze_image_stages <= len(_BACKBONE_STAGES):
+            raise ValueError(f"freeze_image_stages must be in 0..{len(_BACKBONE_STAGES)}, got {freeze_image_stages}")
+        if freeze_image_stages and recalibrate_bn_batches:
+            raise ValueError("recalibrate_bn_batches would change the BatchNorm statistics of the frozen image stages")
         if recalibrate_bn_batches < 0:
             raise ValueError(f"recalibrate_bn_batches must be >= 0, got {recalibrate_bn_batches}")
         self.save_hyperparameters()
@@ -152,22 +163,35 @@ class AFLocPretraining(pl.LightningModule):
         if freeze_text:
             self.model.text_encoder.requires_grad_(False)
             self.model.text_encoder.eval()
+        for module in self._frozen_image_modules():
+            module.requires_grad_(False)
+            module.eval()
         if cache_text:
             self.model.text_encoder.enable_cache()
         if channels_last:
             self.model.image_encoder.to(memory_format=torch.channels_last)
 
+    def _frozen_image_modules(self) -> list[torch.nn.Module]:
+        backbone = self.model.image_encoder.backbone
+        names = [n for stage in _BACKBONE_STAGES[: self.hparams.get("freeze_image_stages", 0)] for n in stage]
+        return [getattr(backbone, name) for name in names]
+
+    def _keep_frozen_in_eval(self) -> None:
+        if self.hparams.freeze_text and self.model.text_encoder.training:
+            self.model.text_encoder.eval()  # a frozen encoder keeps dropout off
+        for module in self._frozen_image_modules():
+            module.eval()  # frozen stages keep their BatchNorm statistics
+
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.hparams.freeze_text:
-            self.model.text_encoder.eval()  # a frozen encoder keeps dropout off
+        self._keep_frozen_in_eval()
         return self
 
     def on_train_batch_start(self, batch, batch_index: int) -> None:
         # Lightning restores the submodules' training flags as they were when fitting started; a frozen text
-        # encoder must stay in eval mode (no dropout, and its sentence cache is only valid there)
-        if self.hparams.freeze_text and self.model.text_encoder.training:
-            self.model.text_encoder.eval()
+        # encoder must stay in eval mode (no dropout, and its sentence cache is only valid there), and frozen image
+        # stages keep their BatchNorm statistics
+        self._keep_frozen_in_eval()
 
     # ------------------------------------------------------------------ steps
     def _step(self, batch: dict, stage: str) -> torch.Tensor | None:
