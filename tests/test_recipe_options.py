@@ -285,7 +285,7 @@ def test_anneal_without_a_budget_is_refused(tmp_path, vocab_file, tiny_bert_conf
 
 def test_frozen_image_stages_keep_their_weights_and_statistics(tmp_path, vocab_file, tiny_bert_config, monkeypatch):
     """``freeze_image_stages 2``: the stem and layer1 (weights and BatchNorm running statistics) come out of a fit
-    as they went in; layer2 and the projections learn."""
+    as they went in, also through the recalibration of the statistics before each validation; layer2 learns."""
     from training.system import AFLocPretraining
 
     before: dict[str, torch.Tensor] = {}
@@ -294,11 +294,18 @@ def test_frozen_image_stages_keep_their_weights_and_statistics(tmp_path, vocab_f
         def on_train_start(self, trainer, pl_module) -> None:
             before.update({k: v.detach().clone() for k, v in pl_module.model.image_encoder.state_dict().items()})
 
+    import training.system
+
+    calls = []
+    recalibrate = training.system.recalibrate_batchnorm
+    monkeypatch.setattr(training.system, "recalibrate_batchnorm", lambda *a: calls.append(recalibrate(*a)) or calls[-1])
     monkeypatch.setattr(_LearningRates, "extra", [Snapshot()], raising=False)
     _, _ = _annealed_fit(
         tmp_path, vocab_file, tiny_bert_config, "--model.freeze_image_stages", "2", "--model.learning_rate", "0.01",
+        "--model.recalibrate_bn_batches", "1", "--trainer.limit_val_batches", "1", "--trainer.val_check_interval", "1",
         "--trainer.max_steps", "3", "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "1",
     )  # fmt: skip
+    assert calls and all(used == 1 for used in calls)  # the statistics were recalibrated (on the later stages)
     after = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=True)["state_dict"]
     prefix = "model.image_encoder."
     after = {k.removeprefix(prefix): v for k, v in after.items() if k.startswith(prefix)}
@@ -310,5 +317,3 @@ def test_frozen_image_stages_keep_their_weights_and_statistics(tmp_path, vocab_f
     assert not torch.equal(after["backbone.layer2.0.bn1.running_mean"], before["backbone.layer2.0.bn1.running_mean"])
     with pytest.raises(ValueError, match="freeze_image_stages must be in 0..5"):
         AFLocPretraining(freeze_image_stages=6)
-    with pytest.raises(ValueError, match="recalibrate_bn_batches would change the BatchNorm statistics of the frozen"):
-        AFLocPretraining(freeze_image_stages=1, recalibrate_bn_batches=2)

@@ -46,10 +46,11 @@ class AFLocPretraining(pl.LightningModule):
         text_model: BERT directory or hub id; None = the offline all-MiniLM-L6-v2.
         freeze_text: keep the text encoder at its pretrained weights (no gradients, dropout off). Faster on a
             CPU, and the exported model can leave the text weights out (``export --external-text``).
-        freeze_image_stages: keep the first this many stages of the image backbone (1: the stem, 2: and layer1, 3:
-            and layer2, ... 5: every stage) at their initial weights (``init_model`` or ``image_weights``), with no
-            gradients and their BatchNorm statistics fixed (0 = train everything, the reference). Less to fit on a
-            small corpus: the early filters cannot learn the training images' own features. Not in the reference.
+        freeze_image_stages: keep the first this many stages of the image backbone (1: the stem, 2: and layer1,
+            3: and layer2, ... 5: every stage) at their initial weights (``init_model`` or ``image_weights``): no
+            gradients, and their BatchNorm statistics fixed (also by ``recalibrate_bn_batches``). 0 = train
+            everything (the reference). Less to fit on a small corpus: the early filters cannot learn the training
+            images' own features. Not in the reference.
         center_words: subtract the mean word vector of ``center_captions`` training captions from every word
             vector (computed once when fitting starts, saved in the model). Needs ``freeze_text``. Not in the
             reference; see :attr:`afloc.modeling.config.TextEncoderConfig.center_words`.
@@ -145,8 +146,6 @@ class AFLocPretraining(pl.LightningModule):
             raise ValueError("cache_text needs freeze_text: true and text_context: sentence")
         if not 0 <= freeze_image_stages <= len(_BACKBONE_STAGES):
             raise ValueError(f"freeze_image_stages must be in 0..{len(_BACKBONE_STAGES)}, got {freeze_image_stages}")
-        if freeze_image_stages and recalibrate_bn_batches:
-            raise ValueError("recalibrate_bn_batches would change the BatchNorm statistics of the frozen image stages")
         if recalibrate_bn_batches < 0:
             raise ValueError(f"recalibrate_bn_batches must be >= 0, got {recalibrate_bn_batches}")
         self.save_hyperparameters()
@@ -372,17 +371,22 @@ def recalibrate_batchnorm(encoder: torch.nn.Module, loader, batches: int) -> int
     Forward passes in train mode without gradients; the global RNG state is left untouched (a run resumed from a
     checkpoint stays identical). Returns the number of batches used.
     """
-    norms = [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    every_norm = [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    # a frozen norm (no trainable affine weight: ``freeze_image_stages``) keeps its statistics
+    norms = [m for m in every_norm if m.weight is None or m.weight.requires_grad]
     if not norms:
         return 0
     device = next(encoder.parameters()).device
-    was_training, momenta = encoder.training, [m.momentum for m in norms]
+    flags, momenta = {m: m.training for m in encoder.modules()}, [m.momentum for m in norms]
     used = 0
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for m in norms:
             m.reset_running_stats()
             m.momentum = None  # cumulative moving average = plain mean over the batches
         encoder.train()
+        for m in every_norm:
+            if m not in norms:
+                m.eval()
         try:
             for batch in loader:
                 if "images" not in batch:
@@ -394,7 +398,8 @@ def recalibrate_batchnorm(encoder: torch.nn.Module, loader, batches: int) -> int
         finally:
             for m, momentum in zip(norms, momenta, strict=True):
                 m.momentum = momentum
-            encoder.train(was_training)
+            for m, training in flags.items():
+                m.training = training
     return used
 
 
