@@ -4,6 +4,7 @@ and caps each split at ``--test`` targets."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -49,3 +50,32 @@ def test_categories_train_and_score_only_those_findings(corpus, tmp_path):
         with pytest.raises(SystemExit) as stop:
             bound.main([*argv, *wrong])
         assert stop.value.code == 2
+
+
+def test_pooling_runs_from_the_mean_to_the_maximum_of_the_cells():
+    import torch
+
+    cells = torch.tensor([[[[0.0, 1.0], [2.0, 5.0]]]])
+    assert float(bound.pooled_logits(cells, 1e-4)) == pytest.approx(2.0, abs=1e-3)  # the mean
+    assert float(bound.pooled_logits(cells, 200.0)) == pytest.approx(5.0 - math.log(4) / 200, abs=1e-4)  # ~ the max
+    assert 2.0 < float(bound.pooled_logits(cells, 5.0)) < 5.0
+
+
+def test_presence_supervision_learns_from_image_labels_and_is_scored_like_the_boxes(corpus, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["--corpus", str(corpus), "--classes", "category", "--image-size", "64", "--minutes", "0.01",
+            "--batch", "4", "--threads", "1", "--split", "test", "--test", "6", "--supervision", "presence",
+            "--out", str(out)]  # fmt: skip
+    assert bound.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "presence labels:" in printed
+    labels = printed.split("presence labels: ")[1].split(" positives")[0]
+    counts = json.loads(labels)
+    train = read_phantom(corpus, "train").samples
+    categories = sorted({s.category for s in train})
+    expected = [len({str(s.image_path) for s in train if s.category == c}) for c in categories]
+    assert counts == expected  # one label per image and class, however many boxes it has
+    result = json.loads((out / "summary.json").read_text())
+    assert result["supervision"] == "presence" and result["splits"]["test"]["samples"] == min(
+        6, len(read_phantom(corpus, "test").samples)
+    )
