@@ -319,6 +319,8 @@ class ImageReportDataModule(pl.LightningDataModule):
         mean, std: per-channel normalisation of [0, 1] pixels (default 0.5 / 0.5, the reference's [-1, 1]); for
             colour photographs, the training set's channel statistics.
         augment: training-time augmentation preset (:mod:`training.augment`).
+        contrast: ``"none"`` or ``"local"`` (fundus): every image's local contrast
+            (:func:`afloc.imaging.transforms.local_contrast`), in training and at inference (saved with the model).
         same_label_batches: this fraction of training batches holds films of one manifest label only (the first of
             its ``labels``), the rest are drawn at random: within such a batch the reports differ only in where and
             how much, so matching them needs the location (not in the reference; 0 = off).
@@ -350,6 +352,7 @@ class ImageReportDataModule(pl.LightningDataModule):
         mean: tuple[float, float, float] = (0.5, 0.5, 0.5),
         std: tuple[float, float, float] = (0.5, 0.5, 0.5),
         augment: str = "none",
+        contrast: str = "none",
         same_label_batches: float = 0.0,
         full_report_fraction: float = 0.0,
         zone_view_fraction: float = 0.0,
@@ -388,7 +391,7 @@ class ImageReportDataModule(pl.LightningDataModule):
         # checked now, so that a bad modality, mean or std stops the run before any data is read
         self.preprocessing = Preprocessing(
             image_size=image_size, mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std),
-            modality=modality,
+            modality=modality, contrast=contrast,
         )  # fmt: skip
         self.manifest = Path(manifest).expanduser()
         self.images_seen = 0

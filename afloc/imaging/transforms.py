@@ -149,6 +149,35 @@ class PadResizeMapping:
 
 SIZE_RULES = ("exact", "reference")
 MODALITIES = ("cxr", "fundus")
+CONTRASTS = ("none", "local")
+LOCAL_CONTRAST_SIGMA = 1 / 30  # of the square's side: the background blur of local contrast
+LOCAL_CONTRAST_GAIN = 4.0
+
+
+def local_contrast(image: np.ndarray) -> np.ndarray:
+    """A colour fundus photograph ``[S, S, 3]`` in [0, 1] with its slowly varying colour and illumination removed:
+    each channel minus its Gaussian blur (sigma 1/30 of the side) times 4, around mid grey, on the retina; black
+    outside it. Lesions a few pixels wide (exudates, haemorrhages, microaneurysms) and vessels stand out, and
+    a photograph's overall tint or exposure (which differ between cameras and sessions) no longer tells one
+    photograph from another. The blur is normalised by the retina's own blurred mask, so that the black surround
+    does not darken the retina's rim. (B. Graham's preprocessing for the Kaggle diabetic retinopathy challenge,
+    2015, with a field-of-view mask.)
+    """
+    from scipy.ndimage import gaussian_filter
+
+    from ..localization.field_of_view import retina_gate
+
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"local contrast needs an RGB [S, S, 3] image, got shape {image.shape}")
+    mask = retina_gate(image.mean(axis=2))
+    sigma = LOCAL_CONTRAST_SIGMA * max(image.shape[:2])
+    weight = np.maximum(gaussian_filter(mask, sigma), 1e-3)
+    out = np.empty_like(image)
+    for channel in range(3):
+        background = gaussian_filter(image[..., channel] * mask, sigma) / weight
+        out[..., channel] = 0.5 + LOCAL_CONTRAST_GAIN * (image[..., channel] - background)
+    return np.clip(out * mask[..., None], 0.0, 1.0)
 
 
 def pad_resize_mapping(height: int, width: int, size: int, size_rule: str = "exact") -> PadResizeMapping:
@@ -220,6 +249,9 @@ class Preprocessing:
         modality: what the model was trained on, ``"cxr"`` (default; greyscale films, replicated to three
             channels) or ``"fundus"`` (colour photographs kept RGB, usually with per-channel ``mean``/``std`` of
             the training photographs). The demo picks models and prompt presets by it.
+        contrast: ``"none"`` (default) or ``"local"`` (fundus only): each photograph's slowly varying colour and
+            illumination removed after resizing, :func:`local_contrast`; ``mean``/``std`` are then those of the
+            transformed training photographs.
 
     Converted authors' models set ``resize_8bit=True, size_rule="reference"`` so that they see exactly the
     pixels the authors' code feeds them; our own models keep the defaults.
@@ -233,6 +265,7 @@ class Preprocessing:
     size_rule: str = "exact"
     modality: str = "cxr"
     crop_size: int | None = None
+    contrast: str = "none"
 
     @property
     def input_size(self) -> int:
@@ -245,6 +278,10 @@ class Preprocessing:
             raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError(f"mean and std need 3 values each, std > 0; got mean {self.mean}, std {self.std}")
+        if self.contrast not in CONTRASTS:
+            raise ValueError(f"contrast must be one of {CONTRASTS}, got {self.contrast!r}")
+        if self.contrast != "none" and self.modality != "fundus":
+            raise ValueError(f"contrast {self.contrast!r} is for colour fundus photographs (modality 'fundus')")
         if self.size_rule not in SIZE_RULES:
             raise ValueError(f"size_rule must be one of {SIZE_RULES}, got {self.size_rule!r}")
         if not isinstance(self.resize_8bit, bool):
@@ -291,6 +328,8 @@ class Preprocessing:
         padded = mapping.crop(padded)  # GLoRIA's test transform: pad-resize, then a centre crop
         if padded.ndim == 2:
             padded = np.repeat(padded[..., None], 3, axis=2)
+        if self.contrast == "local":
+            padded = local_contrast(padded)
         tensor = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))
         mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
