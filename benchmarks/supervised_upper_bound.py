@@ -23,7 +23,8 @@ has (what a report says, with no place), by binary cross-entropy on each class m
 (log-sum-exp pooling, ``--pool-r``, between the mean (r -> 0) and the maximum (r -> inf) of the cells), and its
 class maps are scored as above. It says how much of a finding's place an encoder of this size can find from
 image-level presence alone. Every image of the training split with at least one finding sample takes part, and
-is a negative for each class it lacks (on a fundus corpus every photograph, since every one has its disc).
+is a negative for each class it lacks; so do the training images of the corpus's manifest that have none (the
+normal films of a chest corpus: up to as many as there are images with findings), negatives for every class.
 """
 
 from __future__ import annotations
@@ -96,6 +97,24 @@ def targets(samples, preprocessing, grid: int, class_of=class_of, n_classes: int
         images.append(tensor)
         maps.append(F.adaptive_avg_pool2d(torch.from_numpy(np.clip(target, 0, 1)), grid))
     return torch.stack(images), torch.stack(maps)
+
+
+def normal_images(corpus: Path, taken: set[str], limit: int, preprocessing) -> torch.Tensor:
+    """Up to ``limit`` training images of ``corpus``'s manifest (``training prepare-*`` layout: ``labels`` column)
+    with no finding label and not in ``taken``, preprocessed ``[N, 3, S, S]`` (empty without a manifest)."""
+    from training.manifest import read_manifest
+
+    path = corpus / "manifest.csv"
+    if not path.is_file():
+        return torch.empty(0, 3, preprocessing.input_size, preprocessing.input_size)
+    taken = {str(Path(image).resolve()) for image in taken}
+    chosen = []
+    for record in read_manifest(path, split="train"):
+        if record.extra.get("labels", "") == "" and str(Path(record.image).resolve()) not in taken:
+            chosen.append(record.image)
+    chosen = [chosen[i] for i in np.linspace(0, len(chosen) - 1, min(limit, len(chosen))).round().astype(int)]
+    tensors = [preprocessing(load_image(path))[0] for path in dict.fromkeys(chosen)]
+    return torch.stack(tensors) if tensors else torch.empty(0, 3, preprocessing.input_size, preprocessing.input_size)
 
 
 def pooled_logits(maps: torch.Tensor, r: float) -> torch.Tensor:
@@ -176,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     images, maps = targets([s for s in train if str(s.image_path) in keep], preprocessing, grid, pick_class, n_classes)
     if args.supervision == "presence":  # what a report says: which findings, not where
         maps = (maps.flatten(2).amax(dim=2) > 0).float()
-        print(f"presence labels: {maps.sum(0).tolist()} positives per class of {len(maps)} images", flush=True)
+        clear = normal_images(args.corpus, keep, len(images), preprocessing)
+        if len(clear):
+            images, maps = torch.cat([images, clear]), torch.cat([maps, maps.new_zeros(len(clear), n_classes)])
+        print(f"presence labels: {maps.sum(0).tolist()} positives per class of {len(maps)} images "
+              f"({len(clear)} of them with no finding)", flush=True)  # fmt: skip
     print(f"loaded {len(images)} training images in {time.perf_counter() - start:.0f} s (not counted)", flush=True)
 
     parameters = [*encoder.parameters(), *head.parameters()]

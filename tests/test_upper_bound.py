@@ -79,3 +79,23 @@ def test_presence_supervision_learns_from_image_labels_and_is_scored_like_the_bo
     assert result["supervision"] == "presence" and result["splits"]["test"]["samples"] == min(
         6, len(read_phantom(corpus, "test").samples)
     )
+
+
+def test_presence_negatives_are_the_training_images_with_no_finding(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from afloc.imaging.transforms import Preprocessing
+
+    (tmp_path / "images").mkdir()
+    rows = ["image,report,split,labels"]
+    for index, (split, labels) in enumerate([("train", ""), ("train", "covid_opacity"), ("train", ""),
+                                            ("val", ""), ("train", "")]):  # fmt: skip
+        Image.fromarray(np.full((40, 30), 60 * index, np.uint8)).save(tmp_path / f"images/{index}.png")
+        rows.append(f"images/{index}.png,text,{split},{labels}")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    taken = {str(tmp_path / "images/4.png")}  # already loaded as an image with findings
+    clear = bound.normal_images(tmp_path, taken, limit=5, preprocessing=Preprocessing(32))
+    assert clear.shape == (2, 3, 32, 32)  # images 0 and 2: train, no label, not taken
+    assert bound.normal_images(tmp_path, taken, limit=1, preprocessing=Preprocessing(32)).shape[0] == 1
+    assert bound.normal_images(tmp_path / "nowhere", taken, 5, Preprocessing(32)).shape == (0, 3, 32, 32)
