@@ -152,6 +152,7 @@ MODALITIES = ("cxr", "fundus")
 CONTRASTS = ("none", "local")
 LOCAL_CONTRAST_SIGMA = 1 / 30  # of the square's side: the background blur of local contrast
 LOCAL_CONTRAST_GAIN = 4.0
+RETINA_LEVEL = 0.12  # of the 99th percentile of the grey level: brighter pixels are retina
 
 
 def local_contrast(image: np.ndarray) -> np.ndarray:
@@ -165,13 +166,17 @@ def local_contrast(image: np.ndarray) -> np.ndarray:
     """
     from scipy.ndimage import gaussian_filter
 
-    from ..localization.field_of_view import retina_gate
-
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"local contrast needs an RGB [S, S, 3] image, got shape {image.shape}")
-    mask = retina_gate(image.mean(axis=2))
-    sigma = LOCAL_CONTRAST_SIGMA * max(image.shape[:2])
+    grey = image.mean(axis=2)
+    top = float(np.percentile(grey, 99))
+    side = max(image.shape[:2])
+    # the retina: brighter than a fixed share of the photograph's own bright level (so a dark exposure keeps it),
+    # its edge softened over half a percent of the side
+    retina = (grey > RETINA_LEVEL * top).astype(np.float32) if top > 0 else np.ones_like(grey)
+    mask = np.clip(gaussian_filter(retina, 0.005 * side), 0.0, 1.0)
+    sigma = LOCAL_CONTRAST_SIGMA * side
     weight = np.maximum(gaussian_filter(mask, sigma), 1e-3)
     out = np.empty_like(image)
     for channel in range(3):
