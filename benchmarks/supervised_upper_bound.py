@@ -101,7 +101,8 @@ def targets(samples, preprocessing, grid: int, class_of=class_of, n_classes: int
 
 def normal_images(corpus: Path, taken: set[str], limit: int, preprocessing) -> torch.Tensor:
     """Up to ``limit`` training images of ``corpus``'s manifest (``training prepare-*`` layout: ``labels`` column)
-    with no finding label and not in ``taken``, preprocessed ``[N, 3, S, S]`` (empty without a manifest)."""
+    with no finding label and not in ``taken``, preprocessed ``[N, 3, S, S]`` (empty without a manifest or without
+    a ``labels`` column: an image of unknown findings is no negative)."""
     from training.manifest import read_manifest
 
     path = corpus / "manifest.csv"
@@ -110,7 +111,7 @@ def normal_images(corpus: Path, taken: set[str], limit: int, preprocessing) -> t
     taken = {str(Path(image).resolve()) for image in taken}
     chosen = []
     for record in read_manifest(path, split="train"):
-        if record.extra.get("labels", "") == "" and str(Path(record.image).resolve()) not in taken:
+        if record.extra.get("labels") == "" and str(Path(record.image).resolve()) not in taken:  # a labels column
             chosen.append(record.image)
     chosen = [chosen[i] for i in np.linspace(0, len(chosen) - 1, min(limit, len(chosen))).round().astype(int)]
     tensors = [preprocessing(load_image(path))[0] for path in dict.fromkeys(chosen)]

@@ -99,3 +99,7 @@ def test_presence_negatives_are_the_training_images_with_no_finding(tmp_path):
     assert clear.shape == (2, 3, 32, 32)  # images 0 and 2: train, no label, not taken
     assert bound.normal_images(tmp_path, taken, limit=1, preprocessing=Preprocessing(32)).shape[0] == 1
     assert bound.normal_images(tmp_path / "nowhere", taken, 5, Preprocessing(32)).shape == (0, 3, 32, 32)
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    (unlabelled / "manifest.csv").write_text("image,report,split\n../images/0.png,text,train\n", encoding="utf-8")
+    assert bound.normal_images(unlabelled, set(), 5, Preprocessing(32)).shape[0] == 0  # findings unknown
