@@ -57,14 +57,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", nargs="+", default=["train", "val"], help="the splits measured")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except (OSError, ValueError) as error:  # a missing corpus or an unreadable photograph, by name
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     records = [r for r in read_manifest(args.corpus / "manifest.csv") if r.split in args.split]
-    seen = Preprocessing(args.image_size, (0.0,) * 3, (1.0,) * 3, modality="fundus", contrast=args.contrast)
+    seen = Preprocessing(args.image_size, modality="fundus", contrast=args.contrast)
     labels = sorted({label for r in records for label in r.extra.get("labels", "").split(";") if label})
     features = {}
     for record in records:
         image = load_image(record.image)
         if args.contrast != "none":
-            image = seen(image)[0].numpy().transpose(1, 2, 0)
+            image = seen.model_space_image(image)[0]
         image = image[..., :3] if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
         features[str(record.image)] = statistics(image)
     result: dict = {"corpus": str(args.corpus), "contrast": args.contrast, "splits": {}}

@@ -75,6 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--modality", choices=("chest", "fundus"), default="chest")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except (OSError, ValueError) as error:  # a missing model or corpus, an unreadable image, by name
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     predictor = AFLocPredictor.from_pretrained(args.model, device="cpu")
     records = read_manifest(args.corpus / "manifest.csv", split=args.split)
     comparisons = FUNDUS_COMPARISONS if args.modality == "fundus" else COMPARISONS

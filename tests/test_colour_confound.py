@@ -35,3 +35,8 @@ def test_a_planted_tint_is_found_and_local_contrast_removes_it(tmp_path):
                           "64", "--out", str(out)]) == 0  # fmt: skip
     local = json.loads((out / "colour_confound.json").read_text())["splits"]["train"]["hard_exudates"]
     assert abs(local["gap"]["blue_mean"]) < abs(raw["gap"]["blue_mean"]) / 10  # the tint is (almost all) gone
+
+
+def test_a_missing_corpus_is_named_without_a_traceback(tmp_path, capsys):
+    assert confound.main(["--corpus", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err

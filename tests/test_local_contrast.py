@@ -42,6 +42,8 @@ def test_preprocessing_applies_it_and_checks_the_setting():
     local = Preprocessing(96, (0.0,) * 3, (1.0,) * 3, modality="fundus", contrast="local")
     resized = plain(photo)[0].numpy().transpose(1, 2, 0)
     np.testing.assert_allclose(local(photo)[0].numpy().transpose(1, 2, 0), local_contrast(resized), atol=1e-6)
+    seen, _ = local.model_space_image(photo)  # what channel-stats and the colour diagnostic measure
+    np.testing.assert_allclose(seen, local_contrast(resized), atol=1e-6)
     assert Preprocessing.from_dict(local.to_dict()) == local
     assert Preprocessing.from_dict({"image_size": 96}).contrast == "none"  # models saved before the setting
     with pytest.raises(ValueError, match="contrast 'local' is for colour fundus photographs"):

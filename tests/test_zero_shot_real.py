@@ -63,3 +63,8 @@ def test_fundus_mode_end_to_end(tmp_path, tiny_config, tiny_tokenizer):
     for entry in (exudates, haemorrhage):
         assert 0.0 <= entry["auc"] <= 1.0
         assert entry["ci"][0] <= entry["auc"] <= entry["ci"][1]
+
+
+def test_a_missing_model_is_named_without_a_traceback(tmp_path, capsys):
+    assert zero_shot.main(["--model", str(tmp_path / "no_model"), "--corpus", str(tmp_path)]) == 2
+    assert "no_model" in capsys.readouterr().err

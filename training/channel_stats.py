@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.contrast != "none":
             from afloc.imaging.transforms import Preprocessing
 
-            identity = Preprocessing(args.image_size, (0.0,) * 3, (1.0,) * 3, modality="fundus", contrast=args.contrast)
-            transform = lambda image: identity(image)[0].numpy().transpose(1, 2, 0)  # noqa: E731
+            seen = Preprocessing(args.image_size, modality="fundus", contrast=args.contrast)
+            transform = lambda image: seen.model_space_image(image)[0]  # noqa: E731
         mean, std, read = channel_stats([r.image for r in chosen], transform)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

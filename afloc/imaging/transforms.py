@@ -313,11 +313,10 @@ class Preprocessing:
             raise ValueError(f"unsupported resize {values['resize']!r}; only 'pad_resize_inter_area' is defined")
         return from_dict(cls, values, "preprocessing")
 
-    def __call__(self, image: np.ndarray) -> tuple[torch.Tensor, PadResizeMapping]:
-        """``[H, W]`` greyscale or ``[H, W, 3]`` RGB float image in [0, 1] -> normalised ``[3, S, S]`` tensor.
-
-        Greyscale is replicated to three channels; RGB (fundus) stays RGB.
-        """
+    def model_space_image(self, image: np.ndarray) -> tuple[np.ndarray, PadResizeMapping]:
+        """``[H, W]`` greyscale or ``[H, W, 3]`` RGB float image in [0, 1] -> the ``[S, S, 3]`` float32 image in
+        [0, 1] that the network sees, before normalisation: pad-resized, cropped, greyscale replicated to three
+        channels, local contrast applied when set; and its mapping."""
         image = np.asarray(image, dtype=np.float32)
         if image.ndim == 3 and image.shape[2] == 1:
             image = image[..., 0]
@@ -335,6 +334,15 @@ class Preprocessing:
             padded = np.repeat(padded[..., None], 3, axis=2)
         if self.contrast == "local":
             padded = local_contrast(padded)
+        return padded, mapping
+
+    def __call__(self, image: np.ndarray) -> tuple[torch.Tensor, PadResizeMapping]:
+        """``[H, W]`` greyscale or ``[H, W, 3]`` RGB float image in [0, 1] -> normalised ``[3, S, S]`` tensor
+        (:meth:`model_space_image`, then ``mean``/``std``).
+
+        Greyscale is replicated to three channels; RGB (fundus) stays RGB.
+        """
+        padded, mapping = self.model_space_image(image)
         tensor = torch.from_numpy(np.ascontiguousarray(padded.transpose(2, 0, 1)))
         mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
