@@ -10,7 +10,16 @@ import torch
 from training_fixtures import write_manifest, write_tiny_bert, write_tiny_corpus
 
 from training.data import ImageReportDataModule
-from training.zone_views import FUNDUS_DISC, apply_view, fundus_region, report_eye, sentence_region, zone_view
+from training.zone_views import (
+    FUNDUS_DISC,
+    FUNDUS_PLACES,
+    apply_view,
+    decoy_view,
+    fundus_region,
+    report_eye,
+    sentence_region,
+    zone_view,
+)
 
 
 @pytest.fixture(scope="module")
@@ -263,3 +272,56 @@ def test_a_fit_with_zone_view_masks_hands_the_boxes_to_the_loss(tmp_path, tiny_b
     for b in boxes:
         assert b.shape[1] == 4 and not (b == torch.tensor([0.0, 0.0, 1.0, 1.0])).all(dim=1).any()  # all views
     assert any(b is None for b in seen)  # validation batches: whole images, no boxes
+
+
+def test_a_decoy_shows_a_lesion_free_photograph_through_a_lesion_place_of_its_eye():
+    """Bug class: decoys that caption a hidden disc, that take a photograph whose report places a lesion (its
+    caption would then deny what the view may show), or that ignore the eye (a place no lesion view of that eye has)."""
+    normal = ["the optic disc appears normal", "no hard exudates", "no haemorrhages"]
+    places = {box for _, box in FUNDUS_PLACES}
+    mirrored = {(1.0 - x1, y0, 1.0 - x0, y1) for x0, y0, x1, y1 in places}
+    for seed in range(20):
+        box, caption = decoy_view(normal, random.Random(seed), eye="right")
+        assert box in places and caption == "no hard exudates. no haemorrhages"  # the disc sentence is left out
+        left_box, _ = decoy_view(normal, random.Random(seed), eye="left")
+        assert left_box in mirrored
+    lesion = ["the optic disc appears normal", "a few hard exudates temporal to the macula"]
+    assert decoy_view(lesion, random.Random(0), eye="right") is None
+    assert decoy_view(["the optic disc appears normal"], random.Random(0), eye="right") is None  # nothing to say
+
+
+def test_zone_view_decoys_reach_lesion_free_training_photographs_only(tmp_path, tiny_bert):
+    """The share of decoys follows the option; photographs with a placed lesion keep their own views; runs without
+    decoys keep their views draw for draw; chest corpora and decoys without views are refused by name."""
+    import numpy as np
+    from PIL import Image
+
+    rows = []
+    for i in range(40):
+        Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(tmp_path / f"{i}.png")
+        finding = "Hard exudates temporal to the macula." if i % 2 else "No hard exudates."
+        report = f"EYE: OD. FINDINGS: The optic disc appears normal. {finding} No haemorrhages."
+        rows.append({"image": f"{i}.png", "report": report, "split": "train" if i < 36 else "val"})
+    write_manifest(tmp_path / "manifest.csv", rows)
+
+    def boxes(decoys: float) -> list[tuple]:
+        module = ImageReportDataModule(str(tmp_path / "manifest.csv"), text_model=str(tiny_bert), image_size=40,
+                                       batch_size=2, num_workers=0, modality="fundus", zone_view_fraction=1.0,
+                                       zone_view_masks=True, zone_view_decoys=decoys)  # fmt: skip
+        module.setup("fit")
+        assert "view_box" not in module.datasets["val"][0]
+        return [tuple(module.datasets["train"][i]["view_box"].tolist()) for i in range(36)]
+
+    none, half, every = boxes(0.0), boxes(0.5), boxes(1.0)
+    disc = tuple(pytest.approx(v) for v in FUNDUS_DISC[1])
+    assert all(none[i] == disc for i in range(0, 36, 2))  # without decoys a normal photograph shows its disc
+    assert all(every[i] != disc for i in range(0, 36, 2))
+    assert 3 <= sum(half[i] != disc for i in range(0, 36, 2)) <= 15
+    assert [none[i] for i in range(1, 36, 2)] == [every[i] for i in range(1, 36, 2)]  # lesion photographs: as before
+    manifest = str(tmp_path / "manifest.csv")
+    with pytest.raises(ValueError, match="zone_view_decoys needs zone views"):
+        ImageReportDataModule(manifest, modality="fundus", zone_view_decoys=0.5)
+    with pytest.raises(ValueError, match="zone_view_decoys is for fundus"):
+        ImageReportDataModule(manifest, zone_view_fraction=1.0, zone_view_decoys=0.5)
+    with pytest.raises(ValueError, match=r"zone_view_decoys must be in \[0, 1\]"):
+        ImageReportDataModule(manifest, modality="fundus", zone_view_fraction=1.0, zone_view_decoys=1.5)

@@ -21,7 +21,7 @@ from afloc.text.tokenizer import ReportTokenizer, limit_sentences, load_tokenize
 from .augment import Augmentation
 from .manifest import ManifestRecord, read_manifest
 from .mirror import mirror_box, mirror_caption, mirror_image, mirror_pair_order
-from .zone_views import WHOLE_IMAGE, apply_view, random_region, report_eye, zone_view
+from .zone_views import WHOLE_IMAGE, apply_view, decoy_view, random_region, report_eye, zone_view
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,18 @@ def affirmed_sentences(sentences: list[str]) -> list[str]:
     "without effusion"), or all of them when every sentence is negated (a normal report keeps its text)."""
     kept = [s for s in sentences if not _NEGATED.match(s)]
     return kept or list(sentences)
+
+
+def _check_decoys(decoys: float, view_fraction: float, layout: str) -> None:
+    if not 0.0 <= decoys <= 1.0:
+        raise ValueError(f"zone_view_decoys must be in [0, 1], got {decoys}")
+    if decoys and view_fraction == 0:
+        raise ValueError("zone_view_decoys needs zone views: set zone_view_fraction > 0")
+    if decoys and layout != "fundus":
+        raise ValueError(
+            "zone_view_decoys is for fundus photographs (modality='fundus'); a chest report that places nothing "
+            "already gets a view of a random side and zone"
+        )
 
 
 class ImageReportDataset(Dataset):
@@ -63,6 +75,7 @@ class ImageReportDataset(Dataset):
         mirror_fraction: float = 0.0,
         mirror_pairs: bool = False,
         drop_negated: bool = False,
+        zone_view_decoys: float = 0.0,
     ) -> None:
         if not 0.0 <= mirror_fraction <= 1.0:
             raise ValueError(f"mirror_fraction must be in [0, 1], got {mirror_fraction}")
@@ -73,6 +86,8 @@ class ImageReportDataset(Dataset):
         self.zone_view_fraction = zone_view_fraction
         self.zone_view_masks = zone_view_masks
         self.zone_layout = "fundus" if preprocessing.modality == "fundus" else "chest"
+        _check_decoys(zone_view_decoys, zone_view_fraction, self.zone_layout)
+        self.zone_view_decoys = zone_view_decoys
         self.mirroring = mirror_fraction > 0 or mirror_pairs
         self.mirror_fraction = mirror_fraction
         # the eye is read only where views or mirrors need it (runs without them keep their captions)
@@ -121,7 +136,13 @@ class ImageReportDataset(Dataset):
         if self.zone_view_fraction > 0:
             view_rng = random.Random(f"{self.seed}:{epoch}:{position}:view")  # its own: captions stay draw for draw
             if view_rng.random() < self.zone_view_fraction:
-                view = zone_view(self.sentences[position], view_rng, self.zone_layout, self.eyes[position])
+                view = None
+                if self.zone_view_decoys > 0:  # its own draw too: runs without decoys keep their views
+                    decoy_rng = random.Random(f"{self.seed}:{epoch}:{position}:decoy")
+                    if decoy_rng.random() < self.zone_view_decoys:
+                        view = decoy_view(self.sentences[position], decoy_rng, self.eyes[position])
+                if view is None:
+                    view = zone_view(self.sentences[position], view_rng, self.zone_layout, self.eyes[position])
                 box, caption = (random_region(view_rng, self.zone_layout), caption) if view is None else view
                 tensor = apply_view(tensor, box)
         if self.mirroring:
@@ -298,6 +319,11 @@ class ImageReportDataModule(pl.LightningDataModule):
         zone_view_masks: the local losses' words and sentences attend only to the regions a view shows (each
             batch carries ``view_boxes``); without it the hidden, filled regions take part and can stand for the
             view's place. Needs ``zone_view_fraction`` > 0.
+        zone_view_decoys: fundus: this share of the viewed photographs whose report places no lesion (drawn per
+            sample and epoch) are shown through a lesion place drawn at random instead of the disc's view, captioned
+            with their sentences that name no place (:func:`training.zone_views.decoy_view`), so that a view's place
+            does not by itself say "this caption names a lesion". 0 (default) = off. Needs ``zone_view_fraction``
+            > 0. Not in the reference.
         mirror_fraction: this share of the training images (drawn per sample and epoch) is mirrored left to right,
             its caption's side words (chest) or eye (fundus) swapped; text that cannot be mirrored (the middle lobe,
             the lingula) stays unmirrored. 0 (default) = off (:mod:`training.mirror`). Not in the reference.
@@ -361,8 +387,10 @@ class ImageReportDataModule(pl.LightningDataModule):
         mirror_pairs: int = 0,
         label_repeats: dict[str, int] | None = None,
         drop_negated: bool = False,
+        zone_view_decoys: float = 0.0,
     ) -> None:
         super().__init__()
+        _check_decoys(zone_view_decoys, zone_view_fraction, "fundus" if modality == "fundus" else "chest")
         for label, times in (label_repeats or {}).items():
             if isinstance(times, bool) or not isinstance(times, int) or times < 1:
                 raise ValueError(f"label_repeats[{label!r}] must be a whole number >= 1, got {times!r}")
@@ -424,6 +452,7 @@ class ImageReportDataModule(pl.LightningDataModule):
                 mirror_fraction=self.hparams.get("mirror_fraction", 0.0) if split == "train" else 0.0,
                 mirror_pairs=bool(self.hparams.get("mirror_pairs", 0)) and split == "train",
                 drop_negated=self.hparams.get("drop_negated", False) and split == "train",
+                zone_view_decoys=self.hparams.get("zone_view_decoys", 0.0) if split == "train" else 0.0,
             )
         if self.dropped_reports["train"]:
             logger.warning("dropped %d training studies with no usable sentence", self.dropped_reports["train"])

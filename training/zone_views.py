@@ -157,6 +157,32 @@ def zone_view(
     return box, ". ".join([sentences[chosen], *rest])
 
 
+def decoy_view(
+    sentences: Sequence[str], rng: random.Random, eye: str | None = None
+) -> tuple[tuple[float, float, float, float], str] | None:
+    """A fundus photograph whose report places no lesion, shown through a lesion place drawn at random: its region and
+    caption, or None when the report places a lesion (or has nothing to say outside the disc).
+
+    Every fundus report names the disc, so without decoys a photograph with no lesion is always shown through the
+    disc's view, and the views of the places that lesion sentences name ("temporal to the macula") come only from
+    photographs with lesions: the view's shape alone then tells a lesion caption from the others. A decoy shows a
+    photograph with no lesion through such a place (oriented by its eye, drawn at random when the eye is unknown),
+    captioned with its sentences that name no place ("No hard exudates. No haemorrhages."): only what the view shows
+    can tell it from a view of the same place with exudates. The text says the whole photograph is free of lesions,
+    so the caption is true of any part of it; no annotation is read.
+    """
+    eye = eye or report_eye(" . ".join(sentences))
+    if any(pattern.search(s) for s in sentences for pattern, _ in FUNDUS_PLACES):
+        return None
+    caption = [s for s in sentences if not _places_something(s, "fundus")]
+    if not caption:
+        return None
+    x0, y0, x1, y1 = rng.choice([box for _, box in FUNDUS_PLACES])
+    if eye == "left" or (eye is None and rng.random() < 0.5):
+        x0, x1 = 1.0 - x1, 1.0 - x0
+    return (x0, y0, x1, y1), ". ".join(caption)
+
+
 def random_region(rng: random.Random, layout: str = "chest") -> tuple[float, float, float, float]:
     """A region drawn at random (chest: one side at one zone or at every height; fundus: one of the named places,
     either eye): the view of a report that locates nothing, so that a partly hidden image does not by itself say
