@@ -25,12 +25,21 @@ class maps are scored as above. It says how much of a finding's place an encoder
 image-level presence alone. Every image of the training split with at least one finding sample takes part, and
 is a negative for each class it lacks; so do the training images of the corpus's manifest that have none (the
 normal films of a chest corpus: up to as many as there are images with findings), negatives for every class.
+
+``--supervision zones`` (fundus corpora) is the bound of what the generated reports say: which findings, and the
+places their sentences name. Each located sentence of a training photograph's report ("hard exudates temporal to
+the macula") is a positive bag: its finding's class map, pooled by log-sum-exp over the cells of the region the
+sentence names (:func:`training.zone_views.sentence_regions`, the regions zone views use), should be high. Cells the
+report rules out are negatives, each cell on its own: every cell for a finding the report denies or leaves out, and
+the cells outside every named region of a finding whose every sentence names a place. No box is read for
+training: only the report text, as the annotation-free recipe sees it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -49,10 +58,13 @@ from afloc.imaging.transforms import Preprocessing  # noqa: E402
 from afloc.localization.heatmaps import LocalizationConfig, heatmaps_from_embeddings  # noqa: E402
 from afloc.modeling.config import ImageEncoderConfig  # noqa: E402
 from afloc.modeling.image_encoder import ImageEncoder  # noqa: E402
+from afloc.text.tokenizer import report_sentences  # noqa: E402
 from training.callbacks import summarize_scores  # noqa: E402
+from training.data import is_negated  # noqa: E402
 from training.evaluation.datasets import read_phantom  # noqa: E402
 from training.evaluation.protocol import HeatmapSource, ProtocolConfig, evaluate_localization  # noqa: E402
 from training.evaluation.report import summarize_localization, to_json_safe  # noqa: E402
+from training.zone_views import FUNDUS_DISC, report_eye, sentence_regions  # noqa: E402
 
 KINDS = ("consolidation", "atelectasis", "pleural_effusion", "pneumothorax", "cardiomegaly", "nodule", "mass", "edema")
 SIDES = ("right", "left", "both")
@@ -118,10 +130,84 @@ def normal_images(corpus: Path, taken: set[str], limit: int, preprocessing) -> t
     return torch.stack(tensors) if tensors else torch.empty(0, 3, preprocessing.input_size, preprocessing.input_size)
 
 
+FINDING_WORDS = {  # the class a fundus sentence speaks of (zones supervision)
+    "hard_exudates": re.compile(r"exudat", re.I),
+    "haemorrhage": re.compile(r"h(a)?emorrhag", re.I),
+}
+
+
+def sentence_classes(sentence: str, categories: list[str]) -> list[str]:
+    """The categories a fundus report sentence speaks of: the lesions it names, or the disc when it names none."""
+    named = [c for c, pattern in FINDING_WORDS.items() if c in categories and pattern.search(sentence)]
+    if not named and "optic_disc" in categories and FUNDUS_DISC[0].search(sentence):
+        named = ["optic_disc"]
+    return named
+
+
+def zone_targets(reports: list[str], categories: list[str], grid: int, max_bags: int = 12):
+    """What each report says, on the ``grid x grid`` deep map: positive bags (``[N, max_bags, grid, grid]`` cell
+    masks with their class ``[N, max_bags]``, -1 = none) and negative cells ``[N, C, grid, grid]``."""
+    centres = (torch.arange(grid) + 0.5) / grid
+    bags = torch.zeros(len(reports), max_bags, grid, grid, dtype=torch.bool)
+    bag_class = torch.full((len(reports), max_bags), -1, dtype=torch.long)
+    negative = torch.ones(len(reports), len(categories), grid, grid, dtype=torch.bool)
+    for n, report in enumerate(reports):
+        sentences = report_sentences(report)
+        regions = sentence_regions(sentences, "fundus", report_eye(report))
+        placed = {c: torch.zeros(grid, grid, dtype=torch.bool) for c in categories}
+        unplaced = set()
+        k = 0
+        for sentence, region in zip(sentences, regions, strict=True):
+            if is_negated(sentence):  # negated ("no hard exudates"): rules the class out
+                continue
+            for name in sentence_classes(sentence, categories):
+                if region is None:
+                    unplaced.add(name)
+                    continue
+                x0, y0, x1, y1 = region
+                cells = ((centres >= y0) & (centres < y1))[:, None] & ((centres >= x0) & (centres < x1))[None, :]
+                placed[name] |= cells
+                if k < max_bags and cells.any():
+                    bags[n, k], bag_class[n, k] = cells, categories.index(name)
+                    k += 1
+        for c, name in enumerate(categories):
+            if name in unplaced:  # somewhere the report does not say: no cell is ruled out
+                negative[n, c] = False
+            else:
+                negative[n, c] = ~placed[name]
+    return bags, bag_class, negative
+
+
+def zone_loss(maps: torch.Tensor, bags, bag_class, negative, r: float) -> torch.Tensor:
+    """Log-sum-exp-pooled BCE of each positive bag plus per-cell BCE of the ruled-out cells (``maps``: logits)."""
+    chosen = maps.gather(1, bag_class.clamp(min=0)[:, :, None, None].expand(-1, -1, *maps.shape[2:]))
+    cells = torch.where(bags, r * chosen, torch.full_like(chosen, -torch.inf)).flatten(2)
+    count = bags.flatten(2).sum(2).clamp(min=1)
+    valid = bag_class >= 0
+    pooled = (torch.logsumexp(cells, dim=2) - count.log()) / r
+    positive = F.binary_cross_entropy_with_logits(pooled[valid], torch.ones_like(pooled[valid]))
+    ruled_out = F.binary_cross_entropy_with_logits(maps[negative], torch.zeros_like(maps[negative]))
+    return positive + ruled_out
+
+
 def pooled_logits(maps: torch.Tensor, r: float) -> torch.Tensor:
     """``[B, C, h, w]`` cell logits -> ``[B, C]`` image logits: ``log(mean(exp(r * x))) / r`` (log-sum-exp pooling)."""
     cells = maps.flatten(2)
     return (torch.logsumexp(r * cells, dim=2) - np.log(cells.shape[2])) / r
+
+
+def training_reports(corpus: Path, images: list[str]) -> list[str]:
+    """The manifest report of each training image (resolved paths), in order; a named error for one it lacks."""
+    from training.manifest import read_manifest
+
+    path = corpus / "manifest.csv"
+    if not path.is_file():
+        raise SystemExit(f"--supervision zones needs the corpus's manifest with its reports: {path} not found")
+    by_image = {str(Path(r.image).resolve()): r.report for r in read_manifest(path, split="train")}
+    missing = [image for image in images if image not in by_image]
+    if missing:
+        raise SystemExit(f"{len(missing)} training images have no report in {path}, e.g. {missing[0]}")
+    return [by_image[image] for image in images]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,23 +243,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--supervision",
-        choices=("boxes", "presence"),
+        choices=("boxes", "presence", "zones"),
         default="boxes",
-        help="boxes: per-cell covered fraction (the upper bound); presence: image-level labels only",
+        help="boxes: per-cell covered fraction (the upper bound); presence: image-level labels only; zones (fundus): "
+        "the findings and places the reports name",
     )
     parser.add_argument("--pool-r", type=float, default=5.0, help="log-sum-exp pooling sharpness (presence)")
     parser.add_argument("--modality", default="cxr")
     parser.add_argument("--mean", type=float, nargs=3, default=(0.5, 0.5, 0.5))
     parser.add_argument("--std", type=float, nargs=3, default=(0.5, 0.5, 0.5))
+    parser.add_argument("--contrast", choices=("none", "local"), default="none", help="as the recipe's --data.contrast")
     args = parser.parse_args(argv)
+    if args.supervision == "zones" and (args.modality != "fundus" or args.classes != "category"):
+        parser.error("--supervision zones reads fundus reports: it needs --modality fundus --classes category")
     if args.categories and args.classes != "category":
         parser.error("--categories needs --classes category")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     preprocessing = Preprocessing(
-        image_size=args.image_size, mean=tuple(args.mean), std=tuple(args.std), modality=args.modality
-    )
+        image_size=args.image_size, mean=tuple(args.mean), std=tuple(args.std), modality=args.modality,
+        contrast=args.contrast,
+    )  # fmt: skip
     encoder = ImageEncoder(ImageEncoderConfig(args.backbone, args.image_size), embedding_dim=384)
     grid = encoder(torch.zeros(1, 3, args.image_size, args.image_size)).patch_embeddings.shape[-1]
     train = read_phantom(args.corpus, "train").samples
@@ -201,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
             images, maps = torch.cat([images, clear]), torch.cat([maps, maps.new_zeros(len(clear), n_classes)])
         print(f"presence labels: {maps.sum(0).tolist()} positives per class of {len(maps)} images "
               f"({len(clear)} of them with no finding)", flush=True)  # fmt: skip
+    if args.supervision == "zones":  # what a report says: which findings, and the places its sentences name
+        reports = training_reports(args.corpus, [str(Path(p).resolve()) for p in dict.fromkeys(
+            str(s.image_path) for s in train if str(s.image_path) in keep)])  # fmt: skip
+        bags, bag_class, negative = zone_targets(reports, categories, grid)
+        print(f"zone bags: {(bag_class >= 0).sum().item()} positive bags on {len(images)} photographs", flush=True)
     print(f"loaded {len(images)} training images in {time.perf_counter() - start:.0f} s (not counted)", flush=True)
 
     parameters = [*encoder.parameters(), *head.parameters()]
@@ -211,9 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     while time.perf_counter() - start < args.minutes * 60:
         index = torch.randint(len(images), (args.batch,), generator=generator)
         logits = head(encoder(images[index]).patch_embeddings)
-        if args.supervision == "presence":
-            logits = pooled_logits(logits, args.pool_r)
-        loss = F.binary_cross_entropy_with_logits(logits, maps[index])
+        if args.supervision == "zones":
+            loss = zone_loss(logits, bags[index], bag_class[index], negative[index], args.pool_r)
+        else:
+            if args.supervision == "presence":
+                logits = pooled_logits(logits, args.pool_r)
+            loss = F.binary_cross_entropy_with_logits(logits, maps[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 0.25)

@@ -30,10 +30,15 @@ MIRROR_OFFSET = 1 << 40  # a sampler index at or above this asks for the sample'
 _NEGATED = re.compile(r"^(no|there (is|are) no|without|negative for)\b")
 
 
+def is_negated(sentence: str) -> bool:
+    """A cleaned sentence that denies a finding ("no hard exudates", "there are no haemorrhages")."""
+    return bool(_NEGATED.match(sentence))
+
+
 def affirmed_sentences(sentences: list[str]) -> list[str]:
     """A report's cleaned sentences without the negated ones ("no hard exudates", "there are no haemorrhages",
     "without effusion"), or all of them when every sentence is negated (a normal report keeps its text)."""
-    kept = [s for s in sentences if not _NEGATED.match(s)]
+    kept = [s for s in sentences if not is_negated(s)]
     return kept or list(sentences)
 
 
