@@ -103,3 +103,44 @@ def test_presence_negatives_are_the_training_images_with_no_finding(tmp_path):
     unlabelled.mkdir()
     (unlabelled / "manifest.csv").write_text("image,report,split\n../images/0.png,text,train\n", encoding="utf-8")
     assert bound.normal_images(unlabelled, set(), 5, Preprocessing(32)).shape[0] == 0  # findings unknown
+
+
+def test_zone_targets_hold_what_the_report_says_and_nothing_more():
+    """Bug class: a negated sentence taken as a finding, the eye ignored (the temporal side is the image's left on a
+    right eye), or cells ruled out for a finding the report places nowhere."""
+    import torch
+
+    categories = ["haemorrhage", "hard_exudates", "optic_disc"]
+    report = ("EYE: Right eye (OD).\nFINDINGS: The disc margins are sharp. Numerous exudates temporal to the macula. "
+              "Some haemorrhages are seen. No cotton wool spots.")  # fmt: skip
+    bags, bag_class, negative = bound.zone_targets([report], categories, grid=8)
+    assert bag_class[0].tolist()[:3] == [2, 1, -1]  # the disc, then the exudates; the unplaced haemorrhages: no bag
+    exudates = bags[0, 1]
+    assert exudates[2:6, 0:4].all() and exudates.sum() == 16  # image-left half, middle rows, on a right eye
+    assert bags[0, 0][2:6, 4:8].all() and bags[0, 0].sum() == 16  # the disc's place: the image's right
+    assert torch.equal(negative[0, 1], ~exudates)  # every exudate sentence is placed: the rest is ruled out
+    assert not negative[0, 0].any()  # haemorrhages somewhere unsaid: nothing ruled out
+    left = report.replace("Right eye (OD)", "Left eye (OS)")
+    assert bound.zone_targets([left], categories, grid=8)[0][0, 1][2:6, 4:8].all()  # mirrored for a left eye
+    clear = "EYE: OD.\nFINDINGS: The disc margins are sharp. No hard exudates. No haemorrhages."
+    _, classes, ruled_out = bound.zone_targets([clear], categories, grid=8)
+    assert classes[0].tolist()[:2] == [2, -1] and ruled_out[0, :2].all()  # denied lesions: every cell negative
+
+
+def test_zone_loss_rewards_heat_inside_the_named_place_and_none_where_ruled_out():
+    import torch
+
+    report = "EYE: OD.\nFINDINGS: The disc margins are sharp. Numerous exudates temporal to the macula."
+    bags, bag_class, negative = bound.zone_targets([report], ["hard_exudates", "optic_disc"], grid=8)
+    inside = torch.full((1, 2, 8, 8), -4.0)
+    inside[0, 0, 3, 1] = inside[0, 1, 3, 6] = 4.0  # one exudate cell in the place, the disc in its own
+    outside = torch.full((1, 2, 8, 8), -4.0)
+    outside[0, 0, 0, 7] = outside[0, 1, 0, 0] = 4.0  # the same heat where the report rules it out
+    assert bound.zone_loss(inside, bags, bag_class, negative, 5.0) < bound.zone_loss(
+        outside, bags, bag_class, negative, 5.0
+    )
+
+
+def test_zone_supervision_is_refused_outside_fundus_reports(corpus, tmp_path):
+    with pytest.raises(SystemExit):
+        bound.main(["--corpus", str(corpus), "--supervision", "zones", "--minutes", "0"])
