@@ -58,9 +58,8 @@ from afloc.imaging.transforms import Preprocessing  # noqa: E402
 from afloc.localization.heatmaps import LocalizationConfig, heatmaps_from_embeddings  # noqa: E402
 from afloc.modeling.config import ImageEncoderConfig  # noqa: E402
 from afloc.modeling.image_encoder import ImageEncoder  # noqa: E402
-from afloc.text.tokenizer import report_sentences  # noqa: E402
+from afloc.text.tokenizer import is_negated, report_sentences  # noqa: E402
 from training.callbacks import summarize_scores  # noqa: E402
-from training.data import is_negated  # noqa: E402
 from training.evaluation.datasets import read_phantom  # noqa: E402
 from training.evaluation.protocol import HeatmapSource, ProtocolConfig, evaluate_localization  # noqa: E402
 from training.evaluation.report import summarize_localization, to_json_safe  # noqa: E402

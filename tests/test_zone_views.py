@@ -288,6 +288,13 @@ def test_a_decoy_shows_a_lesion_free_photograph_through_a_lesion_place_of_its_ey
     lesion = ["the optic disc appears normal", "a few hard exudates temporal to the macula"]
     assert decoy_view(lesion, random.Random(0), eye="right") is None
     assert decoy_view(["the optic disc appears normal"], random.Random(0), eye="right") is None  # nothing to say
+    unplaced = ["the optic disc appears normal", "some haemorrhages are seen", "no hard exudates"]
+    assert decoy_view(unplaced, random.Random(0), eye="right") is None  # the haemorrhages may lie in the view
+    retinopathy = ["the optic disc appears normal", "no hard exudates", "features of diabetic retinopathy"]
+    assert decoy_view(retinopathy, random.Random(0), eye="right") is None
+    assert decoy_view(["no diabetic retinopathy", "normal fundus"], random.Random(0), eye="right")[1] == (
+        "no diabetic retinopathy. normal fundus"
+    )
 
 
 def test_zone_view_decoys_reach_lesion_free_training_photographs_only(tmp_path, tiny_bert):

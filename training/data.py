@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,14 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from afloc.imaging.io import load_image
 from afloc.imaging.transforms import Preprocessing
-from afloc.text.tokenizer import ReportTokenizer, limit_sentences, load_tokenizer, report_sentences, sample_caption
+from afloc.text.tokenizer import (
+    ReportTokenizer,
+    is_negated,
+    limit_sentences,
+    load_tokenizer,
+    report_sentences,
+    sample_caption,
+)
 
 from .augment import Augmentation
 from .manifest import ManifestRecord, read_manifest
@@ -26,13 +32,6 @@ from .zone_views import WHOLE_IMAGE, apply_view, decoy_view, random_region, repo
 logger = logging.getLogger(__name__)
 
 MIRROR_OFFSET = 1 << 40  # a sampler index at or above this asks for the sample's mirror (:mod:`training.mirror`)
-# a cleaned sentence (lower case, words only) that denies a finding: "no hard exudates", "there is no effusion"
-_NEGATED = re.compile(r"^(no|there (is|are) no|without|negative for)\b")
-
-
-def is_negated(sentence: str) -> bool:
-    """A cleaned sentence that denies a finding ("no hard exudates", "there are no haemorrhages")."""
-    return bool(_NEGATED.match(sentence))
 
 
 def affirmed_sentences(sentences: list[str]) -> list[str]:

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 
 import torch
 
+from afloc.text.tokenizer import is_negated
+
 # image-frame extents (fractions of the pad-resized square) of each side and zone on a frontal film; generous and
 # overlapping, so that a finding near a zone's edge stays inside its view
 SIDE_X = {"right": (0.0, 0.56), "left": (0.44, 1.0)}  # the patient's right lung is on the image's left
@@ -157,11 +159,18 @@ def zone_view(
     return box, ". ".join([sentences[chosen], *rest])
 
 
+# a fundus lesion named in a sentence
+_FUNDUS_LESION = re.compile(
+    r"exudat|h(a)?emorrhag|microaneurysm|cotton wool|drusen|neovasc|retinopathy|lesion|spots?\b", re.I
+)
+
+
 def decoy_view(
     sentences: Sequence[str], rng: random.Random, eye: str | None = None
 ) -> tuple[tuple[float, float, float, float], str] | None:
-    """A fundus photograph whose report places no lesion, shown through a lesion place drawn at random: its region and
-    caption, or None when the report places a lesion (or has nothing to say outside the disc).
+    """A fundus photograph whose report names no lesion, shown through a lesion place drawn at random: its region and
+    caption, or None when the report names a lesion anywhere (placed or not; only denials such as "no hard exudates"
+    are allowed) or has nothing to say outside the disc.
 
     Every fundus report names the disc, so without decoys a photograph with no lesion is always shown through the
     disc's view, and the views of the places that lesion sentences name ("temporal to the macula") come only from
@@ -174,6 +183,8 @@ def decoy_view(
     eye = eye or report_eye(" . ".join(sentences))
     if any(pattern.search(s) for s in sentences for pattern, _ in FUNDUS_PLACES):
         return None
+    if any(_FUNDUS_LESION.search(s) and not is_negated(s) for s in sentences):
+        return None  # a lesion named without a place ("some haemorrhages are seen") could lie inside the view
     caption = [s for s in sentences if not _places_something(s, "fundus")]
     if not caption:
         return None

@@ -57,6 +57,16 @@ def report_sentences(report: str) -> list[str]:
     return split_sentences(_SECTION_HEADER.sub(". ", report))
 
 
+# a cleaned sentence (lower case, words only) that denies a finding: "no hard exudates", "there is no effusion"
+_NEGATED = re.compile(r"^(no|there (is|are) no|without|negative for)\b")
+
+
+def is_negated(sentence: str) -> bool:
+    """A cleaned sentence (:func:`report_sentences`) that denies a finding ("no hard exudates", "there are no
+    haemorrhages", "without effusion")."""
+    return bool(_NEGATED.match(sentence))
+
+
 PROMPT_RULES = ("sentences", "reference")
 
 
