@@ -292,8 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"presence labels: {maps.sum(0).tolist()} positives per class of {len(maps)} images "
               f"({len(clear)} of them with no finding)", flush=True)  # fmt: skip
     if args.supervision == "zones":  # what a report says: which findings, and the places its sentences name
-        reports = training_reports(args.corpus, [str(Path(p).resolve()) for p in dict.fromkeys(
-            str(s.image_path) for s in train if str(s.image_path) in keep)])  # fmt: skip
+        reports = training_reports(args.corpus, [str(Path(p).resolve()) for p in paths])  # the order of `images`
         bags, bag_class, negative = zone_targets(reports, categories, grid)
         print(f"zone bags: {(bag_class >= 0).sum().item()} positive bags on {len(images)} photographs", flush=True)
     print(f"loaded {len(images)} training images in {time.perf_counter() - start:.0f} s (not counted)", flush=True)
@@ -308,9 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         logits = head(encoder(images[index]).patch_embeddings)
         if args.supervision == "zones":
             loss = zone_loss(logits, bags[index], bag_class[index], negative[index], args.pool_r)
+        elif args.supervision == "presence":
+            loss = F.binary_cross_entropy_with_logits(pooled_logits(logits, args.pool_r), maps[index])
         else:
-            if args.supervision == "presence":
-                logits = pooled_logits(logits, args.pool_r)
             loss = F.binary_cross_entropy_with_logits(logits, maps[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
