@@ -33,6 +33,15 @@ sentence names (:func:`training.zone_views.sentence_regions`, the regions zone v
 report rules out are negatives, each cell on its own: every cell for a finding the report denies or leaves out, and
 the cells outside every named region of a finding whose every sentence names a place. No box is read for
 training: only the report text, as the annotation-free recipe sees it.
+
+``--supervision anchored`` (fundus corpora) asks what reports could teach if their places were finer and every
+place sat where it truly is on each photograph: each lesion box is given the place a grader's report would name
+for it (``--places coarse``: the generated reports' regions, :func:`training.realdata.fundus.region_of`;
+``--places fine``: the ETDRS grid's subfields around the fovea, :func:`training.realdata.fundus.fine_region`, which
+``prepare-fundus --places fine`` writes), and the bag is every map cell whose centre lies in that place **on this
+photograph**, anchored on its annotated disc. The losses are those of ``zones``. The boxes choose the places and
+the disc anchors them, so this is a bound on text of that granularity with perfectly placed views, not an
+annotation-free result.
 """
 
 from __future__ import annotations
@@ -53,6 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from text_probe import attributes  # noqa: E402
 
+from afloc.imaging.boxes import Box  # noqa: E402
 from afloc.imaging.io import load_image  # noqa: E402
 from afloc.imaging.transforms import Preprocessing  # noqa: E402
 from afloc.localization.heatmaps import LocalizationConfig, heatmaps_from_embeddings  # noqa: E402
@@ -177,6 +187,44 @@ def zone_targets(reports: list[str], categories: list[str], grid: int, max_bags:
     return bags, bag_class, negative
 
 
+def anchored_targets(photos, categories: list[str], grid: int, places: str = "fine", max_bags: int = 24):
+    """As :func:`zone_targets`, from each photograph's boxes (``photos``: ``(width, height, boxes)`` with each box's
+    label its category): one bag per (finding, place) that the boxes occupy, its cells those of the place on this
+    photograph (anchored on its disc; the disc's own bag is the cells within one disc diameter of it)."""
+    from training.realdata.fundus import describe_photo, fine_region, region_of
+
+    place_of = fine_region if places == "fine" else region_of
+    bags = torch.zeros(len(photos), max_bags, grid, grid, dtype=torch.bool)
+    bag_class = torch.full((len(photos), max_bags), -1, dtype=torch.long)
+    negative = torch.ones(len(photos), len(categories), grid, grid, dtype=torch.bool)
+    for n, (width, height, boxes) in enumerate(photos):
+        photo = describe_photo(boxes, width, height)
+        if photo.disc is None:  # no disc, no eye and no fovea: nothing can be placed, nothing is ruled out
+            negative[n] = False
+            continue
+        side = max(width, height)  # cell centres in the photograph's pixels (centred padding to the square)
+        centres = (np.arange(grid) + 0.5) / grid * side
+        xs, ys = centres - (side - width) // 2, centres - (side - height) // 2
+        labels = np.array([[place_of((x, y), photo) for x in xs] for y in ys])
+        near_disc = np.hypot(xs[None, :] - photo.disc[0], ys[:, None] - photo.disc[1]) <= photo.disc_diameter
+        k = 0
+        for c, name in enumerate(categories):
+            mine = [b for b in boxes if b.label == name]
+            if name == "optic_disc":
+                regions = [near_disc] if mine else []
+            else:
+                regions = [labels == place for place in sorted({place_of(b.centre, photo) for b in mine})]
+            placed = torch.zeros(grid, grid, dtype=torch.bool)
+            for region in regions:
+                cells = torch.from_numpy(region)
+                placed |= cells
+                if k < max_bags and cells.any():
+                    bags[n, k], bag_class[n, k] = cells, c
+                    k += 1
+            negative[n, c] = ~placed
+    return bags, bag_class, negative
+
+
 def zone_loss(maps: torch.Tensor, bags, bag_class, negative, r: float) -> torch.Tensor:
     """Log-sum-exp-pooled BCE of each positive bag plus per-cell BCE of the ruled-out cells (``maps``: logits)."""
     chosen = maps.gather(1, bag_class.clamp(min=0)[:, :, None, None].expand(-1, -1, *maps.shape[2:]))
@@ -242,19 +290,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--supervision",
-        choices=("boxes", "presence", "zones"),
+        choices=("boxes", "presence", "zones", "anchored"),
         default="boxes",
         help="boxes: per-cell covered fraction (the upper bound); presence: image-level labels only; zones (fundus): "
-        "the findings and places the reports name",
+        "the findings and places the reports name; anchored (fundus): places a grader would name for each box, "
+        "at --places granularity, anchored on each photograph's annotated disc (a bound, not annotation-free)",
     )
+    parser.add_argument("--places", choices=("coarse", "fine"), default="fine", help="--supervision anchored's places")
     parser.add_argument("--pool-r", type=float, default=5.0, help="log-sum-exp pooling sharpness (presence)")
     parser.add_argument("--modality", default="cxr")
     parser.add_argument("--mean", type=float, nargs=3, default=(0.5, 0.5, 0.5))
     parser.add_argument("--std", type=float, nargs=3, default=(0.5, 0.5, 0.5))
     parser.add_argument("--contrast", choices=("none", "local"), default="none", help="as the recipe's --data.contrast")
     args = parser.parse_args(argv)
-    if args.supervision == "zones" and (args.modality != "fundus" or args.classes != "category"):
-        parser.error("--supervision zones reads fundus reports: it needs --modality fundus --classes category")
+    if args.supervision in ("zones", "anchored") and (args.modality != "fundus" or args.classes != "category"):
+        parser.error(f"--supervision {args.supervision} places fundus findings: it needs --modality fundus --classes "
+                     "category")  # fmt: skip
     if args.categories and args.classes != "category":
         parser.error("--categories needs --classes category")
     if args.threads:
@@ -295,6 +346,16 @@ def main(argv: list[str] | None = None) -> int:
         reports = training_reports(args.corpus, [str(Path(p).resolve()) for p in paths])  # the order of `images`
         bags, bag_class, negative = zone_targets(reports, categories, grid)
         print(f"zone bags: {(bag_class >= 0).sum().item()} positive bags on {len(images)} photographs", flush=True)
+    if args.supervision == "anchored":  # the places a grader would name, where they truly are on each photograph
+        photos = {}
+        for sample in train:
+            if str(sample.image_path) in keep:
+                height, width = sample.image_size or load_image(sample.image_path).shape[:2]
+                entry = photos.setdefault(str(sample.image_path), (width, height, []))
+                entry[2].extend(Box(*map(float, b), label=sample.category) for b in sample.boxes)
+        bags, bag_class, negative = anchored_targets([photos[p] for p in paths], categories, grid, args.places)
+        print(f"anchored bags ({args.places}): {(bag_class >= 0).sum().item()} on {len(images)} photographs",
+              flush=True)  # fmt: skip
     print(f"loaded {len(images)} training images in {time.perf_counter() - start:.0f} s (not counted)", flush=True)
 
     parameters = [*encoder.parameters(), *head.parameters()]
@@ -305,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     while time.perf_counter() - start < args.minutes * 60:
         index = torch.randint(len(images), (args.batch,), generator=generator)
         logits = head(encoder(images[index]).patch_embeddings)
-        if args.supervision == "zones":
+        if args.supervision in ("zones", "anchored"):
             loss = zone_loss(logits, bags[index], bag_class[index], negative[index], args.pool_r)
         elif args.supervision == "presence":
             loss = F.binary_cross_entropy_with_logits(pooled_logits(logits, args.pool_r), maps[index])

@@ -83,6 +83,32 @@ def test_held_out_phrasing_only_in_the_test_split():
         assert all(any(term in t.phrase for term in held_out) for t in targets)
 
 
+def test_fine_places_follow_the_etdrs_grid_around_the_fovea():
+    """Bug class: rings measured from the disc instead of the fovea, nasal and temporal swapped, or a fine place's
+    phrase carrying a held-out coarse term ("temporal to the fovea" inside "just temporal to the fovea")."""
+    photo = fundus.describe_photo(_right_eye(), W, H)  # fovea (550, 330), disc diameter 100
+    expected = {(550, 330): "centre", (550, 230): "inner_superior", (550, 430): "inner_inferior",
+                (450, 330): "inner_temporal", (650, 330): "inner_nasal", (550, 130): "outer_superior",
+                (350, 330): "outer_temporal", (800, 300): "peripapillary",
+                (150, 330): "temporal_to_macula"}  # fmt: skip
+    assert {p: fundus.fine_region(p, photo) for p in expected} == expected
+    lesions = [Box(430, 310, 40, 40, "hard_exudates"), Box(540, 320, 20, 20, "hard_exudates")]
+    fine = fundus.describe_photo(_right_eye(*lesions), W, H, places="fine")
+    assert fine.lesions["hard_exudates"] == {"inner_temporal": [lesions[0]], "centre": [lesions[1]]}
+    mirrored = fundus.describe_photo(_mirror(_right_eye(*lesions)), W, H, places="fine")
+    assert sorted(mirrored.lesions["hard_exudates"]) == ["centre", "inner_temporal"]  # the left eye's temporal side
+    held_out = fundus.held_out_terms()
+    for seed in range(30):
+        train, targets = fundus.write_report(fine, np.random.default_rng(seed))
+        assert not any(term in train for term in held_out), train
+        words = {t.phrase: t.boxes for t in targets}
+        assert any(p in phrase for phrase in words for p in fundus.FINE_TRAIN_PLACES["inner_temporal"])
+        _, test_targets = fundus.write_report(fine, np.random.default_rng(seed), held_out=True)
+        assert all(any(term in t.phrase for term in held_out) for t in test_targets)
+    with pytest.raises(ValueError, match="places must be one of"):
+        fundus.describe_photo(_right_eye(), W, H, places="etdrs")
+
+
 def test_yolo_boxes_on_a_non_square_photo(tmp_path):
     label = tmp_path / "a.txt"
     label.write_text("0 0.8 0.25 0.1 0.2\n1 0.1 0.9 0.02 0.04\n")

@@ -144,3 +144,50 @@ def test_zone_loss_rewards_heat_inside_the_named_place_and_none_where_ruled_out(
 def test_zone_supervision_is_refused_outside_fundus_reports(corpus, tmp_path):
     with pytest.raises(SystemExit):
         bound.main(["--corpus", str(corpus), "--supervision", "zones", "--minutes", "0"])
+
+
+def test_anchored_targets_put_each_bag_where_its_boxes_place_it():
+    """Bug class: the place read off a fixed frame instead of this photograph's disc, a bag for an absent finding,
+    or cells of the named place ruled out."""
+    import torch
+
+    from afloc.imaging.boxes import Box
+
+    disc = Box(280, 80, 40, 40, label="optic_disc")
+    exudate = Box(195, 107, 10, 10, label="hard_exudates")  # on the fovea (200, 112)
+    categories = ["haemorrhage", "hard_exudates", "optic_disc"]
+    bags, bag_class, negative = bound.anchored_targets([(400, 300, [disc, exudate])], categories, grid=20)
+    assert bag_class[0].tolist()[:3] == [1, 2, -1]  # the exudates' place, then the disc; no haemorrhage bag
+    centre = bags[0, 0]
+    rows, cols = torch.nonzero(centre, as_tuple=True)  # 20-px cells; the fovea at (200, 162) of the padded square
+    assert centre.any() and set(cols.tolist()) <= {9, 10} and set(rows.tolist()) <= {7, 8}
+    assert torch.equal(negative[0, 1], ~centre) and negative[0, 0].all()  # outside the place / an absent finding
+    assert bags[0, 1][7, 15]  # the disc's own cell (300, 100 + 50)
+    moved = Box(80, 80, 40, 40, label="optic_disc")  # the same exudate on a left eye with its disc on the left
+    shifted, _, _ = bound.anchored_targets([(400, 300, [moved, exudate])], categories, grid=20)
+    assert torch.equal(shifted[0, 0], centre)  # the fovea is still at (200, 112): the same cells
+    nothing = bound.anchored_targets([(400, 300, [exudate])], categories, grid=20)
+    assert (nothing[1] == -1).all() and not nothing[2].any()  # no disc: nothing placed, nothing ruled out
+
+
+def test_anchored_supervision_trains_and_scores(tmp_path):
+    """End to end on a tiny IDRiD-like corpus (photographs with disc and exudate boxes); refused outside fundus."""
+    import cv2
+    import numpy as np
+
+    from training.realdata import fundus
+
+    for folder, stems in (("train", ("0200", "0201", "0202", "0203")), ("test", ("0001",))):
+        (tmp_path / folder).mkdir()
+        for stem in stems:
+            cv2.imwrite(str(tmp_path / folder / f"{stem}.jpg"), np.full((68, 102, 3), 60, np.uint8))
+            (tmp_path / folder / f"{stem}.txt").write_text("0 0.8 0.5 0.1 0.15\n1 0.3 0.5 0.05 0.05\n")
+    fundus.build_corpus(tmp_path / "train", tmp_path / "test", tmp_path / "corpus", val_fraction=0.25)
+    argv = ["--corpus", str(tmp_path / "corpus"), "--classes", "category", "--image-size", "64", "--minutes", "0.01",
+            "--batch", "2", "--threads", "1", "--split", "train", "--test", "4", "--modality", "fundus",
+            "--supervision", "anchored", "--places", "coarse", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert bound.main(argv) == 0
+    result = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert result["places"] == "coarse" and math.isfinite(result["splits"]["train"]["summary"]["cnr"]["macro"])
+    with pytest.raises(SystemExit):
+        bound.main(["--corpus", str(tmp_path / "corpus"), "--supervision", "anchored", "--minutes", "0"])

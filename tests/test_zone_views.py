@@ -332,3 +332,63 @@ def test_zone_view_decoys_reach_lesion_free_training_photographs_only(tmp_path, 
         ImageReportDataModule(manifest, zone_view_fraction=1.0, zone_view_decoys=0.5)
     with pytest.raises(ValueError, match=r"zone_view_decoys must be in \[0, 1\]"):
         ImageReportDataModule(manifest, modality="fundus", zone_view_fraction=1.0, zone_view_decoys=1.5)
+
+
+def test_an_anchored_place_is_measured_from_the_disc_on_either_eye():
+    """Bug class: the fovea put on the disc's (nasal) side, the temporal sector not mirrored for a left eye, or a
+    fine phrase also matched as "the fovea" (which would widen the view to the macula)."""
+    from training.zone_views import ANCHOR_MARGIN, DISC_DIAMETER, anchored_box
+
+    dd, m = DISC_DIAMETER, ANCHOR_MARGIN * DISC_DIAMETER
+    fovea = (0.75 - 2.5 * dd, 0.5 + 0.3 * dd)  # a right eye's disc at (0.75, 0.5)
+    centre = anchored_box("centre", (0.75, 0.5), "right")
+    assert centre == pytest.approx((fovea[0] - 0.5 * dd - m, fovea[1] - 0.5 * dd - m,
+                                    fovea[0] + 0.5 * dd + m, fovea[1] + 0.5 * dd + m))  # fmt: skip
+    temporal = fundus_region("hard exudates just temporal of the fovea", "right", (0.75, 0.5))
+    assert temporal == pytest.approx(anchored_box("inner_temporal", (0.75, 0.5), "right"))
+    assert temporal[2] < fovea[0]  # temporal: away from the disc, the image's left on a right eye
+    left = fundus_region("hard exudates in the inner temporal subfield", "left", (0.25, 0.5))
+    assert left[0] > 1 - fovea[0] and left == pytest.approx(
+        (1 - temporal[2], temporal[1], 1 - temporal[0], temporal[3])
+    )
+    assert fundus_region("hard exudates in the inner temporal subfield", None, (0.25, 0.5)) == pytest.approx(left)
+    moved = fundus_region("exudates in the central subfield", "right", (0.7, 0.45))
+    assert moved == pytest.approx(anchored_box("centre", (0.7, 0.45), "right")) and moved != centre
+    framed = fundus_region("exudates in the central subfield", "right")  # no disc: the frame's generous box
+    assert framed[0] < centre[0] and framed[2] > centre[2]
+    assert fundus_region("hard exudates temporal to the macula", "right") == pytest.approx(FUNDUS_PLACES[4][1])
+
+
+def test_zone_view_anchor_follows_the_disc_found_in_each_photograph(tmp_path, tiny_bert):
+    """The view of a fine place moves with the photograph's own disc; no disc option without fundus views."""
+    import numpy as np
+    from PIL import Image
+
+    from training.zone_views import anchored_box
+
+    rows, size = [], 64
+    yy, xx = np.mgrid[0:size, 0:size]
+    for i, disc_x in enumerate((48, 44, 16, 20)):
+        image = np.zeros((size, size, 3), np.uint8)
+        image[(xx - 32) ** 2 + (yy - 32) ** 2 < 30**2] = (110, 50, 20)
+        image[(xx - disc_x) ** 2 + (yy - 30) ** 2 < 16] = (250, 180, 100)  # the disc: the brightest red blob
+        Image.fromarray(image).save(tmp_path / f"{i}.png")
+        eye = "OD" if disc_x > 32 else "OS"
+        rows.append({"image": f"{i}.png", "split": "train",
+                     "report": f"EYE: {eye}. FINDINGS: Hard exudates in the central subfield."})  # fmt: skip
+    write_manifest(tmp_path / "manifest.csv", rows)
+    manifest = str(tmp_path / "manifest.csv")
+    module = ImageReportDataModule(manifest, text_model=str(tiny_bert), image_size=size, batch_size=2, num_workers=0,
+                                   modality="fundus", zone_view_fraction=1.0, zone_view_masks=True,
+                                   zone_view_anchor="disc")  # fmt: skip
+    module.setup("fit")
+    for i, disc_x in enumerate((48, 44, 16, 20)):
+        box = module.datasets["train"][i]["view_box"].tolist()
+        eye = "right" if disc_x > 32 else "left"
+        assert box == pytest.approx(anchored_box("centre", ((disc_x + 0.5) / size, 30.5 / size), eye), abs=2 / size)
+    with pytest.raises(ValueError, match="zone_view_anchor 'disc' is for fundus"):
+        ImageReportDataModule(manifest, zone_view_fraction=1.0, zone_view_anchor="disc")
+    with pytest.raises(ValueError, match="needs zone views"):
+        ImageReportDataModule(manifest, modality="fundus", zone_view_anchor="disc")
+    with pytest.raises(ValueError, match="zone_view_anchor must be one of"):
+        ImageReportDataModule(manifest, modality="fundus", zone_view_fraction=1.0, zone_view_anchor="fovea")

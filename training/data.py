@@ -27,7 +27,7 @@ from afloc.text.tokenizer import (
 from .augment import Augmentation
 from .manifest import ManifestRecord, read_manifest
 from .mirror import mirror_box, mirror_caption, mirror_image, mirror_pair_order
-from .zone_views import WHOLE_IMAGE, apply_view, decoy_view, random_region, report_eye, zone_view
+from .zone_views import ANCHORS, WHOLE_IMAGE, apply_view, decoy_view, find_disc, random_region, report_eye, zone_view
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,15 @@ def affirmed_sentences(sentences: list[str]) -> list[str]:
     "without effusion"), or all of them when every sentence is negated (a normal report keeps its text)."""
     kept = [s for s in sentences if not is_negated(s)]
     return kept or list(sentences)
+
+
+def _check_anchor(anchor: str, view_fraction: float, layout: str) -> None:
+    if anchor not in ANCHORS:
+        raise ValueError(f"zone_view_anchor must be one of {ANCHORS}, got {anchor!r}")
+    if anchor == "disc" and layout != "fundus":
+        raise ValueError("zone_view_anchor 'disc' is for fundus photographs (modality='fundus'); a chest film has none")
+    if anchor == "disc" and view_fraction == 0:
+        raise ValueError("zone_view_anchor 'disc' needs zone views: set zone_view_fraction > 0")
 
 
 def _check_decoys(decoys: float, view_fraction: float, layout: str) -> None:
@@ -80,6 +89,7 @@ class ImageReportDataset(Dataset):
         mirror_pairs: bool = False,
         drop_negated: bool = False,
         zone_view_decoys: float = 0.0,
+        zone_view_anchor: str = "frame",
     ) -> None:
         if not 0.0 <= mirror_fraction <= 1.0:
             raise ValueError(f"mirror_fraction must be in [0, 1], got {mirror_fraction}")
@@ -92,6 +102,8 @@ class ImageReportDataset(Dataset):
         self.zone_layout = "fundus" if preprocessing.modality == "fundus" else "chest"
         _check_decoys(zone_view_decoys, zone_view_fraction, self.zone_layout)
         self.zone_view_decoys = zone_view_decoys
+        _check_anchor(zone_view_anchor, zone_view_fraction, self.zone_layout)
+        self.zone_view_anchor = zone_view_anchor
         self.mirroring = mirror_fraction > 0 or mirror_pairs
         self.mirror_fraction = mirror_fraction
         # the eye is read only where views or mirrors need it (runs without them keep their captions)
@@ -146,7 +158,8 @@ class ImageReportDataset(Dataset):
                     if decoy_rng.random() < self.zone_view_decoys:
                         view = decoy_view(self.sentences[position], decoy_rng, self.eyes[position])
                 if view is None:
-                    view = zone_view(self.sentences[position], view_rng, self.zone_layout, self.eyes[position])
+                    disc = self._disc(tensor) if self.zone_view_anchor == "disc" else None
+                    view = zone_view(self.sentences[position], view_rng, self.zone_layout, self.eyes[position], disc)
                 box, caption = (random_region(view_rng, self.zone_layout), caption) if view is None else view
                 tensor = apply_view(tensor, box)
         if self.mirroring:
@@ -156,6 +169,13 @@ class ImageReportDataset(Dataset):
         if not self.zone_view_masks:
             return {"image": tensor, "caption": caption}
         return {"image": tensor, "caption": caption, "view_box": torch.tensor(box, dtype=torch.float32)}
+
+    def _disc(self, tensor: torch.Tensor) -> tuple[float, float]:
+        """The optic disc found in this (augmented, pad-resized) photograph's pixels, as fractions of the square."""
+        mean = torch.tensor(self.preprocessing.mean, dtype=tensor.dtype)[:, None, None]
+        std = torch.tensor(self.preprocessing.std, dtype=tensor.dtype)[:, None, None]
+        x, y = find_disc((tensor * std + mean).permute(1, 2, 0).numpy())
+        return x / tensor.shape[-1], y / tensor.shape[-2]
 
     def _mirror(
         self, tensor: torch.Tensor, caption: str, box: tuple, position: int, epoch: int, asked: bool
@@ -328,6 +348,10 @@ class ImageReportDataModule(pl.LightningDataModule):
             with their sentences that name no place (:func:`training.zone_views.decoy_view`), so that a view's place
             does not by itself say "this caption names a lesion". 0 (default) = off. Needs ``zone_view_fraction``
             > 0. Not in the reference.
+        zone_view_anchor: fundus: where a view's place is measured from: ``"frame"`` (default), fixed boxes of a
+            macula-centred photograph; ``"disc"``, the optic disc found in each photograph's own pixels (no
+            annotation; :func:`training.zone_views.find_disc`), which the ETDRS subfields of ``prepare-fundus
+            --places fine`` need. Needs ``zone_view_fraction`` > 0. Not in the reference.
         mirror_fraction: this share of the training images (drawn per sample and epoch) is mirrored left to right,
             its caption's side words (chest) or eye (fundus) swapped; text that cannot be mirrored (the middle lobe,
             the lingula) stays unmirrored. 0 (default) = off (:mod:`training.mirror`). Not in the reference.
@@ -392,9 +416,11 @@ class ImageReportDataModule(pl.LightningDataModule):
         label_repeats: dict[str, int] | None = None,
         drop_negated: bool = False,
         zone_view_decoys: float = 0.0,
+        zone_view_anchor: str = "frame",
     ) -> None:
         super().__init__()
         _check_decoys(zone_view_decoys, zone_view_fraction, "fundus" if modality == "fundus" else "chest")
+        _check_anchor(zone_view_anchor, zone_view_fraction, "fundus" if modality == "fundus" else "chest")
         for label, times in (label_repeats or {}).items():
             if isinstance(times, bool) or not isinstance(times, int) or times < 1:
                 raise ValueError(f"label_repeats[{label!r}] must be a whole number >= 1, got {times!r}")
@@ -457,6 +483,7 @@ class ImageReportDataModule(pl.LightningDataModule):
                 mirror_pairs=bool(self.hparams.get("mirror_pairs", 0)) and split == "train",
                 drop_negated=self.hparams.get("drop_negated", False) and split == "train",
                 zone_view_decoys=self.hparams.get("zone_view_decoys", 0.0) if split == "train" else 0.0,
+                zone_view_anchor=self.hparams.get("zone_view_anchor", "frame") if split == "train" else "frame",
             )
         if self.dropped_reports["train"]:
             logger.warning("dropped %d training studies with no usable sentence", self.dropped_reports["train"])

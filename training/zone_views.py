@@ -16,6 +16,13 @@ eye", "OD") these are fixed parts of a macula-centred photograph too; a sentence
 disc appears normal") gets the disc's side. Every report names the disc, so without views the disc sentence tells
 no photograph from another; in a view it tells the disc's part of the photograph from the others.
 
+With ``anchor="disc"`` (``--data.zone_view_anchor disc``) a fundus place is measured from the optic disc found in
+the photograph's own pixels (:func:`find_disc`, the brightest large red blob; no annotation) instead of a fixed
+frame: the fovea lies 2.5 disc diameters temporal to it and 0.3 below, and each place is a box in disc diameters
+around the fovea (:data:`ANCHORED_PLACES`), so a view follows each photograph's own layout. The ETDRS grid's
+subfields that ``prepare-fundus --places fine`` writes ("in the inner temporal subfield") need it: they are about a
+disc diameter wide, less than how far the fovea moves between photographs.
+
 Not in the reference (``ImageReportDataset(zone_view_fraction=...)``, ``--data.zone_view_fraction``).
 """
 
@@ -83,33 +90,124 @@ FUNDUS_PLACES: tuple[tuple[re.Pattern, tuple[float, float, float, float]], ...] 
     (re.compile(r"\b(macula|macular|fovea|foveal|posterior pole)\b", re.I), (0.3, 0.3, 0.7, 0.7)),
 )  # fmt: skip
 FUNDUS_DISC = (re.compile(r"\b(disc|optic nerve head|papilla|peripapillary)\b", re.I), (0.55, 0.3, 0.95, 0.7))
+FUNDUS_PLACE_NAMES = (  # the region of training.realdata.fundus that each FUNDUS_PLACES entry names, in order
+    "superonasal", "inferonasal", "nasal_to_disc", "papillomacular", "temporal_to_macula", "superotemporal_arcade",
+    "inferotemporal_arcade", "macula",
+)  # fmt: skip
+_DIRECTIONS = "superior|inferior|nasal|temporal"
+# the ETDRS grid's subfields (training.realdata.fundus.FINE_REGIONS); matched before the places above, so that
+# "just temporal of the fovea" is not also "the fovea"
+FUNDUS_FINE_PLACES: tuple[tuple[re.Pattern, str], ...] = (
+    (re.compile(r"\b(centre of the (macula|fovea)|central subfield|centred on the fovea)\b", re.I), "centre"),
+    *((re.compile(rf"\b(inner {d} subfield|just {d} of the fovea|{d} parafovea)\b", re.I), f"inner_{d}")
+      for d in _DIRECTIONS.split("|")),
+    *((re.compile(rf"\b(outer {d} subfield|{d} macula|{d} perifovea)\b", re.I), f"outer_{d}")
+      for d in _DIRECTIONS.split("|")),
+)  # fmt: skip
+DISC_DIAMETER = 1 / 8  # of the pad-resized square: IDRiD's median (5-95%: 0.11-0.15)
+FOVEA_OFFSET = (2.5, 0.3)  # disc diameters temporal to and below the disc centre (as training.realdata.fundus)
+ANCHOR_MARGIN = 0.25  # disc diameters added around each anchored place: the disc and its diameter are estimates
+_FAR = 12.0  # "to the photograph's edge", in disc diameters
+# each place as (across0, down0, across1, down1) in disc diameters from the fovea, across toward the nose: the
+# extent of training.realdata.fundus.region_of / fine_region's place (a ring sector's bounding box)
+ANCHORED_PLACES: dict[str, tuple[float, float, float, float]] = {
+    "centre": (-0.5, -0.5, 0.5, 0.5),
+    "inner_superior": (-1.07, -1.5, 1.07, -0.35), "inner_inferior": (-1.07, 0.35, 1.07, 1.5),
+    "inner_nasal": (0.35, -1.07, 1.5, 1.07), "inner_temporal": (-1.5, -1.07, -0.35, 1.07),
+    "outer_superior": (-2.13, -3.0, 2.13, -1.06), "outer_inferior": (-2.13, 1.06, 2.13, 3.0),
+    "outer_nasal": (1.06, -2.13, 3.0, 2.13), "outer_temporal": (-3.0, -2.13, -1.06, 2.13),
+    "macula": (-1.0, -1.0, 1.0, 1.0),
+    "peripapillary": (1.5, -1.3, 3.5, 0.7),  # the disc (2.5, -0.3) and one disc diameter around it
+    "nasal_to_disc": (3.0, -1.05, _FAR, 0.45), "superonasal": (3.0, -_FAR, _FAR, -1.05),
+    "inferonasal": (3.0, 0.45, _FAR, _FAR), "papillomacular": (-0.5, -0.75, 3.0, 0.75),
+    "temporal_to_macula": (-_FAR, -1.5, -0.5, 1.5),
+    "superotemporal_arcade": (-_FAR, -_FAR, 3.0, -0.75), "inferotemporal_arcade": (-_FAR, 0.75, 3.0, _FAR),
+}  # fmt: skip
+ANCHORS = ("frame", "disc")
+
+
+def anchored_box(place: str, disc: tuple[float, float], eye: str) -> tuple[float, float, float, float]:
+    """The image-frame box (fractions, clipped to the image) of a named place on a photograph whose optic disc is
+    centred at ``disc`` (fractions of the square), for a ``"right"`` or ``"left"`` eye."""
+    nasal = 1.0 if eye == "right" else -1.0
+    fx, fy = disc[0] - nasal * FOVEA_OFFSET[0] * DISC_DIAMETER, disc[1] + FOVEA_OFFSET[1] * DISC_DIAMETER
+    a0, d0, a1, d1 = ANCHORED_PLACES[place]
+    xs = sorted((fx + nasal * a0 * DISC_DIAMETER, fx + nasal * a1 * DISC_DIAMETER))
+    m = ANCHOR_MARGIN * DISC_DIAMETER
+    x0, x1 = max(0.0, xs[0] - m), min(1.0, xs[1] + m)
+    y0, y1 = max(0.0, fy + d0 * DISC_DIAMETER - m), min(1.0, fy + d1 * DISC_DIAMETER + m)
+    return (x0, y0, max(x0, x1), max(y0, y1))
+
+
+# the frame boxes of the ETDRS subfields: each anchored at IDRiD's median disc (0.73, 0.49 of the square for a
+# right eye) and widened by one disc diameter, about how far the fovea moves between photographs
+_MEDIAN_DISC = (0.73, 0.49)
+_FINE_FRAME = {
+    name: (lambda b: (max(0.0, b[0] - DISC_DIAMETER), max(0.0, b[1] - DISC_DIAMETER), min(1.0, b[2] + DISC_DIAMETER),
+                      min(1.0, b[3] + DISC_DIAMETER)))(anchored_box(name, _MEDIAN_DISC, "right"))
+    for _, name in FUNDUS_FINE_PLACES
+}  # fmt: skip
+
+
+def find_disc(rgb) -> tuple[float, float]:
+    """``(x, y)`` pixel centre of the optic disc of a fundus photograph ``[H, W, 3]`` in [0, 1], from its pixels
+    alone: the maximum of the red channel on the retina (less a thin rim), blurred by a Gaussian of 2% of the side
+    and normalised by the blurred retina mask so that the dark surround does not pull the rim down. On IDRiD's
+    training photographs it lies within half a disc diameter of the annotated disc on 285 of 294
+    (``benchmarks/landmark_prior.py --score-detector``)."""
+    import numpy as np
+    from scipy.ndimage import binary_erosion, gaussian_filter
+
+    rgb = np.asarray(rgb, dtype=np.float32)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"find_disc needs an RGB [H, W, 3] image, got shape {rgb.shape}")
+    grey = rgb.mean(axis=2)
+    retina = binary_erosion(grey > 0.12 * np.percentile(grey, 99), iterations=4).astype(np.float32)
+    if not retina.any():
+        retina = np.ones_like(grey)
+    sigma = 0.02 * max(rgb.shape[:2])
+    blob = gaussian_filter(rgb[..., 0] * retina, sigma) / np.maximum(gaussian_filter(retina, sigma), 1e-3) * retina
+    y, x = np.unravel_index(int(np.argmax(blob)), blob.shape)
+    return float(x) + 0.5, float(y) + 0.5
+
+
 _RIGHT_EYE = re.compile(r"\b(right eye|od)\b", re.I)
 _LEFT_EYE = re.compile(r"\b(left eye|os)\b", re.I)
 LAYOUTS = ("chest", "fundus")
 
 
-def fundus_region(sentence: str, eye: str | None) -> tuple[float, float, float, float] | None:
+def fundus_region(
+    sentence: str, eye: str | None, disc: tuple[float, float] | None = None
+) -> tuple[float, float, float, float] | None:
     """The image-frame box that a fundus sentence's place words name, for a ``"right"`` or ``"left"`` eye, or None.
 
-    Named places (nasal, papillomacular, temporal to the macula, the arcades, the macula) come first, their boxes
-    joined; a sentence that names none of them but names the disc ("the optic disc appears normal", "exudates
-    adjacent to the optic disc") gets the disc's box. Every box but the macula's depends on the eye: with the eye
-    unknown only the macula can be placed.
+    Named places (the ETDRS subfields, nasal, papillomacular, temporal to the macula, the arcades, the macula) come
+    first, their boxes joined; a sentence that names none of them but names the disc ("the optic disc appears
+    normal", "exudates adjacent to the optic disc") gets the disc's box. ``disc``: the optic disc's centre on this
+    photograph (fractions of the square, :func:`find_disc`): each place is measured from it
+    (:func:`anchored_box`; the eye, when unknown, is the disc's side); without it, from the fixed frame of a
+    macula-centred photograph, where every box but the macula's depends on the eye (unknown: only the macula).
     """
-    boxes, rest = [], sentence
-    for pattern, box in FUNDUS_PLACES:  # most specific first; a matched phrase is used up ("temporal to the macula"
-        if pattern.search(rest):  # is not also "the macula")
-            boxes.append(box)
+    names, rest = [], sentence
+    for pattern, name in (*FUNDUS_FINE_PLACES, *zip((p for p, _ in FUNDUS_PLACES), FUNDUS_PLACE_NAMES, strict=True)):
+        if pattern.search(rest):  # most specific first; a matched phrase is used up ("temporal to the macula" is
+            names.append(name)  # not also "the macula")
             rest = pattern.sub(" ", rest)
-    if not boxes and FUNDUS_DISC[0].search(sentence):
-        boxes = [FUNDUS_DISC[1]]
-    if not boxes:
+    if not names and FUNDUS_DISC[0].search(sentence):
+        names = ["peripapillary"]
+    if not names:
         return None
-    macula = FUNDUS_PLACES[-1][1]
-    if eye is None and any(b != macula for b in boxes):
-        return None
-    if eye == "left":
-        boxes = [(1.0 - x1, y0, 1.0 - x0, y1) for x0, y0, x1, y1 in boxes]
+    if disc is not None:
+        eye = eye or ("right" if disc[0] > 0.5 else "left")
+        boxes = [anchored_box(name, disc, eye) for name in names]
+    else:
+        frame = {**dict(zip(FUNDUS_PLACE_NAMES, (b for _, b in FUNDUS_PLACES), strict=True)), **_FINE_FRAME,
+                 "peripapillary": FUNDUS_DISC[1]}  # fmt: skip
+        boxes = [frame[name] for name in names]
+        if eye is None and any(name != "macula" for name in names):
+            return None
+        if eye == "left":
+            boxes = [(1.0 - x1, y0, 1.0 - x0, y1) for x0, y0, x1, y1 in boxes]
     x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
     x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
     return None if (x1 - x0) * (y1 - y0) > MAX_VIEW_AREA else (x0, y0, x1, y1)
@@ -122,35 +220,44 @@ def report_eye(text: str) -> str | None:
 
 
 def sentence_regions(
-    sentences: Sequence[str], layout: str = "chest", eye: str | None = None
+    sentences: Sequence[str], layout: str = "chest", eye: str | None = None, disc: tuple[float, float] | None = None
 ) -> list[tuple[float, float, float, float] | None]:
     """Each sentence's region under a layout (``"chest"``: :func:`sentence_region`; ``"fundus"``:
     :func:`fundus_region` with ``eye``, or the eye the sentences name when it is None; pass the eye read from the
-    whole report with :func:`report_eye`, since cleaning drops one-word sentences such as "OD")."""
+    whole report with :func:`report_eye`, since cleaning drops one-word sentences such as "OD"; ``disc``: see
+    :func:`fundus_region`)."""
     if layout == "chest":
         return [sentence_region(s) for s in sentences]
     if layout == "fundus":
         eye = eye or report_eye(" . ".join(sentences))
-        return [fundus_region(s, eye) for s in sentences]
+        return [fundus_region(s, eye, disc) for s in sentences]
     raise ValueError(f"unknown zone-view layout {layout!r}; expected one of {LAYOUTS}")
 
 
 def _places_something(sentence: str, layout: str) -> bool:
     if layout == "chest":
         return any(p.search(sentence) for p in _SIDE_WORDS.values()) or bool(_BOTH.search(sentence))
-    return any(p.search(sentence) for p, _ in FUNDUS_PLACES) or bool(FUNDUS_DISC[0].search(sentence))
+    return _names_a_fundus_place(sentence) or bool(FUNDUS_DISC[0].search(sentence))
+
+
+def _names_a_fundus_place(sentence: str) -> bool:
+    return any(p.search(sentence) for p, _ in (*FUNDUS_PLACES, *FUNDUS_FINE_PLACES))
 
 
 def zone_view(
-    sentences: Sequence[str], rng: random.Random, layout: str = "chest", eye: str | None = None
+    sentences: Sequence[str],
+    rng: random.Random,
+    layout: str = "chest",
+    eye: str | None = None,
+    disc: tuple[float, float] | None = None,
 ) -> tuple[tuple[float, float, float, float], str] | None:
     """Draw one located sentence of a report: its region and the view's caption, or None if none is located.
 
     The caption is the drawn sentence followed by the report's sentences that name no place (chest: no side;
-    fundus: no place and not the disc), in report order: what the view hides is not described. ``eye``: see
-    :func:`sentence_regions`.
+    fundus: no place and not the disc), in report order: what the view hides is not described. ``eye``, ``disc``:
+    see :func:`sentence_regions`.
     """
-    regions = sentence_regions(sentences, layout, eye)
+    regions = sentence_regions(sentences, layout, eye, disc)
     located = [(i, box) for i, box in enumerate(regions) if box is not None]
     if not located:
         return None
@@ -181,7 +288,7 @@ def decoy_view(
     so the caption is true of any part of it; no annotation is read.
     """
     eye = eye or report_eye(" . ".join(sentences))
-    if any(pattern.search(s) for s in sentences for pattern, _ in FUNDUS_PLACES):
+    if any(_names_a_fundus_place(s) for s in sentences):
         return None
     if any(_FUNDUS_LESION.search(s) and not is_negated(s) for s in sentences):
         return None  # a lesion named without a place ("some haemorrhages are seen") could lie inside the view

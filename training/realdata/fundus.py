@@ -95,6 +95,24 @@ DISC_SENTENCES = (
 EYE_LINES = {"right": ("Right eye (OD).", "OD.", "Right eye."), "left": ("Left eye (OS).", "OS.", "Left eye.")}
 assert set(TRAIN_PLACES) == set(REGIONS) == set(TEST_ONLY_PLACES)
 
+# Finer places (``places="fine"``): the ETDRS grid graders use for macular findings, centred on the fovea: the
+# central subfield (within half a disc diameter), and superior / inferior / nasal / temporal sectors of an inner
+# ring (to 1.5 disc diameters) and an outer ring (to 3); the regions above beyond it.
+DIRECTIONS = ("superior", "inferior", "nasal", "temporal")
+FINE_REGIONS = ("centre", *(f"{ring}_{d}" for ring in ("inner", "outer") for d in DIRECTIONS))
+FINE_TRAIN_PLACES: dict[str, tuple[str, ...]] = {
+    "centre": ("involving the centre of the macula", "in the central subfield", "centred on the fovea"),
+    **{f"inner_{d}": (f"in the inner {d} subfield", f"just {d} of the fovea") for d in DIRECTIONS},
+    **{f"outer_{d}": (f"in the outer {d} subfield", f"in the {d} macula") for d in DIRECTIONS},
+}
+FINE_TEST_ONLY_PLACES: dict[str, tuple[str, ...]] = {
+    "centre": ("at the centre of the fovea",),
+    **{f"inner_{d}": (f"in the {d} parafovea",) for d in DIRECTIONS},
+    **{f"outer_{d}": (f"in the {d} perifovea",) for d in DIRECTIONS},
+}
+PLACES = ("coarse", "fine")
+assert set(FINE_TRAIN_PLACES) == set(FINE_REGIONS) == set(FINE_TEST_ONLY_PLACES)
+
 
 @dataclass
 class Photo:
@@ -146,8 +164,34 @@ def region_of(point: tuple[float, float], photo: Photo) -> str:
     return "superotemporal_arcade" if below < 0 else "inferotemporal_arcade"
 
 
-def describe_photo(boxes: list[Box], width: int, height: int) -> Photo:
-    """Landmarks (eye, disc, fovea) and each lesion box's region, from a photo's boxes."""
+def fine_region(point: tuple[float, float], photo: Photo) -> str:
+    """The ETDRS-like place (:data:`FINE_REGIONS`) of a lesion centred at ``point`` (pixels): ``centre`` within half
+    a disc diameter of the fovea; around the disc (``peripapillary``) within one disc diameter of it; the sector of
+    the inner (to 1.5 disc diameters) or outer ring (to 3) that the direction from the fovea falls in (nasal: toward
+    the disc); :func:`region_of` beyond."""
+    if photo.disc is None or photo.fovea is None or photo.eye is None:
+        raise ValueError("regions need the optic disc (and so the eye and the fovea)")
+    dd, nasal = photo.disc_diameter, (1.0 if photo.eye == "right" else -1.0)
+    (x, y), (dx, dy), (fx, fy) = point, photo.disc, photo.fovea
+    across, down = (x - fx) * nasal / dd, (y - fy) / dd  # toward the nose, and down, in disc diameters
+    radius = float(np.hypot(across, down))
+    if radius <= 0.5:
+        return "centre"
+    if np.hypot(x - dx, y - dy) <= dd:
+        return "peripapillary"
+    if radius <= 3.0:
+        ring = "inner" if radius <= 1.5 else "outer"
+        if abs(down) >= abs(across):
+            return f"{ring}_{'superior' if down < 0 else 'inferior'}"
+        return f"{ring}_{'nasal' if across > 0 else 'temporal'}"
+    return region_of(point, photo)
+
+
+def describe_photo(boxes: list[Box], width: int, height: int, places: str = "coarse") -> Photo:
+    """Landmarks (eye, disc, fovea) and each lesion box's region (``places``: ``"coarse"``, :func:`region_of`;
+    ``"fine"``, :func:`fine_region`), from a photo's boxes."""
+    if places not in PLACES:
+        raise ValueError(f"places must be one of {PLACES}, got {places!r}")
     discs = [b for b in boxes if b.label == "optic_disc"]
     if not discs:
         return Photo(None, None, None, 0.0, {k: {} for k in LESIONS})
@@ -158,9 +202,10 @@ def describe_photo(boxes: list[Box], width: int, height: int) -> Photo:
     nasal = 1.0 if eye == "right" else -1.0
     fovea = (disc[0] - nasal * 2.5 * dd, disc[1] + 0.3 * dd)
     photo = Photo(eye, disc, fovea, dd, {k: {} for k in LESIONS})
+    place_of = fine_region if places == "fine" else region_of
     for box in boxes:
         if box.label in LESIONS:
-            photo.lesions[box.label].setdefault(region_of(box.centre, photo), []).append(box)
+            photo.lesions[box.label].setdefault(place_of(box.centre, photo), []).append(box)
     return photo
 
 
@@ -173,7 +218,11 @@ def lesion_phrase(kind: str, region: str, count: int, rng: np.random.Generator, 
     """A noun phrase for ``count`` boxes of ``kind`` in ``region``; ``held_out``: a test-only noun, place or both."""
     mode = pick(rng, ("noun", "place", "both")) if held_out else "none"
     noun = pick(rng, (TEST_ONLY_NOUNS if mode in ("noun", "both") else TRAIN_NOUNS)[kind])
-    place = pick(rng, (TEST_ONLY_PLACES if mode in ("place", "both") else TRAIN_PLACES)[region])
+    held = mode in ("place", "both")
+    if region in FINE_REGIONS:
+        place = pick(rng, (FINE_TEST_ONLY_PLACES if held else FINE_TRAIN_PLACES)[region])
+    else:
+        place = pick(rng, (TEST_ONLY_PLACES if held else TRAIN_PLACES)[region])
     words = [noun, place]
     if rng.random() < 0.7:
         words.insert(0, _amount(count, rng))
@@ -223,6 +272,7 @@ def held_out_terms() -> tuple[str, ...]:
     """Every test-only noun and region form; none occurs in a train or val report."""
     terms = {n for nouns in TEST_ONLY_NOUNS.values() for n in nouns}
     terms.update(p for places in TEST_ONLY_PLACES.values() for p in places)
+    terms.update(p for places in FINE_TEST_ONLY_PLACES.values() for p in places)
     return tuple(sorted(terms))
 
 
@@ -233,8 +283,14 @@ def _photos(folder: Path) -> list[Path]:
     return photos
 
 
-def build_corpus(train: Path, test: Path, out: Path, longest: int = 640, val_fraction: float = 0.15, seed: int = 0):
-    """Write the corpus (images, manifest, class-level and phrase-level COCO per split); returns split counts."""
+def build_corpus(
+    train: Path, test: Path, out: Path, longest: int = 640, val_fraction: float = 0.15, seed: int = 0,
+    places: str = "coarse",
+):  # fmt: skip
+    """Write the corpus (images, manifest, class-level and phrase-level COCO per split); returns split counts.
+    ``places``: how finely the reports place each lesion (:func:`describe_photo`)."""
+    if places not in PLACES:
+        raise ValueError(f"places must be one of {PLACES}, got {places!r}")
     jobs = [(p, "val" if stable_fraction(p.name, "idrid-val") < val_fraction else "train") for p in _photos(train)]
     jobs += [(p, "test") for p in _photos(test)]
     overlap = {p.name for p, s in jobs if s != "test"} & {p.name for p, s in jobs if s == "test"}
@@ -249,7 +305,7 @@ def build_corpus(train: Path, test: Path, out: Path, longest: int = 640, val_fra
         relative = f"images/{split}/{path.stem}.png"
         scale, (height, width) = save_resized(image, out / relative, longest)
         boxes = read_yolo_boxes(path.with_suffix(".txt"), width, height)
-        photo = describe_photo(boxes, width, height)
+        photo = describe_photo(boxes, width, height, places)
         rng = np.random.default_rng([seed, index])
         report, targets = write_report(photo, rng, held_out=split == "test")
         present = sorted({b.label for b in boxes} - {"optic_disc"})
@@ -273,7 +329,7 @@ def build_corpus(train: Path, test: Path, out: Path, longest: int = 640, val_fra
     counts = {split: sum(1 for r in rows if r["split"] == split) for split in ("train", "val", "test")}
     (out / "generation.json").write_text(
         json.dumps({"source": "IDRiD (codras boxes)", "train": str(train), "test": str(test), "longest": longest,
-                    "val_fraction": val_fraction, "seed": seed, "counts": counts,
+                    "val_fraction": val_fraction, "seed": seed, "places": places, "counts": counts,
                     "reports": "derived from the box annotations; they stand in for real reports"}, indent=2),
         encoding="utf-8",
     )  # fmt: skip
@@ -288,9 +344,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--longest", type=int, default=640, help="longest side of the stored images, in pixels")
     parser.add_argument("--val-fraction", type=float, default=0.15, help="share of --train photos held for val")
     parser.add_argument("--seed", type=int, default=0, help="phrasing seed")
+    parser.add_argument(
+        "--places", choices=PLACES, default="coarse",
+        help="coarse: named regions around the disc and the macula; fine: the ETDRS grid's subfields around the "
+        "fovea (centre, inner and outer superior / inferior / nasal / temporal), the named regions beyond",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     return run_command(lambda: build_corpus(args.train, args.test, args.out, args.longest, args.val_fraction,
-                                            args.seed), args.out)  # fmt: skip
+                                            args.seed, args.places), args.out)  # fmt: skip
 
 
 if __name__ == "__main__":
