@@ -97,7 +97,9 @@ assert set(TRAIN_PLACES) == set(REGIONS) == set(TEST_ONLY_PLACES)
 
 # Finer places (``places="fine"``): the ETDRS grid graders use for macular findings, centred on the fovea: the
 # central subfield (within half a disc diameter), and superior / inferior / nasal / temporal sectors of an inner
-# ring (to 1.5 disc diameters) and an outer ring (to 3); the regions above beyond it.
+# ring (to 1.5 disc diameters) and an outer ring (to 3); the regions above beyond it. The radii are in disc
+# diameters, about 1.5 times the clinical grid's (1, 3 and 6 mm across, with a disc about 1.5 mm wide), so that a
+# subfield holds a few cells of a 16 x 16 map.
 DIRECTIONS = ("superior", "inferior", "nasal", "temporal")
 FINE_REGIONS = ("centre", *(f"{ring}_{d}" for ring in ("inner", "outer") for d in DIRECTIONS))
 FINE_TRAIN_PLACES: dict[str, tuple[str, ...]] = {
