@@ -32,7 +32,8 @@ from afloc.localization.heatmaps import scale_to_unit_range  # noqa: E402
 from training.evaluation.datasets import read_phantom  # noqa: E402
 from training.evaluation.protocol import HeatmapSource, ProtocolConfig, evaluate_localization  # noqa: E402
 from training.evaluation.report import summarize_localization, to_json_safe  # noqa: E402
-from training.zone_views import DISC_DIAMETER, FOVEA_OFFSET, find_disc  # noqa: E402
+from training.realdata.fundus import fovea_from_disc  # noqa: E402
+from training.zone_views import DISC_DIAMETER, disc_in_tensor  # noqa: E402
 
 
 def landmark_maps(size: int, disc: tuple[float, float], prompts: list[str], sigma: float) -> np.ndarray:
@@ -40,8 +41,7 @@ def landmark_maps(size: int, disc: tuple[float, float], prompts: list[str], sigm
     prompt, one of half a disc diameter at the disc for a prompt that names the disc. The eye (so the nasal side)
     is the disc's side of the square."""
     dd = DISC_DIAMETER * size
-    nasal = 1.0 if disc[0] > size / 2 else -1.0
-    fovea = (disc[0] - nasal * FOVEA_OFFSET[0] * dd, disc[1] + FOVEA_OFFSET[1] * dd)
+    fovea = fovea_from_disc(disc, dd, "right" if disc[0] > size / 2 else "left")
     yy, xx = np.mgrid[0:size, 0:size] + 0.5
     maps = []
     for prompt in prompts:
@@ -59,9 +59,8 @@ class LandmarkSource(HeatmapSource):
         self.sigma = sigma
 
     def encode(self, tensors: torch.Tensor):
-        mean = torch.tensor(self.preprocessing.mean)[:, None, None]
-        std = torch.tensor(self.preprocessing.std)[:, None, None]
-        return [find_disc((t * std + mean).permute(1, 2, 0).numpy()) for t in tensors]
+        size, (mean, std) = tensors.shape[-1], (self.preprocessing.mean, self.preprocessing.std)
+        return [tuple(v * size for v in disc_in_tensor(t, mean, std)) for t in tensors]
 
     def heatmaps(self, encoded, prompts, sample_id, margin):
         return landmark_maps(self.preprocessing.input_size, encoded, list(prompts), self.sigma)
@@ -77,9 +76,7 @@ def detector_hits(corpus: Path, split: str, image_size: int = 256) -> tuple[int,
         if sample.category != "optic_disc" or not len(sample.boxes):
             continue
         tensor, mapping = preprocessing(load_image(sample.image_path))
-        mean = torch.tensor(preprocessing.mean)[:, None, None]
-        std = torch.tensor(preprocessing.std)[:, None, None]
-        x, y = find_disc((tensor * std + mean).permute(1, 2, 0).numpy())
+        x, y = (v * image_size for v in disc_in_tensor(tensor, preprocessing.mean, preprocessing.std))
         bx, by, bw, bh = sample.boxes[0]
         scale = mapping.resized_width / mapping.original_width
         cx, cy = (bx + bw / 2) * scale + mapping.left, (by + bh / 2) * scale + mapping.top

@@ -1,4 +1,5 @@
-"""The landmark prior (benchmarks/landmark_prior.py): the disc found from the image alone, the fovea placed from it."""
+"""The landmark prior (benchmarks/landmark_prior.py): the disc found from the image alone
+(training.zone_views.find_disc), the fovea placed from it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 
 import numpy as np
 import pytest
+
+from training.zone_views import find_disc
 
 prior = pytest.importorskip("benchmarks.landmark_prior")
 
@@ -24,12 +27,12 @@ def _photo(disc_x: int, size: tuple[int, int] = (120, 160)) -> np.ndarray:
 
 def test_the_disc_is_the_bright_blob_not_the_speck():
     """Bug class: the maximum taken before the blur (a speck wins), or the dark surround pulling the rim down."""
-    x, y = prior.find_disc(_photo(disc_x=110))
+    x, y = find_disc(_photo(disc_x=110))
     assert abs(x - 110) <= 3 and abs(y - 60) <= 3
-    x, _ = prior.find_disc(_photo(disc_x=50))
+    x, _ = find_disc(_photo(disc_x=50))
     assert abs(x - 50) <= 3
     with pytest.raises(ValueError, match="RGB"):
-        prior.find_disc(np.zeros((8, 8)))
+        find_disc(np.zeros((8, 8)))
 
 
 def test_the_fovea_lies_temporal_to_the_disc_for_either_eye():

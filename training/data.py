@@ -27,7 +27,16 @@ from afloc.text.tokenizer import (
 from .augment import Augmentation
 from .manifest import ManifestRecord, read_manifest
 from .mirror import mirror_box, mirror_caption, mirror_image, mirror_pair_order
-from .zone_views import ANCHORS, WHOLE_IMAGE, apply_view, decoy_view, find_disc, random_region, report_eye, zone_view
+from .zone_views import (
+    ANCHORS,
+    WHOLE_IMAGE,
+    apply_view,
+    decoy_view,
+    disc_in_tensor,
+    random_region,
+    report_eye,
+    zone_view,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +167,9 @@ class ImageReportDataset(Dataset):
                     if decoy_rng.random() < self.zone_view_decoys:
                         view = decoy_view(self.sentences[position], decoy_rng, self.eyes[position])
                 if view is None:
-                    disc = self._disc(tensor) if self.zone_view_anchor == "disc" else None
+                    disc = None
+                    if self.zone_view_anchor == "disc":  # found in this augmented photograph's own pixels
+                        disc = disc_in_tensor(tensor, self.preprocessing.mean, self.preprocessing.std)
                     view = zone_view(self.sentences[position], view_rng, self.zone_layout, self.eyes[position], disc)
                 box, caption = (random_region(view_rng, self.zone_layout), caption) if view is None else view
                 tensor = apply_view(tensor, box)
@@ -169,13 +180,6 @@ class ImageReportDataset(Dataset):
         if not self.zone_view_masks:
             return {"image": tensor, "caption": caption}
         return {"image": tensor, "caption": caption, "view_box": torch.tensor(box, dtype=torch.float32)}
-
-    def _disc(self, tensor: torch.Tensor) -> tuple[float, float]:
-        """The optic disc found in this (augmented, pad-resized) photograph's pixels, as fractions of the square."""
-        mean = torch.tensor(self.preprocessing.mean, dtype=tensor.dtype)[:, None, None]
-        std = torch.tensor(self.preprocessing.std, dtype=tensor.dtype)[:, None, None]
-        x, y = find_disc((tensor * std + mean).permute(1, 2, 0).numpy())
-        return x / tensor.shape[-1], y / tensor.shape[-2]
 
     def _mirror(
         self, tensor: torch.Tensor, caption: str, box: tuple, position: int, epoch: int, asked: bool

@@ -34,7 +34,10 @@ from collections.abc import Sequence
 
 import torch
 
+from afloc.imaging.transforms import RETINA_LEVEL
 from afloc.text.tokenizer import is_negated
+
+from .realdata.fundus import fovea_from_disc
 
 # image-frame extents (fractions of the pad-resized square) of each side and zone on a frontal film; generous and
 # overlapping, so that a finding near a zone's edge stays inside its view
@@ -105,7 +108,6 @@ FUNDUS_FINE_PLACES: tuple[tuple[re.Pattern, str], ...] = (
       for d in _DIRECTIONS.split("|")),
 )  # fmt: skip
 DISC_DIAMETER = 1 / 8  # of the pad-resized square: IDRiD's median (5-95%: 0.11-0.15)
-FOVEA_OFFSET = (2.5, 0.3)  # disc diameters temporal to and below the disc centre (as training.realdata.fundus)
 ANCHOR_MARGIN = 0.25  # disc diameters added around each anchored place: the disc and its diameter are estimates
 _FAR = 12.0  # "to the photograph's edge", in disc diameters
 # each place as (across0, down0, across1, down1) in disc diameters from the fovea, across toward the nose: the
@@ -130,7 +132,7 @@ def anchored_box(place: str, disc: tuple[float, float], eye: str) -> tuple[float
     """The image-frame box (fractions, clipped to the image) of a named place on a photograph whose optic disc is
     centred at ``disc`` (fractions of the square), for a ``"right"`` or ``"left"`` eye."""
     nasal = 1.0 if eye == "right" else -1.0
-    fx, fy = disc[0] - nasal * FOVEA_OFFSET[0] * DISC_DIAMETER, disc[1] + FOVEA_OFFSET[1] * DISC_DIAMETER
+    fx, fy = fovea_from_disc(disc, DISC_DIAMETER, eye)
     a0, d0, a1, d1 = ANCHORED_PLACES[place]
     xs = sorted((fx + nasal * a0 * DISC_DIAMETER, fx + nasal * a1 * DISC_DIAMETER))
     m = ANCHOR_MARGIN * DISC_DIAMETER
@@ -139,14 +141,20 @@ def anchored_box(place: str, disc: tuple[float, float], eye: str) -> tuple[float
     return (x0, y0, max(x0, x1), max(y0, y1))
 
 
-# the frame boxes of the ETDRS subfields: each anchored at IDRiD's median disc (0.73, 0.49 of the square for a
-# right eye) and widened by one disc diameter, about how far the fovea moves between photographs
+def _widened(box: tuple[float, float, float, float], by: float) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = box
+    return (max(0.0, x0 - by), max(0.0, y0 - by), min(1.0, x1 + by), min(1.0, y1 + by))
+
+
+# every place's box in the fixed frame of a right eye: the coarse places and the disc as listed above; the ETDRS
+# subfields anchored at IDRiD's median disc (0.73, 0.49 of the square) and widened by one disc diameter, about how
+# far the fovea moves between photographs
 _MEDIAN_DISC = (0.73, 0.49)
-_FINE_FRAME = {
-    name: (lambda b: (max(0.0, b[0] - DISC_DIAMETER), max(0.0, b[1] - DISC_DIAMETER), min(1.0, b[2] + DISC_DIAMETER),
-                      min(1.0, b[3] + DISC_DIAMETER)))(anchored_box(name, _MEDIAN_DISC, "right"))
-    for _, name in FUNDUS_FINE_PLACES
-}  # fmt: skip
+_FRAME_BOXES = {
+    **dict(zip(FUNDUS_PLACE_NAMES, (box for _, box in FUNDUS_PLACES), strict=True)),
+    "peripapillary": FUNDUS_DISC[1],
+    **{name: _widened(anchored_box(name, _MEDIAN_DISC, "right"), DISC_DIAMETER) for _, name in FUNDUS_FINE_PLACES},
+}
 
 
 def find_disc(rgb) -> tuple[float, float]:
@@ -162,13 +170,22 @@ def find_disc(rgb) -> tuple[float, float]:
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"find_disc needs an RGB [H, W, 3] image, got shape {rgb.shape}")
     grey = rgb.mean(axis=2)
-    retina = binary_erosion(grey > 0.12 * np.percentile(grey, 99), iterations=4).astype(np.float32)
+    retina = binary_erosion(grey > RETINA_LEVEL * np.percentile(grey, 99), iterations=4).astype(np.float32)
     if not retina.any():
         retina = np.ones_like(grey)
     sigma = 0.02 * max(rgb.shape[:2])
     blob = gaussian_filter(rgb[..., 0] * retina, sigma) / np.maximum(gaussian_filter(retina, sigma), 1e-3) * retina
     y, x = np.unravel_index(int(np.argmax(blob)), blob.shape)
     return float(x) + 0.5, float(y) + 0.5
+
+
+def disc_in_tensor(tensor: torch.Tensor, mean, std) -> tuple[float, float]:
+    """:func:`find_disc` on a preprocessed photograph ``[3, S, S]`` (normalised with ``mean`` / ``std``, undone
+    first), as fractions of the square."""
+    mean = torch.as_tensor(mean, dtype=torch.float32)[:, None, None]
+    std = torch.as_tensor(std, dtype=torch.float32)[:, None, None]
+    x, y = find_disc((tensor.detach().float().cpu() * std + mean).permute(1, 2, 0).numpy())
+    return x / tensor.shape[-1], y / tensor.shape[-2]
 
 
 _RIGHT_EYE = re.compile(r"\b(right eye|od)\b", re.I)
@@ -201,9 +218,7 @@ def fundus_region(
         eye = eye or ("right" if disc[0] > 0.5 else "left")
         boxes = [anchored_box(name, disc, eye) for name in names]
     else:
-        frame = {**dict(zip(FUNDUS_PLACE_NAMES, (b for _, b in FUNDUS_PLACES), strict=True)), **_FINE_FRAME,
-                 "peripapillary": FUNDUS_DISC[1]}  # fmt: skip
-        boxes = [frame[name] for name in names]
+        boxes = [_FRAME_BOXES[name] for name in names]
         if eye is None and any(name != "macula" for name in names):
             return None
         if eye == "left":

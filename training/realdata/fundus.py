@@ -116,6 +116,16 @@ PLACES = ("coarse", "fine")
 assert set(FINE_TRAIN_PLACES) == set(FINE_REGIONS) == set(FINE_TEST_ONLY_PLACES)
 
 
+FOVEA_OFFSET = (2.5, 0.3)  # the fovea: this many disc diameters temporal to the disc centre, and below it
+
+
+def fovea_from_disc(disc: tuple[float, float], disc_diameter: float, eye: str) -> tuple[float, float]:
+    """The fovea's estimated centre, in the units of ``disc`` and ``disc_diameter``, for a ``"right"`` or ``"left"``
+    eye (the disc, and so the nose, on the image's right for a right eye; the fovea lies temporal to it)."""
+    nasal = 1.0 if eye == "right" else -1.0
+    return (disc[0] - nasal * FOVEA_OFFSET[0] * disc_diameter, disc[1] + FOVEA_OFFSET[1] * disc_diameter)
+
+
 @dataclass
 class Photo:
     """What a grader sees on one photograph: the eye, the landmarks and each lesion class's boxes by region."""
@@ -201,8 +211,7 @@ def describe_photo(boxes: list[Box], width: int, height: int, places: str = "coa
     disc = disc_box.centre
     dd = (disc_box.w + disc_box.h) / 2
     eye = "right" if disc[0] > width / 2 else "left"
-    nasal = 1.0 if eye == "right" else -1.0
-    fovea = (disc[0] - nasal * 2.5 * dd, disc[1] + 0.3 * dd)
+    fovea = fovea_from_disc(disc, dd, eye)
     photo = Photo(eye, disc, fovea, dd, {k: {} for k in LESIONS})
     place_of = fine_region if places == "fine" else region_of
     for box in boxes:
