@@ -94,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--score-detector", action="store_true", help="also score the disc detector itself")
     parser.add_argument("--out", type=Path, default=None, help="write summary.json here")
     args = parser.parse_args(argv)
-    samples = read_phantom(args.corpus, args.split).samples
+    try:
+        samples = read_phantom(args.corpus, args.split).samples
+    except ValueError as error:
+        raise SystemExit(f"landmark_prior: {error}") from None
     if not samples:
         raise SystemExit(f"{args.corpus}: no {args.split} targets")
     result = {"corpus": str(args.corpus), "split": args.split, "runs": {}}

@@ -67,5 +67,7 @@ def test_scores_a_tiny_corpus_and_its_detector(tmp_path):
     result = json.loads((out / "summary.json").read_text())
     assert set(result["runs"]) == {"1.0", "2.0"} and result["detector"] == {"hits": 1, "discs": 1}
     assert result["runs"]["1.0"]["pointing_game"]["per_category"]["optic_disc"]["mean"] == 1.0
+    with pytest.raises(SystemExit, match=r"the corpus's test annotations not found: .*nowhere"):
+        prior.main(["--corpus", str(tmp_path / "nowhere"), "--split", "test"])
     with pytest.raises(SystemExit, match="no val targets"):
         prior.main(["--corpus", str(tmp_path / "corpus"), "--split", "val"])

@@ -168,7 +168,8 @@ def read_phantom(corpus_dir: str | Path, split: str = "test", *, keep_missing: b
     relative to ``corpus_dir``. Normal studies have no box and are counted as ``"no box"``.
     """
     corpus_dir = Path(corpus_dir)
-    return read_ms_cxr(corpus_dir / "annotations" / f"{split}.json", corpus_dir, keep_missing=keep_missing)
+    annotations = require_file(corpus_dir / "annotations" / f"{split}.json", f"the corpus's {split} annotations")
+    return read_ms_cxr(annotations, corpus_dir, keep_missing=keep_missing)
 
 
 def read_coco(annotations: str | Path, image_root: str | Path, *, keep_missing: bool = False) -> ReadResult:
