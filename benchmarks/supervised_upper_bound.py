@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -68,12 +67,13 @@ from afloc.imaging.transforms import Preprocessing  # noqa: E402
 from afloc.localization.heatmaps import LocalizationConfig, heatmaps_from_embeddings  # noqa: E402
 from afloc.modeling.config import ImageEncoderConfig  # noqa: E402
 from afloc.modeling.image_encoder import ImageEncoder  # noqa: E402
-from afloc.text.tokenizer import is_negated, report_sentences  # noqa: E402
+from afloc.text.tokenizer import report_sentences  # noqa: E402
 from training.callbacks import summarize_scores  # noqa: E402
 from training.evaluation.datasets import read_phantom  # noqa: E402
 from training.evaluation.protocol import HeatmapSource, ProtocolConfig, evaluate_localization  # noqa: E402
 from training.evaluation.report import summarize_localization, to_json_safe  # noqa: E402
-from training.zone_views import FUNDUS_DISC, report_eye, sentence_regions  # noqa: E402
+from training.place_targets import place_loss, place_masks, place_tensors, report_places  # noqa: E402
+from training.zone_views import report_eye  # noqa: E402
 
 KINDS = ("consolidation", "atelectasis", "pleural_effusion", "pneumothorax", "cardiomegaly", "nodule", "mass", "edema")
 SIDES = ("right", "left", "both")
@@ -139,51 +139,22 @@ def normal_images(corpus: Path, taken: set[str], limit: int, preprocessing) -> t
     return torch.stack(tensors) if tensors else torch.empty(0, 3, preprocessing.input_size, preprocessing.input_size)
 
 
-FINDING_WORDS = {  # the class a fundus sentence speaks of (zones supervision)
-    "hard_exudates": re.compile(r"exudat", re.I),
-    "haemorrhage": re.compile(r"h(a)?emorrhag", re.I),
-}
-
-
-def sentence_classes(sentence: str, categories: list[str]) -> list[str]:
-    """The categories a fundus report sentence speaks of: the lesions it names, or the disc when it names none."""
-    named = [c for c, pattern in FINDING_WORDS.items() if c in categories and pattern.search(sentence)]
-    if not named and "optic_disc" in categories and FUNDUS_DISC[0].search(sentence):
-        named = ["optic_disc"]
-    return named
-
-
 def zone_targets(reports: list[str], categories: list[str], grid: int, max_bags: int = 12):
-    """What each report says, on the ``grid x grid`` deep map: positive bags (``[N, max_bags, grid, grid]`` cell
-    masks with their class ``[N, max_bags]``, -1 = none) and negative cells ``[N, C, grid, grid]``."""
-    centres = (torch.arange(grid) + 0.5) / grid
+    """What each report says, on the ``grid x grid`` deep map (:func:`training.place_targets.report_places`, fixed
+    frame): positive bags (``[N, max_bags, grid, grid]`` cell masks with their class ``[N, max_bags]``, -1 = none)
+    and ruled-out cells ``[N, C, grid, grid]``."""
     bags = torch.zeros(len(reports), max_bags, grid, grid, dtype=torch.bool)
     bag_class = torch.full((len(reports), max_bags), -1, dtype=torch.long)
     negative = torch.ones(len(reports), len(categories), grid, grid, dtype=torch.bool)
     for n, report in enumerate(reports):
-        sentences = report_sentences(report)
-        regions = sentence_regions(sentences, "fundus", report_eye(report))
-        placed = {c: torch.zeros(grid, grid, dtype=torch.bool) for c in categories}
-        unplaced = set()
-        k = 0
-        for sentence, region in zip(sentences, regions, strict=True):
-            if is_negated(sentence):  # negated ("no hard exudates"): rules the class out
-                continue
-            for name in sentence_classes(sentence, categories):
-                if region is None:
-                    unplaced.add(name)
-                    continue
-                x0, y0, x1, y1 = region
-                cells = ((centres >= y0) & (centres < y1))[:, None] & ((centres >= x0) & (centres < x1))[None, :]
-                placed[name] |= cells
-                if k < max_bags and cells.any():
-                    bags[n, k], bag_class[n, k] = cells, categories.index(name)
-                    k += 1
-        for c, name in enumerate(categories):
-            if name in unplaced:  # somewhere the report does not say: no cell is ruled out
-                negative[n, c] = False
-            else:
-                negative[n, c] = ~placed[name]
+        sentences, eye = report_sentences(report), report_eye(report)
+        # every unplaced mention counts (summaries=False): the reading of the recorded zones results (round 17)
+        places, ruled_out = report_places(sentences, categories, eye, None, max_bags, summaries=False)
+        one = place_tensors(places, ruled_out, max_bags)
+        cells, ruled = place_masks(
+            *(one[k][None] for k in ("place_boxes", "place_class", "place_ruled_out")), grid, grid
+        )
+        bags[n], bag_class[n], negative[n] = cells[0], one["place_class"], ruled[0]
     return bags, bag_class, negative
 
 
@@ -223,18 +194,6 @@ def anchored_targets(photos, categories: list[str], grid: int, places: str = "fi
                     k += 1
             negative[n, c] = ~placed
     return bags, bag_class, negative
-
-
-def zone_loss(maps: torch.Tensor, bags, bag_class, negative, r: float) -> torch.Tensor:
-    """Log-sum-exp-pooled BCE of each positive bag plus per-cell BCE of the ruled-out cells (``maps``: logits)."""
-    chosen = maps.gather(1, bag_class.clamp(min=0)[:, :, None, None].expand(-1, -1, *maps.shape[2:]))
-    cells = torch.where(bags, r * chosen, torch.full_like(chosen, -torch.inf)).flatten(2)
-    count = bags.flatten(2).sum(2).clamp(min=1)
-    valid = bag_class >= 0
-    pooled = (torch.logsumexp(cells, dim=2) - count.log()) / r
-    positive = F.binary_cross_entropy_with_logits(pooled[valid], torch.ones_like(pooled[valid]))
-    ruled_out = F.binary_cross_entropy_with_logits(maps[negative], torch.zeros_like(maps[negative]))
-    return positive + ruled_out
 
 
 def pooled_logits(maps: torch.Tensor, r: float) -> torch.Tensor:
@@ -367,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         index = torch.randint(len(images), (args.batch,), generator=generator)
         logits = head(encoder(images[index]).patch_embeddings)
         if args.supervision in ("zones", "anchored"):
-            loss = zone_loss(logits, bags[index], bag_class[index], negative[index], args.pool_r)
+            loss = place_loss(logits, bags[index], bag_class[index], negative[index], args.pool_r)
         elif args.supervision == "presence":
             loss = F.binary_cross_entropy_with_logits(pooled_logits(logits, args.pool_r), maps[index])
         else:

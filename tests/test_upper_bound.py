@@ -136,7 +136,7 @@ def test_zone_loss_rewards_heat_inside_the_named_place_and_none_where_ruled_out(
     inside[0, 0, 3, 1] = inside[0, 1, 3, 6] = 4.0  # one exudate cell in the place, the disc in its own
     outside = torch.full((1, 2, 8, 8), -4.0)
     outside[0, 0, 0, 7] = outside[0, 1, 0, 0] = 4.0  # the same heat where the report rules it out
-    assert bound.zone_loss(inside, bags, bag_class, negative, 5.0) < bound.zone_loss(
+    assert bound.place_loss(inside, bags, bag_class, negative, 5.0) < bound.place_loss(
         outside, bags, bag_class, negative, 5.0
     )
 

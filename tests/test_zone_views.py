@@ -7,7 +7,7 @@ import random
 
 import pytest
 import torch
-from training_fixtures import write_manifest, write_tiny_bert, write_tiny_corpus
+from training_fixtures import write_disc_photograph, write_manifest, write_tiny_bert, write_tiny_corpus
 
 from training.data import ImageReportDataModule
 from training.zone_views import (
@@ -361,18 +361,11 @@ def test_an_anchored_place_is_measured_from_the_disc_on_either_eye():
 
 def test_zone_view_anchor_follows_the_disc_found_in_each_photograph(tmp_path, tiny_bert):
     """The view of a fine place moves with the photograph's own disc; no disc option without fundus views."""
-    import numpy as np
-    from PIL import Image
-
     from training.zone_views import anchored_box
 
     rows, size = [], 64
-    yy, xx = np.mgrid[0:size, 0:size]
     for i, disc_x in enumerate((48, 44, 16, 20)):
-        image = np.zeros((size, size, 3), np.uint8)
-        image[(xx - 32) ** 2 + (yy - 32) ** 2 < 30**2] = (110, 50, 20)
-        image[(xx - disc_x) ** 2 + (yy - 30) ** 2 < 16] = (250, 180, 100)  # the disc: the brightest red blob
-        Image.fromarray(image).save(tmp_path / f"{i}.png")
+        write_disc_photograph(tmp_path / f"{i}.png", disc_x, size)
         eye = "OD" if disc_x > 32 else "OS"
         rows.append({"image": f"{i}.png", "split": "train",
                      "report": f"EYE: {eye}. FINDINGS: Hard exudates in the central subfield."})  # fmt: skip

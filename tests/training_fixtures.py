@@ -61,3 +61,17 @@ def write_manifest(path: Path, rows: list[dict]) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def write_disc_photograph(path: Path, disc_x: int, size: int = 64) -> Path:
+    """A synthetic fundus photograph at ``path``: a dim red retina and a small bright disc centred at
+    ``(disc_x, 30)`` (the brightest red blob, which :func:`training.zone_views.find_disc` finds)."""
+    import numpy as np
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:size, 0:size]
+    image = np.zeros((size, size, 3), np.uint8)
+    image[(xx - size // 2) ** 2 + (yy - size // 2) ** 2 < (size // 2 - 2) ** 2] = (110, 50, 20)
+    image[(xx - disc_x) ** 2 + (yy - 30) ** 2 < 16] = (250, 180, 100)
+    Image.fromarray(image).save(path)
+    return path

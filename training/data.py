@@ -27,6 +27,7 @@ from afloc.text.tokenizer import (
 from .augment import Augmentation
 from .manifest import ManifestRecord, read_manifest
 from .mirror import mirror_box, mirror_caption, mirror_image, mirror_pair_order
+from .place_targets import FUNDUS_FINDINGS, MAX_PLACES, no_places, place_tensors, report_places
 from .zone_views import (
     ANCHORS,
     WHOLE_IMAGE,
@@ -40,6 +41,7 @@ from .zone_views import (
 
 logger = logging.getLogger(__name__)
 
+PLACE_CATEGORIES = tuple(name for name, _, _ in FUNDUS_FINDINGS)  # the findings place targets speak of, in order
 MIRROR_OFFSET = 1 << 40  # a sampler index at or above this asks for the sample's mirror (:mod:`training.mirror`)
 
 
@@ -57,6 +59,15 @@ def _check_anchor(anchor: str, view_fraction: float, layout: str) -> None:
         raise ValueError("zone_view_anchor 'disc' is for fundus photographs (modality='fundus'); a chest film has none")
     if anchor == "disc" and view_fraction == 0:
         raise ValueError("zone_view_anchor 'disc' needs zone views: set zone_view_fraction > 0")
+
+
+def _check_places(place_targets: bool, layout: str, mirroring: bool) -> None:
+    if place_targets and layout != "fundus":
+        raise ValueError(
+            "place_targets reads places relative to the optic disc and is for fundus photographs (modality='fundus')"
+        )
+    if place_targets and mirroring:
+        raise ValueError("place_targets cannot be combined with mirroring (mirror_fraction, mirror_pairs) yet")
 
 
 def _check_decoys(decoys: float, view_fraction: float, layout: str) -> None:
@@ -99,6 +110,7 @@ class ImageReportDataset(Dataset):
         drop_negated: bool = False,
         zone_view_decoys: float = 0.0,
         zone_view_anchor: str = "frame",
+        place_targets: bool = False,
     ) -> None:
         if not 0.0 <= mirror_fraction <= 1.0:
             raise ValueError(f"mirror_fraction must be in [0, 1], got {mirror_fraction}")
@@ -115,8 +127,11 @@ class ImageReportDataset(Dataset):
         self.zone_view_anchor = zone_view_anchor
         self.mirroring = mirror_fraction > 0 or mirror_pairs
         self.mirror_fraction = mirror_fraction
-        # the eye is read only where views or mirrors need it (runs without them keep their captions)
-        fundus_eyes = (zone_view_fraction > 0 or self.mirroring) and self.zone_layout == "fundus"
+        _check_places(place_targets, self.zone_layout, self.mirroring)
+        # the whole report's sentences, denials included, before any caption rule drops some
+        self.place_sentences = [report_sentences(r.report) for r in records] if place_targets else None
+        # the eye is read only where views, mirrors or places need it (runs without them keep their captions)
+        fundus_eyes = (zone_view_fraction > 0 or self.mirroring or place_targets) and self.zone_layout == "fundus"
         self.eyes = [report_eye(r.report) for r in records] if fundus_eyes else [None] * len(records)
         self.records = records
         self.full_report_fraction = 1.0 if full_report else full_report_fraction
@@ -177,9 +192,21 @@ class ImageReportDataset(Dataset):
             tensor, caption, box = self._mirror(tensor, caption, box, position, epoch, bool(mirrored))
         elif mirrored:
             raise ValueError("a mirrored sample was asked of a dataset built without mirroring")
-        if not self.zone_view_masks:
-            return {"image": tensor, "caption": caption}
-        return {"image": tensor, "caption": caption, "view_box": torch.tensor(box, dtype=torch.float32)}
+        item = {"image": tensor, "caption": caption}
+        if self.zone_view_masks:
+            item["view_box"] = torch.tensor(box, dtype=torch.float32)
+        if self.place_sentences is not None:
+            item.update(self._places(tensor, position, shown_whole=box == WHOLE_IMAGE))
+        return item
+
+    def _places(self, tensor: torch.Tensor, position: int, shown_whole: bool) -> dict[str, torch.Tensor]:
+        """The place targets of a photograph shown whole (:mod:`training.place_targets`), anchored on the disc found
+        in its own augmented pixels; a view teaches no place."""
+        if not shown_whole:
+            return no_places(len(PLACE_CATEGORIES), MAX_PLACES)
+        disc = disc_in_tensor(tensor, self.preprocessing.mean, self.preprocessing.std)
+        places, ruled_out = report_places(self.place_sentences[position], PLACE_CATEGORIES, self.eyes[position], disc)
+        return place_tensors(places, ruled_out, MAX_PLACES)
 
     def _mirror(
         self, tensor: torch.Tensor, caption: str, box: tuple, position: int, epoch: int, asked: bool
@@ -325,6 +352,9 @@ class Collate:
             batch["text"] = self.tokenizer([item["caption"] for item in good])
             if "view_box" in good[0]:
                 batch["view_boxes"] = torch.stack([item["view_box"] for item in good])
+            for key in ("place_boxes", "place_class", "place_ruled_out"):
+                if key in good[0]:
+                    batch[key] = torch.stack([item[key] for item in good])
         return batch
 
 
@@ -352,6 +382,11 @@ class ImageReportDataModule(pl.LightningDataModule):
             with their sentences that name no place (:func:`training.zone_views.decoy_view`), so that a view's place
             does not by itself say "this caption names a lesion". 0 (default) = off. Needs ``zone_view_fraction``
             > 0. Not in the reference.
+        place_targets: fundus: every training photograph shown whole (not through a zone view) carries what its
+            report says is where (:mod:`training.place_targets`: each placed finding's region, measured from the
+            disc found in its own pixels, and the cells the report rules out), for the model's place loss
+            (``--model.place_weight``). Read from the whole report, denials included; no annotation is read. Off
+            (default). Not in the reference.
         zone_view_anchor: fundus: where a view's place is measured from: ``"frame"`` (default), fixed boxes of a
             macula-centred photograph; ``"disc"``, the optic disc found in each photograph's own pixels (no
             annotation; :func:`training.zone_views.find_disc`), which the ETDRS subfields of ``prepare-fundus
@@ -421,8 +456,10 @@ class ImageReportDataModule(pl.LightningDataModule):
         drop_negated: bool = False,
         zone_view_decoys: float = 0.0,
         zone_view_anchor: str = "frame",
+        place_targets: bool = False,
     ) -> None:
         super().__init__()
+        _check_places(place_targets, "fundus" if modality == "fundus" else "chest", mirror_fraction > 0 or mirror_pairs)
         _check_decoys(zone_view_decoys, zone_view_fraction, "fundus" if modality == "fundus" else "chest")
         _check_anchor(zone_view_anchor, zone_view_fraction, "fundus" if modality == "fundus" else "chest")
         for label, times in (label_repeats or {}).items():
@@ -488,6 +525,7 @@ class ImageReportDataModule(pl.LightningDataModule):
                 drop_negated=self.hparams.get("drop_negated", False) and split == "train",
                 zone_view_decoys=self.hparams.get("zone_view_decoys", 0.0) if split == "train" else 0.0,
                 zone_view_anchor=self.hparams.get("zone_view_anchor", "frame") if split == "train" else "frame",
+                place_targets=self.hparams.get("place_targets", False) and split == "train",
             )
         if self.dropped_reports["train"]:
             logger.warning("dropped %d training studies with no usable sentence", self.dropped_reports["train"])

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
 import time
 from typing import Literal
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from pytorch_lightning.callbacks import Timer
 
 from afloc import AFLocConfig, AFLocLoss, ImageEncoderConfig, LossConfig, TextEncoderConfig, build_model
 from afloc.modeling.types import ImageEncoderOutput, TextEncoderOutput
-from afloc.text.tokenizer import sample_caption
+from afloc.text.tokenizer import normalize_prompt, sample_caption
 
 from .distributed import gather_boxes, gather_image_outputs, gather_text_outputs
+from .place_targets import FUNDUS_FINDINGS, place_loss, place_masks
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +92,12 @@ class AFLocPretraining(pl.LightningModule):
             on wall-clock time. Not in the reference.
         gather_across_ranks: under DDP, compute every loss over the global batch (embeddings gathered with
             gradients) instead of each rank's own batch.
+        place_weight: weight of the place loss (:mod:`training.place_targets`; needs ``--data.place_targets
+            true``): each finding's heatmap, the cosine of its prompt vector ("hard exudates") with the deep map, as
+            cell logits (a learned scale and bias, kept out of the exported model), should be warm over the places
+            the report names and cold where it rules the finding out. 0 (default) = off. Not in the reference.
+        place_pool_r: the log-sum-exp sharpness that pools a named place's cells (1: near their mean, so the whole
+            place should be warm; large: near their maximum).
     """
 
     def __init__(
@@ -128,6 +137,8 @@ class AFLocPretraining(pl.LightningModule):
         anneal_fraction: float = 0.0,
         gather_across_ranks: bool = False,
         init_model: str | None = None,
+        place_weight: float = 0.0,
+        place_pool_r: float = 1.0,
     ) -> None:
         super().__init__()
         if learning_rate <= 0:
@@ -148,6 +159,10 @@ class AFLocPretraining(pl.LightningModule):
             raise ValueError(f"freeze_image_stages must be in 0..{len(_BACKBONE_STAGES)}, got {freeze_image_stages}")
         if recalibrate_bn_batches < 0:
             raise ValueError(f"recalibrate_bn_batches must be >= 0, got {recalibrate_bn_batches}")
+        if place_weight < 0:
+            raise ValueError(f"place_weight must be >= 0, got {place_weight}")
+        if place_pool_r <= 0:
+            raise ValueError(f"place_pool_r must be > 0, got {place_pool_r}")
         self.save_hyperparameters()
         given = {**self.hparams, "name_or_path": text_model, "frozen": freeze_text, "context": text_context,
                  "adapter": text_adapter, "initial_weights": image_weights}  # fmt: skip
@@ -169,6 +184,10 @@ class AFLocPretraining(pl.LightningModule):
             self.model.text_encoder.enable_cache()
         if channels_last:
             self.model.image_encoder.to(memory_format=torch.channels_last)
+        if place_weight > 0:  # cosine -> cell logit; training only (not under self.model, so never exported)
+            self.place_log_scale = torch.nn.Parameter(torch.tensor(math.log(10.0)))
+            self.place_bias = torch.nn.Parameter(torch.tensor(-2.0))
+            self._place_text = None
 
     def _frozen_image_modules(self) -> list[torch.nn.Module]:
         backbone = self.model.image_encoder.backbone
@@ -208,6 +227,9 @@ class AFLocPretraining(pl.LightningModule):
             image_out, text_out = gather_image_outputs(image_out), gather_text_outputs(text_out)
             view_boxes = None if view_boxes is None else gather_boxes(view_boxes)
         terms = self.loss(image_out, text_out, view_boxes)
+        if self.hparams.get("place_weight", 0.0) > 0 and "place_class" in batch:
+            terms["place"] = self._place_loss(image_out.patch_embeddings, batch)
+            terms["total"] = terms["total"] + self.hparams.place_weight * terms["place"]
         batch_size = batch["images"].shape[0]
         for name, value in terms.items():
             self.log(
@@ -229,6 +251,21 @@ class AFLocPretraining(pl.LightningModule):
             sync_dist=stage != "train",
         )
         return terms["total"]
+
+    def _place_loss(self, patches: torch.Tensor, batch: dict) -> torch.Tensor:
+        """The place loss (:func:`training.place_targets.place_loss`) of the batch's whole photographs on the cosine
+        maps of each finding's prompt with the deep map."""
+        if self._place_text is None:
+            raise ValueError("place_weight > 0: the finding prompts were not tokenised (fitting sets them)")
+        text_trainable = not self.hparams.freeze_text or self.model.text_adapter is not None
+        with torch.set_grad_enabled(torch.is_grad_enabled() and text_trainable):
+            prompts = self.model.encode_text(self._place_text.to(patches.device)).report_embedding
+        cosine = torch.einsum("bdhw,cd->bchw", F.normalize(patches.float(), dim=1), F.normalize(prompts.float(), dim=1))
+        logits = self.place_log_scale.exp() * cosine + self.place_bias
+        bags, negative = place_masks(
+            batch["place_boxes"], batch["place_class"], batch["place_ruled_out"], *logits.shape[-2:]
+        )
+        return place_loss(logits, bags, batch["place_class"], negative, self.hparams.place_pool_r)
 
     def training_step(self, batch: dict, batch_index: int) -> torch.Tensor | None:
         self.log("elapsed_s", self.elapsed_seconds(), on_step=True, on_epoch=False)
@@ -301,6 +338,11 @@ class AFLocPretraining(pl.LightningModule):
             logger.info("text cache: %d distinct sentences encoded in %.1f s", size, time.perf_counter() - start)
         self._fit_start_time = time.perf_counter() - getattr(self, "_elapsed_before", 0.0)
         self._set_word_center()
+        if self.hparams.get("place_weight", 0.0) > 0:
+            datamodule = self.trainer.datamodule
+            if not getattr(datamodule, "hparams", {}).get("place_targets", False):
+                raise ValueError("place_weight > 0 needs place targets in the batches: set --data.place_targets true")
+            self._place_text = datamodule.tokenizer([normalize_prompt(prompt) for _, prompt, _ in FUNDUS_FINDINGS])
 
     def elapsed_seconds(self) -> float:
         """Wall-clock seconds of fitting so far (across resumes; logged as ``elapsed_s``)."""
