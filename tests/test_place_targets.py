@@ -159,9 +159,9 @@ def test_whole_photographs_carry_places_from_their_own_disc_and_views_none(tmp_p
         ImageReportDataModule(manifest, modality="fundus", place_targets=True, mirror_fraction=0.5)
 
 
-def test_the_place_loss_trains_the_models_own_heatmaps(tmp_path, tiny_bert):
-    """The place term is logged, reaches the image encoder, stays out of the exported model, and is refused
-    without place targets in the batches."""
+def test_the_place_loss_trains_the_models_own_heatmaps(tmp_path, tiny_bert, capsys):
+    """The place term is logged, reaches the image encoder, stays out of the exported model (benchmarks/place_fit.py
+    reads it from the checkpoint), and is refused without place targets in the batches."""
     from afloc import load_pretrained
     from training.cli import cli_main
 
@@ -182,8 +182,19 @@ def test_the_place_loss_trains_the_models_own_heatmaps(tmp_path, tiny_bert):
     module._place_loss(out.patch_embeddings, batch).backward()
     grads = [p.grad for p in module.model.image_encoder.parameters() if p.requires_grad]
     assert any(g is not None and bool(g.abs().sum() > 0) for g in grads)
-    bundle = load_pretrained(cli.trainer.checkpoint_callback.last_model_path)
+    last = cli.trainer.checkpoint_callback.last_model_path
+    bundle = load_pretrained(last)
     assert not any("place" in key for key in bundle.model.state_dict())  # the scale and bias stay in training
+
+    import json
+
+    from benchmarks import place_fit
+
+    capsys.readouterr()  # what the fit printed
+    assert place_fit.main(["--model", last, "--manifest", manifest, "--photographs", "4"]) == 0
+    fit = json.loads(capsys.readouterr().out)
+    assert fit["optic_disc"]["bags"] == 4 and fit["haemorrhage"]["bags"] == 0  # the disc's bag on each photograph
+    assert 0 <= fit["optic_disc"]["bag_p"] <= 1 and fit["haemorrhage"]["ruled_out_p"] is not None
 
     with pytest.raises(ValueError, match="needs place targets in the batches"):
         cli_main(["fit", *args, "--trainer.default_root_dir", str(tmp_path / "b"),

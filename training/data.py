@@ -91,7 +91,9 @@ class ImageReportDataset(Dataset):
     Items are ``{"image": [3, S, S], "caption": str}`` or ``None`` for an unreadable image (counted by the
     collate function, never silently trained on). An index plus ``MIRROR_OFFSET`` gives the sample mirrored, its
     caption's sides (or eye) swapped (:mod:`training.mirror`); ``mirror_fraction`` mirrors that share of the
-    samples at random (those whose text has no mirror stay as they are).
+    samples at random (those whose text has no mirror stay as they are). With ``zone_view_masks`` an item also
+    carries ``view_box``; with ``place_targets``, ``place_boxes``, ``place_class`` and ``place_ruled_out``
+    (:func:`training.place_targets.place_tensors`).
     """
 
     def __init__(
