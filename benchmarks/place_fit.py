@@ -23,44 +23,40 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from afloc import load_pretrained  # noqa: E402
-from afloc.text.tokenizer import normalize_prompt  # noqa: E402
-from training.data import PLACE_CATEGORIES, ImageReportDataModule  # noqa: E402
-from training.place_targets import FUNDUS_FINDINGS, place_masks  # noqa: E402
+from training.data import ImageReportDataModule  # noqa: E402
+from training.place_targets import (  # noqa: E402
+    PLACE_CATEGORIES,
+    finding_prompts,
+    place_masks,
+    pooled_bags,
+    prompt_cosine,
+)
 
 
 def place_fit(model, tokenizer, dataset, collate, scale: float, bias: float, r: float, photographs: int) -> dict:
     """Per finding: bags, mean pooled bag probability and cosine, mean ruled-out probability and cosine."""
+    found = {name: {"bag_p": [], "bag_cos": [], "ruled_out_p": [], "ruled_out_cos": []} for name in PLACE_CATEGORIES}
     with torch.no_grad():
-        texts = tokenizer([normalize_prompt(prompt) for _, prompt, _ in FUNDUS_FINDINGS])
-        prompts = F.normalize(model.encode_text(texts).report_embedding.float(), dim=1)
-        found = {
-            name: {"bag_p": [], "bag_cos": [], "ruled_out_p": [], "ruled_out_cos": []} for name in PLACE_CATEGORIES
-        }
+        prompts = model.encode_text(tokenizer(finding_prompts())).report_embedding
         for start in range(0, min(photographs, len(dataset)), 16):
             batch = collate([dataset[i] for i in range(start, min(start + 16, photographs, len(dataset)))])
-            patches = F.normalize(model.encode_image(batch["images"]).patch_embeddings.float(), dim=1)
-            cosine = torch.einsum("bdhw,cd->bchw", patches, prompts)
+            cosine = prompt_cosine(model.encode_image(batch["images"]).patch_embeddings, prompts)
             logits = scale * cosine + bias
-            bags, negative = place_masks(
-                batch["place_boxes"], batch["place_class"], batch["place_ruled_out"], *logits.shape[-2:]
-            )
-            for n in range(logits.shape[0]):
-                for k, c in enumerate(batch["place_class"][n].tolist()):
-                    if c < 0 or not bags[n, k].any():
-                        continue
-                    cells = logits[n, c][bags[n, k]]
-                    pooled = (torch.logsumexp(r * cells, 0) - np.log(len(cells))) / r
-                    found[PLACE_CATEGORIES[c]]["bag_p"].append(float(torch.sigmoid(pooled)))
-                    found[PLACE_CATEGORIES[c]]["bag_cos"].append(float(cosine[n, c][bags[n, k]].mean()))
-                for c, name in enumerate(PLACE_CATEGORIES):
-                    if negative[n, c].any():
-                        found[name]["ruled_out_p"].append(float(torch.sigmoid(logits[n, c][negative[n, c]]).mean()))
-                        found[name]["ruled_out_cos"].append(float(cosine[n, c][negative[n, c]].mean()))
+            classes = batch["place_class"]
+            bags, negative = place_masks(batch["place_boxes"], classes, batch["place_ruled_out"], *logits.shape[-2:])
+            pooled, valid = pooled_bags(logits, bags, classes, r)
+            for n, k in valid.nonzero().tolist():
+                c = int(classes[n, k])
+                found[PLACE_CATEGORIES[c]]["bag_p"].append(float(torch.sigmoid(pooled[n, k])))
+                found[PLACE_CATEGORIES[c]]["bag_cos"].append(float(cosine[n, c][bags[n, k]].mean()))
+            for n, c in negative.flatten(2).any(2).nonzero().tolist():
+                ruled = negative[n, c]
+                found[PLACE_CATEGORIES[c]]["ruled_out_p"].append(float(torch.sigmoid(logits[n, c][ruled]).mean()))
+                found[PLACE_CATEGORIES[c]]["ruled_out_cos"].append(float(cosine[n, c][ruled].mean()))
     return {
         name: {"bags": len(v["bag_p"]), **{k: round(float(np.mean(x)), 3) if x else None for k, x in v.items()}}
         for name, v in found.items()

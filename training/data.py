@@ -27,7 +27,7 @@ from afloc.text.tokenizer import (
 from .augment import Augmentation
 from .manifest import ManifestRecord, read_manifest
 from .mirror import mirror_box, mirror_caption, mirror_image, mirror_pair_order
-from .place_targets import FUNDUS_FINDINGS, MAX_PLACES, no_places, place_tensors, report_places
+from .place_targets import MAX_PLACES, PLACE_CATEGORIES, no_places, place_tensors, report_places
 from .zone_views import (
     ANCHORS,
     WHOLE_IMAGE,
@@ -41,7 +41,6 @@ from .zone_views import (
 
 logger = logging.getLogger(__name__)
 
-PLACE_CATEGORIES = tuple(name for name, _, _ in FUNDUS_FINDINGS)  # the findings place targets speak of, in order
 MIRROR_OFFSET = 1 << 40  # a sampler index at or above this asks for the sample's mirror (:mod:`training.mirror`)
 
 
@@ -130,8 +129,6 @@ class ImageReportDataset(Dataset):
         self.mirroring = mirror_fraction > 0 or mirror_pairs
         self.mirror_fraction = mirror_fraction
         _check_places(place_targets, self.zone_layout, self.mirroring)
-        # the whole report's sentences, denials included, before any caption rule drops some
-        self.place_sentences = [report_sentences(r.report) for r in records] if place_targets else None
         # the eye is read only where views, mirrors or places need it (runs without them keep their captions)
         fundus_eyes = (zone_view_fraction > 0 or self.mirroring or place_targets) and self.zone_layout == "fundus"
         self.eyes = [report_eye(r.report) for r in records] if fundus_eyes else [None] * len(records)
@@ -139,6 +136,8 @@ class ImageReportDataset(Dataset):
         self.full_report_fraction = 1.0 if full_report else full_report_fraction
         self.augmentation = augmentation
         self.sentences = [report_sentences(r.report) for r in records]
+        # the whole report's sentences, denials included, before the caption rules below drop some
+        self.place_sentences = self.sentences if place_targets else None
         if (
             word_limit is not None
         ):  # the authors' cap on a report's sentence list (afloc.text.tokenizer.limit_sentences)
@@ -461,9 +460,10 @@ class ImageReportDataModule(pl.LightningDataModule):
         place_targets: bool = False,
     ) -> None:
         super().__init__()
-        _check_places(place_targets, "fundus" if modality == "fundus" else "chest", mirror_fraction > 0 or mirror_pairs)
-        _check_decoys(zone_view_decoys, zone_view_fraction, "fundus" if modality == "fundus" else "chest")
-        _check_anchor(zone_view_anchor, zone_view_fraction, "fundus" if modality == "fundus" else "chest")
+        layout = "fundus" if modality == "fundus" else "chest"
+        _check_places(place_targets, layout, mirror_fraction > 0 or mirror_pairs)
+        _check_decoys(zone_view_decoys, zone_view_fraction, layout)
+        _check_anchor(zone_view_anchor, zone_view_fraction, layout)
         for label, times in (label_repeats or {}).items():
             if isinstance(times, bool) or not isinstance(times, int) or times < 1:
                 raise ValueError(f"label_repeats[{label!r}] must be a whole number >= 1, got {times!r}")

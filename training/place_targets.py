@@ -29,7 +29,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from afloc.text.tokenizer import is_negated
+from afloc.modeling.losses import box_cells
+from afloc.text.tokenizer import is_negated, normalize_prompt
 
 from .zone_views import FUNDUS_DISC, sentence_regions
 
@@ -39,7 +40,19 @@ FUNDUS_FINDINGS: tuple[tuple[str, str, re.Pattern], ...] = (
     ("hard_exudates", "hard exudates", re.compile(r"exudat", re.I)),
     ("haemorrhage", "haemorrhage", re.compile(r"h(a)?emorrhag", re.I)),
 )
+PLACE_CATEGORIES = tuple(name for name, _, _ in FUNDUS_FINDINGS)  # the findings place targets speak of, in order
 MAX_PLACES = 8  # positive bags kept per report (the generated reports place at most 6)
+
+
+def finding_prompts() -> list[str]:
+    """Each of :data:`PLACE_CATEGORIES`' prompts, normalised as the predictor normalises a user's prompt."""
+    return [normalize_prompt(prompt) for _, prompt, _ in FUNDUS_FINDINGS]
+
+
+def prompt_cosine(patches: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+    """``[B, C, h, w]`` cosine of each prompt vector ``prompts [C, D]`` with each cell of ``patches [B, D, h, w]``:
+    the deep-map heatmap before smoothing, and, scaled and shifted, the place loss's cell logits."""
+    return torch.einsum("bdhw,cd->bchw", F.normalize(patches.float(), dim=1), F.normalize(prompts.float(), dim=1))
 
 
 def sentence_classes(sentence: str, categories: Sequence[str]) -> list[str]:
@@ -90,17 +103,6 @@ def report_places(
     ]
 
 
-def box_cells(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``[..., height, width]`` bool: the grid cells whose centres lie inside each ``(x0, y0, x1, y1)`` box of
-    ``boxes [..., 4]`` (image fractions). A box that holds no cell centre holds no cell."""
-    rows = (torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5) / height
-    cols = (torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5) / width
-    x0, y0, x1, y1 = (boxes[..., k, None] for k in range(4))
-    inside_rows = (rows >= y0) & (rows < y1)
-    inside_cols = (cols >= x0) & (cols < x1)
-    return inside_rows[..., :, None] & inside_cols[..., None, :]
-
-
 def place_tensors(
     places: Sequence[tuple[int, tuple[float, float, float, float]]], ruled_out: Sequence[bool], max_places: int
 ) -> dict[str, torch.Tensor]:
@@ -130,6 +132,22 @@ def place_masks(
     return bags, ruled_out[:, :, None, None] & ~placed
 
 
+def pooled_bags(
+    logits: torch.Tensor, bags: torch.Tensor, bag_class: torch.Tensor, r: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each bag's logit ``[B, K]``, ``log(mean(exp(r x))) / r`` over its cells of its category's map, and which
+    bags count ``[B, K]`` (a category, and at least one cell); see :func:`place_loss` for the shapes."""
+    if r <= 0:
+        raise ValueError(f"the pooling sharpness r must be > 0, got {r}")
+    chosen = logits.gather(1, bag_class.clamp(min=0)[:, :, None, None].expand(-1, -1, *logits.shape[2:]))
+    cells = torch.where(bags, r * chosen, torch.full_like(chosen, -torch.inf)).flatten(2)
+    count = bags.flatten(2).sum(2)
+    valid = (bag_class >= 0) & (count > 0)
+    cells = torch.where(valid[:, :, None], cells, torch.zeros_like(cells))  # no -inf row: finite gradients
+    pooled = (torch.logsumexp(cells, dim=2) - count.clamp(min=1).float().log()) / r
+    return pooled, valid  # a bag that does not count has a meaningless value
+
+
 def place_loss(
     logits: torch.Tensor, bags: torch.Tensor, bag_class: torch.Tensor, negative: torch.Tensor, r: float
 ) -> torch.Tensor:
@@ -141,15 +159,10 @@ def place_loss(
     is a mean over what it has; a batch with neither gives 0 (with a gradient path, so that every rank runs the same
     graph).
     """
-    if r <= 0:
-        raise ValueError(f"the pooling sharpness r must be > 0, got {r}")
-    chosen = logits.gather(1, bag_class.clamp(min=0)[:, :, None, None].expand(-1, -1, *logits.shape[2:]))
-    cells = torch.where(bags, r * chosen, torch.full_like(chosen, -torch.inf)).flatten(2)
-    count = bags.flatten(2).sum(2)
-    valid = (bag_class >= 0) & (count > 0)
+    pooled, valid = pooled_bags(logits, bags, bag_class, r)
     total = logits.sum() * 0.0
     if bool(valid.any()):
-        pooled = (torch.logsumexp(cells[valid], dim=1) - count[valid].float().log()) / r
+        pooled = pooled[valid]
         total = total + F.binary_cross_entropy_with_logits(pooled, torch.ones_like(pooled))
     if bool(negative.any()):
         ruled = logits[negative]

@@ -11,15 +11,14 @@ from typing import Literal
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from pytorch_lightning.callbacks import Timer
 
 from afloc import AFLocConfig, AFLocLoss, ImageEncoderConfig, LossConfig, TextEncoderConfig, build_model
 from afloc.modeling.types import ImageEncoderOutput, TextEncoderOutput
-from afloc.text.tokenizer import normalize_prompt, sample_caption
+from afloc.text.tokenizer import sample_caption
 
 from .distributed import gather_boxes, gather_image_outputs, gather_text_outputs
-from .place_targets import FUNDUS_FINDINGS, place_loss, place_masks
+from .place_targets import finding_prompts, place_loss, place_masks, prompt_cosine
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +211,10 @@ class AFLocPretraining(pl.LightningModule):
         self._keep_frozen_in_eval()
 
     # ------------------------------------------------------------------ steps
+    def _text_trainable(self) -> bool:
+        """Whether any text weight trains (the BERT, or the adapter on a frozen BERT)."""
+        return not self.hparams.freeze_text or self.model.text_adapter is not None
+
     def _step(self, batch: dict, stage: str) -> torch.Tensor | None:
         if "images" not in batch or batch["images"].shape[0] < 2:
             return None  # every sample of the batch was unreadable, or a last batch of one
@@ -219,8 +222,7 @@ class AFLocPretraining(pl.LightningModule):
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         image_out: ImageEncoderOutput = self.model.encode_image(images)
-        text_trainable = not self.hparams.freeze_text or self.model.text_adapter is not None
-        with torch.set_grad_enabled(torch.is_grad_enabled() and text_trainable):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self._text_trainable()):
             text_out: TextEncoderOutput = self.model.encode_text(batch["text"])
         view_boxes = batch.get("view_boxes")  # zone views (training.zone_views): the visible part of each image
         if self.hparams.gather_across_ranks and self.trainer.world_size > 1:
@@ -257,11 +259,9 @@ class AFLocPretraining(pl.LightningModule):
         maps of each finding's prompt with the deep map."""
         if self._place_text is None:
             raise ValueError("place_weight > 0: the finding prompts were not tokenised (fitting sets them)")
-        text_trainable = not self.hparams.freeze_text or self.model.text_adapter is not None
-        with torch.set_grad_enabled(torch.is_grad_enabled() and text_trainable):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self._text_trainable()):
             prompts = self.model.encode_text(self._place_text.to(patches.device)).report_embedding
-        cosine = torch.einsum("bdhw,cd->bchw", F.normalize(patches.float(), dim=1), F.normalize(prompts.float(), dim=1))
-        logits = self.place_log_scale.exp() * cosine + self.place_bias
+        logits = self.place_log_scale.exp() * prompt_cosine(patches, prompts) + self.place_bias
         bags, negative = place_masks(
             batch["place_boxes"], batch["place_class"], batch["place_ruled_out"], *logits.shape[-2:]
         )
@@ -342,7 +342,7 @@ class AFLocPretraining(pl.LightningModule):
             datamodule = self.trainer.datamodule
             if not getattr(datamodule, "hparams", {}).get("place_targets", False):
                 raise ValueError("place_weight > 0 needs place targets in the batches: set --data.place_targets true")
-            self._place_text = datamodule.tokenizer([normalize_prompt(prompt) for _, prompt, _ in FUNDUS_FINDINGS])
+            self._place_text = datamodule.tokenizer(finding_prompts())
 
     def elapsed_seconds(self) -> float:
         """Wall-clock seconds of fitting so far (across resumes; logged as ``elapsed_s``)."""

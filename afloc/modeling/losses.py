@@ -203,19 +203,26 @@ def local_contrastive_loss(
     return _symmetric_cross_entropy(logit_scale * scores.t())
 
 
-def boxes_to_region_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``[B, height, width]`` bool: the grid cells whose centres lie inside each ``(x0, y0, x1, y1)`` box (image
-    fractions); a box that holds no cell centre keeps the cell nearest to its centre."""
+def box_cells(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``[..., height, width]`` bool: the grid cells whose centres lie inside each ``(x0, y0, x1, y1)`` box of
+    ``boxes [..., 4]`` (image fractions). A box that holds no cell centre holds no cell."""
     rows = (torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5) / height
     cols = (torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5) / width
-    x0, y0, x1, y1 = (boxes[:, k, None] for k in range(4))
-    inside_rows = (rows[None] >= y0) & (rows[None] < y1)  # [B, h]
-    inside_cols = (cols[None] >= x0) & (cols[None] < x1)  # [B, w]
-    mask = inside_rows[:, :, None] & inside_cols[:, None, :]
+    x0, y0, x1, y1 = (boxes[..., k, None] for k in range(4))
+    inside_rows = (rows >= y0) & (rows < y1)  # [..., h]
+    inside_cols = (cols >= x0) & (cols < x1)  # [..., w]
+    return inside_rows[..., :, None] & inside_cols[..., None, :]
+
+
+def boxes_to_region_mask(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``[B, height, width]`` bool: :func:`box_cells` of each ``(x0, y0, x1, y1)`` box of ``boxes [B, 4]``; a box
+    that holds no cell centre keeps the cell nearest to its centre."""
+    mask = box_cells(boxes, height, width)
     empty = ~mask.flatten(1).any(dim=1)
     if bool(empty.any()):
-        row = ((y0 + y1)[:, 0] / 2 * height).long().clamp(0, height - 1)
-        col = ((x0 + x1)[:, 0] / 2 * width).long().clamp(0, width - 1)
+        x0, y0, x1, y1 = (boxes[:, k] for k in range(4))
+        row = ((y0 + y1) / 2 * height).long().clamp(0, height - 1)
+        col = ((x0 + x1) / 2 * width).long().clamp(0, width - 1)
         index = empty.nonzero().flatten()
         mask[index, row[index], col[index]] = True
     return mask
