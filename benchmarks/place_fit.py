@@ -30,6 +30,7 @@ from afloc import load_pretrained  # noqa: E402
 from training.data import ImageReportDataModule  # noqa: E402
 from training.place_targets import (  # noqa: E402
     PLACE_CATEGORIES,
+    PLACE_CELLS,
     finding_prompts,
     place_masks,
     pooled_bags,
@@ -47,7 +48,8 @@ def place_fit(model, tokenizer, dataset, collate, scale: float, bias: float, r: 
             cosine = prompt_cosine(model.encode_image(batch["images"]).patch_embeddings, prompts)
             logits = scale * cosine + bias
             classes = batch["place_class"]
-            bags, negative = place_masks(batch["place_boxes"], classes, batch["place_ruled_out"], *logits.shape[-2:])
+            bags, negative = place_masks(batch["place_boxes"], classes, batch["place_ruled_out"], *logits.shape[-2:],
+                                         batch["place_names"], batch["place_anchor"])  # fmt: skip
             pooled, valid = pooled_bags(logits, bags, classes, r)
             for n, k in valid.nonzero().tolist():
                 c = int(classes[n, k])
@@ -68,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="a Lightning checkpoint of a run with the place loss")
     parser.add_argument("--manifest", required=True, help="the run's manifest (training split)")
     parser.add_argument("--photographs", type=int, default=128, help="the first N training photographs")
+    parser.add_argument("--place-cells", choices=PLACE_CELLS, help="the bags' cells (default: the run's own)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -75,11 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     state, hyper = checkpoint.get("state_dict", {}), checkpoint.get("hyper_parameters", {})
     if "place_bias" not in state:
         parser.error(f"{args.model} has no place loss head (trained without --model.place_weight)")
+    cells = checkpoint.get("datamodule_hyper_parameters", {}).get("place_cells", "box")
     bundle = load_pretrained(args.model)
     pre = bundle.preprocessing
     data = ImageReportDataModule(args.manifest, text_model=bundle.model.config.text.name_or_path,
                                  image_size=pre.image_size, modality=pre.modality, mean=pre.mean, std=pre.std,
-                                 batch_size=2, num_workers=0, place_targets=True)  # fmt: skip
+                                 batch_size=2, num_workers=0, place_targets=True,
+                                 place_cells=args.place_cells or cells)  # fmt: skip
     data.setup("fit")
     result = place_fit(bundle.model.eval(), bundle.tokenizer, data.datasets["train"],
                        data.train_dataloader().collate_fn, float(state["place_log_scale"].exp()),

@@ -10,13 +10,16 @@ import torch
 from training_fixtures import write_disc_photograph, write_manifest, write_tiny_bert
 
 from training.place_targets import (
+    PLACE_NAMES,
+    place_labels,
     place_loss,
     place_masks,
     place_tensors,
     report_places,
     sentence_classes,
 )
-from training.zone_views import anchored_box, fundus_region
+from training.realdata.fundus import Photo, fine_region, fovea_from_disc, region_of
+from training.zone_views import DISC_DIAMETER, anchored_box, fundus_region
 
 CATEGORIES = ("optic_disc", "hard_exudates", "haemorrhage")
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
@@ -49,7 +52,7 @@ def test_places_follow_the_text_and_the_disc_and_rule_out_what_the_report_exclud
         "no cotton wool spots",
     ]
     places, ruled_out = report_places(sentences, CATEGORIES, "right", DISC)
-    assert [c for c, _ in places] == [0, 1]
+    assert [p.category for p in places] == [0, 1]
     assert places[1][1] == pytest.approx(anchored_box("inner_temporal", DISC, "right"))
     assert places[0][1] == pytest.approx(fundus_region("the optic disc appears normal", "right", DISC))
     assert ruled_out == [True, True, False]  # the haemorrhages are somewhere unsaid: nothing ruled out
@@ -58,7 +61,7 @@ def test_places_follow_the_text_and_the_disc_and_rule_out_what_the_report_exclud
 
     clear = ["the disc margins are sharp", "no hard exudates", "there are no haemorrhages"]
     places, ruled_out = report_places(clear, CATEGORIES, "right", DISC)
-    assert [c for c, _ in places] == [0] and ruled_out == [True, True, True]  # denied: ruled out everywhere
+    assert [p.category for p in places] == [0] and ruled_out == [True, True, True]  # denied: ruled out everywhere
 
 
 def test_an_impression_line_summarises_placed_findings():
@@ -66,7 +69,7 @@ def test_an_impression_line_summarises_placed_findings():
     exudates by default, and as a finding somewhere unsaid by the bound's recorded reading (``summaries=False``)."""
     sentences = ["hard exudates just temporal of the fovea", "diabetic retinopathy with exudates"]
     places, ruled_out = report_places(sentences, CATEGORIES, "right", DISC)
-    assert [c for c, _ in places] == [1] and ruled_out[1]
+    assert [p.category for p in places] == [1] and ruled_out[1]
     assert not report_places(sentences, CATEGORIES, "right", DISC, summaries=False)[1][1]
     unplaced_only = report_places(["diabetic retinopathy with exudates"], CATEGORIES, "right", DISC)
     assert unplaced_only == ([], [True, False, True])
@@ -102,6 +105,58 @@ def test_masks_and_loss_reward_heat_in_the_named_place_and_none_where_ruled_out(
     one_cell[0, 0][bags[0, 0]] = 4.0
     assert place_loss(one_cell, *args, r=1.0) > 2 * place_loss(inside, *args, r=1.0)
     assert place_loss(one_cell, *args, r=50.0) < place_loss(one_cell, *args, r=1.0)
+
+
+@pytest.mark.parametrize("labelling, label_of", [(1, fine_region), (2, region_of)])
+def test_cells_are_labelled_as_the_report_generator_names_places(labelling, label_of):
+    """Bug class: the training bags and the places the generated reports name drifting apart (a sector's sign, a
+    ring's radius, the eye's direction, the order in which regions win)."""
+    grid = 16
+    for disc, eye in (((0.75, 0.5), "right"), ((0.22, 0.46), "left"), ((0.6, 0.4), "right"), ((0.35, 0.6), "left")):
+        anchor = torch.tensor([[*disc, 1.0 if eye == "right" else -1.0, float(labelling)]])
+        labels = place_labels(anchor, grid, grid)[0]
+        photo = Photo(eye, disc, fovea_from_disc(disc, DISC_DIAMETER, eye), DISC_DIAMETER, {})
+        expected = [[label_of(((j + 0.5) / grid, (i + 0.5) / grid), photo) for j in range(grid)] for i in range(grid)]
+        assert [[PLACE_NAMES[k] for k in row] for row in labels.tolist()] == expected
+        assert len(set(sum(expected, []))) >= 6  # the grid spans several places, so the comparison means something
+
+
+def test_fine_cells_hold_exactly_the_named_subfield():
+    """``place_cells="fine"``: an exudate bag is the cells of its subfield, not its box with a margin, so the
+    neighbouring subfields (the fovea's own cells among them) are ruled out; a place the labelling never gives
+    keeps its box."""
+    sentences = ["the disc margins are sharp", "hard exudates in the inner temporal subfield", "no haemorrhages"]
+    places, ruled_out = report_places(sentences, CATEGORIES, "right", DISC)
+    boxed, fine = (
+        {k: v[None] for k, v in place_tensors(places, ruled_out, 4, DISC, "right", cells).items()}
+        for cells in ("box", "fine")
+    )
+    masks = {}
+    for name, one in (("box", boxed), ("fine", fine)):
+        masks[name] = place_masks(one["place_boxes"], one["place_class"], one["place_ruled_out"], 16, 16,
+                                  one["place_names"], one["place_anchor"])  # fmt: skip
+    labels = place_labels(fine["place_anchor"], 16, 16)[0]
+    sector = labels == PLACE_NAMES.index("inner_temporal")
+    assert torch.equal(masks["fine"][0][0, 1], sector) and sector.any()
+    assert bool((masks["box"][0][0, 1] & ~sector).any())  # the box holds more than the subfield ...
+    assert not bool((sector & ~masks["box"][0][0, 1]).any())  # ... and all of it
+    centre = labels == PLACE_NAMES.index("centre")
+    assert masks["fine"][1][0, 1][centre].all() and not masks["box"][1][0, 1][centre].all()
+    assert torch.equal(masks["fine"][0][0, 0], labels == PLACE_NAMES.index("peripapillary"))  # the disc's bag
+    assert not boxed["place_names"].any() and not boxed["place_anchor"].any()
+    # on a 4 x 4 grid no cell centre lies within a disc diameter of the disc: its bag falls back to its box's cells,
+    # so that the disc is not ruled out everywhere on a photograph whose report places it
+    coarse = [place_masks(*(one[k] for k in ("place_boxes", "place_class", "place_ruled_out")), 4, 4,
+                          one["place_names"], one["place_anchor"])[0] for one in (boxed, fine)]  # fmt: skip
+    assert not (place_labels(fine["place_anchor"], 4, 4) == PLACE_NAMES.index("peripapillary")).any()
+    assert coarse[1][0, 0].sum() == 4 and torch.equal(coarse[1][0, 0], coarse[0][0, 0])
+
+    macula = report_places(["hard exudates in the macula"], CATEGORIES, "right", DISC)
+    one = place_tensors(*macula, 4, DISC, "right", "fine")
+    assert not one["place_names"].any()  # the ETDRS labelling has no "macula": the bag keeps its box
+    assert one["place_names"].shape == (4, len(PLACE_NAMES)) and one["place_anchor"].tolist() == [*DISC, 1.0, 1.0]
+    with pytest.raises(ValueError, match="place cells must be one of"):
+        place_tensors(*macula, 4, DISC, "right", "sectors")
 
 
 def test_a_batch_without_targets_costs_nothing_and_keeps_a_gradient_path():
@@ -157,6 +212,17 @@ def test_whole_photographs_carry_places_from_their_own_disc_and_views_none(tmp_p
         ImageReportDataModule(manifest, place_targets=True)
     with pytest.raises(ValueError, match="cannot be combined with mirroring"):
         ImageReportDataModule(manifest, modality="fundus", place_targets=True, mirror_fraction=0.5)
+    with pytest.raises(ValueError, match="set place_targets true"):
+        ImageReportDataModule(manifest, modality="fundus", place_cells="fine")
+    with pytest.raises(ValueError, match="place_cells must be one of"):
+        ImageReportDataModule(manifest, modality="fundus", place_targets=True, place_cells="exact")
+
+    fine = ImageReportDataModule(manifest, text_model=str(tiny_bert), image_size=64, batch_size=2, num_workers=0,
+                                 modality="fundus", place_targets=True, place_cells="fine")  # fmt: skip
+    fine.setup("fit")
+    batch = fine.train_dataloader().collate_fn([fine.datasets["train"][i] for i in (0, 2)])
+    assert batch["place_names"][:, 1].any(dim=-1).all()  # the central subfield's bag, on a right and a left eye
+    assert batch["place_anchor"][:, 2].tolist() == [1.0, -1.0] and batch["place_anchor"][:, 3].tolist() == [1.0, 1.0]
 
 
 def test_the_place_loss_trains_the_models_own_heatmaps(tmp_path, tiny_bert, capsys):
@@ -170,7 +236,7 @@ def test_the_place_loss_trains_the_models_own_heatmaps(tmp_path, tiny_bert, caps
             manifest, "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir",
             str(tmp_path), "--data.modality", "fundus", "--data.batch_size", "2",
             "--model.place_weight", "1.0"]  # fmt: skip
-    cli = cli_main(["fit", *args, "--data.place_targets", "true"])
+    cli = cli_main(["fit", *args, "--data.place_targets", "true", "--data.place_cells", "fine"])
     metrics = (Path(cli.trainer.log_dir) / "metrics.csv").read_text()
     assert "train/place" in metrics
     module = cli.model

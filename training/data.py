@@ -27,7 +27,7 @@ from afloc.text.tokenizer import (
 from .augment import Augmentation
 from .manifest import ManifestRecord, read_manifest
 from .mirror import mirror_box, mirror_caption, mirror_image, mirror_pair_order
-from .place_targets import MAX_PLACES, PLACE_CATEGORIES, no_places, place_tensors, report_places
+from .place_targets import MAX_PLACES, PLACE_CATEGORIES, PLACE_CELLS, no_places, place_tensors, report_places
 from .zone_views import (
     ANCHORS,
     WHOLE_IMAGE,
@@ -60,7 +60,11 @@ def _check_anchor(anchor: str, view_fraction: float, layout: str) -> None:
         raise ValueError("zone_view_anchor 'disc' needs zone views: set zone_view_fraction > 0")
 
 
-def _check_places(place_targets: bool, layout: str, mirroring: bool) -> None:
+def _check_places(place_targets: bool, layout: str, mirroring: bool, cells: str = "box") -> None:
+    if cells not in PLACE_CELLS:
+        raise ValueError(f"place_cells must be one of {PLACE_CELLS}, got {cells!r}")
+    if cells != "box" and not place_targets:
+        raise ValueError(f"place_cells {cells!r} chooses the cells of place targets: set place_targets true")
     if place_targets and layout != "fundus":
         raise ValueError(
             "place_targets reads places relative to the optic disc and is for fundus photographs (modality='fundus')"
@@ -112,6 +116,7 @@ class ImageReportDataset(Dataset):
         zone_view_decoys: float = 0.0,
         zone_view_anchor: str = "frame",
         place_targets: bool = False,
+        place_cells: str = "box",
     ) -> None:
         if not 0.0 <= mirror_fraction <= 1.0:
             raise ValueError(f"mirror_fraction must be in [0, 1], got {mirror_fraction}")
@@ -128,7 +133,8 @@ class ImageReportDataset(Dataset):
         self.zone_view_anchor = zone_view_anchor
         self.mirroring = mirror_fraction > 0 or mirror_pairs
         self.mirror_fraction = mirror_fraction
-        _check_places(place_targets, self.zone_layout, self.mirroring)
+        _check_places(place_targets, self.zone_layout, self.mirroring, place_cells)
+        self.place_cells = place_cells
         # the eye is read only where views, mirrors or places need it (runs without them keep their captions)
         fundus_eyes = (zone_view_fraction > 0 or self.mirroring or place_targets) and self.zone_layout == "fundus"
         self.eyes = [report_eye(r.report) for r in records] if fundus_eyes else [None] * len(records)
@@ -206,8 +212,9 @@ class ImageReportDataset(Dataset):
         if not shown_whole:
             return no_places(len(PLACE_CATEGORIES), MAX_PLACES)
         disc = disc_in_tensor(tensor, self.preprocessing.mean, self.preprocessing.std)
-        places, ruled_out = report_places(self.place_sentences[position], PLACE_CATEGORIES, self.eyes[position], disc)
-        return place_tensors(places, ruled_out, MAX_PLACES)
+        eye = self.eyes[position]
+        places, ruled_out = report_places(self.place_sentences[position], PLACE_CATEGORIES, eye, disc)
+        return place_tensors(places, ruled_out, MAX_PLACES, disc, eye, self.place_cells)
 
     def _mirror(
         self, tensor: torch.Tensor, caption: str, box: tuple, position: int, epoch: int, asked: bool
@@ -353,7 +360,7 @@ class Collate:
             batch["text"] = self.tokenizer([item["caption"] for item in good])
             if "view_box" in good[0]:
                 batch["view_boxes"] = torch.stack([item["view_box"] for item in good])
-            for key in ("place_boxes", "place_class", "place_ruled_out"):
+            for key in ("place_boxes", "place_class", "place_ruled_out", "place_names", "place_anchor"):
                 if key in good[0]:
                     batch[key] = torch.stack([item[key] for item in good])
         return batch
@@ -388,6 +395,11 @@ class ImageReportDataModule(pl.LightningDataModule):
             disc found in its own pixels, and the cells the report rules out), for the model's place loss
             (``--model.place_weight``). Read from the whole report, denials included; no annotation is read. Off
             (default). Not in the reference.
+        place_cells: which cells a place target's bag holds (:data:`training.place_targets.PLACE_CELLS`):
+            ``"box"`` (default), the place's anchored box with its margin; ``"fine"``, exactly the cells that the
+            ETDRS-grid labelling of ``prepare-fundus --places fine`` gives that place (measured from the disc found
+            in the pixels, as the box is); ``"coarse"``, those the coarse regions' labelling gives it. Needs
+            ``place_targets``. Not in the reference.
         zone_view_anchor: fundus: where a view's place is measured from: ``"frame"`` (default), fixed boxes of a
             macula-centred photograph; ``"disc"``, the optic disc found in each photograph's own pixels (no
             annotation; :func:`training.zone_views.find_disc`), which the ETDRS subfields of ``prepare-fundus
@@ -458,10 +470,11 @@ class ImageReportDataModule(pl.LightningDataModule):
         zone_view_decoys: float = 0.0,
         zone_view_anchor: str = "frame",
         place_targets: bool = False,
+        place_cells: str = "box",
     ) -> None:
         super().__init__()
         layout = "fundus" if modality == "fundus" else "chest"
-        _check_places(place_targets, layout, mirror_fraction > 0 or mirror_pairs)
+        _check_places(place_targets, layout, mirror_fraction > 0 or mirror_pairs, place_cells)
         _check_decoys(zone_view_decoys, zone_view_fraction, layout)
         _check_anchor(zone_view_anchor, zone_view_fraction, layout)
         for label, times in (label_repeats or {}).items():
@@ -528,6 +541,7 @@ class ImageReportDataModule(pl.LightningDataModule):
                 zone_view_decoys=self.hparams.get("zone_view_decoys", 0.0) if split == "train" else 0.0,
                 zone_view_anchor=self.hparams.get("zone_view_anchor", "frame") if split == "train" else "frame",
                 place_targets=self.hparams.get("place_targets", False) and split == "train",
+                place_cells=self.hparams.get("place_cells", "box") if split == "train" else "box",
             )
         if self.dropped_reports["train"]:
             logger.warning("dropped %d training studies with no usable sentence", self.dropped_reports["train"])

@@ -263,7 +263,12 @@ class AFLocPretraining(pl.LightningModule):
             prompts = self.model.encode_text(self._place_text.to(patches.device)).report_embedding
         logits = self.place_log_scale.exp() * prompt_cosine(patches, prompts) + self.place_bias
         bags, negative = place_masks(
-            batch["place_boxes"], batch["place_class"], batch["place_ruled_out"], *logits.shape[-2:]
+            batch["place_boxes"],
+            batch["place_class"],
+            batch["place_ruled_out"],
+            *logits.shape[-2:],
+            batch.get("place_names"),
+            batch.get("place_anchor"),
         )
         return place_loss(logits, bags, batch["place_class"], negative, self.hparams.place_pool_r)
 

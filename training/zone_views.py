@@ -193,6 +193,19 @@ _LEFT_EYE = re.compile(r"\b(left eye|os)\b", re.I)
 LAYOUTS = ("chest", "fundus")
 
 
+def fundus_place_names(sentence: str) -> list[str]:
+    """The places a fundus sentence names (keys of :data:`ANCHORED_PLACES`), most specific first; a sentence that
+    names none of them but names the disc gets ``["peripapillary"]``."""
+    names, rest = [], sentence
+    for pattern, name in (*FUNDUS_FINE_PLACES, *zip((p for p, _ in FUNDUS_PLACES), FUNDUS_PLACE_NAMES, strict=True)):
+        if pattern.search(rest):  # a matched phrase is used up ("temporal to the macula" is not also "the macula")
+            names.append(name)
+            rest = pattern.sub(" ", rest)
+    if not names and FUNDUS_DISC[0].search(sentence):
+        names = ["peripapillary"]
+    return names
+
+
 def fundus_region(
     sentence: str, eye: str | None, disc: tuple[float, float] | None = None
 ) -> tuple[float, float, float, float] | None:
@@ -205,13 +218,7 @@ def fundus_region(
     (:func:`anchored_box`; the eye, when unknown, is the disc's side); without it, from the fixed frame of a
     macula-centred photograph, where every box but the macula's depends on the eye (unknown: only the macula).
     """
-    names, rest = [], sentence
-    for pattern, name in (*FUNDUS_FINE_PLACES, *zip((p for p, _ in FUNDUS_PLACES), FUNDUS_PLACE_NAMES, strict=True)):
-        if pattern.search(rest):  # most specific first; a matched phrase is used up ("temporal to the macula" is
-            names.append(name)  # not also "the macula")
-            rest = pattern.sub(" ", rest)
-    if not names and FUNDUS_DISC[0].search(sentence):
-        names = ["peripapillary"]
+    names = fundus_place_names(sentence)
     if not names:
         return None
     if disc is not None:
