@@ -103,9 +103,9 @@ def _calibration_rows(predictor, manifest: Path, n: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cxr-model", default=str(ROOT / "assets/models/afloc_phantomcxr_r10"))
-    parser.add_argument("--fundus-model", default=str(ROOT / "assets/models/afloc_phantomfundus_r10"))
+    parser.add_argument("--fundus-model", default=str(ROOT / "assets/models/afloc_idrid_fundus_r10"))
     parser.add_argument("--cxr-corpus", default=str(ROOT / "data/phantom6k"))
-    parser.add_argument("--fundus-corpus", default=str(ROOT / "data/fundus6k"))
+    parser.add_argument("--fundus-corpus", default=str(ROOT / "data/idrid_fine"))
     parser.add_argument("--shared", default=str(ROOT.parent / "shared/data"))
     parser.add_argument("--n", type=int, default=200, help="images per set")
     parser.add_argument("--json", default=None)

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "| model | feature | k | own test | other modality | real images | non-medical |\n|---|---|---|---|---|---|---|"
     )
-    for modality, model in (("cxr", "afloc_phantomcxr_r10"), ("fundus", "afloc_phantomfundus_r10")):
+    for modality, model in (("cxr", "afloc_phantomcxr_r10"), ("fundus", "afloc_idrid_fundus_r10")):
         predictor = AFLocPredictor.from_pretrained(ROOT / "assets/models" / model, device="cpu")
         other = "fundus" if modality == "cxr" else "cxr"
         fitted = _features(predictor, _split_images(corpora[modality], "val", 400))

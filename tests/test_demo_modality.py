@@ -120,5 +120,5 @@ def test_the_bundled_models_serve_both_modalities():
     store = ModelStore([EXAMPLES.parent / "models"])  # the real folder (a server fixture may patch the constant)
     fundus = [store.path_of(key).name for _, key in md.model_choices(store, "fundus")]
     chest = [store.path_of(key).name for _, key in md.model_choices(store, "cxr")]
-    assert fundus == ["afloc_phantomfundus_r10"] and chest == ["afloc_phantomcxr_r10"]
+    assert fundus == ["afloc_idrid_fundus_r10"] and chest == ["afloc_phantomcxr_r10"]
     assert md.missing_model_message(store, "fundus") == "" == md.missing_model_message(store, "cxr")

@@ -99,3 +99,24 @@ def test_pixel_comparison_fails_on_a_planted_change(tmp_path):
     cv2.imwrite(str(tmp_path / "c.png"), shifted)
     with pytest.raises(AssertionError, match="differ"):
         assert_same_pixels(tmp_path / "a.png", tmp_path / "c.png")
+
+
+SHARED_IDRID = Path(__file__).resolve().parents[2] / "shared" / "data" / "fundus" / "idrid"
+
+
+@pytest.mark.skipif(not SHARED_IDRID.is_dir(), reason="../shared/data/fundus/idrid is not on this machine")
+def test_the_real_examples_are_the_test_photographs_their_licence_names(tmp_path):
+    """The three IDRiD examples regenerate from the shared test folder: the same boxes exactly, the same pixels
+    within the JPEG codec's rounding (a re-encode with another libjpeg may differ by a level or two)."""
+    from training.realdata.fundus_examples import NAMES, write_idrid_examples
+
+    written = write_idrid_examples(SHARED_IDRID, tmp_path)
+    assert [p.name for p in written] == [f"idrid_{n}.json" for n in NAMES]
+    for path in written:
+        committed = EXAMPLES / path.name
+        assert committed.read_bytes() == path.read_bytes(), path.name
+        truth = json.loads(path.read_text())
+        assert truth["findings"][0]["category"] == "hard_exudates" and not truth["synthetic"]
+        fresh, stored = (cv2.imread(str(folder / truth["image"])) for folder in (tmp_path, EXAMPLES))
+        assert fresh.shape == stored.shape and max(fresh.shape[:2]) == 768
+        assert np.abs(fresh.astype(int) - stored.astype(int)).mean() < 1.0

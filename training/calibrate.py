@@ -117,20 +117,19 @@ def card_section(calibration: ZeroShotCalibration, ood: OODSummary, findings: tu
             "",
             f"Fitted on {calibration.split} by `python -m training calibrate`. Per finding, Platt scaling of the "
             "zero-shot logit (positive minus negative prompt-set score): `p = sigmoid(slope * z + bias)`. ECE: "
-            "expected calibration error, 10 equal-width bins, on the same images (the test split's numbers are in "
-            "`benchmarks/README.md`). Findings without a calibration are shown as uncalibrated scores, not "
-            "probabilities.",
+            "expected calibration error, 10 equal-width bins, on the same images. Findings without a calibration are "
+            "shown as uncalibrated scores, not probabilities.",
             "",
             "| finding | images / positive | AUC | ECE before | ECE after | parameters |",
             "|---|---|---|---|---|---|",
             *rows,
             "",
-            f"Reliability diagram (validation, all calibrated findings pooled): `{PLOT_NAME}` in this folder.",
+            f"Reliability diagram (the same images, all calibrated findings pooled): `{PLOT_NAME}` in this folder.",
             "",
             "Out-of-distribution flag: an image whose mean deep-map embedding has a Mahalanobis score "
-            f"(`ood.safetensors`: the mean and {ood.components.shape[0]} principal directions of {ood.n} validation "
+            f"(`ood.safetensors`: the mean and {ood.components.shape[0]} principal directions of {ood.n} fitted "
             f"images' features) over "
-            f"{ood.threshold:.3f}, the validation images' {ood.quantile:.0%} quantile, is flagged as unlike the "
+            f"{ood.threshold:.3f}, those images' {ood.quantile:.0%} quantile, is flagged as unlike the "
             "images this model was trained on: its heatmap and scores are not meaningful.",
         ]
     )
