@@ -216,11 +216,19 @@ class ModelStore:
         return choices
 
     def default_key(self) -> str:
-        """A preloaded model, else the first bundled model (sorted), else the untrained fallback."""
+        """A preloaded model, else the first bundled chest X-ray model (sorted; the demo opens on that modality),
+        else the first bundled model, else the untrained fallback."""
         if self.preloaded:
             return next(iter(self.preloaded))
         bundled = find_model_dirs(self.folders[0]) if self.folders else []
-        return (self.key_for(bundled[0]) or UNTRAINED_KEY) if bundled else UNTRAINED_KEY
+        keys = [key for key in (self.key_for(path) for path in bundled) if key]
+        for key in keys:
+            try:
+                if self.model_info(key)[0].modality == "cxr":
+                    return key
+            except ValueError:  # unreadable: not a start-up model
+                continue
+        return keys[0] if keys else UNTRAINED_KEY
 
     def card(self, key: str) -> str:
         """The model card without loading the weights, followed by the model's source (``""`` when unreadable)."""

@@ -121,4 +121,5 @@ def test_the_bundled_models_serve_both_modalities():
     fundus = [store.path_of(key).name for _, key in md.model_choices(store, "fundus")]
     chest = [store.path_of(key).name for _, key in md.model_choices(store, "cxr")]
     assert fundus == ["afloc_idrid_fundus_r10"] and chest == ["afloc_phantomcxr_r10"]
+    assert store.path_of(store.default_key()).name == "afloc_phantomcxr_r10"  # the demo opens on the chest model
     assert md.missing_model_message(store, "fundus") == "" == md.missing_model_message(store, "cxr")
