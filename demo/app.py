@@ -144,7 +144,8 @@ def build_demo(
     Args:
         predictor: an :class:`afloc.AFLocPredictor` to offer as the model "custom predictor" (and default).
         store: where models are found; default the bundled ``assets/models/`` and the user models folder.
-        default_model: the dropdown's initial key (a model directory path); default the store's first model.
+        default_model: the dropdown's initial key (a model directory path); default the store's
+            :meth:`~demo.models.ModelStore.default_key` (the first bundled chest X-ray model).
         examples_dir: folder of example images + ground-truth JSON.
         max_pixels: largest image accepted (width x height), checked before decoding.
         concurrency_limit, queue_size: per-event worker count and waiting-queue length.
