@@ -358,7 +358,8 @@ def test_model_store_discovers_caches_and_reports_broken_models(tmp_path, tiny_m
     )
     assert store.default_key() == UNTRAINED_KEY  # no bundled model: start on the flagged untrained one
     assert (
-        ModelStore([user]).default_key() == "bundled/a_broken"  # the first folder is the bundled one
+        ModelStore([user]).default_key() == "bundled/b_tiny"  # the first folder is the bundled one; a broken model
+        # is not a start-up model, the first readable chest X-ray one is
         and UNTRAINED_KEY not in dict(ModelStore([user]).discover()).values()
     )
     assert find_model_dirs(user / "b_tiny") == [(user / "b_tiny").resolve()]
