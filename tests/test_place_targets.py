@@ -225,6 +225,15 @@ def test_whole_photographs_carry_places_from_their_own_disc_and_views_none(tmp_p
     assert batch["place_anchor"][:, 2].tolist() == [1.0, -1.0] and batch["place_anchor"][:, 3].tolist() == [1.0, 1.0]
 
 
+def test_place_bags_measures_exact_bags_smaller_than_boxes(tmp_path, tiny_bert):
+    from benchmarks.place_bags import bag_sizes
+
+    manifest = _photographs(tmp_path)
+    box, fine = (bag_sizes(manifest, str(tiny_bert), cells, 4, 256, 16) for cells in ("box", "fine"))
+    assert box["exact_bags"] == 0 and fine["exact_bags"] == 8 and fine["empty_exact_bags"] == 0  # disc + centre
+    assert 0 < fine["hard_exudates"]["mean_cells"] < box["hard_exudates"]["mean_cells"]
+
+
 def test_the_place_loss_trains_the_models_own_heatmaps(tmp_path, tiny_bert, capsys):
     """The place term is logged, reaches the image encoder, stays out of the exported model (benchmarks/place_fit.py
     reads it from the checkpoint), and is refused without place targets in the batches."""

@@ -70,7 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", required=True, type=Path, help="the IDRiD test folder (NNNN.jpg + NNNN.txt)")
     parser.add_argument("--out", required=True, type=Path, help="the examples folder (assets/examples)")
     args = parser.parse_args(argv)
-    for path in write_idrid_examples(args.source, args.out):
+    if not args.out.is_dir():
+        parser.error(f"--out {args.out} is not a folder")
+    try:
+        written = write_idrid_examples(args.source, args.out)
+    except (FileNotFoundError, ValueError) as error:  # a missing photograph or a malformed box file, named
+        parser.error(str(error))
+    for path in written:
         print(f"wrote {path}")
     return 0
 
